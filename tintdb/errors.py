@@ -1,0 +1,200 @@
+"""Every error tintdb raises, embedded or over HTTP.
+
+The names and wire names match chromadb's, so code written against chromadb keeps
+catching the same things. Where chromadb raised a builtin (``ValueError``), our class
+also inherits that builtin, so ``except ValueError`` keeps working.
+
+    TintError (alias ChromaError)
+    ├── InvalidArgumentError (ValueError)          400  bad input of any kind
+    │   ├── InvalidDimensionException              400  vector length differs from the collection's
+    │   ├── DuplicateIDError                       400  the same id twice in one call
+    │   ├── InvalidUUIDError                       400
+    │   └── EmbeddingFunctionError                 400  no function, or a mismatch with the stored one
+    ├── IDAlreadyExistsError (ValueError)          409  add() of an id that exists
+    ├── UniqueConstraintError (ValueError)         409  a collection, tenant or database name is taken
+    ├── NotFoundError (ValueError)                 404
+    ├── AuthError                                  401
+    ├── AuthorizationError                         403
+    ├── PayloadTooLargeError                       413
+    ├── BatchSizeExceededError                     413  kept for compatibility; tintdb has no batch limit
+    ├── StoreLockedError                           409  another process holds an exclusive lock
+    ├── ResetDisabledError                         403
+    ├── RateLimitError                             429
+    ├── QuotaError                                 400
+    ├── VersionMismatchError                       500
+    └── InternalError                              500  a bug: please report it
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AuthError",
+    "AuthorizationError",
+    "BatchSizeExceededError",
+    "ChromaError",
+    "DuplicateIDError",
+    "EmbeddingFunctionError",
+    "IDAlreadyExistsError",
+    "InternalError",
+    "InvalidArgumentError",
+    "InvalidDimensionException",
+    "InvalidUUIDError",
+    "NotFoundError",
+    "PayloadTooLargeError",
+    "QuotaError",
+    "RateLimitError",
+    "ResetDisabledError",
+    "StoreLockedError",
+    "TintError",
+    "UniqueConstraintError",
+    "VersionMismatchError",
+    "error_from_wire",
+]
+
+
+class TintError(Exception):
+    """Base of every tintdb error; ``name()`` is the wire name, ``code()`` the HTTP status."""
+
+    wire_name = "ChromaError"
+    status = 500
+
+    def __init__(self, message: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+
+    @classmethod
+    def name(cls) -> str:
+        return cls.wire_name
+
+    def code(self) -> int:
+        return self.status
+
+
+ChromaError = TintError
+
+
+class InvalidArgumentError(TintError, ValueError):
+    wire_name = "InvalidArgumentError"
+    status = 400
+
+
+class InvalidDimensionException(InvalidArgumentError):
+    wire_name = "InvalidDimension"
+
+
+class DuplicateIDError(InvalidArgumentError):
+    wire_name = "DuplicateID"
+
+
+class InvalidUUIDError(InvalidArgumentError):
+    wire_name = "InvalidUUID"
+
+
+class EmbeddingFunctionError(InvalidArgumentError):
+    wire_name = "InvalidArgumentError"
+
+
+class IDAlreadyExistsError(TintError, ValueError):
+    wire_name = "IDAlreadyExists"
+    status = 409
+
+
+class UniqueConstraintError(TintError, ValueError):
+    wire_name = "UniqueConstraintError"
+    status = 409
+
+
+class NotFoundError(TintError, ValueError):
+    wire_name = "NotFoundError"
+    status = 404
+
+
+class AuthError(TintError):
+    wire_name = "AuthError"
+    status = 401
+
+
+class AuthorizationError(TintError):
+    wire_name = "AuthorizationError"
+    status = 403
+
+
+class PayloadTooLargeError(TintError):
+    wire_name = "ChromaError"
+    status = 413
+
+
+class BatchSizeExceededError(TintError):
+    wire_name = "BatchSizeExceededError"
+    status = 413
+
+
+class StoreLockedError(TintError):
+    wire_name = "ChromaError"
+    status = 409
+
+
+class ResetDisabledError(TintError):
+    wire_name = "ChromaError"
+    status = 403
+
+
+class RateLimitError(TintError):
+    wire_name = "RateLimitError"
+    status = 429
+
+
+class QuotaError(TintError):
+    wire_name = "QuotaError"
+    status = 400
+
+
+class VersionMismatchError(TintError):
+    wire_name = "VersionMismatchError"
+    status = 500
+
+
+class InternalError(TintError):
+    wire_name = "InternalError"
+    status = 500
+
+
+_BY_WIRE_NAME: dict[str, type[TintError]] = {
+    cls.wire_name: cls
+    for cls in (
+        TintError,
+        InvalidArgumentError,
+        InvalidDimensionException,
+        DuplicateIDError,
+        InvalidUUIDError,
+        IDAlreadyExistsError,
+        UniqueConstraintError,
+        NotFoundError,
+        AuthError,
+        AuthorizationError,
+        BatchSizeExceededError,
+        RateLimitError,
+        QuotaError,
+        VersionMismatchError,
+        InternalError,
+    )
+}
+
+_BY_STATUS: dict[int, type[TintError]] = {
+    400: InvalidArgumentError,
+    401: AuthError,
+    403: AuthorizationError,
+    404: NotFoundError,
+    409: UniqueConstraintError,
+    413: PayloadTooLargeError,
+    422: InvalidArgumentError,
+    429: RateLimitError,
+}
+
+
+def error_from_wire(status: int, name: str | None, message: str) -> TintError:
+    """Rebuild the error a server sent: by wire name first, then by HTTP status."""
+    cls = _BY_WIRE_NAME.get(name or "")
+    if cls is None or cls is TintError:
+        cls = _BY_STATUS.get(status, cls or InternalError)
+    return cls(message)

@@ -1,0 +1,80 @@
+"""Public type aliases and result shapes, the same names chromadb uses."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypedDict, Union
+
+import numpy as np
+import numpy.typing as npt
+
+__all__ = [
+    "CollectionModel",
+    "Document",
+    "Documents",
+    "Embedding",
+    "Embeddings",
+    "GetResult",
+    "ID",
+    "IDs",
+    "Include",
+    "IncludeField",
+    "Metadata",
+    "MetadataValue",
+    "QueryResult",
+    "Where",
+    "WhereDocument",
+]
+
+ID = str
+IDs = list[ID]
+Document = str
+Documents = list[Document]
+Scalar = Union[str, int, float, bool]
+MetadataValue = Union[Scalar, list[str], list[int], list[float], list[bool], None]
+Metadata = dict[str, MetadataValue]
+Embedding = Union[list[float], npt.NDArray[np.floating[Any]]]
+Embeddings = Union[list[Embedding], npt.NDArray[np.floating[Any]]]
+Where = dict[str, Any]
+WhereDocument = dict[str, Any]
+IncludeField = Literal["documents", "embeddings", "metadatas", "distances", "uris", "data"]
+Include = list[IncludeField]
+
+
+class GetResult(TypedDict):
+    ids: list[str]
+    embeddings: npt.NDArray[np.float32] | None
+    documents: list[str | None] | None
+    uris: list[str | None] | None
+    data: Any
+    metadatas: list[Metadata | None] | None
+    included: list[str]
+
+
+class QueryResult(TypedDict):
+    ids: list[list[str]]
+    embeddings: list[npt.NDArray[np.float32]] | None
+    documents: list[list[str | None]] | None
+    uris: list[list[str | None]] | None
+    data: Any
+    metadatas: list[list[Metadata | None]] | None
+    distances: list[list[float]] | None
+    included: list[str]
+
+
+@dataclass
+class CollectionModel:
+    """What a backend knows about a collection: plain data, safe to send over the wire."""
+
+    id: str
+    name: str
+    tenant: str
+    database: str
+    metadata: dict[str, Any] | None = None
+    configuration: dict[str, Any] = field(default_factory=dict)
+    dimension: int | None = None
+
+    @property
+    def space(self) -> str:
+        hnsw = self.configuration.get("hnsw") or {}
+        return str(hnsw.get("space") or "l2")
