@@ -5,24 +5,24 @@ catching the same things. Where chromadb raised a builtin (``ValueError``), our 
 also inherits that builtin, so ``except ValueError`` keeps working.
 
     TintError (alias ChromaError)
-    ├── InvalidArgumentError (ValueError)          400  bad input of any kind
-    │   ├── InvalidDimensionException              400  vector length differs from the collection's
-    │   ├── DuplicateIDError                       400  the same id twice in one call
-    │   ├── InvalidUUIDError                       400
-    │   └── EmbeddingFunctionError                 400  no function, or a mismatch with the stored one
-    ├── IDAlreadyExistsError (ValueError)          409  add() of an id that exists
-    ├── UniqueConstraintError (ValueError)         409  a collection, tenant or database name is taken
-    ├── NotFoundError (ValueError)                 404
-    ├── AuthError                                  401
-    ├── AuthorizationError                         403
-    ├── PayloadTooLargeError                       413
-    ├── BatchSizeExceededError                     413  kept for compatibility; tintdb has no batch limit
-    ├── StoreLockedError                           409  another process holds an exclusive lock
-    ├── ResetDisabledError                         403
-    ├── RateLimitError                             429
-    ├── QuotaError                                 400
-    ├── VersionMismatchError                       500
-    └── InternalError                              500  a bug: please report it
+    ├── InvalidArgumentError (ValueError)     400  bad input of any kind
+    │   ├── InvalidDimensionException         400  a vector's length differs
+    │   ├── DuplicateIDError                  400  the same id twice in one call
+    │   ├── InvalidUUIDError                  400
+    │   └── EmbeddingFunctionError            400  missing, failing or mismatched
+    ├── IDAlreadyExistsError (ValueError)     409  add() of an id that exists
+    ├── UniqueConstraintError (ValueError)    409  a name is taken
+    ├── NotFoundError (ValueError)            404
+    ├── AuthError                             401
+    ├── AuthorizationError                    403
+    ├── PayloadTooLargeError                  413
+    ├── BatchSizeExceededError                413  compatibility only: no batch limit
+    ├── StoreLockedError                      409  the store is held exclusively
+    ├── ResetDisabledError (ValueError)       403
+    ├── RateLimitError                        429
+    ├── QuotaError                            400
+    ├── VersionMismatchError                  500
+    └── InternalError                         500  a bug: please report it
 """
 
 from __future__ import annotations
@@ -134,7 +134,7 @@ class StoreLockedError(TintError):
     status = 409
 
 
-class ResetDisabledError(TintError):
+class ResetDisabledError(TintError, ValueError):
     wire_name = "ChromaError"
     status = 403
 

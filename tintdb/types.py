@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypedDict, Union
+from typing import Any, Literal, TypedDict
 
 import numpy as np
 import numpy.typing as npt
@@ -30,11 +30,11 @@ ID = str
 IDs = list[ID]
 Document = str
 Documents = list[Document]
-Scalar = Union[str, int, float, bool]
-MetadataValue = Union[Scalar, list[str], list[int], list[float], list[bool], None]
+Scalar = str | int | float | bool
+MetadataValue = Scalar | list[str] | list[int] | list[float] | list[bool] | None
 Metadata = dict[str, MetadataValue]
-Embedding = Union[list[float], npt.NDArray[np.floating[Any]]]
-Embeddings = Union[list[Embedding], npt.NDArray[np.floating[Any]]]
+Embedding = list[float] | npt.NDArray[np.floating[Any]]
+Embeddings = list[Embedding] | npt.NDArray[np.floating[Any]]
 Where = dict[str, Any]
 WhereDocument = dict[str, Any]
 IncludeField = Literal["documents", "embeddings", "metadatas", "distances", "uris", "data"]

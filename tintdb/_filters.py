@@ -1,0 +1,257 @@
+"""``where`` and ``where_document`` filters: checking them, and compiling them to SQL.
+
+The SQL runs over two tables of ``_storage`` (see its schema):
+
+* ``records r`` — one row per record, ``r.seq`` its storage order, ``r.document``;
+* ``meta(coll, seq, key, kind, v)`` — one row per metadata value, list values
+  exploded into one row per element. ``kind`` keeps the types apart so that
+  ``True != 1`` and a string never equals a number, while ``1 == 1.0`` holds
+  (SQLite compares INTEGER and REAL numerically).
+
+Each condition becomes ``r.seq [NOT] IN (SELECT seq FROM meta WHERE ...)``, served
+by the covering index ``meta(coll, key, kind, v, seq)``. Negations (``$ne``,
+``$nin``, ``$not_contains``) are the complement of the positive set, so they also
+match records that lack the key, as in chromadb.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from typing import Any
+
+import orjson
+
+from .errors import InvalidArgumentError
+
+__all__ = [
+    "KIND_BOOL",
+    "KIND_LIST_OFFSET",
+    "KIND_NUMBER",
+    "KIND_STR",
+    "compile_where",
+    "compile_where_document",
+    "regexp",
+    "validate_where",
+    "validate_where_document",
+    "value_kind",
+]
+
+KIND_STR, KIND_NUMBER, KIND_BOOL = 0, 1, 2
+KIND_LIST_OFFSET = 3  # list elements: 3 = str, 4 = number, 5 = bool
+
+COMPARE = {"$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<="}
+EQUALITY = ("$eq", "$ne")
+MEMBERSHIP = ("$in", "$nin")
+CONTAINS = ("$contains", "$not_contains")
+FIELD_OPERATORS = (*EQUALITY, *COMPARE, *MEMBERSHIP, *CONTAINS)
+LOGICAL = ("$and", "$or")
+DOCUMENT_OPERATORS = ("$contains", "$not_contains", "$regex", "$not_regex")
+
+# The shortest needle the trigram index can serve; shorter ones scan with instr().
+_TRIGRAM = 3
+
+
+def value_kind(value: Any) -> int:
+    if isinstance(value, bool):
+        return KIND_BOOL
+    if isinstance(value, str):
+        return KIND_STR
+    return KIND_NUMBER
+
+
+def _sql_value(value: Any) -> Any:
+    return int(value) if isinstance(value, bool) else value
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _is_scalar(value: Any) -> bool:
+    return isinstance(value, (str, int, float))  # bool is an int
+
+
+# ---------------------------------------------------------------- validation
+
+
+def _one_key(clause: Any, what: str) -> tuple[str, Any]:
+    if not isinstance(clause, dict):
+        raise InvalidArgumentError(f"Invalid {what}: expected a dict, got {type(clause).__name__}")
+    if len(clause) == 0:
+        raise InvalidArgumentError(f"Invalid {what}: an empty dict; leave the filter out instead")
+    if len(clause) > 1:
+        keys = ", ".join(map(repr, clause))
+        raise InvalidArgumentError(
+            f"Invalid {what}: one key per dict, got {keys}; "
+            "wrap several conditions in $and: {'$and': [{...}, {...}]}"
+        )
+    return next(iter(clause.items()))
+
+
+def _logical(op: str, value: Any, what: str, single_ok: bool) -> list[Any]:
+    minimum = 1 if single_ok else 2
+    if not isinstance(value, list) or len(value) < minimum:
+        raise InvalidArgumentError(
+            f"Invalid {what}: {op} needs a list of at least {minimum} conditions, got {value!r}"
+        )
+    return value
+
+
+def validate_where(where: Any, *, single_clause_ok: bool = False) -> None:
+    """Raise InvalidArgumentError, with a hint, unless ``where`` is a valid filter."""
+    key, value = _one_key(where, "where")
+    if key in LOGICAL:
+        for clause in _logical(key, value, "where", single_clause_ok):
+            validate_where(clause, single_clause_ok=single_clause_ok)
+        return
+    if not isinstance(key, str) or key.startswith("$"):
+        raise InvalidArgumentError(
+            f"Invalid where: unknown operator {key!r} at the top level; use a metadata key, "
+            "$and or $or"
+        )
+    if isinstance(value, dict):
+        op, operand = _one_key(value, f"where condition on {key!r}")
+        _validate_operator(key, op, operand)
+    elif _is_scalar(value):
+        pass
+    else:
+        raise InvalidArgumentError(
+            f"Invalid where: the value for {key!r} must be a str, int, float or bool, or an "
+            f"operator dict such as {{'$in': [...]}}; got {value!r}"
+        )
+
+
+def _validate_operator(key: str, op: str, operand: Any) -> None:
+    if op not in FIELD_OPERATORS:
+        raise InvalidArgumentError(
+            f"Invalid where: unknown operator {op!r} on {key!r}; use one of "
+            f"{', '.join(FIELD_OPERATORS)}"
+        )
+    if op in COMPARE:
+        if not _is_number(operand):
+            raise InvalidArgumentError(
+                f"Invalid where: {op} on {key!r} needs an int or float, got {operand!r}"
+            )
+    elif op in MEMBERSHIP:
+        if not isinstance(operand, list) or not operand:
+            raise InvalidArgumentError(
+                f"Invalid where: {op} on {key!r} needs a non-empty list, got {operand!r}"
+            )
+        if not all(_is_scalar(v) for v in operand):
+            raise InvalidArgumentError(
+                f"Invalid where: {op} on {key!r} takes str, int, float or bool items"
+            )
+        if len({value_kind(v) for v in operand}) > 1:
+            raise InvalidArgumentError(
+                f"Invalid where: the items of {op} on {key!r} must all have one type"
+            )
+    elif not _is_scalar(operand):
+        raise InvalidArgumentError(
+            f"Invalid where: {op} on {key!r} needs a str, int, float or bool, got {operand!r}"
+        )
+
+
+def validate_where_document(where_document: Any, *, single_clause_ok: bool = False) -> None:
+    op, value = _one_key(where_document, "where_document")
+    if op in LOGICAL:
+        for clause in _logical(op, value, "where_document", single_clause_ok):
+            validate_where_document(clause, single_clause_ok=single_clause_ok)
+        return
+    if op not in DOCUMENT_OPERATORS:
+        raise InvalidArgumentError(
+            f"Invalid where_document: unknown operator {op!r}; use one of "
+            f"{', '.join((*DOCUMENT_OPERATORS, *LOGICAL))}"
+        )
+    if not isinstance(value, str) or value == "":
+        raise InvalidArgumentError(
+            f"Invalid where_document: {op} needs a non-empty str, got {value!r}"
+        )
+    if op in ("$regex", "$not_regex"):
+        try:
+            _compiled(value)
+        except re.error as exc:
+            raise InvalidArgumentError(
+                f"Invalid where_document: bad regular expression {value!r}: {exc}"
+            ) from exc
+
+
+# ---------------------------------------------------------------- compilation
+
+
+@functools.lru_cache(maxsize=256)
+def _compiled(pattern: str) -> re.Pattern[str]:
+    return re.compile(pattern)
+
+
+def regexp(pattern: str, text: str | None) -> bool:
+    """SQLite's REGEXP function: registered on every connection of the store."""
+    return text is not None and _compiled(pattern).search(text) is not None
+
+
+def _meta_set(
+    coll: int, key: str, kind: int, cond: str, params: list[Any]
+) -> tuple[str, list[Any]]:
+    sql = f"SELECT seq FROM meta WHERE coll = ? AND key = ? AND kind = ? AND {cond}"
+    return sql, [coll, key, kind, *params]
+
+
+def compile_where(where: dict[str, Any], coll: int) -> tuple[str, list[Any]]:
+    """SQL boolean expression over ``records r`` for a validated ``where``."""
+    key, value = next(iter(where.items()))
+    if key in LOGICAL:
+        parts = [compile_where(c, coll) for c in value]
+        joiner = " AND " if key == "$and" else " OR "
+        return (
+            "(" + joiner.join(p[0] for p in parts) + ")",
+            [x for p in parts for x in p[1]],
+        )
+    op, operand = next(iter(value.items())) if isinstance(value, dict) else ("$eq", value)
+    negate = op in ("$ne", "$nin", "$not_contains")
+    if op in EQUALITY:
+        sub = _meta_set(coll, key, value_kind(operand), "v = ?", [_sql_value(operand)])
+    elif op in COMPARE:
+        sub = _meta_set(coll, key, KIND_NUMBER, f"v {COMPARE[op]} ?", [operand])
+    elif op in MEMBERSHIP:
+        items = [_sql_value(v) for v in operand]
+        sub = _meta_set(
+            coll,
+            key,
+            value_kind(operand[0]),
+            "v IN (SELECT value FROM json_each(?))",
+            [orjson.dumps(items).decode()],
+        )
+    else:  # $contains / $not_contains on list values
+        sub = _meta_set(
+            coll, key, KIND_LIST_OFFSET + value_kind(operand), "v = ?", [_sql_value(operand)]
+        )
+    return f"r.seq {'NOT IN' if negate else 'IN'} ({sub[0]})", sub[1]
+
+
+def _fts_phrase(text: str) -> str:
+    return '"' + text.replace('"', '""') + '"'
+
+
+def compile_where_document(where_document: dict[str, Any]) -> tuple[str, list[Any]]:
+    """SQL boolean expression over ``records r`` for a validated ``where_document``."""
+    op, value = next(iter(where_document.items()))
+    if op in LOGICAL:
+        parts = [compile_where_document(c) for c in value]
+        joiner = " AND " if op == "$and" else " OR "
+        return (
+            "(" + joiner.join(p[0] for p in parts) + ")",
+            [x for p in parts for x in p[1]],
+        )
+    if op == "$contains":
+        if len(value) >= _TRIGRAM:
+            return (
+                "(r.seq IN (SELECT rowid FROM docs WHERE docs MATCH ?) "
+                "AND instr(r.document, ?) > 0)",
+                [_fts_phrase(value), value],
+            )
+        return "(instr(r.document, ?) > 0)", [value]
+    if op == "$not_contains":
+        return "(r.document IS NULL OR instr(r.document, ?) = 0)", [value]
+    if op == "$regex":
+        return "(r.document IS NOT NULL AND regexp(?, r.document))", [value]
+    return "(r.document IS NULL OR NOT regexp(?, r.document))", [value]

@@ -1,0 +1,313 @@
+"""The vector index of one collection: derived data, rebuildable from SQLite at any time.
+
+Two parts:
+
+* an HNSW graph (hnswlib) whose labels are the records' ``seq`` numbers, for
+  approximate k-NN, optionally restricted by a filter callback;
+* a numpy copy of the vectors, built lazily the first time an exact search needs it
+  (a filtered query with few matches), then kept in step with every change.
+
+Snapshots on disk are directories ``v<lsn>/`` holding the hnswlib file, the live labels
+and a manifest with CRC32 checksums. They are written to a temporary directory, fsynced
+and renamed, so a snapshot is either complete or absent; a snapshot that fails its
+checksum is ignored (and the caller rebuilds), so hnswlib never reads a damaged file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import shutil
+import threading
+import zlib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import hnswlib
+import numpy as np
+import orjson
+
+__all__ = ["Loader", "VectorIndex"]
+
+# Returns (seqs, vectors) of every record of the collection.
+Loader = Callable[[], tuple[np.ndarray, np.ndarray]]
+
+_SNAPSHOT_PREFIX = "v"
+_MIN_CAPACITY = 1024
+
+
+def _crc(path: Path) -> int:
+    crc = 0
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 22):
+            crc = zlib.crc32(chunk, crc)
+    return crc
+
+
+def _fsync_path(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class VectorIndex:
+    """HNSW + lazily built exact-search mirror for one collection."""
+
+    def __init__(self, space: str, dim: int, params: dict[str, Any]) -> None:
+        self.space = space
+        self.dim = dim
+        self.params = params
+        self.lsn = 0
+        self.lock = threading.RLock()
+        self._live: set[int] = set()
+        self._hnsw = hnswlib.Index(space=space, dim=dim)
+        self._hnsw.init_index(
+            max_elements=_MIN_CAPACITY,
+            ef_construction=int(params["ef_construction"]),
+            M=int(params["max_neighbors"]),
+            allow_replace_deleted=True,
+        )
+        self._apply_ef()
+        # Exact-search mirror: rows of _vecs, addressed through _row (seq -> row).
+        self._vecs: np.ndarray | None = None
+        self._row: dict[int, int] = {}
+        self._free_rows: list[int] = []
+        self._next_row = 0
+        self.unsaved = 0
+
+    # ------------------------------------------------------------ basics
+
+    def __len__(self) -> int:
+        return len(self._live)
+
+    def _threads(self) -> int:
+        n = int(self.params.get("num_threads") or 0)
+        return n if n > 0 else -1
+
+    def _apply_ef(self) -> None:
+        self._hnsw.set_ef(int(self.params["ef_search"]))
+
+    def set_params(self, params: dict[str, Any]) -> None:
+        """Apply changed search-time parameters (ef_search, num_threads...)."""
+        with self.lock:
+            self.params = params
+            self._apply_ef()
+
+    def _prepare(self, v: np.ndarray) -> np.ndarray:
+        """What the mirror stores: hnswlib normalises for cosine, so must we."""
+        if self.space != "cosine":
+            return v
+        norms = np.linalg.norm(v, axis=1, keepdims=True)
+        return v / np.where(norms == 0, 1, norms)
+
+    # ------------------------------------------------------------ changes
+
+    def upsert(self, seqs: np.ndarray, vectors: np.ndarray) -> None:
+        """Add new labels or replace the vectors of existing ones."""
+        if len(seqs) == 0:
+            return
+        with self.lock:
+            fresh = sum(1 for s in seqs.tolist() if s not in self._live)
+            needed = max(self._hnsw.get_current_count(), len(self._live) + fresh)
+            cap = self._hnsw.get_max_elements()
+            if needed > cap:
+                factor = max(float(self.params.get("resize_factor") or 1.2), 1.2)
+                self._hnsw.resize_index(max(needed, math.ceil(cap * factor)))
+            self._hnsw.add_items(vectors, seqs, num_threads=self._threads(), replace_deleted=True)
+            self._live.update(seqs.tolist())
+            if self._vecs is not None:
+                self._mirror_set(seqs, vectors)
+            self.unsaved += len(seqs)
+
+    def remove(self, seqs: np.ndarray) -> None:
+        with self.lock:
+            for s in seqs.tolist():
+                if s in self._live:
+                    self._hnsw.mark_deleted(s)
+                    self._live.discard(s)
+                    row = self._row.pop(s, None)
+                    if row is not None:
+                        self._free_rows.append(row)
+            self.unsaved += len(seqs)
+
+    # ------------------------------------------------------------ exact-search mirror
+
+    def _mirror_set(self, seqs: np.ndarray, vectors: np.ndarray) -> None:
+        assert self._vecs is not None
+        rows = []
+        for s in seqs.tolist():
+            row = self._row.get(s)
+            if row is None:
+                if self._free_rows:
+                    row = self._free_rows.pop()
+                else:
+                    row, self._next_row = self._next_row, self._next_row + 1
+                self._row[s] = row
+            rows.append(row)
+        top = max(rows) + 1
+        if top > len(self._vecs):
+            grown = np.empty((max(top, 2 * len(self._vecs), 64), self.dim), dtype=np.float32)
+            grown[: len(self._vecs)] = self._vecs
+            self._vecs = grown
+        self._vecs[rows] = self._prepare(vectors)
+
+    def ensure_mirror(self, loader: Loader) -> None:
+        with self.lock:
+            if self._vecs is not None:
+                return
+            seqs, vectors = loader()
+            self._vecs = np.empty((max(len(seqs), 64), self.dim), dtype=np.float32)
+            self._row, self._free_rows, self._next_row = {}, [], 0
+            self._mirror_set(seqs, vectors)
+
+    # ------------------------------------------------------------ search
+
+    def knn(
+        self, queries: np.ndarray, k: int, allowed: set[int] | None = None, ef: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray] | None:
+        """Approximate k-NN; None when hnswlib cannot return k results (use exact)."""
+        with self.lock:
+            k = min(k, len(self._live))
+            if k == 0:
+                return np.empty((len(queries), 0), np.int64), np.empty(
+                    (len(queries), 0), np.float32
+                )
+            base = int(self.params["ef_search"])
+            self._hnsw.set_ef(max(base, k, ef or 0))
+            try:
+                if allowed is None:
+                    threads = 1 if len(queries) == 1 else self._threads()
+                    labels, dists = self._hnsw.knn_query(queries, k=k, num_threads=threads)
+                else:
+                    labels, dists = self._hnsw.knn_query(
+                        queries, k=k, num_threads=1, filter=allowed.__contains__
+                    )
+            except RuntimeError:
+                return None
+            finally:
+                self._hnsw.set_ef(base)
+            return labels.astype(np.int64), dists
+
+    def exact(
+        self, queries: np.ndarray, k: int, seqs: np.ndarray, loader: Loader
+    ) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """True k nearest among ``seqs``, per query (lists: rows may be shorter than k)."""
+        self.ensure_mirror(loader)
+        with self.lock:
+            assert self._vecs is not None
+            seqs = np.asarray([s for s in seqs.tolist() if s in self._row], dtype=np.int64)
+            vecs = self._vecs[[self._row[s] for s in seqs.tolist()]]
+        q = self._prepare(queries)
+        k = min(k, len(seqs))
+        out_labels, out_dists = [], []
+        if k == 0:
+            empty = np.empty(0, np.int64), np.empty(0, np.float32)
+            return [empty[0]] * len(q), [empty[1]] * len(q)
+        if self.space == "l2":
+            approx = (vecs * vecs).sum(1)[None, :] - 2 * (q @ vecs.T)
+        else:
+            approx = -(q @ vecs.T)
+        # Pick a few more than k by the fast formula, then rank by the exact distance.
+        pick = min(len(seqs), k + 8)
+        for i in range(len(q)):
+            cand = (
+                np.argpartition(approx[i], pick - 1)[:pick]
+                if pick < len(seqs)
+                else np.arange(len(seqs))
+            )
+            d = self.distances(q[i], vecs[cand])
+            order = np.argsort(d, kind="stable")[:k]
+            out_labels.append(seqs[cand[order]])
+            out_dists.append(d[order])
+        return out_labels, out_dists
+
+    def distances(self, q: np.ndarray, vecs: np.ndarray) -> np.ndarray:
+        """The space's distance, as hnswlib defines it, computed directly in float32."""
+        if self.space == "l2":
+            diff = vecs - q[None, :]
+            return np.einsum("ij,ij->i", diff, diff).astype(np.float32)
+        return (np.float32(1.0) - vecs @ q).astype(np.float32)
+
+    # ------------------------------------------------------------ persistence
+
+    def save(self, directory: Path) -> None:
+        """Write a snapshot stamped with ``self.lsn``; older snapshots are removed."""
+        with self.lock:
+            directory.mkdir(parents=True, exist_ok=True)
+            final = directory / f"{_SNAPSHOT_PREFIX}{self.lsn:020d}"
+            if final.exists():
+                self.unsaved = 0
+                return
+            tmp = directory / f".tmp-{os.getpid()}-{threading.get_ident()}"
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir()
+            graph, labels = tmp / "graph.hnsw", tmp / "labels.npy"
+            self._hnsw.save_index(str(graph))
+            np.save(labels, np.fromiter(self._live, dtype=np.int64, count=len(self._live)))
+            manifest = {
+                "lsn": self.lsn,
+                "space": self.space,
+                "dim": self.dim,
+                "count": len(self._live),
+                "crc": {"graph.hnsw": _crc(graph), "labels.npy": _crc(labels)},
+            }
+            (tmp / "manifest.json").write_bytes(orjson.dumps(manifest))
+            for f in (graph, labels, tmp / "manifest.json"):
+                _fsync_path(f)
+            _fsync_path(tmp)
+            try:
+                os.rename(tmp, final)
+            except OSError:  # another process wrote the same snapshot first
+                shutil.rmtree(tmp, ignore_errors=True)
+            _fsync_path(directory)
+            self.unsaved = 0
+        for old in directory.glob(f"{_SNAPSHOT_PREFIX}*"):
+            if old.name < final.name:
+                shutil.rmtree(old, ignore_errors=True)
+
+    @classmethod
+    def load(
+        cls, directory: Path, space: str, dim: int, params: dict[str, Any]
+    ) -> VectorIndex | None:
+        """The newest valid snapshot in ``directory``, or None if there is none."""
+        if not directory.is_dir():
+            return None
+        for snap in sorted(directory.glob(f"{_SNAPSHOT_PREFIX}*"), reverse=True):
+            with contextlib.suppress(Exception):
+                index = cls._load_snapshot(snap, space, dim, params)
+                if index is not None:
+                    return index
+        return None
+
+    @classmethod
+    def _load_snapshot(
+        cls, snap: Path, space: str, dim: int, params: dict[str, Any]
+    ) -> VectorIndex | None:
+        manifest = orjson.loads((snap / "manifest.json").read_bytes())
+        if manifest["space"] != space or manifest["dim"] != dim:
+            return None
+        for name, crc in manifest["crc"].items():
+            if _crc(snap / name) != crc:
+                return None
+        live = np.load(snap / "labels.npy")
+        if len(live) != manifest["count"]:
+            return None
+        index = cls.__new__(cls)
+        index.space, index.dim, index.params = space, dim, params
+        index.lock = threading.RLock()
+        index.lsn = int(manifest["lsn"])
+        index._live = set(live.tolist())
+        index._hnsw = hnswlib.Index(space=space, dim=dim)
+        index._hnsw.load_index(str(snap / "graph.hnsw"), allow_replace_deleted=True)
+        index._apply_ef()
+        index._vecs, index._row, index._free_rows, index._next_row = None, {}, [], 0
+        index.unsaved = 0
+        return index
+
+    @staticmethod
+    def discard(directory: Path) -> None:
+        shutil.rmtree(directory, ignore_errors=True)

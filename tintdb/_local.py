@@ -1,0 +1,622 @@
+"""``LocalBackend``: the Backend that runs in this process, on SQLite plus a vector index.
+
+It keeps one rule: SQLite is the truth and every index is caught up with the change
+log before it answers (``_sync``). Writes commit to SQLite first and only then touch
+the in-memory index, so a crash between the two loses nothing: the next ``_sync``
+(in this process, another one, or after a restart) replays the log.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import time
+import weakref
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+
+from . import __version__
+from ._index import VectorIndex
+from ._storage import OP_DELETE, OP_SET, CollectionRow, Store
+from .config import Settings
+from .errors import (
+    IDAlreadyExistsError,
+    InvalidDimensionException,
+    NotFoundError,
+    TintError,
+)
+from .types import CollectionModel, GetResult, Metadata, QueryResult, Where, WhereDocument
+
+__all__ = ["EXACT_LIMIT", "LocalBackend"]
+
+log = logging.getLogger("tintdb")
+
+# A filtered query with at most this many matching records is answered by exact search
+# over just those vectors (cheap, and recall is 1.0); above it, by HNSW with a filter.
+EXACT_LIMIT = 20_000
+# How much wider the HNSW beam is for a filtered search than for a plain one.
+FILTERED_EF_FACTOR = 2
+
+_COLUMNS = {
+    "documents": "document",
+    "metadatas": "metadata",
+    "uris": "uri",
+    "embeddings": "embedding",
+}
+
+
+def _merge_metadata(stored: dict[str, Any] | None, new: dict[str, Any]) -> dict[str, Any] | None:
+    """Key-by-key merge; a None value deletes the key; nothing left -> None."""
+    merged = dict(stored or {})
+    for key, value in new.items():
+        if value is None:
+            merged.pop(key, None)
+        else:
+            merged[key] = value
+    return merged or None
+
+
+def _strip_none(md: dict[str, Any] | None) -> dict[str, Any] | None:
+    if md is None:
+        return None
+    return {k: v for k, v in md.items() if v is not None} or None
+
+
+class LocalBackend:
+    """SQLite + HNSW in this process. ``path=None`` keeps everything in memory."""
+
+    def __init__(self, path: str | Path | None = None, settings: Settings | None = None) -> None:
+        self.settings = settings or Settings()
+        self.path = None if path is None else Path(path)
+        self.store = Store(self.path)
+        self._indexes: dict[str, VectorIndex] = {}
+        self._closed = False
+        if self.path is not None:
+            ref = weakref.ref(self)
+            self._atexit = lambda: (b := ref()) is not None and b.close()
+            atexit.register(self._atexit)
+
+    # ------------------------------------------------------------ lifecycle
+
+    def heartbeat(self) -> int:
+        return time.time_ns()
+
+    def version(self) -> str:
+        return __version__
+
+    def close(self) -> None:
+        """Snapshot every index with unsaved changes, then release the files."""
+        if self._closed:
+            return
+        with self.store.lock:
+            for cid in list(self._indexes):
+                try:
+                    self._snapshot(cid, force=True)
+                except (TintError, OSError):  # the collection is gone, or the disk refused
+                    log.warning("could not snapshot the index of collection %s", cid)
+            self._indexes.clear()
+            self.store.close()
+            self._closed = True
+        if self.path is not None:
+            atexit.unregister(self._atexit)
+
+    def reset(self) -> bool:
+        with self.store.lock:
+            self.store.reset()
+            self._indexes.clear()
+            if self.path is not None:
+                VectorIndex.discard(self.path / "index")
+        return True
+
+    def vacuum(self) -> None:
+        """Rewrite the database file compactly and re-snapshot every index."""
+        with self.store.lock:
+            self.store.reclaim_space(full=True)
+
+    # ------------------------------------------------------------ tenants and databases
+
+    def create_tenant(self, name: str) -> None:
+        self.store.create_tenant(name)
+
+    def get_tenant(self, name: str) -> dict[str, Any]:
+        return self.store.get_tenant(name)
+
+    def create_database(self, name: str, tenant: str) -> None:
+        self.store.create_database(name, tenant)
+
+    def get_database(self, name: str, tenant: str) -> dict[str, Any]:
+        return self.store.get_database(name, tenant)
+
+    def list_databases(
+        self, tenant: str, limit: int | None = None, offset: int | None = None
+    ) -> list[dict[str, Any]]:
+        return self.store.list_databases(tenant, limit, offset)
+
+    def delete_database(self, name: str, tenant: str) -> None:
+        with self.store.lock:
+            for cid in self.store.delete_database(name, tenant):
+                self._drop_index(cid)
+
+    # ------------------------------------------------------------ collections
+
+    def create_collection(
+        self,
+        name: str,
+        metadata: dict[str, Any] | None,
+        configuration: dict[str, Any] | None,
+        get_or_create: bool,
+        tenant: str,
+        database: str,
+    ) -> CollectionModel:
+        col, _ = self.store.create_collection(
+            name, metadata, configuration or {}, get_or_create, tenant, database
+        )
+        return col
+
+    def get_collection(self, name: str, tenant: str, database: str) -> CollectionModel:
+        return self.store.collection_by_name(name, tenant, database)
+
+    def get_collection_by_id(self, collection_id: str) -> CollectionModel:
+        return self.store.collection_by_id(collection_id)
+
+    def list_collections(
+        self, limit: int | None, offset: int | None, tenant: str, database: str
+    ) -> list[CollectionModel]:
+        return list(self.store.list_collections(limit, offset, tenant, database))
+
+    def count_collections(self, tenant: str, database: str) -> int:
+        return self.store.count_collections(tenant, database)
+
+    def modify_collection(
+        self,
+        collection_id: str,
+        new_name: str | None,
+        new_metadata: dict[str, Any] | None,
+        new_configuration: dict[str, Any] | None,
+    ) -> CollectionModel:
+        with self.store.lock:
+            col = self.store.modify_collection(
+                collection_id, new_name, new_metadata, new_configuration
+            )
+            index = self._indexes.get(collection_id)
+            if index is not None and new_configuration is not None:
+                index.set_params(col.configuration["hnsw"])
+        return col
+
+    def delete_collection(self, name: str, tenant: str, database: str) -> None:
+        with self.store.lock:
+            col = self.store.delete_collection(name, tenant, database)
+            self._drop_index(col.id)
+
+    def _drop_index(self, collection_id: str) -> None:
+        self._indexes.pop(collection_id, None)
+        if self.path is not None:
+            VectorIndex.discard(self._index_dir(collection_id))
+
+    # ------------------------------------------------------------ the index, kept in step
+
+    def _index_dir(self, collection_id: str) -> Path:
+        assert self.path is not None
+        return self.path / "index" / collection_id
+
+    def _loader(self, col: CollectionRow) -> Any:
+        dim = col.dimension
+        assert dim is not None
+
+        def load() -> tuple[np.ndarray, np.ndarray]:
+            with self.store.read():
+                return self.store.vectors(col.coll, None, dim)
+
+        return load
+
+    def _sync(self, col: CollectionRow) -> VectorIndex | None:
+        """The collection's index, caught up with every committed change (None if empty)."""
+        with self.store.lock:
+            state = self.store.lsn_state(col.id)
+            if state is None:
+                self._drop_index(col.id)
+                raise NotFoundError(f"Collection [{col.id}] does not exist.")
+            last_lsn, floor = state
+            index = self._indexes.get(col.id)
+            if index is not None and index.lsn == last_lsn:
+                return index
+            col = self.store.collection_by_id(col.id)
+            if col.dimension is None:
+                return None
+            hnsw = col.configuration["hnsw"]
+            if index is None or index.lsn < floor:
+                index = None
+                if self.path is not None:
+                    index = VectorIndex.load(
+                        self._index_dir(col.id), col.space, col.dimension, hnsw
+                    )
+                if index is None or index.lsn < floor or index.lsn > last_lsn:
+                    index = self._rebuild(col)
+            self._catch_up(col, index)
+            self._indexes[col.id] = index
+            return index
+
+    def _rebuild(self, col: CollectionRow) -> VectorIndex:
+        assert col.dimension is not None
+        index = VectorIndex(col.space, col.dimension, col.configuration["hnsw"])
+        with self.store.read():
+            lsn = self.store.lsn_state(col.id)
+            seqs, vecs = self.store.vectors(col.coll, None, col.dimension)
+        index.upsert(seqs, vecs)
+        index.lsn = lsn[0] if lsn else 0
+        index.unsaved = len(seqs) or 1
+        return index
+
+    def _catch_up(self, col: CollectionRow, index: VectorIndex) -> None:
+        assert col.dimension is not None
+        with self.store.read():
+            ops = self.store.ops_since(col.coll, index.lsn)
+            if not ops:
+                return
+            final: dict[int, int] = {}
+            for _, kind, seqs in ops:
+                for s in seqs.tolist():
+                    final[s] = kind
+            to_set = np.array([s for s, k in final.items() if k == OP_SET], dtype=np.int64)
+            found, vecs = self.store.vectors(col.coll, to_set, col.dimension)
+        gone = np.array(sorted(set(final) - set(found.tolist())), dtype=np.int64)
+        index.remove(gone)
+        index.upsert(found, vecs)
+        index.lsn = ops[-1][0]
+
+    def _after_write(
+        self,
+        col: CollectionRow,
+        prev_lsn: int,
+        lsn: int | None,
+        set_seqs: np.ndarray | None,
+        vectors: np.ndarray | None,
+        deleted: np.ndarray | None,
+    ) -> None:
+        """Apply a committed change to the in-memory index, if it was current before it."""
+        if lsn is None:
+            return
+        index = self._indexes.get(col.id)
+        if index is None or index.lsn != prev_lsn:
+            return  # the next _sync replays the log
+        try:
+            if deleted is not None:
+                index.remove(deleted)
+            if set_seqs is not None and vectors is not None:
+                index.upsert(set_seqs, vectors)
+            index.lsn = lsn
+        except Exception:  # the write is durable; a fresh index will be built from the log
+            log.exception("index update failed; it will be rebuilt from the log")
+            self._indexes.pop(col.id, None)
+            return
+        self._snapshot(col.id)
+
+    def _snapshot(self, collection_id: str, *, force: bool = False) -> None:
+        """Persist the index when enough has changed (or always, with ``force``)."""
+        index = self._indexes.get(collection_id)
+        if self.path is None or index is None or index.unsaved == 0:
+            return
+        col = self.store.collection_by_id(collection_id)
+        threshold = max(
+            int(col.configuration["hnsw"].get("sync_threshold") or 1000), len(index) // 2
+        )
+        if not force and index.unsaved < threshold:
+            return
+        index.save(self._index_dir(collection_id))
+        self.store.prune_log(col, index.lsn)
+
+    # ------------------------------------------------------------ records: writes
+
+    def add(
+        self,
+        collection_id: str,
+        ids: list[str],
+        embeddings: np.ndarray,
+        metadatas: list[Metadata | None] | None,
+        documents: list[str | None] | None,
+        uris: list[str | None] | None,
+    ) -> None:
+        with self.store.lock:
+            with self.store.write():
+                col = self.store.collection_by_id(collection_id)
+                prev = col.last_lsn
+                if not ids:
+                    return
+                self.store.set_dimension(col, embeddings.shape[1])
+                taken = self.store.existing(col.coll, ids)
+                if taken:
+                    shown = ", ".join(sorted(taken)[:10]) + (" ..." if len(taken) > 10 else "")
+                    raise IDAlreadyExistsError(
+                        f"{len(taken)} of the ids already exist in collection {col.name!r}: "
+                        f"{shown}. Nothing was added; use upsert() to overwrite."
+                    )
+                mds = None if metadatas is None else [_strip_none(m) for m in metadatas]
+                seqs = self.store.insert(col.coll, ids, embeddings, mds, documents, uris)
+                lsn = self.store.log(col, OP_SET, seqs)
+            self._after_write(col, prev, lsn, seqs, embeddings, None)
+
+    def _apply_update(
+        self,
+        col: CollectionRow,
+        found: dict[str, tuple[int, bytes | None, str | None]],
+        ids: list[str],
+        rows: list[int],
+        embeddings: np.ndarray | None,
+        metadatas: list[Metadata | None] | None,
+        documents: list[str | None] | None,
+        uris: list[str | None] | None,
+    ) -> np.ndarray:
+        """Update existing records ``ids[i] for i in rows``; returns their seqs."""
+        seqs = np.array([found[ids[i]][0] for i in rows], dtype=np.int64)
+        if metadatas is not None:
+            change = [i for i in rows if metadatas[i] is not None]
+            if change:
+                merged_rows = [
+                    _merge_metadata(
+                        orjson.loads(found[ids[i]][1]) if found[ids[i]][1] else None,
+                        metadatas[i] or {},
+                    )
+                    for i in change
+                ]
+                self.store.update_rows(
+                    col.coll,
+                    [found[ids[i]][0] for i in change],
+                    None,
+                    merged_rows,
+                    None,
+                    None,
+                )
+        self.store.update_rows(
+            col.coll,
+            seqs.tolist(),
+            None if embeddings is None else embeddings[rows],
+            None,
+            None if documents is None else [documents[i] for i in rows],
+            None if uris is None else [uris[i] for i in rows],
+        )
+        return seqs
+
+    def update(
+        self,
+        collection_id: str,
+        ids: list[str],
+        embeddings: np.ndarray | None,
+        metadatas: list[Metadata | None] | None,
+        documents: list[str | None] | None,
+        uris: list[str | None] | None,
+    ) -> None:
+        with self.store.lock:
+            with self.store.write():
+                col = self.store.collection_by_id(collection_id)
+                prev = col.last_lsn
+                if embeddings is not None and col.dimension is not None:
+                    self.store.set_dimension(col, embeddings.shape[1])
+                found = self.store.existing(col.coll, ids)
+                rows = [i for i, x in enumerate(ids) if x in found]
+                if not rows:
+                    return
+                seqs = self._apply_update(
+                    col, found, ids, rows, embeddings, metadatas, documents, uris
+                )
+                lsn = self.store.log(col, OP_SET, seqs) if embeddings is not None else None
+            self._after_write(
+                col, prev, lsn, seqs, None if embeddings is None else embeddings[rows], None
+            )
+
+    def upsert(
+        self,
+        collection_id: str,
+        ids: list[str],
+        embeddings: np.ndarray,
+        metadatas: list[Metadata | None] | None,
+        documents: list[str | None] | None,
+        uris: list[str | None] | None,
+    ) -> None:
+        with self.store.lock:
+            with self.store.write():
+                col = self.store.collection_by_id(collection_id)
+                prev = col.last_lsn
+                if not ids:
+                    return
+                self.store.set_dimension(col, embeddings.shape[1])
+                found = self.store.existing(col.coll, ids)
+                old = [i for i, x in enumerate(ids) if x in found]
+                new = [i for i, x in enumerate(ids) if x not in found]
+                parts, vec_parts = [], []
+                if old:
+                    parts.append(
+                        self._apply_update(
+                            col, found, ids, old, embeddings, metadatas, documents, uris
+                        )
+                    )
+                    vec_parts.append(embeddings[old])
+                if new:
+                    parts.append(
+                        self.store.insert(
+                            col.coll,
+                            [ids[i] for i in new],
+                            embeddings[new],
+                            None if metadatas is None else [_strip_none(metadatas[i]) for i in new],
+                            None if documents is None else [documents[i] for i in new],
+                            None if uris is None else [uris[i] for i in new],
+                        )
+                    )
+                    vec_parts.append(embeddings[new])
+                seqs = np.concatenate(parts)
+                vectors = np.concatenate(vec_parts)
+                lsn = self.store.log(col, OP_SET, seqs)
+            self._after_write(col, prev, lsn, seqs, vectors, None)
+
+    def delete(
+        self,
+        collection_id: str,
+        ids: list[str] | None,
+        where: Where | None,
+        where_document: WhereDocument | None,
+        limit: int | None = None,
+    ) -> int:
+        with self.store.lock:
+            with self.store.write():
+                col = self.store.collection_by_id(collection_id)
+                prev = col.last_lsn
+                seqs = self.store.matching_seqs(col.coll, ids, where, where_document, limit)
+                if len(seqs) == 0:
+                    return 0
+                self.store.delete_rows(seqs)
+                lsn = self.store.log(col, OP_DELETE, seqs)
+            self._after_write(col, prev, lsn, None, None, seqs)
+            if len(seqs) > 1000:
+                self.store.reclaim_space()
+            return len(seqs)
+
+    # ------------------------------------------------------------ records: reads
+
+    def count(self, collection_id: str) -> int:
+        col = self.store.collection_by_id(collection_id)
+        return self.store.count(col.coll)
+
+    def get(
+        self,
+        collection_id: str,
+        ids: list[str] | None,
+        where: Where | None,
+        where_document: WhereDocument | None,
+        limit: int | None,
+        offset: int | None,
+        include: list[str],
+    ) -> GetResult:
+        columns = [
+            _COLUMNS[f] for f in ("embeddings", "documents", "uris", "metadatas") if f in include
+        ]
+        with self.store.read():
+            col = self.store.collection_by_id(collection_id)
+            rows = self.store.fetch(col.coll, ids, where, where_document, limit, offset, columns)
+        return _get_result(rows, columns, include, col.dimension)
+
+    def query(
+        self,
+        collection_id: str,
+        query_embeddings: np.ndarray,
+        n_results: int,
+        ids: list[str] | None,
+        where: Where | None,
+        where_document: WhereDocument | None,
+        include: list[str],
+    ) -> QueryResult:
+        col = self.store.collection_by_id(collection_id)
+        nq = len(query_embeddings)
+        if col.dimension is not None and query_embeddings.shape[1] != col.dimension:
+            raise InvalidDimensionException(
+                f"Collection expecting embedding with dimension of {col.dimension}, "
+                f"got {query_embeddings.shape[1]}"
+            )
+        index = self._sync(col)
+        labels: list[np.ndarray]
+        dists: list[np.ndarray]
+        if index is None or len(index) == 0:
+            labels = [np.empty(0, np.int64)] * nq
+            dists = [np.empty(0, np.float32)] * nq
+        elif ids is None and not where and not where_document:
+            found = index.knn(query_embeddings, n_results)
+            if found is None:
+                labels, dists = index.exact(
+                    query_embeddings,
+                    n_results,
+                    np.array(sorted(index._live), np.int64),
+                    self._loader(col),
+                )
+            else:
+                labels, dists = list(found[0]), list(found[1])
+        else:
+            labels, dists = self._filtered(
+                col, index, query_embeddings, n_results, ids, where, where_document
+            )
+        return self._query_result(labels, dists, include, col.dimension)
+
+    def _filtered(
+        self,
+        col: CollectionRow,
+        index: VectorIndex,
+        q: np.ndarray,
+        k: int,
+        ids: list[str] | None,
+        where: Where | None,
+        where_document: WhereDocument | None,
+    ) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        with self.store.read():
+            if ids is not None:
+                missing = set(ids) - set(self.store.existing(col.coll, ids))
+                if missing:
+                    shown = ", ".join(sorted(missing)[:10])
+                    raise NotFoundError(
+                        f"query(ids=...) names {len(missing)} id(s) not in collection "
+                        f"{col.name!r}: {shown}"
+                    )
+            cand = self.store.matching_seqs(col.coll, ids, where, where_document)
+        if len(cand) <= max(EXACT_LIMIT, k):
+            return index.exact(q, k, cand, self._loader(col))
+        allowed = set(cand.tolist())
+        ef = int(col.configuration["hnsw"]["ef_search"]) * FILTERED_EF_FACTOR
+        found = index.knn(q, k, allowed, ef=ef)
+        if found is None:
+            return index.exact(q, k, cand, self._loader(col))
+        return list(found[0]), list(found[1])
+
+    def _query_result(
+        self, labels: list[np.ndarray], dists: list[np.ndarray], include: list[str], dim: int | None
+    ) -> QueryResult:
+        columns = [
+            _COLUMNS[f] for f in ("embeddings", "documents", "uris", "metadatas") if f in include
+        ]
+        wanted = sorted({int(s) for row in labels for s in row.tolist()})
+        with self.store.read():
+            rows = self.store.fetch_seqs(wanted, columns) if wanted else {}
+        per_query: list[GetResult] = []
+        out_dists: list[list[float]] = []
+        for row_labels, row_dists in zip(labels, dists, strict=False):
+            keep = [i for i, s in enumerate(row_labels.tolist()) if s in rows]
+            per_query.append(
+                _get_result([rows[int(row_labels[i])] for i in keep], columns, include, dim)
+            )
+            out_dists.append([float(row_dists[i]) for i in keep])
+        result: dict[str, Any] = {"ids": [g["ids"] for g in per_query]}
+        for field in ("embeddings", "documents", "uris", "metadatas"):
+            result[field] = [g[field] for g in per_query] if field in include else None  # type: ignore[literal-required]
+        result["distances"] = out_dists if "distances" in include else None
+        result["data"] = None
+        result["included"] = list(include)
+        return result  # type: ignore[return-value]
+
+
+def _get_result(
+    rows: list[tuple[Any, ...]], columns: list[str], include: list[str], dim: int | None
+) -> GetResult:
+    result: dict[str, Any] = {
+        "ids": [r[1] for r in rows],
+        "embeddings": None,
+        "documents": None,
+        "uris": None,
+        "data": None,
+        "metadatas": None,
+        "included": list(include),
+    }
+    for pos, column in enumerate(columns, start=2):
+        values = [r[pos] for r in rows]
+        if column == "embedding":
+            result["embeddings"] = (
+                np.frombuffer(b"".join(values), dtype=np.float32)
+                .reshape(len(values), dim or 0)
+                .copy()
+                if values
+                else np.empty((0, dim or 0), dtype=np.float32)
+            )
+        elif column == "metadata":
+            result["metadatas"] = [None if v is None else orjson.loads(v) for v in values]
+        elif column == "document":
+            result["documents"] = values
+        else:
+            result["uris"] = values
+    return result  # type: ignore[return-value]

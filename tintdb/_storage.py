@@ -1,0 +1,711 @@
+"""The SQLite layer: the single source of truth.
+
+One ``Store`` owns one connection (a file in WAL mode, or ``:memory:``). Every public
+write of tintdb is one call to ``Store.write()``, a ``BEGIN IMMEDIATE`` transaction,
+so a failed call leaves nothing behind, and several processes on one file serialise
+their writes through SQLite's own lock.
+
+Alongside the records, each write appends one row to ``ops``, the change log that the
+vector index replays (see ``_local``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+import threading
+import uuid
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+
+from ._filters import (
+    KIND_LIST_OFFSET,
+    compile_where,
+    compile_where_document,
+    regexp,
+    value_kind,
+)
+from .config import DEFAULT_DATABASE, DEFAULT_DATABASE_ID, DEFAULT_TENANT
+from .errors import InvalidArgumentError, NotFoundError, UniqueConstraintError
+from .types import CollectionModel
+
+__all__ = ["OP_DELETE", "OP_SET", "CollectionRow", "Store"]
+
+OP_SET, OP_DELETE = 1, 2
+SCHEMA_VERSION = 1
+DB_FILENAME = "tintdb.sqlite3"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS tenants(name TEXT PRIMARY KEY);
+CREATE TABLE IF NOT EXISTS databases(
+    id TEXT PRIMARY KEY, name TEXT NOT NULL, tenant TEXT NOT NULL, UNIQUE(tenant, name));
+CREATE TABLE IF NOT EXISTS collections(
+    coll INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    name TEXT NOT NULL,
+    database_id TEXT NOT NULL,
+    metadata BLOB,
+    configuration BLOB NOT NULL,
+    dimension INTEGER,
+    last_lsn INTEGER NOT NULL DEFAULT 0,
+    log_floor INTEGER NOT NULL DEFAULT 0,
+    UNIQUE(database_id, name));
+CREATE TABLE IF NOT EXISTS records(
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    coll INTEGER NOT NULL,
+    id TEXT NOT NULL,
+    embedding BLOB NOT NULL,
+    document TEXT,
+    uri TEXT,
+    metadata BLOB);
+CREATE UNIQUE INDEX IF NOT EXISTS records_by_id ON records(coll, id);
+CREATE INDEX IF NOT EXISTS records_by_coll ON records(coll, seq);
+CREATE TABLE IF NOT EXISTS meta(
+    coll INTEGER NOT NULL, seq INTEGER NOT NULL, key TEXT NOT NULL, kind INTEGER NOT NULL, v);
+CREATE INDEX IF NOT EXISTS meta_lookup ON meta(coll, key, kind, v, seq);
+CREATE INDEX IF NOT EXISTS meta_by_seq ON meta(seq);
+CREATE VIRTUAL TABLE IF NOT EXISTS docs USING fts5(
+    document, content='records', content_rowid='seq', tokenize='trigram case_sensitive 1');
+CREATE TRIGGER IF NOT EXISTS docs_insert AFTER INSERT ON records
+WHEN new.document IS NOT NULL BEGIN
+    INSERT INTO docs(rowid, document) VALUES (new.seq, new.document);
+END;
+CREATE TRIGGER IF NOT EXISTS docs_delete AFTER DELETE ON records
+WHEN old.document IS NOT NULL BEGIN
+    INSERT INTO docs(docs, rowid, document) VALUES ('delete', old.seq, old.document);
+END;
+CREATE TRIGGER IF NOT EXISTS docs_update AFTER UPDATE OF document ON records BEGIN
+    INSERT INTO docs(docs, rowid, document)
+        SELECT 'delete', old.seq, old.document WHERE old.document IS NOT NULL;
+    INSERT INTO docs(rowid, document)
+        SELECT new.seq, new.document WHERE new.document IS NOT NULL;
+END;
+CREATE TABLE IF NOT EXISTS ops(
+    lsn INTEGER PRIMARY KEY AUTOINCREMENT,
+    coll INTEGER NOT NULL, kind INTEGER NOT NULL, seqs BLOB NOT NULL);
+CREATE INDEX IF NOT EXISTS ops_by_coll ON ops(coll, lsn);
+"""
+
+_COLLECTION_COLUMNS = (
+    "c.coll, c.id, c.name, d.tenant, d.name, c.metadata, c.configuration, c.dimension, "
+    "c.last_lsn, c.log_floor"
+)
+
+
+class CollectionRow(CollectionModel):
+    """A collection as stored, plus the internal fields the local backend needs."""
+
+    coll: int = 0
+    last_lsn: int = 0
+    log_floor: int = 0
+
+
+def _loads(blob: bytes | None) -> Any:
+    return None if blob is None else orjson.loads(blob)
+
+
+def _collection(row: Sequence[Any]) -> CollectionRow:
+    c = CollectionRow(
+        id=row[1],
+        name=row[2],
+        tenant=row[3],
+        database=row[4],
+        metadata=_loads(row[5]),
+        configuration=_loads(row[6]),
+        dimension=row[7],
+    )
+    c.coll, c.last_lsn, c.log_floor = row[0], row[8], row[9]
+    return c
+
+
+def _ids_param(ids: Sequence[str]) -> str:
+    """Bind any number of ids through one parameter (no SQLite variable limit)."""
+    return orjson.dumps(list(ids)).decode()
+
+
+def pack_seqs(seqs: Sequence[int] | np.ndarray) -> bytes:
+    return np.asarray(seqs, dtype="<i8").tobytes()
+
+
+def unpack_seqs(blob: bytes) -> np.ndarray:
+    return np.frombuffer(blob, dtype="<i8")
+
+
+def meta_rows(coll: int, seq: int, md: dict[str, Any] | None) -> list[tuple[Any, ...]]:
+    """Rows of the typed metadata index for one record."""
+    rows: list[tuple[Any, ...]] = []
+    for key, value in (md or {}).items():
+        if isinstance(value, list):
+            for item in value:
+                kind = KIND_LIST_OFFSET + value_kind(item)
+                rows.append((coll, seq, key, kind, int(item) if isinstance(item, bool) else item))
+        else:
+            kind = value_kind(value)
+            rows.append((coll, seq, key, kind, int(value) if isinstance(value, bool) else value))
+    return rows
+
+
+class Store:
+    """SQLite storage for tenants, databases, collections and records."""
+
+    def __init__(self, path: str | Path | None) -> None:
+        self.path = None if path is None else Path(path)
+        if self.path is None:
+            target = ":memory:"
+        else:
+            self.path.mkdir(parents=True, exist_ok=True)
+            target = str(self.path / DB_FILENAME)
+        self.lock = threading.RLock()
+        self._conn = sqlite3.connect(
+            target, isolation_level=None, check_same_thread=False, timeout=60.0
+        )
+        self._conn.create_function("regexp", 2, regexp, deterministic=True)
+        self._in_tx = False
+        self._init_schema()
+
+    # ------------------------------------------------------------ plumbing
+
+    def _init_schema(self) -> None:
+        c = self._conn
+        c.execute("PRAGMA busy_timeout = 60000")
+        if self.path is not None:
+            # Must precede the first table so that deletes can hand pages back to the OS.
+            c.execute("PRAGMA auto_vacuum = INCREMENTAL")
+            c.execute("PRAGMA journal_mode = WAL")
+            c.execute("PRAGMA synchronous = FULL")
+        c.execute("PRAGMA cache_size = -65536")
+        version = c.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise InvalidArgumentError(
+                f"{self.path} was written by a newer tintdb (schema {version}); upgrade tintdb"
+            )
+        seed = (
+            f"INSERT OR IGNORE INTO tenants(name) VALUES ('{DEFAULT_TENANT}');"
+            "INSERT OR IGNORE INTO databases(id, name, tenant) VALUES "
+            f"('{DEFAULT_DATABASE_ID}', '{DEFAULT_DATABASE}', '{DEFAULT_TENANT}');"
+        )
+        try:
+            # executescript commits any open transaction, so the script carries its own.
+            c.executescript(
+                "BEGIN IMMEDIATE;" + _SCHEMA + seed + f"PRAGMA user_version = {SCHEMA_VERSION};"
+                "COMMIT;"
+            )
+        except BaseException:
+            if c.in_transaction:
+                c.execute("ROLLBACK")
+            raise
+
+    def close(self) -> None:
+        with self.lock:
+            self._conn.close()
+
+    @contextlib.contextmanager
+    def write(self) -> Iterator[sqlite3.Connection]:
+        """One atomic write: everything inside commits together or not at all."""
+        with self.lock:
+            if self._in_tx:
+                yield self._conn
+                return
+            self._conn.execute("BEGIN IMMEDIATE")
+            self._in_tx = True
+            try:
+                yield self._conn
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            else:
+                self._conn.execute("COMMIT")
+            finally:
+                self._in_tx = False
+
+    @contextlib.contextmanager
+    def read(self) -> Iterator[sqlite3.Connection]:
+        """A consistent snapshot for multi-statement reads."""
+        with self.lock:
+            if self._in_tx:
+                yield self._conn
+                return
+            self._conn.execute("BEGIN")
+            self._in_tx = True
+            try:
+                yield self._conn
+            finally:
+                self._in_tx = False
+                self._conn.execute("COMMIT")
+
+    # ------------------------------------------------------------ tenants / databases
+
+    def create_tenant(self, name: str) -> None:
+        with self.write() as c:
+            if c.execute("SELECT 1 FROM tenants WHERE name = ?", (name,)).fetchone():
+                raise UniqueConstraintError(f"Tenant [{name}] already exists")
+            c.execute("INSERT INTO tenants(name) VALUES (?)", (name,))
+
+    def get_tenant(self, name: str) -> dict[str, Any]:
+        with self.read() as c:
+            if not c.execute("SELECT 1 FROM tenants WHERE name = ?", (name,)).fetchone():
+                raise NotFoundError(f"Tenant [{name}] not found")
+        return {"name": name}
+
+    def create_database(self, name: str, tenant: str) -> None:
+        with self.write() as c:
+            self.get_tenant(tenant)
+            if c.execute(
+                "SELECT 1 FROM databases WHERE tenant = ? AND name = ?", (tenant, name)
+            ).fetchone():
+                raise UniqueConstraintError(f"Database [{name}] already exists")
+            c.execute(
+                "INSERT INTO databases(id, name, tenant) VALUES (?, ?, ?)",
+                (str(uuid.uuid4()), name, tenant),
+            )
+
+    def _database_id(self, c: sqlite3.Connection, name: str, tenant: str) -> str:
+        row = c.execute(
+            "SELECT id FROM databases WHERE tenant = ? AND name = ?", (tenant, name)
+        ).fetchone()
+        if row is None:
+            self.get_tenant(tenant)
+            raise NotFoundError(f"Database [{name}] not found. Are you sure it exists?")
+        return str(row[0])
+
+    def get_database(self, name: str, tenant: str) -> dict[str, Any]:
+        with self.read() as c:
+            return {"id": self._database_id(c, name, tenant), "name": name, "tenant": tenant}
+
+    def list_databases(
+        self, tenant: str, limit: int | None, offset: int | None
+    ) -> list[dict[str, Any]]:
+        with self.read() as c:
+            self.get_tenant(tenant)
+            rows = c.execute(
+                "SELECT id, name, tenant FROM databases WHERE tenant = ? ORDER BY rowid "
+                "LIMIT ? OFFSET ?",
+                (tenant, -1 if limit is None else limit, offset or 0),
+            ).fetchall()
+        return [{"id": r[0], "name": r[1], "tenant": r[2]} for r in rows]
+
+    def delete_database(self, name: str, tenant: str) -> list[str]:
+        """Delete a database and its collections; returns the deleted collection ids."""
+        with self.write() as c:
+            db_id = self._database_id(c, name, tenant)
+            ids = [
+                r[0]
+                for r in c.execute(
+                    "SELECT id FROM collections WHERE database_id = ?", (db_id,)
+                ).fetchall()
+            ]
+            for cid in ids:
+                self._delete_collection_rows(c, self.collection_by_id(cid))
+            c.execute("DELETE FROM databases WHERE id = ?", (db_id,))
+        return ids
+
+    # ------------------------------------------------------------ collections
+
+    def _select_collection(self, where: str, params: Sequence[Any]) -> CollectionRow | None:
+        row = self._conn.execute(
+            f"SELECT {_COLLECTION_COLUMNS} FROM collections c "
+            f"JOIN databases d ON d.id = c.database_id WHERE {where}",
+            params,
+        ).fetchone()
+        return None if row is None else _collection(row)
+
+    def collection_by_id(self, collection_id: str) -> CollectionRow:
+        with self.lock:
+            found = self._select_collection("c.id = ?", (collection_id,))
+        if found is None:
+            raise NotFoundError(f"Collection [{collection_id}] does not exist.")
+        return found
+
+    def collection_by_name(self, name: str, tenant: str, database: str) -> CollectionRow:
+        with self.read() as c:
+            db_id = self._database_id(c, database, tenant)
+            found = self._select_collection("c.database_id = ? AND c.name = ?", (db_id, name))
+        if found is None:
+            raise NotFoundError(f"Collection [{name}] does not exist")
+        return found
+
+    def create_collection(
+        self,
+        name: str,
+        metadata: dict[str, Any] | None,
+        configuration: dict[str, Any],
+        get_or_create: bool,
+        tenant: str,
+        database: str,
+    ) -> tuple[CollectionRow, bool]:
+        """Returns the collection and whether it was created by this call."""
+        with self.write() as c:
+            db_id = self._database_id(c, database, tenant)
+            existing = self._select_collection("c.database_id = ? AND c.name = ?", (db_id, name))
+            if existing is not None:
+                if get_or_create:
+                    return existing, False
+                raise UniqueConstraintError(f"Collection [{name}] already exists")
+            cid = str(uuid.uuid4())
+            c.execute(
+                "INSERT INTO collections(id, name, database_id, metadata, configuration) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (
+                    cid,
+                    name,
+                    db_id,
+                    None if metadata is None else orjson.dumps(metadata),
+                    orjson.dumps(configuration),
+                ),
+            )
+            return self.collection_by_id(cid), True
+
+    def list_collections(
+        self, limit: int | None, offset: int | None, tenant: str, database: str
+    ) -> list[CollectionRow]:
+        with self.read() as c:
+            db = c.execute(
+                "SELECT id FROM databases WHERE tenant = ? AND name = ?", (tenant, database)
+            ).fetchone()
+            if db is None:
+                return []
+            rows = c.execute(
+                f"SELECT {_COLLECTION_COLUMNS} FROM collections c "
+                "JOIN databases d ON d.id = c.database_id WHERE c.database_id = ? "
+                "ORDER BY c.coll LIMIT ? OFFSET ?",
+                (db[0], -1 if limit is None else limit, offset or 0),
+            ).fetchall()
+        return [_collection(r) for r in rows]
+
+    def count_collections(self, tenant: str, database: str) -> int:
+        with self.read() as c:
+            return int(
+                c.execute(
+                    "SELECT count(*) FROM collections c JOIN databases d ON d.id = c.database_id "
+                    "WHERE d.tenant = ? AND d.name = ?",
+                    (tenant, database),
+                ).fetchone()[0]
+            )
+
+    def modify_collection(
+        self,
+        collection_id: str,
+        new_name: str | None,
+        new_metadata: dict[str, Any] | None,
+        new_configuration: dict[str, Any] | None,
+    ) -> CollectionRow:
+        with self.write() as c:
+            col = self.collection_by_id(collection_id)
+            if new_name is not None and new_name != col.name:
+                db_id = c.execute(
+                    "SELECT database_id FROM collections WHERE id = ?", (collection_id,)
+                ).fetchone()[0]
+                if self._select_collection("c.database_id = ? AND c.name = ?", (db_id, new_name)):
+                    raise UniqueConstraintError(
+                        f"Cannot rename collection [{col.name}] to [{new_name}]: "
+                        "a collection with that name already exists"
+                    )
+                c.execute("UPDATE collections SET name = ? WHERE id = ?", (new_name, collection_id))
+            if new_metadata is not None:
+                c.execute(
+                    "UPDATE collections SET metadata = ? WHERE id = ?",
+                    (orjson.dumps(new_metadata), collection_id),
+                )
+            if new_configuration is not None:
+                c.execute(
+                    "UPDATE collections SET configuration = ? WHERE id = ?",
+                    (orjson.dumps(new_configuration), collection_id),
+                )
+            return self.collection_by_id(collection_id)
+
+    def _delete_collection_rows(self, c: sqlite3.Connection, col: CollectionRow) -> None:
+        c.execute("DELETE FROM records WHERE coll = ?", (col.coll,))
+        c.execute("DELETE FROM meta WHERE coll = ?", (col.coll,))
+        c.execute("DELETE FROM ops WHERE coll = ?", (col.coll,))
+        c.execute("DELETE FROM collections WHERE coll = ?", (col.coll,))
+
+    def delete_collection(self, name: str, tenant: str, database: str) -> CollectionRow:
+        with self.write() as c:
+            col = self.collection_by_name(name, tenant, database)
+            self._delete_collection_rows(c, col)
+        self.reclaim_space()
+        return col
+
+    def reset(self) -> None:
+        with self.write() as c:
+            for table in ("records", "meta", "ops", "collections", "databases", "tenants"):
+                c.execute(f"DELETE FROM {table}")
+            c.execute("INSERT INTO docs(docs) VALUES ('delete-all')")
+            c.execute("INSERT INTO tenants(name) VALUES (?)", (DEFAULT_TENANT,))
+            c.execute(
+                "INSERT INTO databases(id, name, tenant) VALUES (?, ?, ?)",
+                (DEFAULT_DATABASE_ID, DEFAULT_DATABASE, DEFAULT_TENANT),
+            )
+        self.reclaim_space()
+
+    # ------------------------------------------------------------ space
+
+    def reclaim_space(self, *, full: bool = False) -> None:
+        """Give freed pages back to the file system.
+
+        Deletes only mark pages free; this truncates the file (incrementally, cheap) when
+        a good share of it is free, or rewrites it entirely with ``full=True``.
+        """
+        if self.path is None:
+            return
+        with self.lock:
+            c = self._conn
+            if full:
+                c.execute("VACUUM")
+            else:
+                free = c.execute("PRAGMA freelist_count").fetchone()[0]
+                total = c.execute("PRAGMA page_count").fetchone()[0]
+                if free > 256 and free * 4 > total:
+                    c.execute("PRAGMA incremental_vacuum")
+            c.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+    # ------------------------------------------------------------ records: writes
+
+    def set_dimension(self, col: CollectionRow, dim: int) -> None:
+        """Fix the dimension on first write; afterwards refuse any other length."""
+        from .errors import InvalidDimensionException
+
+        if col.dimension is None:
+            self._conn.execute(
+                "UPDATE collections SET dimension = ? WHERE coll = ?", (dim, col.coll)
+            )
+            col.dimension = dim
+        elif col.dimension != dim:
+            raise InvalidDimensionException(
+                f"Collection expecting embedding with dimension of {col.dimension}, got {dim}"
+            )
+
+    def existing(
+        self, coll: int, ids: Sequence[str]
+    ) -> dict[str, tuple[int, bytes | None, str | None]]:
+        """id -> (seq, metadata json, document) for the ids that exist."""
+        rows = self._conn.execute(
+            "SELECT id, seq, metadata, document FROM records WHERE coll = ? AND id IN "
+            "(SELECT value FROM json_each(?))",
+            (coll, _ids_param(ids)),
+        ).fetchall()
+        return {r[0]: (r[1], r[2], r[3]) for r in rows}
+
+    def insert(
+        self,
+        coll: int,
+        ids: Sequence[str],
+        embeddings: np.ndarray,
+        metadatas: Sequence[dict[str, Any] | None] | None,
+        documents: Sequence[str | None] | None,
+        uris: Sequence[str | None] | None,
+    ) -> np.ndarray:
+        """Insert new records; returns their seqs (storage order)."""
+        c = self._conn
+        n = len(ids)
+        mds = [md or None for md in metadatas] if metadatas is not None else [None] * n
+        docs = documents if documents is not None else [None] * n
+        us = uris if uris is not None else [None] * n
+        row = c.execute("SELECT seq FROM sqlite_sequence WHERE name = 'records'").fetchone()
+        first = (row[0] if row else 0) + 1
+        c.executemany(
+            "INSERT INTO records(coll, id, embedding, document, uri, metadata) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (
+                (
+                    coll,
+                    ids[i],
+                    embeddings[i].tobytes(),
+                    docs[i],
+                    us[i],
+                    None if mds[i] is None else orjson.dumps(mds[i]),
+                )
+                for i in range(n)
+            ),
+        )
+        last = c.execute("SELECT last_insert_rowid()").fetchone()[0]
+        if last - first + 1 == n:
+            seqs = np.arange(first, last + 1, dtype=np.int64)
+        else:  # never expected under the write lock; stay correct anyway
+            found = self.existing(coll, ids)
+            seqs = np.array([found[i][0] for i in ids], dtype=np.int64)
+        c.executemany(
+            "INSERT INTO meta(coll, seq, key, kind, v) VALUES (?, ?, ?, ?, ?)",
+            (r for i in range(n) for r in meta_rows(coll, int(seqs[i]), mds[i])),
+        )
+        return seqs
+
+    def update_rows(
+        self,
+        coll: int,
+        seqs: Sequence[int],
+        embeddings: np.ndarray | None,
+        metadatas: Sequence[dict[str, Any] | None] | None,
+        documents: Sequence[str | None] | None,
+        uris: Sequence[str | None] | None,
+    ) -> None:
+        """Overwrite the given fields of existing rows (metadatas already merged)."""
+        c = self._conn
+        if embeddings is not None:
+            c.executemany(
+                "UPDATE records SET embedding = ? WHERE seq = ?",
+                ((embeddings[i].tobytes(), int(s)) for i, s in enumerate(seqs)),
+            )
+        if documents is not None:
+            c.executemany(
+                "UPDATE records SET document = ? WHERE seq = ?",
+                ((d, int(s)) for d, s in zip(documents, seqs, strict=False) if d is not None),
+            )
+        if uris is not None:
+            c.executemany(
+                "UPDATE records SET uri = ? WHERE seq = ?",
+                ((u, int(s)) for u, s in zip(uris, seqs, strict=False) if u is not None),
+            )
+        if metadatas is not None:
+            c.executemany(
+                "UPDATE records SET metadata = ? WHERE seq = ?",
+                (
+                    (None if not md else orjson.dumps(md), int(s))
+                    for md, s in zip(metadatas, seqs, strict=False)
+                ),
+            )
+            c.executemany("DELETE FROM meta WHERE seq = ?", ((int(s),) for s in seqs))
+            c.executemany(
+                "INSERT INTO meta(coll, seq, key, kind, v) VALUES (?, ?, ?, ?, ?)",
+                (
+                    r
+                    for md, s in zip(metadatas, seqs, strict=False)
+                    for r in meta_rows(coll, int(s), md)
+                ),
+            )
+
+    def delete_rows(self, seqs: np.ndarray) -> None:
+        c = self._conn
+        param = orjson.dumps(seqs.tolist()).decode()
+        c.execute("DELETE FROM records WHERE seq IN (SELECT value FROM json_each(?))", (param,))
+        c.execute("DELETE FROM meta WHERE seq IN (SELECT value FROM json_each(?))", (param,))
+
+    def log(self, col: CollectionRow, kind: int, seqs: np.ndarray) -> int:
+        """Append one change to the log and stamp the collection with its lsn."""
+        c = self._conn
+        c.execute(
+            "INSERT INTO ops(coll, kind, seqs) VALUES (?, ?, ?)", (col.coll, kind, pack_seqs(seqs))
+        )
+        lsn = int(c.execute("SELECT last_insert_rowid()").fetchone()[0])
+        c.execute("UPDATE collections SET last_lsn = ? WHERE coll = ?", (lsn, col.coll))
+        return lsn
+
+    # ------------------------------------------------------------ records: reads
+
+    def lsn_state(self, collection_id: str) -> tuple[int, int] | None:
+        """(last_lsn, log_floor) of a collection, or None if it is gone."""
+        with self.lock:
+            row = self._conn.execute(
+                "SELECT last_lsn, log_floor FROM collections WHERE id = ?", (collection_id,)
+            ).fetchone()
+        return None if row is None else (int(row[0]), int(row[1]))
+
+    def ops_since(self, coll: int, lsn: int) -> list[tuple[int, int, np.ndarray]]:
+        rows = self._conn.execute(
+            "SELECT lsn, kind, seqs FROM ops WHERE coll = ? AND lsn > ? ORDER BY lsn", (coll, lsn)
+        ).fetchall()
+        return [(int(r[0]), int(r[1]), unpack_seqs(r[2])) for r in rows]
+
+    def prune_log(self, col: CollectionRow, upto: int) -> None:
+        """Forget log entries that an on-disk index snapshot already contains."""
+        with self.write() as c:
+            c.execute("DELETE FROM ops WHERE coll = ? AND lsn <= ?", (col.coll, upto))
+            c.execute(
+                "UPDATE collections SET log_floor = max(log_floor, ?) WHERE coll = ?",
+                (upto, col.coll),
+            )
+
+    def vectors(
+        self, coll: int, seqs: np.ndarray | None, dim: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(seqs, float32 vectors) for the given seqs (all of the collection if None)."""
+        if seqs is None:
+            rows = self._conn.execute(
+                "SELECT seq, embedding FROM records WHERE coll = ? ORDER BY seq", (coll,)
+            ).fetchall()
+        else:
+            rows = self._conn.execute(
+                "SELECT seq, embedding FROM records WHERE seq IN (SELECT value FROM json_each(?)) "
+                "AND coll = ?",
+                (orjson.dumps(np.asarray(seqs).tolist()).decode(), coll),
+            ).fetchall()
+        found = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+        vecs = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), dim)
+        return found, vecs
+
+    def filter_sql(
+        self,
+        coll: int,
+        ids: Sequence[str] | None,
+        where: dict[str, Any] | None,
+        where_document: dict[str, Any] | None,
+    ) -> tuple[str, list[Any]]:
+        clauses, params = ["r.coll = ?"], [coll]
+        if ids is not None:
+            clauses.append("r.id IN (SELECT value FROM json_each(?))")
+            params.append(_ids_param(ids))
+        if where:
+            sql, p = compile_where(where, coll)
+            clauses.append(sql)
+            params.extend(p)
+        if where_document:
+            sql, p = compile_where_document(where_document)
+            clauses.append(sql)
+            params.extend(p)
+        return " AND ".join(clauses), params
+
+    def matching_seqs(
+        self,
+        coll: int,
+        ids: Sequence[str] | None,
+        where: dict[str, Any] | None,
+        where_document: dict[str, Any] | None,
+        limit: int | None = None,
+        offset: int | None = None,
+    ) -> np.ndarray:
+        cond, params = self.filter_sql(coll, ids, where, where_document)
+        rows = self._conn.execute(
+            f"SELECT r.seq FROM records r WHERE {cond} ORDER BY r.seq LIMIT ? OFFSET ?",
+            (*params, -1 if limit is None else limit, offset or 0),
+        ).fetchall()
+        return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+
+    def fetch(
+        self,
+        coll: int,
+        ids: Sequence[str] | None,
+        where: dict[str, Any] | None,
+        where_document: dict[str, Any] | None,
+        limit: int | None,
+        offset: int | None,
+        columns: Sequence[str],
+    ) -> list[tuple[Any, ...]]:
+        """Rows (seq, id, *columns) matching the filters, in storage order."""
+        cond, params = self.filter_sql(coll, ids, where, where_document)
+        cols = "".join(f", r.{name}" for name in columns)
+        return self._conn.execute(
+            f"SELECT r.seq, r.id{cols} FROM records r WHERE {cond} ORDER BY r.seq LIMIT ? OFFSET ?",
+            (*params, -1 if limit is None else limit, offset or 0),
+        ).fetchall()
+
+    def fetch_seqs(self, seqs: Sequence[int], columns: Sequence[str]) -> dict[int, tuple[Any, ...]]:
+        """seq -> (seq, id, *columns) for the given seqs."""
+        cols = "".join(f", r.{name}" for name in columns)
+        rows = self._conn.execute(
+            f"SELECT r.seq, r.id{cols} FROM records r WHERE r.seq IN "
+            "(SELECT value FROM json_each(?))",
+            (orjson.dumps([int(s) for s in seqs]).decode(),),
+        ).fetchall()
+        return {r[0]: r for r in rows}
+
+    def count(self, coll: int) -> int:
+        with self.lock:
+            return int(
+                self._conn.execute(
+                    "SELECT count(*) FROM records WHERE coll = ?", (coll,)
+                ).fetchone()[0]
+            )
