@@ -277,3 +277,21 @@ def peak_rss_mb() -> float:
     import resource
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def wait_quiet(max_load: float, timeout_s: float) -> str:
+    """Wait (up to `timeout_s`) for the 1-minute load average to drop below `max_load`.
+
+    Benchmarks on a 2-core machine are only as good as the machine is idle. Returns a
+    note for the report: the load average when the run starts.
+    """
+    import sys
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    load = os.getloadavg()[0]
+    while load >= max_load and time.monotonic() < deadline:
+        print(f"waiting for a quiet machine (load {load:.2f})...", file=sys.stderr, flush=True)
+        time.sleep(15)
+        load = os.getloadavg()[0]
+    return f"load average at start {load:.2f}"

@@ -477,6 +477,13 @@ def main() -> None:
         "--libs", default=",".join(LIBS), help="comma-separated subset of " + ",".join(LIBS)
     )
     ap.add_argument("--json", type=Path, help="also write the raw results here")
+    ap.add_argument(
+        "--wait-quiet",
+        type=float,
+        default=0,
+        metavar="S",
+        help="first wait up to S seconds for the load average to fall below 0.5",
+    )
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--data", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--out", type=Path, help=argparse.SUPPRESS)
@@ -491,6 +498,7 @@ def main() -> None:
         ap.error(f"unknown libs {sorted(unknown)}; choose from {LIBS}")
     py = wl.ensure_venv(VENV, PACKAGES, "import hnswlib, usearch, faiss, voyager, psutil")
 
+    load_note = wl.wait_quiet(0.5, args.wait_quiet)
     tmp = Path(tempfile.mkdtemp(prefix="tintdb-ann-"))
     try:
         print(f"generating {args.n} x {args.dim} clustered vectors ...", file=sys.stderr)
@@ -531,7 +539,8 @@ def main() -> None:
         )
         print(
             f"{time.strftime('%Y-%m-%d')}; {platform.machine()}, {os.cpu_count()} cores; "
-            f"Python {platform.python_version()}; {wl.blas_info()}"
+            f"Python {platform.python_version()}; {wl.blas_info()}; {load_note}, "
+            f"at end {os.getloadavg()[0]:.2f}"
         )
         print(f"filtered: {n_filtered} queries, category == c3 ({mask.mean():.1%} pass)\n")
         print(_table(results, truth))
