@@ -411,6 +411,11 @@ def _single_clauses_unwrapped(clause: Any) -> Any:
 def _filters(body: dict[str, Any]) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
     where = _opt_dict(body, "where")
     where_document = _opt_dict(body, "where_document")
+    for key, value in (("where", where), ("where_document", where_document)):
+        if value == {}:
+            raise InvalidArgumentError(
+                f"Invalid {key}: an empty object; leave {key} out (or null) for no filter"
+            )
     return _single_clauses_unwrapped(where), _single_clauses_unwrapped(where_document)
 
 
@@ -488,22 +493,25 @@ class _Service:
 
     # -- collections
 
-    def collection_json(self, collection_id: str) -> dict[str, Any]:
-        return _wire.collection_to_json(self.backend.get_collection_by_id(collection_id))
-
     def create_collection(self, tenant: str, database: str, body: dict[str, Any]) -> dict[str, Any]:
+        from ._client import DEFAULT_EF
+
         name = _str(body, "name")
         metadata = _opt_dict(body, "metadata")
         configuration = _configuration_for_core(_opt_dict(body, "configuration"))
         get_or_create = _opt_bool(body, "get_or_create")
+        # The server never embeds, but it stores the function the client described so
+        # that every client can rebuild it: "default" keeps the configuration's own
+        # descriptor; None stores none (a creator that sent none, like raw HTTP).
+        described = isinstance((configuration or {}).get("embedding_function"), dict)
         collection = self.client(tenant, database).create_collection(
             name,
             configuration=configuration,
             metadata=metadata,
-            embedding_function=None,
+            embedding_function=DEFAULT_EF if described else None,
             get_or_create=get_or_create,
         )
-        return self.collection_json(collection.id)
+        return _wire.collection_to_json(collection._model)
 
     def list_collections(
         self, tenant: str, database: str, limit: int | None, offset: int | None
@@ -529,7 +537,7 @@ class _Service:
         self, tenant: str, database: str, collection_id: str
     ) -> dict[str, Any]:
         _check_uuid(collection_id)
-        return self.collection_json(collection_id)
+        return _wire.collection_to_json(self.backend.get_collection_by_id(collection_id))
 
     def modify_collection(
         self, tenant: str, database: str, collection_id: str, body: dict[str, Any]
