@@ -525,10 +525,16 @@ class AsyncHttpBackend(_Protocol):
 # ---------------------------------------------------------------- public constructors
 
 
-def _check_home(backend: _Protocol, tenant: str, database: str) -> None:
-    """Fail at construction, as chromadb does, when the tenant or database is missing."""
+def _check_tenant(backend: _Protocol, tenant: str) -> None:
+    """Fail at construction, as chromadb does, when the tenant is missing (``Client``
+    itself checks the database)."""
     backend.get_tenant(tenant)
-    backend.get_database(database, tenant)
+
+
+def _client_settings(settings: Settings | None) -> Settings:
+    """Over HTTP the server decides whether reset is allowed (``tintdb run --allow-reset``),
+    so a client made without settings does not refuse it on its own."""
+    return settings if settings is not None else Settings(allow_reset=True)
 
 
 def HttpClient(
@@ -543,9 +549,10 @@ def HttpClient(
     """A ``Client`` talking to a tintdb (or Chroma) server at ``host:port``."""
     from ._client import Client
 
+    settings = _client_settings(settings)
     backend = HttpBackend(host, port, ssl, headers, settings, tenant=tenant, database=database)
     try:
-        _check_home(backend, tenant, database)
+        _check_tenant(backend, tenant)
         return Client(backend, tenant=tenant, database=database, settings=settings)
     except BaseException:
         backend.close()
@@ -722,11 +729,12 @@ async def AsyncHttpClient(
     """An awaitable ``Client`` for a tintdb (or Chroma) server; use it inside one event loop."""
     from ._client import Client
 
+    settings = _client_settings(settings)
     backend = AsyncHttpBackend(host, port, ssl, headers, settings, tenant=tenant, database=database)
     run = _Runner(max_threads)
 
     def connect() -> Any:
-        _check_home(backend, tenant, database)
+        _check_tenant(backend, tenant)
         return Client(backend, tenant=tenant, database=database, settings=settings)
 
     try:
