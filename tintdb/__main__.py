@@ -1,0 +1,7 @@
+"""``python -m tintdb`` is the ``tintdb`` command."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

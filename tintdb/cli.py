@@ -1,0 +1,296 @@
+"""The ``tintdb`` command: ``tintdb run`` serves a store over Chroma's REST API.
+
+Every flag can also come from the environment (``TINTDB_PATH``, ``TINTDB_PORT`` ...), so
+a container or a service manager can configure the server without a command line. A
+flag given on the command line wins over the environment.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import signal
+import socket
+import sys
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = ["build_parser", "main"]
+
+DEFAULT_PATH = "./tintdb_data"
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8000
+DEFAULT_MAX_BODY_MB = 256
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+class UsageError(Exception):
+    """A bad flag or environment value: reported in one line, exit status 2."""
+
+
+def _env_bool(env: Mapping[str, str], name: str) -> bool:
+    raw = env.get(name)
+    if raw is None:
+        return False
+    value = raw.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise UsageError(f"{name}={raw!r} is not a boolean: use 1/0, true/false, yes/no or on/off")
+
+
+def _env_number(env: Mapping[str, str], name: str, default: float, kind: type) -> Any:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        return kind(raw)
+    except ValueError:
+        raise UsageError(f"{name}={raw!r} is not a valid {kind.__name__}") from None
+
+
+def build_parser(env: Mapping[str, str] | None = None) -> argparse.ArgumentParser:
+    """The argument parser, with defaults taken from ``env`` (``os.environ`` by default)."""
+    env = os.environ if env is None else env
+    from . import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="tintdb",
+        description="tintdb: an embedding database with Chroma's API.",
+    )
+    parser.add_argument("--version", action="version", version=f"tintdb {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands.required = True
+
+    run = commands.add_parser(
+        "run",
+        help="serve a store over HTTP (Chroma's REST API, for HttpClient and the official clients)",
+        description="Serve a store over Chroma's v2 REST API. Each flag also reads the "
+        "environment variable named in its help; the flag wins.",
+    )
+    run.add_argument(
+        "--path",
+        default=env.get("TINTDB_PATH") or DEFAULT_PATH,
+        help=f"directory of the store, created if missing (TINTDB_PATH; default {DEFAULT_PATH})",
+    )
+    run.add_argument(
+        "--host",
+        default=env.get("TINTDB_HOST") or DEFAULT_HOST,
+        help=f"address to listen on; 0.0.0.0 for every interface (TINTDB_HOST; "
+        f"default {DEFAULT_HOST})",
+    )
+    run.add_argument(
+        "--port",
+        type=int,
+        default=_env_number(env, "TINTDB_PORT", DEFAULT_PORT, int),
+        help=f"port to listen on; 0 picks a free one (TINTDB_PORT; default {DEFAULT_PORT})",
+    )
+    run.add_argument(
+        "--auth-token",
+        default=env.get("TINTDB_AUTH_TOKEN") or None,
+        help="require this token in 'x-chroma-token' or 'Authorization: Bearer' on every "
+        "request except heartbeat, version, pre-flight-checks and healthcheck "
+        "(TINTDB_AUTH_TOKEN; default: no auth)",
+    )
+    run.add_argument(
+        "--allow-reset",
+        action="store_true",
+        default=_env_bool(env, "TINTDB_ALLOW_RESET"),
+        help="let clients call reset(), which deletes everything (TINTDB_ALLOW_RESET)",
+    )
+    cors_env = [o.strip() for o in env.get("TINTDB_CORS_ORIGINS", "").split(",") if o.strip()]
+    run.add_argument(
+        "--cors-origin",
+        dest="cors_origins",
+        action="append",
+        default=None,
+        metavar="ORIGIN",
+        help="allow browser requests from this origin; repeat for several, '*' for any "
+        "(TINTDB_CORS_ORIGINS, comma-separated; default: none)",
+    )
+    run.add_argument(
+        "--max-body-mb",
+        type=float,
+        default=_env_number(env, "TINTDB_MAX_BODY_MB", DEFAULT_MAX_BODY_MB, float),
+        help=f"largest request body accepted, in MiB (TINTDB_MAX_BODY_MB; "
+        f"default {DEFAULT_MAX_BODY_MB})",
+    )
+    run.add_argument(
+        "--log-level",
+        default=env.get("TINTDB_LOG_LEVEL") or "warning",
+        choices=["critical", "error", "warning", "info", "debug"],
+        help="server log level; 'info' also logs every request (TINTDB_LOG_LEVEL; default warning)",
+    )
+    run.set_defaults(handler=_run, cors_env=cors_env)
+    return parser
+
+
+def _check_run_args(args: argparse.Namespace) -> None:
+    if not 0 <= args.port <= 65535:
+        raise UsageError(f"--port {args.port} is not a port number (0-65535)")
+    if not args.max_body_mb > 0:
+        raise UsageError(f"--max-body-mb must be positive, got {args.max_body_mb}")
+    if args.cors_origins is None:
+        args.cors_origins = args.cors_env
+    if args.auth_token is not None and not args.auth_token.strip():
+        raise UsageError("--auth-token must not be empty")
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    """Bind before starting, so the banner can name the real port (``--port 0``) and a
+    port in use is reported plainly."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise UsageError(f"cannot resolve --host {host!r}: {exc}") from exc
+    family, kind, proto, _, address = infos[0]
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(address)
+    except OSError as exc:
+        sock.close()
+        raise UsageError(
+            f"cannot listen on {host}:{port}: {exc.strerror or exc}"
+            + ("; pick another port with --port" if port else "")
+        ) from exc
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def _connect_host(host: str) -> str:
+    return "localhost" if host in ("0.0.0.0", "::", "") else host
+
+
+def banner(
+    *,
+    version: str,
+    path: Path,
+    host: str,
+    port: int,
+    auth: bool,
+    allow_reset: bool,
+    cors_origins: Sequence[str],
+    max_body_mb: float,
+) -> str:
+    """What the operator needs on start: where the data is, and how to connect."""
+    shown = _connect_host(host)
+    url_host = f"[{shown}]" if ":" in shown else shown
+    headers_py = ', headers={"x-chroma-token": "<token>"}' if auth else ""
+    headers_js = ', headers: { "x-chroma-token": "<token>" }' if auth else ""
+    lines = [
+        f"tintdb {version} is serving Chroma's REST API on http://{url_host}:{port}",
+        f"  data:        {path}",
+        f"  auth:        {'token required' if auth else 'off (open to anyone who can connect)'}",
+        f"  reset:       {'allowed' if allow_reset else 'refused (--allow-reset allows it)'}",
+        f"  CORS:        {', '.join(cors_origins) if cors_origins else 'off'}",
+        f"  max body:    {max_body_mb:g} MiB",
+        "",
+        "Connect from Python (tintdb or chromadb):",
+        "    import tintdb",
+        f'    client = tintdb.HttpClient(host="{shown}", port={port}{headers_py})',
+        "Connect from JavaScript (npm chromadb):",
+        '    import { ChromaClient } from "chromadb";',
+        f'    const client = new ChromaClient({{ host: "{shown}", port: {port}{headers_js} }});',
+        "",
+        "Press Ctrl+C to stop.",
+    ]
+    return "\n".join(lines)
+
+
+@contextlib.contextmanager
+def _quiet_stop_signals() -> Iterator[None]:
+    """After a graceful shutdown uvicorn re-raises SIGINT/SIGTERM to the handler that was
+    installed before it; with Python's defaults that kills the process before the index
+    snapshots are written. A recording handler lets ``run`` return normally instead."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    stops = (signal.SIGINT, signal.SIGTERM)
+    previous = {sig: signal.signal(sig, lambda *_: None) for sig in stops}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _run(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from . import __version__
+    from ._local import LocalBackend
+    from .config import Settings
+    from .server import create_app
+
+    _check_run_args(args)
+    path = Path(args.path).expanduser().resolve()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"cannot create the data directory {path}: {exc}") from exc
+    sock = _bind(args.host, args.port)
+    port = sock.getsockname()[1]
+    settings = Settings(
+        allow_reset=args.allow_reset, is_persistent=True, persist_directory=str(path)
+    )
+    backend = LocalBackend(path, settings)
+    try:
+        app = create_app(
+            backend,
+            auth_token=args.auth_token,
+            allow_reset=args.allow_reset,
+            cors_origins=args.cors_origins,
+            max_body_bytes=int(args.max_body_mb * 1024 * 1024),
+        )
+        print(
+            banner(
+                version=__version__,
+                path=path,
+                host=args.host,
+                port=port,
+                auth=args.auth_token is not None,
+                allow_reset=args.allow_reset,
+                cors_origins=args.cors_origins,
+                max_body_mb=args.max_body_mb,
+            ),
+            flush=True,
+        )
+        config = uvicorn.Config(
+            app,
+            log_level=args.log_level,
+            access_log=args.log_level in ("info", "debug"),
+            server_header=False,
+            timeout_graceful_shutdown=10,
+        )
+        with _quiet_stop_signals():
+            uvicorn.Server(config).run(sockets=[sock])
+    finally:
+        backend.close()  # writes index snapshots, so the next start is fast
+        sock.close()
+    print("tintdb stopped; all data is on disk.", flush=True)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``tintdb`` console script and ``python -m tintdb``."""
+    try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        return int(args.handler(args))
+    except UsageError as exc:
+        print(f"tintdb: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
