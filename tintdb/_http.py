@@ -48,6 +48,8 @@ __all__ = [
 
 T = TypeVar("T")
 
+_ERROR = "x-tintdb-error"  # a tintdb server's precise error name (see server.ERROR_HEADER)
+
 # Connecting should fail fast; a large write or an exact search may legitimately take long.
 DEFAULT_TIMEOUT = httpx.Timeout(connect=10.0, read=None, write=None, pool=None)
 
@@ -140,8 +142,13 @@ class _Protocol:
         clean = {k: v for k, v in (params or {}).items() if v is not None} or None
         return self._send(method, path, clean, body)
 
-    def _answer(self, method: str, path: str, status: int, content: bytes) -> Any:
-        """The decoded JSON of a 2xx answer; anything else raised as the matching error."""
+    def _answer(
+        self, method: str, path: str, status: int, content: bytes, precise: str | None = None
+    ) -> Any:
+        """The decoded JSON of a 2xx answer; anything else raised as the matching error.
+
+        ``precise`` is a tintdb server's exact error name (a header), finer than the
+        Chroma-compatible name in the body."""
         if status < 300:
             return _wire.loads(content) if content.strip() else None
         name: str | None = None
@@ -159,7 +166,7 @@ class _Protocol:
                 " (no such endpoint: is this a tintdb or Chroma server?)" if status == 404 else ""
             )
             message = f"HTTP {status} for {method} {self.base_url}{path}{hint}"
-        raise error_from_wire(status, name, message)
+        raise error_from_wire(status, precise or name, message)
 
     # -- paths
 
@@ -471,7 +478,9 @@ class HttpBackend(_Protocol):
             response = self._http.request(method, path, params=params, content=body)
         except httpx.TransportError as exc:
             raise _connection_error(self.base_url, exc) from exc
-        return self._answer(method, path, response.status_code, response.content)
+        return self._answer(
+            method, path, response.status_code, response.content, response.headers.get(_ERROR)
+        )
 
     def close(self) -> None:
         self._http.close()
@@ -505,18 +514,18 @@ class AsyncHttpBackend(_Protocol):
 
     async def _asend(
         self, method: str, path: str, params: dict[str, Any] | None, body: bytes | None
-    ) -> tuple[int, bytes]:
+    ) -> tuple[int, bytes, str | None]:
         try:
             response = await self._http.request(method, path, params=params, content=body)
         except httpx.TransportError as exc:
             raise _connection_error(self.base_url, exc) from exc
-        return response.status_code, response.content
+        return response.status_code, response.content, response.headers.get(_ERROR)
 
     def _send(
         self, method: str, path: str, params: dict[str, Any] | None, body: bytes | None
     ) -> Any:
-        status, content = anyio.from_thread.run(self._asend, method, path, params, body)
-        return self._answer(method, path, status, content)
+        status, content, precise = anyio.from_thread.run(self._asend, method, path, params, body)
+        return self._answer(method, path, status, content, precise)
 
     def close(self) -> None:
         anyio.from_thread.run(self._http.aclose)

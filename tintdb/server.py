@@ -33,6 +33,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import _wire
+from ._validation import normalize_documents, normalize_ids, normalize_metadatas, normalize_uris
 from .errors import (
     AuthError,
     InvalidArgumentError,
@@ -43,7 +44,7 @@ from .errors import (
     TintError,
 )
 
-__all__ = ["DEFAULT_MAX_BODY_BYTES", "UnprocessableError", "create_app"]
+__all__ = ["DEFAULT_MAX_BODY_BYTES", "ERROR_HEADER", "UnprocessableError", "create_app"]
 
 log = logging.getLogger("tintdb.server")
 
@@ -82,8 +83,23 @@ def _error_body(name: str, message: str) -> bytes:
     return orjson.dumps({"error": name, "message": message})
 
 
+# Chroma's server says "InvalidArgumentError" where tintdb knows more. chromadb's own
+# InvalidDimensionException and InvalidUUIDError do not derive from its
+# InvalidArgumentError, so the precise name would slip past ``except InvalidArgumentError``
+# in code written against Chroma. The precise name travels in a header instead, which
+# tintdb's HttpClient reads.
+_CHROMA_NAMES = {"InvalidDimension": "InvalidArgumentError", "InvalidUUID": "InvalidArgumentError"}
+ERROR_HEADER = "x-tintdb-error"
+
+
 def _error(exc: TintError) -> Response:
-    return Response(_error_body(exc.name(), exc.message or str(exc)), exc.status, media_type=_JSON)
+    name = exc.name()
+    return Response(
+        _error_body(_CHROMA_NAMES.get(name, name), exc.message or str(exc)),
+        exc.status,
+        headers={ERROR_HEADER: name},
+        media_type=_JSON,
+    )
 
 
 # ---------------------------------------------------------------- guard middleware
@@ -584,6 +600,19 @@ class _Service:
         collection = self.collection(tenant, database, collection_id)
         if not ids:
             return  # Chroma accepts an empty batch as a no-op
+        if op == "update" and embeddings is None and documents is not None:
+            # The Python API would re-embed new documents; a server has no function to do
+            # it with. Like Chroma's server, store the documents and keep the vectors.
+            n = len(ids)
+            self.backend.update(
+                collection._model.id,
+                normalize_ids(ids),
+                None,
+                normalize_metadatas(metadatas, n, allow_none_values=True),
+                normalize_documents(documents, n),
+                normalize_uris(uris, n),
+            )
+            return
         getattr(collection, op)(
             ids=ids, embeddings=embeddings, metadatas=metadatas, documents=documents, uris=uris
         )
