@@ -54,6 +54,102 @@ def _fsync_path(path: Path) -> None:
         os.close(fd)
 
 
+def _unit(v: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(v, axis=1, keepdims=True)
+    return v / np.where(norms == 0, 1, norms)
+
+
+def _dot(vecs: np.ndarray, queries: np.ndarray) -> np.ndarray:
+    """(n, d) x (m, d) -> (m, n) dot products.
+
+    A single query uses einsum rather than BLAS: a multi-threaded BLAS matrix-vector
+    product pays thread start-up that dwarfs the work at these sizes.
+    """
+    if len(queries) <= 4:
+        return np.stack([np.einsum("ij,j->i", vecs, q) for q in queries])
+    return queries @ vecs.T
+
+
+class _Mirror:
+    """The vectors in seq order, for exact search over any subset of records.
+
+    New records always have larger seqs than existing ones, so rows are appended in
+    order and a lookup is a binary search; deletes leave holes that compaction removes.
+    """
+
+    def __init__(self, dim: int, cosine: bool) -> None:
+        self.dim, self.cosine = dim, cosine
+        self.n = 0
+        self.dead = 0
+        self.seqs = np.empty(0, dtype=np.int64)
+        self.vecs = np.empty((0, dim), dtype=np.float32)
+        self.sqn = np.empty(0, dtype=np.float32)  # squared norms, for l2
+        self.alive = np.empty(0, dtype=bool)
+
+    def _prepare(self, v: np.ndarray) -> np.ndarray:
+        return _unit(v) if self.cosine else v
+
+    def _find(self, seqs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Row positions of ``seqs`` and a mask of those present (alive or not)."""
+        pos = np.searchsorted(self.seqs[: self.n], seqs)
+        if self.n == 0:
+            return pos, np.zeros(len(seqs), dtype=bool)
+        clipped = np.minimum(pos, self.n - 1)
+        return clipped, (pos < self.n) & (self.seqs[clipped] == seqs)
+
+    def set(self, seqs: np.ndarray, vectors: np.ndarray) -> None:
+        order = np.argsort(seqs, kind="stable")
+        seqs, vectors = seqs[order], self._prepare(vectors[order]).astype(np.float32)
+        pos, hit = self._find(seqs)
+        rows = pos[hit]
+        self.dead -= int((~self.alive[rows]).sum())
+        self.vecs[rows] = vectors[hit]
+        self.sqn[rows] = np.einsum("ij,ij->i", vectors[hit], vectors[hit])
+        self.alive[rows] = True
+        new = ~hit
+        if new.any():
+            self._append(seqs[new], vectors[new])
+
+    def _append(self, seqs: np.ndarray, vectors: np.ndarray) -> None:
+        n, m = self.n, len(seqs)
+        if n + m > len(self.seqs):
+            cap = max(n + m, int(len(self.seqs) * 1.5), 64)
+            self.seqs = np.resize(self.seqs, cap)
+            self.sqn = np.resize(self.sqn, cap)
+            self.alive = np.resize(self.alive, cap)
+            grown = np.empty((cap, self.dim), dtype=np.float32)
+            grown[:n] = self.vecs[:n]
+            self.vecs = grown
+        self.seqs[n : n + m] = seqs
+        self.vecs[n : n + m] = vectors
+        self.sqn[n : n + m] = np.einsum("ij,ij->i", vectors, vectors)
+        self.alive[n : n + m] = True
+        self.n = n + m
+        if n and seqs[0] < self.seqs[n - 1]:  # not expected: keep the order invariant anyway
+            self._compact(resort=True)
+
+    def remove(self, seqs: np.ndarray) -> None:
+        pos, hit = self._find(seqs)
+        rows = pos[hit]
+        self.dead += int(self.alive[rows].sum())
+        self.alive[rows] = False
+        if self.dead > 1024 and self.dead * 2 > self.n:
+            self._compact()
+
+    def _compact(self, resort: bool = False) -> None:
+        keep = np.flatnonzero(self.alive[: self.n])
+        if resort:
+            keep = keep[np.argsort(self.seqs[keep], kind="stable")]
+        self.seqs, self.sqn = self.seqs[keep], self.sqn[keep]
+        self.vecs, self.alive = self.vecs[keep], np.ones(len(keep), dtype=bool)
+        self.n, self.dead = len(keep), 0
+
+    def rows(self, seqs: np.ndarray) -> np.ndarray:
+        pos, hit = self._find(seqs)
+        rows = pos[hit]
+        return rows[self.alive[rows]]
+
+
 class VectorIndex:
     """HNSW + lazily built exact-search mirror for one collection."""
 
@@ -72,11 +168,8 @@ class VectorIndex:
             allow_replace_deleted=True,
         )
         self._apply_ef()
-        # Exact-search mirror: rows of _vecs, addressed through _row (seq -> row).
-        self._vecs: np.ndarray | None = None
-        self._row: dict[int, int] = {}
-        self._free_rows: list[int] = []
-        self._next_row = 0
+        self._mirror: _Mirror | None = None  # built on the first exact search
+        self._universe: np.ndarray | None = None  # sorted live seqs, cached
         self.unsaved = 0
 
     # ------------------------------------------------------------ basics
@@ -98,11 +191,8 @@ class VectorIndex:
             self._apply_ef()
 
     def _prepare(self, v: np.ndarray) -> np.ndarray:
-        """What the mirror stores: hnswlib normalises for cosine, so must we."""
-        if self.space != "cosine":
-            return v
-        norms = np.linalg.norm(v, axis=1, keepdims=True)
-        return v / np.where(norms == 0, 1, norms)
+        """hnswlib normalises vectors for cosine, so exact search must too."""
+        return _unit(v) if self.space == "cosine" else v
 
     # ------------------------------------------------------------ changes
 
@@ -119,8 +209,9 @@ class VectorIndex:
                 self._hnsw.resize_index(max(needed, math.ceil(cap * factor)))
             self._hnsw.add_items(vectors, seqs, num_threads=self._threads(), replace_deleted=True)
             self._live.update(seqs.tolist())
-            if self._vecs is not None:
-                self._mirror_set(seqs, vectors)
+            self._universe = None
+            if self._mirror is not None:
+                self._mirror.set(seqs, vectors)
             self.unsaved += len(seqs)
 
     def remove(self, seqs: np.ndarray) -> None:
@@ -129,40 +220,30 @@ class VectorIndex:
                 if s in self._live:
                     self._hnsw.mark_deleted(s)
                     self._live.discard(s)
-                    row = self._row.pop(s, None)
-                    if row is not None:
-                        self._free_rows.append(row)
+            self._universe = None
+            if self._mirror is not None:
+                self._mirror.remove(seqs)
             self.unsaved += len(seqs)
 
     # ------------------------------------------------------------ exact-search mirror
 
-    def _mirror_set(self, seqs: np.ndarray, vectors: np.ndarray) -> None:
-        assert self._vecs is not None
-        rows = []
-        for s in seqs.tolist():
-            row = self._row.get(s)
-            if row is None:
-                if self._free_rows:
-                    row = self._free_rows.pop()
-                else:
-                    row, self._next_row = self._next_row, self._next_row + 1
-                self._row[s] = row
-            rows.append(row)
-        top = max(rows) + 1
-        if top > len(self._vecs):
-            grown = np.empty((max(top, 2 * len(self._vecs), 64), self.dim), dtype=np.float32)
-            grown[: len(self._vecs)] = self._vecs
-            self._vecs = grown
-        self._vecs[rows] = self._prepare(vectors)
-
     def ensure_mirror(self, loader: Loader) -> None:
         with self.lock:
-            if self._vecs is not None:
+            if self._mirror is not None:
                 return
             seqs, vectors = loader()
-            self._vecs = np.empty((max(len(seqs), 64), self.dim), dtype=np.float32)
-            self._row, self._free_rows, self._next_row = {}, [], 0
-            self._mirror_set(seqs, vectors)
+            mirror = _Mirror(self.dim, self.space == "cosine")
+            mirror.set(seqs, vectors)
+            self._mirror = mirror
+
+    def universe(self) -> np.ndarray:
+        """Sorted seqs of every record in the index."""
+        with self.lock:
+            if self._universe is None:
+                live = np.fromiter(self._live, dtype=np.int64, count=len(self._live))
+                live.sort()
+                self._universe = live
+            return self._universe
 
     # ------------------------------------------------------------ search
 
@@ -198,27 +279,26 @@ class VectorIndex:
         """True k nearest among ``seqs``, per query (lists: rows may be shorter than k)."""
         self.ensure_mirror(loader)
         with self.lock:
-            assert self._vecs is not None
-            seqs = np.asarray([s for s in seqs.tolist() if s in self._row], dtype=np.int64)
-            vecs = self._vecs[[self._row[s] for s in seqs.tolist()]]
-        q = self._prepare(queries)
+            mirror = self._mirror
+            assert mirror is not None
+            rows = mirror.rows(seqs)
+            vecs = np.take(mirror.vecs, rows, axis=0)
+            sqn = mirror.sqn[rows]
+            seqs = mirror.seqs[rows]
+        q = self._prepare(queries).astype(np.float32)
         k = min(k, len(seqs))
-        out_labels, out_dists = [], []
         if k == 0:
-            empty = np.empty(0, np.int64), np.empty(0, np.float32)
-            return [empty[0]] * len(q), [empty[1]] * len(q)
-        if self.space == "l2":
-            approx = (vecs * vecs).sum(1)[None, :] - 2 * (q @ vecs.T)
-        else:
-            approx = -(q @ vecs.T)
+            return [np.empty(0, np.int64)] * len(q), [np.empty(0, np.float32)] * len(q)
+        dots = _dot(vecs, q)
+        approx = sqn[None, :] - 2 * dots if self.space == "l2" else -dots
         # Pick a few more than k by the fast formula, then rank by the exact distance.
         pick = min(len(seqs), k + 8)
+        out_labels, out_dists = [], []
         for i in range(len(q)):
-            cand = (
-                np.argpartition(approx[i], pick - 1)[:pick]
-                if pick < len(seqs)
-                else np.arange(len(seqs))
-            )
+            if pick < len(seqs):
+                cand = np.argpartition(approx[i], pick - 1)[:pick]
+            else:
+                cand = np.arange(len(seqs))
             d = self.distances(q[i], vecs[cand])
             order = np.argsort(d, kind="stable")[:k]
             out_labels.append(seqs[cand[order]])
@@ -304,7 +384,7 @@ class VectorIndex:
         index._hnsw = hnswlib.Index(space=space, dim=dim)
         index._hnsw.load_index(str(snap / "graph.hnsw"), allow_replace_deleted=True)
         index._apply_ef()
-        index._vecs, index._row, index._free_rows, index._next_row = None, {}, [], 0
+        index._mirror, index._universe = None, None
         index.unsaved = 0
         return index
 

@@ -12,6 +12,7 @@ import atexit
 import logging
 import time
 import weakref
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,8 @@ log = logging.getLogger("tintdb")
 # A filtered query with at most this many matching records is answered by exact search
 # over just those vectors (cheap, and recall is 1.0); above it, by HNSW with a filter.
 EXACT_LIMIT = 20_000
+# Filter results kept per (collection, version, filter): repeated filters skip SQL.
+FILTER_CACHE_SIZE = 32
 # How much wider the HNSW beam is for a filtered search than for a plain one.
 FILTERED_EF_FACTOR = 2
 
@@ -73,6 +76,7 @@ class LocalBackend:
         self.path = None if path is None else Path(path)
         self.store = Store(self.path)
         self._indexes: dict[str, VectorIndex] = {}
+        self._filter_cache: OrderedDict[tuple[str, int, bytes], Any] = OrderedDict()
         self._closed = False
         if self.path is not None:
             ref = weakref.ref(self)
@@ -281,7 +285,16 @@ class LocalBackend:
             return
         index = self._indexes.get(col.id)
         if index is None or index.lsn != prev_lsn:
-            return  # the next _sync replays the log
+            # Not current (first write, or another process wrote in between): load or
+            # build it and replay the log, so the index never falls behind the data.
+            try:
+                self._sync(col)
+            except Exception:
+                log.exception("index catch-up failed; it will be rebuilt from the log")
+                self._indexes.pop(col.id, None)
+                return
+            self._snapshot(col.id)
+            return
         try:
             if deleted is not None:
                 index.remove(deleted)
@@ -523,10 +536,7 @@ class LocalBackend:
             found = index.knn(query_embeddings, n_results)
             if found is None:
                 labels, dists = index.exact(
-                    query_embeddings,
-                    n_results,
-                    np.array(sorted(index._live), np.int64),
-                    self._loader(col),
+                    query_embeddings, n_results, index.universe(), self._loader(col)
                 )
             else:
                 labels, dists = list(found[0]), list(found[1])
@@ -546,6 +556,48 @@ class LocalBackend:
         where: Where | None,
         where_document: WhereDocument | None,
     ) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        cand, allowed = self._candidates(col, index, ids, where, where_document)
+        if len(cand) <= max(EXACT_LIMIT, k):
+            return index.exact(q, k, cand, self._loader(col))
+        if allowed is None:
+            allowed = set(cand.tolist())
+            self._filter_cache[self._filter_key(col, index, ids, where, where_document)] = (
+                cand,
+                allowed,
+            )
+        ef = int(col.configuration["hnsw"]["ef_search"]) * FILTERED_EF_FACTOR
+        found = index.knn(q, k, allowed, ef=ef)
+        if found is None:
+            return index.exact(q, k, cand, self._loader(col))
+        return list(found[0]), list(found[1])
+
+    @staticmethod
+    def _filter_key(
+        col: CollectionRow, index: VectorIndex, ids: Any, where: Any, where_document: Any
+    ) -> tuple[str, int, bytes]:
+        return (
+            col.id,
+            index.lsn,
+            orjson.dumps([ids, where, where_document], option=orjson.OPT_SORT_KEYS),
+        )
+
+    def _candidates(
+        self,
+        col: CollectionRow,
+        index: VectorIndex,
+        ids: list[str] | None,
+        where: Where | None,
+        where_document: WhereDocument | None,
+    ) -> tuple[np.ndarray, set[int] | None]:
+        """Matching seqs, from the cache when this filter ran on this version before.
+
+        The key includes the index's lsn, so any write, from any process, retires it.
+        """
+        key = self._filter_key(col, index, ids, where, where_document)
+        cached = self._filter_cache.get(key)
+        if cached is not None:
+            self._filter_cache.move_to_end(key)
+            return cached
         with self.store.read():
             if ids is not None:
                 missing = set(ids) - set(self.store.existing(col.coll, ids))
@@ -555,15 +607,11 @@ class LocalBackend:
                         f"query(ids=...) names {len(missing)} id(s) not in collection "
                         f"{col.name!r}: {shown}"
                     )
-            cand = self.store.matching_seqs(col.coll, ids, where, where_document)
-        if len(cand) <= max(EXACT_LIMIT, k):
-            return index.exact(q, k, cand, self._loader(col))
-        allowed = set(cand.tolist())
-        ef = int(col.configuration["hnsw"]["ef_search"]) * FILTERED_EF_FACTOR
-        found = index.knn(q, k, allowed, ef=ef)
-        if found is None:
-            return index.exact(q, k, cand, self._loader(col))
-        return list(found[0]), list(found[1])
+            cand = self.store.candidate_seqs(col.coll, ids, where, where_document, index.universe())
+        self._filter_cache[key] = (cand, None)
+        while len(self._filter_cache) > FILTER_CACHE_SIZE:
+            self._filter_cache.popitem(last=False)
+        return cand, None
 
     def _query_result(
         self, labels: list[np.ndarray], dists: list[np.ndarray], include: list[str], dim: int | None

@@ -26,6 +26,7 @@ from ._filters import (
     KIND_LIST_OFFSET,
     compile_where,
     compile_where_document,
+    evaluate,
     regexp,
     value_kind,
 )
@@ -673,6 +674,36 @@ class Store:
             (*params, -1 if limit is None else limit, offset or 0),
         ).fetchall()
         return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+
+    def seq_array(self, sql: str, params: Sequence[Any]) -> np.ndarray:
+        """Run ``sql`` (selecting a ``seq`` column) and return the seqs as one int64 array.
+
+        group_concat hands the whole column over as one string: several times faster
+        than fetching one Python tuple per row when tens of thousands match.
+        """
+        row = self._conn.execute(f"SELECT group_concat(seq) FROM ({sql})", params).fetchone()
+        if not row or not row[0]:
+            return np.empty(0, dtype=np.int64)
+        return np.fromstring(row[0], dtype=np.int64, sep=",")
+
+    def candidate_seqs(
+        self,
+        coll: int,
+        ids: Sequence[str] | None,
+        where: dict[str, Any] | None,
+        where_document: dict[str, Any] | None,
+        universe: np.ndarray,
+    ) -> np.ndarray:
+        """Sorted seqs among ``universe`` matching every filter (see _filters.evaluate)."""
+        if ids is not None:
+            found = self.seq_array(
+                "SELECT seq FROM records WHERE coll = ? AND id IN (SELECT value FROM json_each(?))",
+                [coll, _ids_param(ids)],
+            )
+            universe = np.intersect1d(universe, found)
+        if not where and not where_document:
+            return universe
+        return evaluate(where, where_document, coll, self.seq_array, universe)
 
     def fetch(
         self,
