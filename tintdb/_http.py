@@ -79,6 +79,15 @@ def _auth_headers(settings: Settings | None) -> dict[str, str]:
     return {"Authorization": f"Bearer {credentials}"}
 
 
+def _sendable(configuration: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The configuration as a server accepts it: ``num_threads: 0`` (the local default,
+    "all cores") is not a valid value on the wire, so it is left for the server to choose."""
+    if not configuration or not isinstance(configuration.get("hnsw"), dict):
+        return configuration
+    hnsw = {k: v for k, v in configuration["hnsw"].items() if not (k == "num_threads" and v == 0)}
+    return {**configuration, "hnsw": hnsw}
+
+
 def _seg(value: str) -> str:
     return quote(value, safe="")
 
@@ -246,7 +255,7 @@ class _Protocol:
         body = {
             "name": name,
             "metadata": metadata,
-            "configuration": configuration,
+            "configuration": _sendable(configuration),
             "get_or_create": get_or_create,
         }
         return self._model(
@@ -286,7 +295,7 @@ class _Protocol:
         body = {
             "new_name": new_name,
             "new_metadata": new_metadata,
-            "new_configuration": new_configuration,
+            "new_configuration": _sendable(new_configuration),
         }
         self._call("PUT", self._coll_path(collection_id), json=body)
         return self.get_collection_by_id(collection_id)
