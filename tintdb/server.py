@@ -802,16 +802,18 @@ def create_app(
     def get_version() -> Response:
         return _ok(str(svc.backend.version()))
 
+    # These three touch no backend: answered on the event loop, so probes and client
+    # handshakes never queue behind heavy work in the thread pool.
     @route("GET", p + "/pre-flight-checks", tags=["server"])
-    def pre_flight_checks() -> Response:
+    async def pre_flight_checks() -> Response:
         return _ok({"max_batch_size": _wire.MAX_BATCH_SIZE, "supports_base64_encoding": True})
 
     @route("GET", p + "/healthcheck", tags=["server"])
-    def healthcheck() -> Response:
+    async def healthcheck() -> Response:
         return _ok({"is_executor_ready": True, "is_log_client_ready": True})
 
     @route("GET", p + "/auth/identity", tags=["server"])
-    def identity() -> Response:
+    async def identity() -> Response:
         return _ok(
             {
                 "user_id": "",
