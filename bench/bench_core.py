@@ -420,7 +420,7 @@ def _mean(v: list[float]) -> float:
 
 def _lat(r: dict[str, Any], key: str) -> str:
     v = r[key + "_ms"]
-    return f"{_mean(v):.2f} / {np.percentile(v, 50):.2f} / {np.percentile(v, 95):.2f}"
+    return " / ".join(f"{x:.2f}" for x in (_mean(v), *np.percentile(v, [50, 95]), max(v)))
 
 
 def _ok(value: float | None, cond: Callable[[float], bool]) -> str:
@@ -447,6 +447,7 @@ def build_table(res: dict[str, dict[str, Any]], truth: dict[str, Any], n: int) -
         target: str = "",
         met: Callable[[float, dict[str, Any], dict[str, Any]], bool] | None = None,
         libs: tuple[str, ...] = ("tintdb", "chromadb", "hnswlib"),
+        p50: str | None = None,
     ) -> None:
         cells = []
         for lib in LIBS:
@@ -466,6 +467,12 @@ def build_table(res: dict[str, dict[str, Any]], truth: dict[str, Any], n: int) -
                 ratio_s = f"{ratio:.2f}"
                 if met is not None:
                     met_s = _ok(ratio, lambda x: met(x, t, c))
+                tm, cm = (
+                    val(t, lambda r: np.median(r[f"{p50}_ms"])),
+                    val(c, lambda r: np.median(r[f"{p50}_ms"])),
+                )
+                if p50 and tm and cm:
+                    ratio_s += f" (p50: {cm / tm:.2f})"
         lines.append(f"| {label} | " + " | ".join(cells) + f" | {ratio_s} | {target} | {met_s} |")
 
     def rec(key: str, tkey: str) -> Callable[[dict[str, Any]], str]:
@@ -496,11 +503,12 @@ def build_table(res: dict[str, dict[str, Any]], truth: dict[str, Any], n: int) -
         lambda x, *_: x >= 3,
     )
     row(
-        "single query (n_results=10), ms mean / p50 / p95",
+        "single query (n_results=10), ms mean / p50 / p95 / max",
         lambda r: _lat(r, "query"),
         lambda r: _mean(r["query_ms"]),
-        ">= 3, recall >=",
-        lambda x, tt, cc: (
+        p50="query",
+        target=">= 3, recall >=",
+        met=lambda x, tt, cc: (
             x >= 3 and recall_of(tt, "query_ids", "knn") >= recall_of(cc, "query_ids", "knn") - 5e-4
         ),
     )
@@ -512,27 +520,30 @@ def build_table(res: dict[str, dict[str, Any]], truth: dict[str, Any], n: int) -
     )
     row("batch recall@10", rec("batch_ids", "knn"))
     row(
-        f"where category == c3 ({sel['eq']:.0%}), ms mean / p50 / p95",
+        f"where category == c3 ({sel['eq']:.0%}), ms mean / p50 / p95 / max",
         lambda r: _lat(r, "eq"),
         lambda r: _mean(r["eq_ms"]),
-        ">= 20, recall >= 0.99",
-        lambda x, tt, _c: x >= 20 and recall_of(tt, "eq_ids", "eq") >= 0.99,
+        p50="eq",
+        target=">= 20, recall >= 0.99",
+        met=lambda x, tt, _c: x >= 20 and recall_of(tt, "eq_ids", "eq") >= 0.99,
     )
     row("  recall@10 vs exact filtered", rec("eq_ids", "eq"))
     row(
-        f"where year >= 2015 and category != c1 ({sel['range']:.0%}), ms mean / p50 / p95",
+        f"where year >= 2015 and category != c1 ({sel['range']:.0%}), ms mean / p50 / p95 / max",
         lambda r: _lat(r, "range"),
         lambda r: _mean(r["range_ms"]),
-        ">= 20, recall >= 0.99",
-        lambda x, tt, _c: x >= 20 and recall_of(tt, "range_ids", "range") >= 0.99,
+        p50="range",
+        target=">= 20, recall >= 0.99",
+        met=lambda x, tt, _c: x >= 20 and recall_of(tt, "range_ids", "range") >= 0.99,
     )
     row("  recall@10 vs exact filtered", rec("range_ids", "range"))
     row(
-        f"where_document $contains word ({sel['doc']:.0%}), ms mean / p50 / p95",
+        f"where_document $contains word ({sel['doc']:.0%}), ms mean / p50 / p95 / max",
         lambda r: _lat(r, "doc"),
         lambda r: _mean(r["doc_ms"]),
-        ">= 10",
-        lambda x, *_: x >= 10,
+        p50="doc",
+        target=">= 10",
+        met=lambda x, *_: x >= 10,
     )
     row("  recall@10 vs exact filtered", rec("doc_ids", "doc"))
 
@@ -545,11 +556,12 @@ def build_table(res: dict[str, dict[str, Any]], truth: dict[str, Any], n: int) -
         return "all correct" if bad == 0 else f"**{bad} wrong**"
 
     row(
-        "get(where, limit=100), ms mean / p50 / p95",
+        "get(where, limit=100), ms mean / p50 / p95 / max",
         lambda r: _lat(r, "get_where"),
         lambda r: _mean(r["get_where_ms"]),
-        ">= 10",
-        lambda x, *_: x >= 10,
+        p50="get_where",
+        target=">= 10",
+        met=lambda x, *_: x >= 10,
         libs=("tintdb", "chromadb"),
     )
     row("  results (count and match)", get_where_ok, libs=("tintdb", "chromadb"))
@@ -573,9 +585,10 @@ def build_table(res: dict[str, dict[str, Any]], truth: dict[str, Any], n: int) -
         ),
     )
     row(
-        f"after changes: {N_POST} queries, ms mean / p50 / p95",
+        f"after changes: {N_POST} queries, ms mean / p50 / p95 / max",
         lambda r: _lat(r, "post"),
         lambda r: _mean(r["post_ms"]),
+        p50="post",
     )
     row("  recall@10 (deleted gone, updated moved)", rec("post_ids", "post"))
     row("close, ms", lambda r: f"{r['close_s'] * 1e3:.0f}", lambda r: r["close_s"])
@@ -592,9 +605,10 @@ def build_table(res: dict[str, dict[str, Any]], truth: dict[str, Any], n: int) -
         lambda x, *_: x >= 1,
     )
     row(
-        f"  new process: next {N_POST - 1} queries, ms mean / p50 / p95",
+        f"  new process: next {N_POST - 1} queries, ms mean / p50 / p95 / max",
         lambda r: _lat(r, "cold_next"),
         lambda r: _mean(r["cold_next_ms"]),
+        p50="cold_next",
     )
     row("  new process: recall@10", lambda r: f"{wl.recall(r['cold_ids'], truth['post']):.4f}")
     row(
@@ -689,6 +703,7 @@ def main() -> None:
         for lib in libs:
             print(f"{lib}: workload ...", file=sys.stderr, flush=True)
             t0 = time.perf_counter()
+            load_before = os.getloadavg()[0]
             r = _run(pythons[lib], "--worker", lib, tmp, tmp / f"{lib}.json", args.timeout)
             if "error" not in r:
                 print(f"{lib}: new process reopen ...", file=sys.stderr, flush=True)
@@ -698,6 +713,7 @@ def main() -> None:
                     )
                 )
             r.setdefault("lib", lib)
+            r["load"] = (load_before, os.getloadavg()[0])
             print(f"{lib}: done in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
             shutil.rmtree(tmp / f"db-{lib}", ignore_errors=True)
             results[lib] = r
@@ -720,6 +736,26 @@ def main() -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def _tintdb_commit() -> str:
+    """The repository's commit, marked '+dirty' if tintdb/ has uncommitted changes."""
+    try:
+        head = subprocess.run(
+            ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(ROOT), "status", "--porcelain", "--", "tintdb"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "(commit unknown)"
+    return f"({head}{'+dirty' if dirty else ''})"
+
+
 def _header(
     args: argparse.Namespace, started: str, results: dict[str, dict[str, Any]], load: str
 ) -> str:
@@ -731,11 +767,16 @@ def _header(
     except (OSError, StopIteration):
         pass
     versions = ", ".join(f"{lib} {r.get('version', '?')}" for lib, r in results.items())
+    if "tintdb" in results:
+        versions = versions.replace("tintdb ", f"tintdb {_tintdb_commit()} ", 1)
+    loads = ", ".join(
+        f"{lib} {r['load'][0]:.1f}→{r['load'][1]:.1f}" for lib, r in results.items() if "load" in r
+    )
     return (
         f"## Core workload: {args.n} x {args.dim}, 100 clusters, k={K}\n"
         f"{started}; {cpu}, {os.cpu_count()} cores; Python {platform.python_version()}; "
-        f"{versions}\n{wl.blas_info()}; {load}\n"
-        f"latencies: mean / p50 / p95 over {args.queries} single queries, "
+        f"{versions}\n{wl.blas_info()}\n{load}; per library (before→after): {loads}\n"
+        f"latencies: mean / p50 / p95 / max over {args.queries} single queries, "
         f"{min(N_FILTERED, args.queries)} per filtered kind, {N_GET} get(where) calls; "
         "ratio = chromadb ÷ tintdb for times, memory and disk, so > 1 means tintdb is better\n"
     )
