@@ -20,6 +20,7 @@ from _server import TintServer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import tintdb
 from tintdb import cli
 
 SPEC = Path(__file__).resolve().parents[2] / "shared" / "spec" / "traffic"
@@ -797,3 +798,17 @@ def test_server_banner_and_graceful_stop(tmp_path: Path) -> None:
     with TintServer(tmp_path / "data") as again:  # the data outlives the process
         r = httpx.get(again.url + f"{T}/collections/kept")
         assert r.status_code == 200 and r.json()["dimension"] == 2
+
+
+def test_cli_vacuum(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["vacuum", "--path", str(tmp_path / "none")]) == 2
+    store = tmp_path / "store"
+    with tintdb.PersistentClient(str(store)) as client:
+        col = client.create_collection("big", embedding_function=None)
+        col.add(ids=[str(i) for i in range(3000)], embeddings=np.ones((3000, 64)))
+        col.delete(ids=[str(i) for i in range(2900)])
+    capsys.readouterr()
+    assert cli.main(["vacuum", "--path", str(store)]) == 0
+    assert "vacuumed" in capsys.readouterr().out
+    with tintdb.PersistentClient(str(store)) as client:
+        assert client.get_collection("big", embedding_function=None).count() == 100

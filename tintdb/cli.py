@@ -128,6 +128,19 @@ def build_parser(env: Mapping[str, str] | None = None) -> argparse.ArgumentParse
         help="server log level; 'info' also logs every request (TINTDB_LOG_LEVEL; default warning)",
     )
     run.set_defaults(handler=_run, cors_env=cors_env)
+
+    vacuum = commands.add_parser(
+        "vacuum",
+        help="give the disk space of deleted records back (stop servers on the path first)",
+        description="Rewrite a store's database file compactly. It needs the store to itself "
+        "for the duration: stop 'tintdb run' and other clients on the path first.",
+    )
+    vacuum.add_argument(
+        "--path",
+        default=env.get("TINTDB_PATH") or DEFAULT_PATH,
+        help=f"directory of the store (TINTDB_PATH; default {DEFAULT_PATH})",
+    )
+    vacuum.set_defaults(handler=_vacuum)
     return parser
 
 
@@ -277,6 +290,27 @@ def _run(args: argparse.Namespace) -> int:
         sock.close()
     print("tintdb stopped; all data is on disk.", flush=True)
     return 0
+
+
+def _vacuum(args: argparse.Namespace) -> int:
+    from ._local import LocalBackend
+
+    path = Path(args.path).expanduser().resolve()
+    if not (path / "tintdb.sqlite3").is_file():
+        raise UsageError(f"no tintdb store at {path}")
+    before = _store_bytes(path)
+    backend = LocalBackend(path)
+    try:
+        backend.vacuum()
+    finally:
+        backend.close()
+    after = _store_bytes(path)
+    print(f"vacuumed {path}: {before / 1e6:.1f} MB -> {after / 1e6:.1f} MB", flush=True)
+    return 0
+
+
+def _store_bytes(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.glob("tintdb.sqlite3*") if f.is_file())
 
 
 def main(argv: Sequence[str] | None = None) -> int:
