@@ -812,3 +812,18 @@ def test_cli_vacuum(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert "vacuumed" in capsys.readouterr().out
     with tintdb.PersistentClient(str(store)) as client:
         assert client.get_collection("big", embedding_function=None).count() == 100
+
+
+def test_app_over_a_client_in_process() -> None:
+    """``create_app`` also takes a Client; either auth header may carry the token."""
+    from fastapi.testclient import TestClient
+
+    from tintdb.server import create_app
+
+    app = create_app(tintdb.EphemeralClient(), auth_token="t0ken", allow_reset=True)
+    with TestClient(app) as http:
+        both = {"x-chroma-token": "stale", "Authorization": "Bearer t0ken"}
+        assert http.get(f"{T}/collections", headers=both).json() == []
+        assert http.get(f"{T}/collections").status_code == 401
+        r = http.post(f"{V2}/reset", headers={"x-chroma-token": "t0ken"})
+        assert r.status_code == 200 and r.json() is True

@@ -145,19 +145,19 @@ class _Guard:
         await self.app(scope, receive, send)
 
     def _authorized(self, headers: dict[bytes, bytes]) -> bool:
+        """Either header may carry the token (the official clients use one or the other)."""
         assert self.token is not None
-        given = headers.get(b"x-chroma-token")
-        if given is None:
-            scheme, _, value = headers.get(b"authorization", b"").partition(b" ")
-            if scheme.lower() != b"bearer":
-                return False
-            given = value.strip()
-        return hmac.compare_digest(given, self.token)
+        offered = [headers.get(b"x-chroma-token")]
+        scheme, _, value = headers.get(b"authorization", b"").partition(b" ")
+        if scheme.lower() == b"bearer":
+            offered.append(value.strip())
+        return any(t is not None and hmac.compare_digest(t, self.token) for t in offered)
 
     async def _read_body(
         self, headers: dict[bytes, bytes], receive: Receive, send: Send
     ) -> bytes | None:
-        """The whole body, or None after answering 413 (an oversize body is never kept)."""
+        """The whole body; None when already answered (413: an oversize body is never
+        kept) or when the client went away."""
         declared = headers.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_body:
             await _send_error(send, self._too_large(int(declared)))
@@ -166,8 +166,8 @@ class _Guard:
         size = 0
         while True:
             message = await receive()
-            if message["type"] != "http.request":  # the client went away
-                return b""
+            if message["type"] != "http.request":  # the client went away: nothing to do
+                return None
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.max_body:
@@ -464,7 +464,7 @@ class _Service:
         self._client_cls = Client
         if isinstance(client_or_backend, Client):
             self.backend = client_or_backend._backend
-            self.settings = getattr(client_or_backend, "_settings", None)
+            self.settings = client_or_backend.settings
         else:
             self.backend = client_or_backend
             self.settings = None
