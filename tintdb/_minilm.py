@@ -12,24 +12,33 @@ Why it is fast without torch:
   product over all tokens of a chunk, with no padding rows at all;
 * attention is the only step that needs whole sequences; it runs per group of
   sequences of equal length, so it needs no padding and no mask either;
-* the element-wise work (GELU, softmax, layer norm) is done in place, in row blocks
-  small enough to stay in the CPU cache.
+* chunks run side by side on one worker thread per core (numpy releases the GIL),
+  each with single-threaded BLAS. Letting BLAS split every product across its own
+  threads instead makes each of the hundreds of products per chunk wait for all
+  cores: harmless on an idle machine, but on a busy one it made a single short query
+  take 50-130 ms instead of about 10. So while chunks run, numpy's OpenBLAS is held
+  to one thread (see :class:`_BlasThreads`); where that library cannot be found,
+  chunks run one after another and BLAS keeps its own threads.
 
 One :class:`MiniLM` is loaded per model folder per process (:func:`load`), lazily and
 under a lock. A loaded model is read-only, so any number of threads may embed at once;
-each chunk of work holds the model's lock while it computes, because the matrix
-products already use every core and interleaving them would only add memory.
+their chunks share the same workers.
 """
 
 from __future__ import annotations
 
+import ctypes
 import json
 import math
 import os
+import queue
 import sys
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed, wait
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -59,19 +68,23 @@ INSTALL_HINT = (
     + "."
 )
 
+_T = TypeVar("_T")
 _CLS_ID = 101
 _SEP_ID = 102
-# Tokens per chunk of work: large enough for efficient matrix products, small
-# enough that the feed-forward activations (tokens x 1536 floats) stay near cache.
-_CHUNK_TOKENS = 2048
-# Rows per block for the element-wise passes (GELU), so each block stays in L2.
+# Tokens per chunk of work: large enough for efficient matrix products, small enough
+# that a worker's arrays (15 KiB per token) stay modest. Smaller inputs are cut
+# into one chunk per worker so that they, too, use every core.
+_CHUNK_TOKENS = 1024
+_MIN_CHUNK_TOKENS = 32
+# Rows per block for the element-wise GELU passes, so each block stays in L2.
 _BLOCK_ROWS = 128
-# Attention scores per group step (sequences x heads x L x L floats), kept small.
+# Attention scores computed at once (sequences x heads x L x L floats).
 _ATTENTION_FLOATS = 1 << 20
-# Rough throughput on a 2-core machine, only used to decide whether a progress bar
-# is worth showing (a run expected to take more than a few seconds).
-_TOKENS_PER_SECOND = 12_000
+# Rough throughput on an idle 2-core machine, only used to decide whether a progress
+# bar is worth showing (a run expected to take more than a few seconds).
+_TOKENS_PER_SECOND = 7_000
 _PROGRESS_SECONDS = 3.0
+_MAX_WORKERS = 8
 
 
 def resolve_model_path(model_path: str | os.PathLike[str] | None = None) -> Path:
@@ -216,6 +229,7 @@ class MiniLM:
         self._heads = int(config["num_attention_heads"])
         self._hidden = int(config["hidden_size"])
         self._head_dim = self._hidden // self._heads
+        self._inner = int(config["intermediate_size"])
         self._eps = np.float32(config.get("layer_norm_eps", 1e-12))
         self._word = np.ascontiguousarray(weights["embeddings.word_embeddings.weight"])
         # Every token has type 0, so the type embedding folds into the positions.
@@ -229,7 +243,6 @@ class MiniLM:
             _Layer(weights, f"encoder.layer.{i}", self._head_dim)
             for i in range(int(config["num_hidden_layers"]))
         ]
-        self._lock = threading.Lock()
 
     # -- tokens ----------------------------------------------------------------------
 
@@ -276,44 +289,61 @@ class MiniLM:
             return out
         lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
         order = np.argsort(lengths, kind="stable")
-        chunks = _chunks(lengths[order], _CHUNK_TOKENS)
         total_tokens = int(lengths.sum())
+        workers = _workers()
+        budget = max(_MIN_CHUNK_TOKENS, min(_CHUNK_TOKENS, -(-total_tokens // workers.size)))
+        # Longest chunks first, so the last ones to finish are short.
+        chunks = _chunks(lengths[order], budget)[::-1]
         if progress is None:
             progress = (
                 total_tokens / _TOKENS_PER_SECOND > _PROGRESS_SECONDS and _stderr_is_terminal()
             )
         bar = _progress_bar(len(ids)) if progress else None
+        scratch_size = max(budget, int(lengths.max()))
+        spare: queue.SimpleQueue[_Scratch] = queue.SimpleQueue()
+
+        def run(chunk: tuple[int, int]) -> int:
+            members = order[chunk[0] : chunk[1]]
+            flat = np.fromiter(
+                (t for i in members for t in ids[i]),
+                dtype=np.int64,
+                count=int(lengths[members].sum()),
+            )
+            try:
+                scratch = spare.get_nowait()
+            except queue.Empty:
+                scratch = _Scratch(scratch_size, self._hidden, self._inner)
+            try:
+                out[members] = self._encode_packed(flat, lengths[members], scratch)
+            finally:
+                spare.put(scratch)
+            return len(members)
+
         try:
-            for start, stop in chunks:
-                members = order[start:stop]
-                flat = np.fromiter(
-                    (t for i in members for t in ids[i]),
-                    dtype=np.int64,
-                    count=int(lengths[members].sum()),
-                )
-                with self._lock:
-                    out[members] = self._encode_packed(flat, lengths[members])
-                if bar is not None:
-                    bar.update(stop - start)
+            workers.run(run, chunks, bar.update if bar is not None else _ignore)
         finally:
             if bar is not None:
                 bar.close()
         return out
 
-    def _encode_packed(self, flat_ids: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    def _encode_packed(
+        self, flat_ids: np.ndarray, lengths: np.ndarray, scratch: _Scratch
+    ) -> np.ndarray:
         """Pooled, normalised vectors for sequences laid end to end in ``flat_ids``.
 
         ``lengths`` must be sorted, so equal lengths are adjacent (see ``_groups``).
         """
+        tokens = len(flat_ids)
         offsets = np.zeros(len(lengths), dtype=np.int64)
         np.cumsum(lengths[:-1], out=offsets[1:])
-        positions = np.arange(len(flat_ids), dtype=np.int64) - np.repeat(offsets, lengths)
-        h = self._word[flat_ids]
+        positions = np.arange(tokens, dtype=np.int64) - np.repeat(offsets, lengths)
+        h = scratch.h[:tokens]
+        np.take(self._word, flat_ids, axis=0, out=h)
         h += self._position[positions]
         _layer_norm(h, self._emb_g, self._emb_b, self._eps)
         groups = _groups(lengths)
         for layer in self._layers:
-            h = self._layer(h, layer, groups)
+            self._layer(h, layer, groups, scratch)
         pooled = np.add.reduceat(h, offsets, axis=0)
         pooled /= lengths[:, None].astype(np.float32)
         norms = np.sqrt(np.einsum("ij,ij->i", pooled, pooled))
@@ -321,25 +351,33 @@ class MiniLM:
         return pooled
 
     def _layer(
-        self, h: np.ndarray, layer: _Layer, groups: list[tuple[int, int, int]]
-    ) -> np.ndarray:
-        qkv = h @ layer.w_qkv
+        self, h: np.ndarray, layer: _Layer, groups: list[tuple[int, int, int]], scratch: _Scratch
+    ) -> None:
+        """One encoder layer; ``h`` (tokens x hidden) is replaced by the layer's output.
+
+        Every product writes into ``scratch``, reused from chunk to chunk, rather than a
+        fresh array: new large arrays cost a page fault per 4 KiB on first touch.
+        """
+        tokens = h.shape[0]
+        qkv = scratch.qkv[:tokens]
+        np.matmul(h, layer.w_qkv, out=qkv)
         qkv += layer.b_qkv
-        context = np.empty_like(h)
+        context = scratch.context[:tokens]
         for start, count, length in groups:
             self._attention(qkv, context, start, count, length)
-        attended = context @ layer.w_out
+        attended = scratch.attended[:tokens]
+        np.matmul(context, layer.w_out, out=attended)
         attended += layer.b_out
         attended += h
         _layer_norm(attended, layer.ln1_g, layer.ln1_b, self._eps)
-        inner = attended @ layer.w_ffn_in
+        inner = scratch.inner[:tokens]
+        np.matmul(attended, layer.w_ffn_in, out=inner)
         inner += layer.b_ffn_in
         _gelu_inplace(inner)
-        out = inner @ layer.w_ffn_out
-        out += layer.b_ffn_out
-        out += attended
-        _layer_norm(out, layer.ln2_g, layer.ln2_b, self._eps)
-        return out
+        np.matmul(inner, layer.w_ffn_out, out=h)
+        h += layer.b_ffn_out
+        h += attended
+        _layer_norm(h, layer.ln2_g, layer.ln2_b, self._eps)
 
     def _attention(
         self, qkv: np.ndarray, context: np.ndarray, start: int, count: int, length: int
@@ -351,15 +389,32 @@ class MiniLM:
             n = min(per_step, count - first)
             rows = slice(start + first * length, start + (first + n) * length)
             block = qkv[rows].reshape(n, length, 3, heads, head_dim)
-            q = block[:, :, 0].transpose(0, 2, 1, 3)
-            k = block[:, :, 1].transpose(0, 2, 3, 1)
-            v = block[:, :, 2].transpose(0, 2, 1, 3)
-            scores = np.matmul(q, k)
+            queries = block[:, :, 0].transpose(0, 2, 1, 3)  # (n, heads, L, d)
+            keys = block[:, :, 1].transpose(0, 2, 3, 1)  # (n, heads, d, L)
+            values = block[:, :, 2].transpose(0, 2, 1, 3)  # (n, heads, L, d)
+            scores = np.matmul(queries, keys)
             scores -= scores.max(axis=-1, keepdims=True)
             np.exp(scores, out=scores)
             scores *= np.reciprocal(scores.sum(axis=-1, keepdims=True))
-            mixed = np.matmul(scores, v)
-            context[rows] = mixed.transpose(0, 2, 1, 3).reshape(n * length, heads * head_dim)
+            mixed = np.matmul(scores, values)  # (n, heads, L, d)
+            context[rows].reshape(n, length, heads, head_dim)[...] = mixed.transpose(0, 2, 1, 3)
+
+
+class _Scratch:
+    """Work arrays for one chunk at a time, reused by the chunks of one ``embed`` call."""
+
+    __slots__ = ("attended", "context", "h", "inner", "qkv")
+
+    def __init__(self, tokens: int, hidden: int, inner: int) -> None:
+        self.h = np.empty((tokens, hidden), dtype=np.float32)
+        self.qkv = np.empty((tokens, 3 * hidden), dtype=np.float32)
+        self.context = np.empty((tokens, hidden), dtype=np.float32)
+        self.attended = np.empty((tokens, hidden), dtype=np.float32)
+        self.inner = np.empty((tokens, inner), dtype=np.float32)
+
+
+def _ignore(done: int) -> None:
+    del done
 
 
 def _chunks(sorted_lengths: np.ndarray, budget: int) -> list[tuple[int, int]]:
@@ -453,12 +508,151 @@ def _stderr_is_terminal() -> bool:
         return False
 
 
-def _progress_bar(total: int) -> _Bar:
+def _progress_bar(total: int) -> Any:
     from tqdm import tqdm
 
     return tqdm(total=total, desc="Embedding", unit="doc", file=sys.stderr, leave=False)
 
 
-class _Bar:  # the slice of tqdm's interface used above, for type checkers
-    update: Callable[[int], object]
-    close: Callable[[], None]
+# -- threads ---------------------------------------------------------------------------
+
+
+class _BlasThreads:
+    """numpy's OpenBLAS thread count, held at one while embedding chunks run.
+
+    OpenBLAS has one process-wide thread setting (its "local" variant is process-wide
+    too in pthreads builds), so it is lowered when the first embedding call starts and
+    restored when the last one ends. A matrix product elsewhere in the process runs on
+    one thread meanwhile, which also keeps the cores from being oversubscribed while
+    our workers use them all. Lowering the count only changes how many of OpenBLAS's
+    existing threads take part in later products, so it is safe at any moment.
+
+    ``usable`` is False for any other BLAS, or OpenBLAS built on OpenMP (whose setting
+    is per thread): the caller then leaves threading to BLAS.
+    """
+
+    def __init__(self) -> None:
+        self._get: Callable[[], int] | None = None
+        self._set: Callable[[int], None] | None = None
+        self.usable = False
+        self._depth = 0
+        self._saved = 1
+        self._lock = threading.Lock()
+        for path in _openblas_paths():
+            try:
+                library = ctypes.CDLL(path, mode=_DLOPEN_ALREADY_LOADED)
+            except OSError:
+                continue
+            get_parallel = _symbol(library, "get_parallel", ctypes.c_int, [])
+            if get_parallel is None:
+                continue
+            parallel = get_parallel()  # 0 sequential, 1 pthreads, 2 OpenMP
+            if parallel == 0:
+                self.usable = True
+            elif parallel == 1:
+                self._get = _symbol(library, "get_num_threads", ctypes.c_int, [])
+                self._set = _symbol(library, "set_num_threads", None, [ctypes.c_int])
+                self.usable = self._get is not None and self._set is not None
+            return
+
+    @contextmanager
+    def single(self) -> Iterator[None]:
+        if self._get is None or self._set is None:
+            yield
+            return
+        with self._lock:
+            if self._depth == 0:
+                self._saved = self._get()
+                self._set(1)
+            self._depth += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._depth -= 1
+                if self._depth == 0:
+                    self._set(self._saved)
+
+
+# Only a library that numpy already loaded, never a second copy.
+_DLOPEN_ALREADY_LOADED = getattr(os, "RTLD_NOLOAD", 0) | getattr(os, "RTLD_LAZY", 0)
+
+
+def _openblas_paths() -> list[str]:
+    """Files of the OpenBLAS that numpy uses: its bundled copy first, then any mapped one."""
+    numpy_dir = Path(np.__file__).resolve().parent
+    paths: list[str] = []
+    for folder in (numpy_dir.parent / "numpy.libs", numpy_dir / ".dylibs", numpy_dir / ".libs"):
+        paths.extend(str(p) for p in sorted(folder.glob("*openblas*")))
+    try:
+        with open("/proc/self/maps", encoding="utf-8", errors="replace") as maps:
+            for line in maps:
+                fields = line.split(maxsplit=5)
+                if len(fields) == 6 and "openblas" in fields[5].lower():
+                    path = fields[5].strip()
+                    if path not in paths:
+                        paths.append(path)
+    except OSError:  # not Linux
+        pass
+    return paths
+
+
+def _symbol(library: ctypes.CDLL, name: str, restype: Any, argtypes: list[Any]) -> Any:
+    """An OpenBLAS function under any of the names its builds export."""
+    for prefix in ("scipy_openblas_", "openblas_"):
+        for suffix in ("64_", "_64", ""):
+            function = getattr(library, f"{prefix}{name}{suffix}", None)
+            if function is not None:
+                function.restype = restype
+                function.argtypes = argtypes
+                return function
+    return None
+
+
+class _Workers:
+    """The threads that run chunks: one per core when BLAS can be held to one thread."""
+
+    def __init__(self) -> None:
+        self.blas = _BlasThreads()
+        try:
+            cores = len(os.sched_getaffinity(0))
+        except AttributeError:  # not Linux
+            cores = os.cpu_count() or 1
+        self.size = max(1, min(cores, _MAX_WORKERS)) if self.blas.usable else 1
+        self._pool = (
+            ThreadPoolExecutor(self.size, thread_name_prefix="tintdb-embed")
+            if self.size > 1
+            else None
+        )
+
+    def run(
+        self, task: Callable[[_T], int], items: list[_T], on_done: Callable[[int], None]
+    ) -> None:
+        """``task(item)`` for every item; ``on_done`` gets each result as it arrives."""
+        with self.blas.single():
+            if self._pool is None or len(items) <= 1:
+                for item in items:
+                    on_done(task(item))
+                return
+            futures = [self._pool.submit(task, item) for item in items]
+            try:
+                for future in as_completed(futures):
+                    on_done(future.result())
+            finally:
+                # Nothing may still run once BLAS gets its threads back.
+                for future in futures:
+                    future.cancel()
+                wait(futures)
+
+
+_workers_state: tuple[int, _Workers] | None = None
+_workers_lock = threading.Lock()
+
+
+def _workers() -> _Workers:
+    """The process's workers; a forked child makes its own (threads do not survive fork)."""
+    global _workers_state
+    with _workers_lock:
+        if _workers_state is None or _workers_state[0] != os.getpid():
+            _workers_state = (os.getpid(), _Workers())
+        return _workers_state[1]
