@@ -148,7 +148,11 @@ def load(model_path: str | os.PathLike[str] | None = None) -> MiniLM:
 
 
 class _Layer:
-    """One encoder layer's weights, laid out as (in, out) for ``x @ w``."""
+    """One encoder layer's weights.
+
+    Matrices stay as stored, (out, in), and are used through their transposed view:
+    BLAS reads a transposed operand at the same speed, and no second copy is made.
+    """
 
     __slots__ = (
         "b_ffn_in",
@@ -165,26 +169,24 @@ class _Layer:
         "w_qkv",
     )
 
-    def __init__(self, w: dict[str, np.ndarray], prefix: str, head_dim: int) -> None:
+    def __init__(self, tensor: Callable[[str], np.ndarray], prefix: str, head_dim: int) -> None:
         def weight(name: str) -> np.ndarray:
-            return np.ascontiguousarray(w[f"{prefix}.{name}.weight"].T, dtype=np.float32)
+            return np.asarray(tensor(f"{prefix}.{name}.weight"), dtype=np.float32).T
 
         def vector(name: str) -> np.ndarray:
-            return np.ascontiguousarray(w[f"{prefix}.{name}"], dtype=np.float32)
+            return np.asarray(tensor(f"{prefix}.{name}"), dtype=np.float32)
 
-        # Fold the 1/sqrt(head_dim) score scale into the query projection; for
-        # head_dim 64 it is 1/8, a power of two, so this changes no rounding.
+        # One product for queries, keys and values. The 1/sqrt(head_dim) score scale is
+        # folded into the queries; for head_dim 64 it is 1/8, a power of two, so this
+        # changes no rounding.
         scale = np.float32(1.0 / math.sqrt(head_dim))
-        self.w_qkv = np.ascontiguousarray(
-            np.concatenate(
-                [
-                    weight("attention.self.query") * scale,
-                    weight("attention.self.key"),
-                    weight("attention.self.value"),
-                ],
-                axis=1,
-            )
-        )
+        self.w_qkv = np.concatenate(
+            [
+                weight("attention.self.query").T * scale,
+                weight("attention.self.key").T,
+                weight("attention.self.value").T,
+            ]
+        ).T
         self.b_qkv = np.concatenate(
             [
                 vector("attention.self.query.bias") * scale,
@@ -208,17 +210,44 @@ class MiniLM:
     """The loaded model: tokenizer plus encoder weights, read-only after construction."""
 
     def __init__(self, folder: Path) -> None:
-        from safetensors.numpy import load_file
+        from safetensors import safe_open
         from tokenizers import Tokenizer
 
         try:
             config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
             tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
-            weights = load_file(str(folder / "model.safetensors"))
+            self._heads = int(config["num_attention_heads"])
+            self._hidden = int(config["hidden_size"])
+            self._head_dim = self._hidden // self._heads
+            self._inner = int(config["intermediate_size"])
+            self._eps = np.float32(config.get("layer_norm_eps", 1e-12))
+            weights_file = str(folder / "model.safetensors")
+
+            def tensor(name: str) -> np.ndarray:
+                # A short-lived mapping per tensor: the file's pages count toward the
+                # process's memory only while one tensor is copied out, not all at once.
+                with safe_open(weights_file, framework="numpy") as weights:
+                    return weights.get_tensor(name)
+
+            self._word = np.ascontiguousarray(
+                tensor("embeddings.word_embeddings.weight"), dtype=np.float32
+            )
+            # Every token has type 0, so the type embedding folds into the positions.
+            self._position = np.ascontiguousarray(
+                tensor("embeddings.position_embeddings.weight")
+                + tensor("embeddings.token_type_embeddings.weight")[0],
+                dtype=np.float32,
+            )
+            self._emb_g = tensor("embeddings.LayerNorm.weight").astype(np.float32)
+            self._emb_b = tensor("embeddings.LayerNorm.bias").astype(np.float32)
+            self._layers = [
+                _Layer(tensor, f"encoder.layer.{i}", self._head_dim)
+                for i in range(int(config["num_hidden_layers"]))
+            ]
         except Exception as exc:  # a damaged file: say which folder and how to repair it
             raise EmbeddingFunctionError(
-                f"Could not load the default embedding model from {str(folder)!r}: {exc}. "
-                + INSTALL_HINT
+                f"Could not load the default embedding model from {str(folder)!r}: "
+                f"{type(exc).__name__}: {exc}. " + INSTALL_HINT
             ) from exc
         # tokenizer.json ships with truncation and padding to 128 switched on; the
         # model's real limit is 256 and padding is pointless with packed sequences.
@@ -226,23 +255,6 @@ class MiniLM:
         tokenizer.no_padding()
         self.folder = folder
         self._tokenizer = tokenizer
-        self._heads = int(config["num_attention_heads"])
-        self._hidden = int(config["hidden_size"])
-        self._head_dim = self._hidden // self._heads
-        self._inner = int(config["intermediate_size"])
-        self._eps = np.float32(config.get("layer_norm_eps", 1e-12))
-        self._word = np.ascontiguousarray(weights["embeddings.word_embeddings.weight"])
-        # Every token has type 0, so the type embedding folds into the positions.
-        self._position = np.ascontiguousarray(
-            weights["embeddings.position_embeddings.weight"]
-            + weights["embeddings.token_type_embeddings.weight"][0]
-        )
-        self._emb_g = weights["embeddings.LayerNorm.weight"]
-        self._emb_b = weights["embeddings.LayerNorm.bias"]
-        self._layers = [
-            _Layer(weights, f"encoder.layer.{i}", self._head_dim)
-            for i in range(int(config["num_hidden_layers"]))
-        ]
 
     # -- tokens ----------------------------------------------------------------------
 
