@@ -1,4 +1,4 @@
-"""Large calls are atomic.
+"""Large calls are atomic, and deleted data gives its disk space back.
 
 One call is one transaction (docs/design.md): 100,000 records in one ``add`` go in
 together, or, when the last one is bad, not at all. Dimension 8 and a small HNSW graph
@@ -7,6 +7,7 @@ keep the index cheap so that the test measures the store, not the graph build.
 
 from __future__ import annotations
 
+import shutil
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -179,3 +180,82 @@ def test_100k_call_with_one_bad_record_changes_nothing(
     col.add(ids=ids[:1000], embeddings=vecs[:1000])
     assert col.count() == 1005
     client.close()
+
+
+# ---------------------------------------------------------------- disk space
+
+SPACE_N = 50_000
+
+
+def _disk_usage(path: Path) -> int:
+    """Bytes of every file under the store: the database, its -wal/-shm, the snapshots."""
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def _fill(path: Path) -> None:
+    """50k records with documents and metadata, and a query so that a snapshot exists."""
+    rng = np.random.default_rng(7)
+    words = np.array(
+        ["alpha", "beta", "gamma", "delta", "epsilon", "zeta", "theta", "kappa", "lambda", "sigma"]
+    )
+    client, col = _open(path)
+    for start in range(0, SPACE_N, 10_000):
+        ks = range(start, start + 10_000)
+        col.add(
+            ids=[f"id{k}" for k in ks],
+            embeddings=rng.random((len(ks), DIM), dtype=np.float32),
+            documents=[" ".join(rng.choice(words, 6)) + f" #{k}" for k in ks],
+            metadatas=[{"k": k} for k in ks],
+        )
+    col.query(query_embeddings=rng.random((1, DIM), dtype=np.float32), n_results=1)
+    client.close()
+
+
+def _delete_all_then_close(path: Path) -> int:
+    client, col = _open(path)
+    assert col.delete(ids=col.get(include=[])["ids"]) == {"deleted": SPACE_N}
+    client.close()
+    return _disk_usage(path)
+
+
+def _delete_all_then_vacuum(path: Path) -> int:
+    client, col = _open(path)
+    assert col.delete(ids=col.get(include=[])["ids"]) == {"deleted": SPACE_N}
+    client.vacuum()
+    left = _disk_usage(path)  # while open: the -wal and -shm files count too
+    client.close()
+    return left
+
+
+def _delete_collection_then_close(path: Path) -> int:
+    client, col = _open(path)
+    col.query(query_embeddings=np.zeros((1, DIM), np.float32), n_results=1)
+    client.delete_collection("big")
+    client.close()
+    return _disk_usage(path)
+
+
+# An empty store is well under 1 MB; a quarter of the full size is generous.
+SHARE_LEFT = 0.25
+
+
+def test_deleted_data_gives_its_disk_space_back(tmp_path: Path) -> None:
+    """Delete everything (records, or the collection), then close() or vacuum(): it shrinks.
+
+    One filled store, copied for each way of deleting, so it is built only once.
+    """
+    full_path = tmp_path / "full"
+    _fill(full_path)
+    full = _disk_usage(full_path)
+    report, ok = [], True
+    for how in (_delete_all_then_close, _delete_all_then_vacuum, _delete_collection_then_close):
+        path = tmp_path / how.__name__
+        shutil.copytree(full_path, path)
+        left = how(path)
+        ok &= left <= SHARE_LEFT * full
+        report.append(f"{how.__name__.strip('_')}: {full} -> {left} bytes {_files(path)}")
+    assert ok, "disk space not given back:\n" + "\n".join(report)
+
+
+def _files(path: Path) -> dict[str, int]:
+    return {str(f.relative_to(path)): f.stat().st_size for f in path.rglob("*") if f.is_file()}

@@ -70,6 +70,17 @@ def _dot(vecs: np.ndarray, queries: np.ndarray) -> np.ndarray:
     return queries @ vecs.T
 
 
+def _remove_abandoned(directory: Path) -> None:
+    """Delete temporary snapshot directories left by a process that died writing them."""
+    for tmp in directory.glob(".tmp-*"):
+        try:
+            os.kill(int(tmp.name.split("-")[1]), 0)
+        except ProcessLookupError:
+            shutil.rmtree(tmp, ignore_errors=True)
+        except (ValueError, IndexError, PermissionError):
+            continue
+
+
 class _Mirror:
     """The vectors in seq order, for exact search over any subset of records.
 
@@ -201,18 +212,37 @@ class VectorIndex:
         if len(seqs) == 0:
             return
         with self.lock:
-            fresh = sum(1 for s in seqs.tolist() if s not in self._live)
-            needed = max(self._hnsw.get_current_count(), len(self._live) + fresh)
-            cap = self._hnsw.get_max_elements()
-            if needed > cap:
-                factor = max(float(self.params.get("resize_factor") or 1.2), 1.2)
-                self._hnsw.resize_index(max(needed, math.ceil(cap * factor)))
-            self._hnsw.add_items(vectors, seqs, num_threads=self._threads(), replace_deleted=True)
+            known = np.fromiter(
+                (x in self._live for x in seqs.tolist()), dtype=bool, count=len(seqs)
+            )
+            if known.any():
+                # In place: with replace_deleted, hnswlib would move a live label into a
+                # free slot and leave its old vector searchable under the same label.
+                self._hnsw.add_items(vectors[known], seqs[known], num_threads=self._threads())
+            fresh = ~known
+            n_fresh = int(fresh.sum())
+            if n_fresh:
+                count = self._hnsw.get_current_count()
+                free_slots = count - len(self._live)
+                needed = count + max(0, n_fresh - free_slots)
+                cap = self._hnsw.get_max_elements()
+                if needed > cap:
+                    factor = max(float(self.params.get("resize_factor") or 1.2), 1.2)
+                    self._hnsw.resize_index(max(needed, math.ceil(cap * factor)))
+                self._hnsw.add_items(
+                    vectors[fresh], seqs[fresh], num_threads=self._threads(), replace_deleted=True
+                )
             self._live.update(seqs.tolist())
             self._universe = None
             if self._mirror is not None:
                 self._mirror.set(seqs, vectors)
             self.unsaved += len(seqs)
+
+    @property
+    def free_slots(self) -> int:
+        """Slots held by deleted records (reused by later adds, written to snapshots)."""
+        with self.lock:
+            return int(self._hnsw.get_current_count()) - len(self._live)
 
     def remove(self, seqs: np.ndarray) -> None:
         with self.lock:
@@ -356,6 +386,7 @@ class VectorIndex:
         """The newest valid snapshot in ``directory``, or None if there is none."""
         if not directory.is_dir():
             return None
+        _remove_abandoned(directory)
         for snap in sorted(directory.glob(f"{_SNAPSHOT_PREFIX}*"), reverse=True):
             with contextlib.suppress(Exception):
                 index = cls._load_snapshot(snap, space, dim, params)

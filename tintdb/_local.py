@@ -119,6 +119,8 @@ class LocalBackend:
         """Rewrite the database file compactly and re-snapshot every index."""
         with self.store.lock:
             self.store.reclaim_space(full=True)
+            for cid in list(self._indexes):
+                self._snapshot(cid, force=True)
 
     # ------------------------------------------------------------ tenants and databases
 
@@ -218,7 +220,9 @@ class LocalBackend:
 
     def _sync(self, col: CollectionRow) -> VectorIndex | None:
         """The collection's index, caught up with every committed change (None if empty)."""
-        with self.store.lock:
+        # One read transaction: the log floor and the ops replayed come from one snapshot,
+        # so another process pruning the log in between cannot hide changes.
+        with self.store.lock, self.store.read():
             state = self.store.lsn_state(col.id)
             if state is None:
                 self._drop_index(col.id)
@@ -308,9 +312,11 @@ class LocalBackend:
         self._snapshot(col.id)
 
     def _snapshot(self, collection_id: str, *, force: bool = False) -> None:
-        """Persist the index when enough has changed (or always, with ``force``)."""
+        """Persist the index when enough has changed (or whenever it differs, with ``force``)."""
         index = self._indexes.get(collection_id)
-        if self.path is None or index is None or index.unsaved == 0:
+        if self.path is None or index is None:
+            return
+        if index.unsaved == 0 and not (force and index.free_slots > max(1024, len(index))):
             return
         col = self.store.collection_by_id(collection_id)
         threshold = max(
@@ -318,6 +324,11 @@ class LocalBackend:
         )
         if not force and index.unsaved < threshold:
             return
+        if index.free_slots > max(1024, len(index)):
+            # Mostly deleted slots: a fresh graph of the live records is smaller on disk
+            # and in memory than the one that kept every slot.
+            index = self._rebuild(col)
+            self._indexes[collection_id] = index
         index.save(self._index_dir(collection_id))
         self.store.prune_log(col, index.lsn)
 
@@ -481,7 +492,7 @@ class LocalBackend:
                 self.store.delete_rows(seqs)
                 lsn = self.store.log(col, OP_DELETE, seqs)
             self._after_write(col, prev, lsn, None, None, seqs)
-            if len(seqs) > 1000:
+            if len(seqs) > 1000 and len(seqs) * 3 > self.store.count(col.coll):
                 self.store.reclaim_space()
             return len(seqs)
 

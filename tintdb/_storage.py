@@ -448,21 +448,28 @@ class Store:
     def reclaim_space(self, *, full: bool = False) -> None:
         """Give freed pages back to the file system.
 
-        Deletes only mark pages free; this truncates the file (incrementally, cheap) when
-        a good share of it is free, or rewrites it entirely with ``full=True``.
+        Called after bulk deletes. Deletes only mark pages free; this truncates the file
+        (incrementally, cheap) when a good share of it is free, or rewrites it entirely
+        with ``full=True``.
         """
         if self.path is None:
             return
         with self.lock:
             c = self._conn
             if full:
+                # FTS5 keeps deleted documents' postings until its segments are merged.
+                c.execute("INSERT INTO docs(docs) VALUES ('optimize')")
                 c.execute("VACUUM")
             else:
+                # Merging FTS5 segments drops deleted documents' postings.
+                c.execute("INSERT INTO docs(docs) VALUES ('optimize')")
                 free = c.execute("PRAGMA freelist_count").fetchone()[0]
                 total = c.execute("PRAGMA page_count").fetchone()[0]
                 if free > 256 and free * 4 > total:
-                    c.execute("PRAGMA incremental_vacuum")
-            c.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                    # execute() steps this pragma once (one page); executescript runs it
+                    # to completion. No transaction is open here, so nothing is committed.
+                    c.executescript("PRAGMA incremental_vacuum;")
+            c.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
 
     # ------------------------------------------------------------ records: writes
 

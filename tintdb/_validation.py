@@ -198,6 +198,7 @@ def normalize_ids(ids: Any, *, allow_empty: bool = False) -> list[str]:
             raise InvalidArgumentError(
                 f"Empty id at position {i}: an id must have at least one character"
             )
+        _check_text(value, f"id at position {i}")
     if not out and not allow_empty:
         raise InvalidArgumentError("Expected ids to be a non-empty list")
     if len(set(out)) != len(out):
@@ -268,8 +269,21 @@ def normalize_embeddings(embeddings: Any, n: int | None = None) -> np.ndarray | 
     return arr
 
 
+def _check_text(value: str, where: str) -> str:
+    """Refuse text that cannot be stored as UTF-8 (lone surrogates)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidArgumentError(
+            f"{where}: the text is not valid Unicode ({exc.reason})"
+        ) from exc
+    return value
+
+
 def _check_scalar(value: Any, where: str) -> Any:
-    if isinstance(value, (bool, str)):
+    if isinstance(value, str):
+        return _check_text(value, where)
+    if isinstance(value, bool):
         return value
     if isinstance(value, (int, np.integer)):
         value = int(value)
@@ -302,6 +316,7 @@ def _check_metadata_dict(md: Mapping[str, Any], where: str, *, allow_none: bool)
     for key, value in md.items():
         if not isinstance(key, str):
             raise InvalidArgumentError(f"{where}: keys must be str, got {_type_name(key)}")
+        _check_text(key, where)
         if key == "" or key[0] in "#$":
             raise InvalidArgumentError(
                 f"{where}: key {key!r} is not allowed (keys must be non-empty and must not "
@@ -366,6 +381,8 @@ def _normalize_strings(values: Any, n: int, what: str) -> list[str | None] | Non
     for i, value in enumerate(items):
         if value is not None and not isinstance(value, str):
             raise InvalidArgumentError(f"Expected {what} {i} to be a str, got {_type_name(value)}")
+        if value is not None:
+            _check_text(value, f"{what} {i}")
     return items
 
 
