@@ -55,14 +55,6 @@ class Load:
                 return
 
 
-@pytest.mark.xfail(
-    reason="core bugs, reported: (1) lock-order deadlock: LocalBackend writes hold "
-    "Store.lock then take VectorIndex.lock in _after_write, while a filtered query's "
-    "VectorIndex.ensure_mirror holds VectorIndex.lock and its loader takes Store.lock; "
-    "(2) 'The number of elements exceeds the specified limit' from VectorIndex.upsert "
-    "(hnswlib add_items) after deletes on a persistent store. Remove this mark once fixed.",
-    strict=False,
-)
 def test_mixed_reads_and_writes_lose_nothing(tmp_path: Path) -> None:
     load = Load()
     with TintServer(tmp_path / "store") as server:

@@ -304,10 +304,14 @@ class VectorIndex:
             return labels.astype(np.int64), dists
 
     def exact(
-        self, queries: np.ndarray, k: int, seqs: np.ndarray, loader: Loader
+        self, queries: np.ndarray, k: int, seqs: np.ndarray, loader: Loader | None = None
     ) -> tuple[list[np.ndarray], list[np.ndarray]]:
-        """True k nearest among ``seqs``, per query (lists: rows may be shorter than k)."""
-        self.ensure_mirror(loader)
+        """True k nearest among ``seqs``, per query (lists: rows may be shorter than k).
+
+        Needs the mirror: from ``loader``, or built beforehand with ``ensure_mirror``.
+        """
+        if loader is not None:
+            self.ensure_mirror(loader)
         with self.lock:
             mirror = self._mirror
             assert mirror is not None

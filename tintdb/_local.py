@@ -218,6 +218,15 @@ class LocalBackend:
 
         return load
 
+    def _exact(
+        self, col: CollectionRow, index: VectorIndex, q: np.ndarray, k: int, cand: np.ndarray
+    ) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        # Locks are always taken store first, then index (as writes do): build the
+        # mirror under the store lock so its loader never waits on it from inside.
+        with self.store.lock:
+            index.ensure_mirror(self._loader(col))
+        return index.exact(q, k, cand)
+
     def _sync(self, col: CollectionRow) -> VectorIndex | None:
         """The collection's index, caught up with every committed change (None if empty)."""
         # One read transaction: the log floor and the ops replayed come from one snapshot,
@@ -546,8 +555,8 @@ class LocalBackend:
         elif ids is None and not where and not where_document:
             found = index.knn(query_embeddings, n_results)
             if found is None:
-                labels, dists = index.exact(
-                    query_embeddings, n_results, index.universe(), self._loader(col)
+                labels, dists = self._exact(
+                    col, index, query_embeddings, n_results, index.universe()
                 )
             else:
                 labels, dists = list(found[0]), list(found[1])
@@ -569,7 +578,7 @@ class LocalBackend:
     ) -> tuple[list[np.ndarray], list[np.ndarray]]:
         cand, allowed = self._candidates(col, index, ids, where, where_document)
         if len(cand) <= max(EXACT_LIMIT, k):
-            return index.exact(q, k, cand, self._loader(col))
+            return self._exact(col, index, q, k, cand)
         if allowed is None:
             allowed = set(cand.tolist())
             self._filter_cache[self._filter_key(col, index, ids, where, where_document)] = (
@@ -579,7 +588,7 @@ class LocalBackend:
         ef = int(col.configuration["hnsw"]["ef_search"]) * FILTERED_EF_FACTOR
         found = index.knn(q, k, allowed, ef=ef)
         if found is None:
-            return index.exact(q, k, cand, self._loader(col))
+            return self._exact(col, index, q, k, cand)
         return list(found[0]), list(found[1])
 
     @staticmethod
