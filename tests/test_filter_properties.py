@@ -479,3 +479,26 @@ def test_invalid_filters_are_refused_and_change_nothing(
         assert_same_state(model, col)
     finally:
         client.delete_collection(col.name)
+
+
+# ---------------------------------------------------------------- known discrepancies
+
+
+@pytest.mark.parametrize("empty", [{"where": {}}, {"where_document": {}}], ids=["where", "doc"])
+def test_top_level_empty_filter_is_refused(client: tintdb.Client, empty: dict[str, Any]) -> None:
+    """SPEC §2: an empty dict is an InvalidArgumentError, at the top level too.
+
+    (chromadb: "Expected where to have exactly one operator, got {}".) Treating it as
+    "no filter" makes ``delete(ids=..., where={})`` delete although the filter is bad.
+    """
+    col = client.create_collection("empty-filter", embedding_function=None)
+    col.add(ids=["a", "b"], embeddings=[[1.0, 2.0], [3.0, 4.0]])
+    with pytest.raises(ModelError):
+        Model().get(**empty)
+    with pytest.raises(InvalidArgumentError):
+        col.get(**empty)
+    with pytest.raises(InvalidArgumentError):
+        col.query(query_embeddings=[[1.0, 2.0]], **empty)
+    with pytest.raises(InvalidArgumentError):
+        col.delete(ids=["a"], **empty)
+    assert col.get()["ids"] == ["a", "b"]

@@ -299,3 +299,23 @@ def test_collection_matches_model(space: str, persistent: bool) -> None:
         {"space": space, "persistent": persistent},
     )
     run_state_machine_as_test(machine, settings=MACHINE_SETTINGS)
+
+
+@pytest.mark.parametrize("emptied", [False, True], ids=["never-filled", "emptied"])
+def test_query_unknown_ids_on_empty_collection(client: tintdb.Client, emptied: bool) -> None:
+    """SPEC §2: query(ids=) naming an id not in the collection is an error, empty or not.
+
+    tintdb raises NotFoundError when the collection has other records, but answers
+    ``[[]]`` when it has none.
+    """
+    col = client.create_collection("empty-query", embedding_function=None)
+    model = Model()
+    if emptied:
+        for target in (model, col):
+            target.add(ids=["a"], embeddings=[[1.0, 2.0]])
+            target.delete(ids=["a"])
+    with pytest.raises(ModelError) as refused:
+        model.query([[1.0, 2.0]], ids=["nope"])
+    assert refused.value.kind == "not_found"
+    with pytest.raises(errors.NotFoundError, match="nope"):
+        col.query(query_embeddings=[[1.0, 2.0]], ids=["nope"])

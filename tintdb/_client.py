@@ -393,14 +393,12 @@ class Collection:
         return self._backend.count(self._model.id)
 
     def _check_filters(self, where: Any, where_document: Any) -> None:
-        if where:
-            validate_where(where, single_clause_ok=self._client._single_clause_ok)
-        elif where is not None and where != {}:
-            validate_where(where)
-        if where_document:
-            validate_where_document(where_document, single_clause_ok=self._client._single_clause_ok)
-        elif where_document is not None and where_document != {}:
-            validate_where_document(where_document)
+        """None means "no filter"; anything else, an empty dict included, must be valid."""
+        single = self._client._single_clause_ok
+        if where is not None:
+            validate_where(where, single_clause_ok=single)
+        if where_document is not None:
+            validate_where_document(where_document, single_clause_ok=single)
 
     def get(
         self,

@@ -176,7 +176,6 @@ class VectorIndex:
             max_elements=_MIN_CAPACITY,
             ef_construction=int(params["ef_construction"]),
             M=int(params["max_neighbors"]),
-            allow_replace_deleted=True,
         )
         self._apply_ef()
         self._mirror: _Mirror | None = None  # built on the first exact search
@@ -215,23 +214,15 @@ class VectorIndex:
             known = np.fromiter(
                 (x in self._live for x in seqs.tolist()), dtype=bool, count=len(seqs)
             )
-            if known.any():
-                # In place: with replace_deleted, hnswlib would move a live label into a
-                # free slot and leave its old vector searchable under the same label.
-                self._hnsw.add_items(vectors[known], seqs[known], num_threads=self._threads())
-            fresh = ~known
-            n_fresh = int(fresh.sum())
-            if n_fresh:
-                count = self._hnsw.get_current_count()
-                free_slots = count - len(self._live)
-                needed = count + max(0, n_fresh - free_slots)
-                cap = self._hnsw.get_max_elements()
-                if needed > cap:
-                    factor = max(float(self.params.get("resize_factor") or 1.2), 1.2)
-                    self._hnsw.resize_index(max(needed, math.ceil(cap * factor)))
-                self._hnsw.add_items(
-                    vectors[fresh], seqs[fresh], num_threads=self._threads(), replace_deleted=True
-                )
+            # Deleted slots are not reused (hnswlib's slot replacement can leave records
+            # unreachable); the owner rebuilds the graph when they pile up (free_slots).
+            fresh = int((~known).sum())
+            cap = self._hnsw.get_max_elements()
+            needed = self._hnsw.get_current_count() + fresh
+            if needed > cap:
+                factor = max(float(self.params.get("resize_factor") or 1.2), 1.2)
+                self._hnsw.resize_index(max(needed, math.ceil(cap * factor)))
+            self._hnsw.add_items(vectors, seqs, num_threads=self._threads())
             self._live.update(seqs.tolist())
             self._universe = None
             if self._mirror is not None:
@@ -240,7 +231,7 @@ class VectorIndex:
 
     @property
     def free_slots(self) -> int:
-        """Slots held by deleted records (reused by later adds, written to snapshots)."""
+        """Slots still held by deleted records (in memory and in snapshots)."""
         with self.lock:
             return int(self._hnsw.get_current_count()) - len(self._live)
 
@@ -417,7 +408,7 @@ class VectorIndex:
         index.lsn = int(manifest["lsn"])
         index._live = set(live.tolist())
         index._hnsw = hnswlib.Index(space=space, dim=dim)
-        index._hnsw.load_index(str(snap / "graph.hnsw"), allow_replace_deleted=True)
+        index._hnsw.load_index(str(snap / "graph.hnsw"))
         index._apply_ef()
         index._mirror, index._universe = None, None
         index.unsaved = 0

@@ -120,6 +120,7 @@ class LocalBackend:
         with self.store.lock:
             self.store.reclaim_space(full=True)
             for cid in list(self._indexes):
+                self._compact(self.store.collection_by_id(cid))
                 self._snapshot(cid, force=True)
 
     # ------------------------------------------------------------ tenants and databases
@@ -306,6 +307,7 @@ class LocalBackend:
                 log.exception("index catch-up failed; it will be rebuilt from the log")
                 self._indexes.pop(col.id, None)
                 return
+            self._compact(col)
             self._snapshot(col.id)
             return
         try:
@@ -318,14 +320,25 @@ class LocalBackend:
             log.exception("index update failed; it will be rebuilt from the log")
             self._indexes.pop(col.id, None)
             return
+        self._compact(col)
         self._snapshot(col.id)
+
+    def _compact(self, col: CollectionRow) -> None:
+        """Rebuild a graph that holds more deleted slots than live records.
+
+        Deleted records stay in an HNSW graph as tombstones; past this point a fresh
+        graph of the live records is smaller in memory and on disk, and faster.
+        """
+        index = self._indexes.get(col.id)
+        if index is not None and index.free_slots > max(1024, len(index)):
+            self._indexes[col.id] = self._rebuild(col)
 
     def _snapshot(self, collection_id: str, *, force: bool = False) -> None:
         """Persist the index when enough has changed (or whenever it differs, with ``force``)."""
         index = self._indexes.get(collection_id)
         if self.path is None or index is None:
             return
-        if index.unsaved == 0 and not (force and index.free_slots > max(1024, len(index))):
+        if index.unsaved == 0:
             return
         col = self.store.collection_by_id(collection_id)
         threshold = max(
@@ -333,11 +346,6 @@ class LocalBackend:
         )
         if not force and index.unsaved < threshold:
             return
-        if index.free_slots > max(1024, len(index)):
-            # Mostly deleted slots: a fresh graph of the live records is smaller on disk
-            # and in memory than the one that kept every slot.
-            index = self._rebuild(col)
-            self._indexes[collection_id] = index
         index.save(self._index_dir(collection_id))
         self.store.prune_log(col, index.lsn)
 
@@ -549,6 +557,8 @@ class LocalBackend:
         index = self._sync(col)
         labels: list[np.ndarray]
         dists: list[np.ndarray]
+        if ids is not None:
+            self._check_ids_exist(col, ids)
         if index is None or len(index) == 0:
             labels = [np.empty(0, np.int64)] * nq
             dists = [np.empty(0, np.float32)] * nq
@@ -591,6 +601,15 @@ class LocalBackend:
             return self._exact(col, index, q, k, cand)
         return list(found[0]), list(found[1])
 
+    def _check_ids_exist(self, col: CollectionRow, ids: list[str]) -> None:
+        with self.store.read():
+            missing = set(ids) - set(self.store.existing(col.coll, ids))
+        if missing:
+            shown = ", ".join(sorted(missing)[:10])
+            raise NotFoundError(
+                f"query(ids=...) names {len(missing)} id(s) not in collection {col.name!r}: {shown}"
+            )
+
     @staticmethod
     def _filter_key(
         col: CollectionRow, index: VectorIndex, ids: Any, where: Any, where_document: Any
@@ -619,14 +638,6 @@ class LocalBackend:
             self._filter_cache.move_to_end(key)
             return cached
         with self.store.read():
-            if ids is not None:
-                missing = set(ids) - set(self.store.existing(col.coll, ids))
-                if missing:
-                    shown = ", ".join(sorted(missing)[:10])
-                    raise NotFoundError(
-                        f"query(ids=...) names {len(missing)} id(s) not in collection "
-                        f"{col.name!r}: {shown}"
-                    )
             cand = self.store.candidate_seqs(col.coll, ids, where, where_document, index.universe())
         self._filter_cache[key] = (cand, None)
         while len(self._filter_cache) > FILTER_CACHE_SIZE:
