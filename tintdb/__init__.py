@@ -17,6 +17,7 @@ from ._client import (
     EphemeralClient,
     PersistentClient,
 )
+from ._http import AsyncHttpClient, HttpClient
 from .config import DEFAULT_DATABASE, DEFAULT_TENANT, Settings
 from .types import GetResult, QueryResult
 
@@ -24,10 +25,12 @@ __all__ = [
     "DEFAULT_DATABASE",
     "DEFAULT_TENANT",
     "AdminClient",
+    "AsyncHttpClient",
     "Client",
     "Collection",
     "EphemeralClient",
     "GetResult",
+    "HttpClient",
     "PersistentClient",
     "QueryResult",
     "Settings",
@@ -37,6 +40,7 @@ __all__ = [
 
 for _name in (
     "AdminClient",
+    "AsyncHttpClient",
     "Client",
     "Collection",
     "EphemeralClient",
