@@ -6,18 +6,31 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from _server import TintServer
 
 import tintdb
 
-CLIENT_KINDS = ["ephemeral", "persistent"]
+CLIENT_KINDS = ["ephemeral", "persistent", "http"]
 
 
-def _make(kind: str, path: Path, **settings: object) -> tintdb.Client:
+@pytest.fixture(scope="session")
+def http_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TintServer]:
+    """One real ``tintdb run`` per test worker; each http test starts from a reset store."""
+    with TintServer(tmp_path_factory.mktemp("server"), "--allow-reset") as server:
+        yield server
+
+
+def _make(
+    kind: str, path: Path, request: pytest.FixtureRequest, **settings: object
+) -> tintdb.Client:
     s = tintdb.Settings(**settings)
     if kind == "ephemeral":
         return tintdb.EphemeralClient(settings=s)
     if kind == "persistent":
         return tintdb.PersistentClient(path=str(path), settings=s)
+    if kind == "http":
+        server = request.getfixturevalue("http_server")
+        return tintdb.HttpClient(host=server.host, port=server.port, settings=s)
     raise ValueError(kind)
 
 
@@ -27,20 +40,26 @@ def client_kind(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def client(client_kind: str, tmp_path: Path) -> Iterator[tintdb.Client]:
-    c = _make(client_kind, tmp_path / "store", allow_reset=True)
+def client(
+    client_kind: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[tintdb.Client]:
+    c = _make(client_kind, tmp_path / "store", request, allow_reset=True)
+    if client_kind == "http":
+        c.reset()
     yield c
     c.close()
 
 
 @pytest.fixture
-def reopen(client_kind: str, tmp_path: Path) -> Callable[[tintdb.Client], tintdb.Client]:
+def reopen(
+    client_kind: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> Callable[[tintdb.Client], tintdb.Client]:
     """Close and reopen a client on the same store (a no-op for in-memory clients)."""
 
     def _reopen(c: tintdb.Client) -> tintdb.Client:
         if client_kind == "ephemeral":
             return c
         c.close()
-        return _make(client_kind, tmp_path / "store", allow_reset=True)
+        return _make(client_kind, tmp_path / "store", request, allow_reset=True)
 
     return _reopen
