@@ -76,18 +76,20 @@ class Clock:
 
     def run(self, name: str, fn: Callable[[], Any]) -> Any:
         """Time `fn()` into res[name + "_s"]; on an exception record it and return None."""
-        t = time.perf_counter()
+        t, cpu = time.perf_counter(), time.process_time()
         try:
             out = fn()
         except Exception as e:
             self.res.setdefault("errors", {})[name] = f"{type(e).__name__}: {e}"[:300]
             return None
         self.res[name + "_s"] = time.perf_counter() - t
+        self.res[name + "_cpu_s"] = time.process_time() - cpu
         return out
 
     def each(self, name: str, items: list[Any], fn: Callable[[Any], Any]) -> list[Any] | None:
         """Time `fn(item)` per item into res[name + "_ms"] (a list); outputs, or None."""
         lat, outs = [], []
+        cpu = time.process_time()
         try:
             for item in items:
                 t = time.perf_counter()
@@ -97,6 +99,7 @@ class Clock:
             self.res.setdefault("errors", {})[name] = f"{type(e).__name__}: {e}"[:300]
             return None
         self.res[name + "_ms"] = lat
+        self.res[name + "_cpu_s"] = time.process_time() - cpu
         return outs
 
 
@@ -645,6 +648,40 @@ def build_table(res: dict[str, dict[str, Any]], truth: dict[str, Any], n: int) -
         ),
         lambda r: r["cold_peak_rss_mb"],
     )
+
+    lines.append("")
+    lines.append(
+        "CPU time of the process per operation (time.process_time: all threads, "
+        "so it is little changed by a busy machine), ms"
+    )
+    lines.append("")
+    lines.append("| operation | tintdb | chromadb | hnswlib | chromadb ÷ tintdb |")
+    lines.append("|---|---|---|---|---|")
+    per_op = [
+        ("add, per batch of 1,000", "add", n / BATCH),
+        ("single query", "query", len(truth["knn"])),
+        ("where category == c3", "eq", len(truth["eq"])),
+        ("where year/category range", "range", len(truth["range"])),
+        ("where_document $contains", "doc", len(truth["doc"])),
+        ("get(where, limit=100)", "get_where", N_GET),
+        ("get 1,000 ids", "get_ids", 5),
+        (f"update {N_CHANGED}", "update", 1),
+        (f"delete {N_CHANGED}", "delete", 1),
+    ]
+    for label, key, count in per_op:
+        cells, vals = [], {}
+        for lib in LIBS:
+            v = val(
+                res.get(lib, {}), lambda r, key=key, count=count: r[f"{key}_cpu_s"] * 1e3 / count
+            )
+            vals[lib] = v
+            cells.append("" if lib not in res else ("—" if v is None else f"{v:.2f}"))
+        ratio = (
+            f"{vals['chromadb'] / vals['tintdb']:.2f}"
+            if vals.get("chromadb") and vals.get("tintdb")
+            else ""
+        )
+        lines.append(f"| {label} | " + " | ".join(cells) + f" | {ratio} |")
 
     head = (
         "| measurement | tintdb | chromadb | hnswlib | chromadb ÷ tintdb (>1: tintdb better)"
