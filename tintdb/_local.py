@@ -532,9 +532,21 @@ class LocalBackend:
         columns = [
             _COLUMNS[f] for f in ("embeddings", "documents", "uris", "metadatas") if f in include
         ]
-        with self.store.read():
-            col = self.store.collection_by_id(collection_id)
-            rows = self.store.fetch(col.coll, ids, where, where_document, limit, offset, columns)
+        col = self.store.collection_by_id(collection_id)
+        index = self._sync(col) if (where or where_document) else None
+        if index is not None:
+            # The same (cached) candidate set a filtered query uses, then one lookup by seq.
+            cand, _ = self._candidates(col, index, ids, where, where_document)
+            start = offset or 0
+            chosen = cand[start : None if limit is None else start + limit]
+            with self.store.read():
+                found = self.store.fetch_seqs(chosen.tolist(), columns) if len(chosen) else {}
+            rows = [found[s] for s in chosen.tolist() if s in found]
+        else:
+            with self.store.read():
+                rows = self.store.fetch(
+                    col.coll, ids, where, where_document, limit, offset, columns
+                )
         return _get_result(rows, columns, include, col.dimension)
 
     def query(

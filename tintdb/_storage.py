@@ -128,6 +128,12 @@ def _ids_param(ids: Sequence[str]) -> str:
     return orjson.dumps(list(ids)).decode()
 
 
+def _order(ids: Sequence[str] | None) -> str:
+    """With ids, look them up by (coll, id) and sort after; the unary + stops SQLite from
+    walking the whole collection in seq order instead (60x slower for 1,000 ids)."""
+    return "+r.seq" if ids is not None else "r.seq"
+
+
 def pack_seqs(seqs: Sequence[int] | np.ndarray) -> bytes:
     return np.asarray(seqs, dtype="<i8").tobytes()
 
@@ -178,7 +184,7 @@ class Store:
             c.execute("PRAGMA auto_vacuum = INCREMENTAL")
             c.execute("PRAGMA journal_mode = WAL")
             c.execute("PRAGMA synchronous = FULL")
-        c.execute("PRAGMA cache_size = -65536")
+        c.execute("PRAGMA cache_size = -16384")
         version = c.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:
             raise InvalidArgumentError(
@@ -630,20 +636,37 @@ class Store:
     def vectors(
         self, coll: int, seqs: np.ndarray | None, dim: int
     ) -> tuple[np.ndarray, np.ndarray]:
-        """(seqs, float32 vectors) for the given seqs (all of the collection if None)."""
+        """(seqs, float32 vectors) for the given seqs (all of the collection if None).
+
+        Rows are copied into one preallocated array chunk by chunk, so loading a large
+        collection never holds the rows, their joined bytes and the array at once.
+        """
         if seqs is None:
-            rows = self._conn.execute(
+            total = self.count(coll)
+            cur = self._conn.execute(
                 "SELECT seq, embedding FROM records WHERE coll = ? ORDER BY seq", (coll,)
-            ).fetchall()
+            )
         else:
-            rows = self._conn.execute(
+            total = len(seqs)
+            cur = self._conn.execute(
                 "SELECT seq, embedding FROM records WHERE seq IN (SELECT value FROM json_each(?)) "
                 "AND coll = ?",
                 (orjson.dumps(np.asarray(seqs).tolist()).decode(), coll),
-            ).fetchall()
-        found = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-        vecs = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), dim)
-        return found, vecs
+            )
+        found = np.empty(total, dtype=np.int64)
+        vecs = np.empty((total, dim), dtype=np.float32)
+        n = 0
+        while rows := cur.fetchmany(4096):
+            if n + len(rows) > total:  # more than counted (a writer in between): grow
+                total = n + len(rows)
+                found = np.resize(found, total)
+                vecs = np.resize(vecs, (total, dim))
+            found[n : n + len(rows)] = [r[0] for r in rows]
+            vecs[n : n + len(rows)] = np.frombuffer(
+                b"".join(r[1] for r in rows), np.float32
+            ).reshape(len(rows), dim)
+            n += len(rows)
+        return found[:n], vecs[:n]
 
     def filter_sql(
         self,
@@ -677,7 +700,7 @@ class Store:
     ) -> np.ndarray:
         cond, params = self.filter_sql(coll, ids, where, where_document)
         rows = self._conn.execute(
-            f"SELECT r.seq FROM records r WHERE {cond} ORDER BY r.seq LIMIT ? OFFSET ?",
+            f"SELECT r.seq FROM records r WHERE {cond} ORDER BY {_order(ids)} LIMIT ? OFFSET ?",
             (*params, -1 if limit is None else limit, offset or 0),
         ).fetchall()
         return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
@@ -726,7 +749,8 @@ class Store:
         cond, params = self.filter_sql(coll, ids, where, where_document)
         cols = "".join(f", r.{name}" for name in columns)
         return self._conn.execute(
-            f"SELECT r.seq, r.id{cols} FROM records r WHERE {cond} ORDER BY r.seq LIMIT ? OFFSET ?",
+            f"SELECT r.seq, r.id{cols} FROM records r WHERE {cond} ORDER BY {_order(ids)} "
+            "LIMIT ? OFFSET ?",
             (*params, -1 if limit is None else limit, offset or 0),
         ).fetchall()
 
