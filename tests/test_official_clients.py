@@ -19,6 +19,7 @@ import os
 import re
 import shutil
 import subprocess
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -291,7 +292,36 @@ def common_expectations(collection_id: str) -> dict[str, Any]:
         "cosine_add": None,
         # 1 - cos: x is parallel, xy at 45 degrees (1 - 1/sqrt 2), y orthogonal.
         "cosine_query": rec([["x", "xy", "y"]], ["distances"], distances=[[0.0, 0.29289323, 1.0]]),
+        "tagged_add": None,
+        # $contains / $not_contains on a list-valued metadata key look at its elements
+        "tagged_contains": rec(
+            ["t1", "t3"],
+            ["metadatas", "uris"],
+            metadatas=[{"tags": ["red", "big"]}, {"tags": ["red"], "w": 0.5}],
+            uris=["file:///1", "file:///3"],
+        ),
+        "tagged_not_contains": rec(["t2"], []),
+        "tagged_nin": rec(["t1", "t2"], []),  # $nin (like $ne) matches records without the key
+        "tagged_regex": rec(["t2", "t3"], []),
+        "tagged_delete_document": {"deleted": 1},
+        "tagged_after_delete": rec(
+            ["t1", "t2"],
+            ["uris", "documents"],
+            uris=["file:///1", "file:///2"],
+            documents=["one", "two"],
+        ),
     }
+
+
+def made(result: dict[str, Any], step: str, name: str, metadata: Any = None) -> dict[str, Any]:
+    """The expected description of a collection a step created, under the UUID it was given."""
+    got = result.get(step)
+    cid = got.get("id") if isinstance(got, dict) else None
+    try:
+        uuid.UUID(str(cid))
+    except ValueError:
+        cid = f"<a UUID, not {cid!r}>"
+    return {"id": cid, "name": name, "metadata": metadata}
 
 
 def upserted(a_metadata: dict[str, Any]) -> dict[str, Any]:
@@ -320,18 +350,13 @@ def test_python_client_workload(server: TintServer) -> None:
     python = python_client()
     result = run_workload([str(python), str(PY_WORKLOAD)], server, OFFICIAL)
     assert result["client_version"] == pinned_python_client()
-    created = result["create"]
-    assert isinstance(created, dict) and "id" in created, created
-    cid = created["id"]
+    fruits = made(result, "create", "fruits", {"topic": "food"})
+    cid = fruits["id"]
     errors = "chromadb.errors"
     expected = common_expectations(cid) | {
-        "create": {"id": cid, "name": "fruits", "metadata": {"topic": "food"}},
-        "get_or_create_new": {
-            "id": result["get_or_create_new"].get("id"),
-            "name": "veggies",
-            "metadata": None,
-        },
-        # tintdb names the taken name precisely; Chroma itself sends the generic ChromaError.
+        "create": fruits,
+        "get_or_create_new": made(result, "get_or_create_new", "veggies"),
+        # tintdb sends the wire name UniqueConstraintError where Chroma sends ChromaError.
         "create_duplicate": Raised("UniqueConstraintError", errors, "[fruits] already exists"),
         "get_missing": Raised("NotFoundError", errors, "[no_such_collection] does not exist"),
         "get_old_name": Raised("NotFoundError", errors),
@@ -359,17 +384,11 @@ def test_python_client_workload(server: TintServer) -> None:
         ),
         "upsert": None,
         "get_after_upsert": upserted({"kind": "fruit", "n": 10, "extra": "x"}),
-        "create_cosine": {
-            "id": result["create_cosine"].get("id"),
-            "name": "angles",
-            "metadata": None,
-        },
-        "create_default_ef": {
-            "id": result["create_default_ef"].get("id"),
-            "name": "with_default_ef",
-            "metadata": None,
-        },
+        "create_cosine": made(result, "create_cosine", "angles"),
+        "create_default_ef": made(result, "create_default_ef", "with_default_ef"),
         "default_ef_add": None,
+        "list_all_in_order": ["fruits_v2", "angles", "with_default_ef", "tagged"],  # creation order
+        "list_page": ["angles", "with_default_ef"],
         "default_ef_query": rec(
             [["p"]], ["distances", "embeddings"], distances=[[0.0]], embeddings=[[[0.25, 0.5]]]
         ),
@@ -385,14 +404,13 @@ def test_javascript_client_workload(server: TintServer) -> None:
     exe = node()
     result = run_workload([exe, str(JS_WORKLOAD)], server, JS_DIR)
     assert result["client_version"] == pinned_js_client()
-    created = result["create"]
-    assert isinstance(created, dict) and "id" in created, created
-    cid = created["id"]
+    fruits = made(result, "create", "fruits", {"topic": "food"})
+    cid = fruits["id"]
     # The JS client maps errors by HTTP status only and drops the server's message on 404/409.
     expected = (
         common_expectations(cid)
         | {
-            "create": {"id": cid, "name": "fruits", "metadata": {"topic": "food"}},
+            "create": fruits,
             "create_duplicate": Raised("ChromaUniqueError"),  # 409
             "get_missing": Raised("ChromaNotFoundError"),  # 404
             "get_old_name": Raised("ChromaNotFoundError"),
@@ -402,11 +420,7 @@ def test_javascript_client_workload(server: TintServer) -> None:
                 "ChromaClientError", None, "dimension of 3, got 2"
             ),  # 400
             "query_wrong_dimension": Raised("ChromaClientError", None, "dimension of 3, got 2"),
-            "get_or_create_new": {
-                "id": result["get_or_create_new"].get("id"),
-                "name": "veggies",
-                "metadata": None,
-            },
+            "get_or_create_new": made(result, "get_or_create_new", "veggies"),
             "peek": rec(["a", "b"], DEFAULT_GET, metadatas=[A_MD, B_MD], documents=DOCS[:2]),
             # rows() needs the echoed include; it leaves out fields that were not included
             "get_rows": [{"id": "a", "document": "apple pie", "metadata": A_MD}],
@@ -421,11 +435,9 @@ def test_javascript_client_workload(server: TintServer) -> None:
             ),
             "upsert": None,
             "get_after_upsert": upserted({"kind": "fruit", "n": 10, "ripe": True, "extra": "x"}),
-            "create_cosine": {
-                "id": result["create_cosine"].get("id"),
-                "name": "angles",
-                "metadata": None,
-            },
+            "create_cosine": made(result, "create_cosine", "angles"),
+            "list_all_in_order": ["fruits_v2", "angles", "tagged"],  # creation order
+            "list_page": ["angles", "tagged"],
         }
     )
     check(result, expected)

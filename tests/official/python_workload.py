@@ -278,6 +278,35 @@ def main(url: str) -> dict[str, Any]:
             )
         ),
     )
+
+    # ------------------------------------------------------------ list metadata, uris, paging
+    tagged = client.create_collection("tagged", embedding_function=None)
+    step(
+        "tagged_add",
+        lambda: tagged.add(
+            ids=["t1", "t2", "t3"],
+            embeddings=[[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]],
+            metadatas=[{"tags": ["red", "big"]}, {"tags": ["blue"]}, {"tags": ["red"], "w": 0.5}],
+            documents=["one", "two", "three"],
+            uris=["file:///1", "file:///2", "file:///3"],
+        ),
+    )
+    step(
+        "tagged_contains",
+        lambda: record(
+            tagged.get(where={"tags": {"$contains": "red"}}, include=["metadatas", "uris"])
+        ),
+    )
+    step(
+        "tagged_not_contains",
+        lambda: record(tagged.get(where={"tags": {"$not_contains": "red"}}, include=[])),
+    )
+    step("tagged_nin", lambda: record(tagged.get(where={"w": {"$nin": [0.5]}}, include=[])))
+    step("tagged_regex", lambda: record(tagged.get(where_document={"$regex": "^t"}, include=[])))
+    step("tagged_delete_document", lambda: tagged.delete(where_document={"$contains": "hre"}))
+    step("tagged_after_delete", lambda: record(tagged.get(include=["uris", "documents"])))
+    step("list_page", lambda: [c.name for c in client.list_collections(limit=2, offset=1)])
+    step("list_all_in_order", lambda: [c.name for c in client.list_collections()])
     return out
 
 

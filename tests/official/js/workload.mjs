@@ -221,4 +221,32 @@ await step("cosine_query", async () =>
   record(await cos.query({ queryEmbeddings: [[1, 0]], nResults: 3, include: ["distances"] })),
 );
 
+// ------------------------------------------------------------ list metadata, uris, paging
+const tagged = await client.createCollection({ name: "tagged", embeddingFunction: null });
+await step("tagged_add", () =>
+  tagged.add({
+    ids: ["t1", "t2", "t3"],
+    embeddings: [
+      [1, 0],
+      [0, 1],
+      [1, 1],
+    ],
+    metadatas: [{ tags: ["red", "big"] }, { tags: ["blue"] }, { tags: ["red"], w: 0.5 }],
+    documents: ["one", "two", "three"],
+    uris: ["file:///1", "file:///2", "file:///3"],
+  }),
+);
+await step("tagged_contains", async () =>
+  record(await tagged.get({ where: { tags: { $contains: "red" } }, include: ["metadatas", "uris"] })),
+);
+await step("tagged_not_contains", async () =>
+  record(await tagged.get({ where: { tags: { $not_contains: "red" } }, include: [] })),
+);
+await step("tagged_nin", async () => record(await tagged.get({ where: { w: { $nin: [0.5] } }, include: [] })));
+await step("tagged_regex", async () => record(await tagged.get({ whereDocument: { $regex: "^t" }, include: [] })));
+await step("tagged_delete_document", () => tagged.delete({ whereDocument: { $contains: "hre" } }));
+await step("tagged_after_delete", async () => record(await tagged.get({ include: ["uris", "documents"] })));
+await step("list_page", async () => (await client.listCollections({ limit: 2, offset: 1 })).map((c) => c.name));
+await step("list_all_in_order", async () => (await client.listCollections()).map((c) => c.name));
+
 process.stdout.write(JSON.stringify(out) + "\n");
