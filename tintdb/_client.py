@@ -61,6 +61,21 @@ QUERY_DEFAULT_INCLUDE: Include = ["metadatas", "documents", "distances"]
 _FIXED_HNSW = ("space", "ef_construction", "max_neighbors")
 
 
+def _local_backend_class() -> Any:
+    """The embedded store's backend; the thin HTTP client (``tintdb-client``) lacks it."""
+    try:
+        from ._local import LocalBackend
+    except ModuleNotFoundError as exc:
+        if exc.name != f"{__package__}._local":
+            raise  # the full package with a broken dependency: show the real cause
+        raise ImportError(
+            "An embedded store (PersistentClient, EphemeralClient, Client() or AdminClient() "
+            "without a backend) needs the full package: pip install tintdb. This install "
+            "only talks to a server: use tintdb.HttpClient(host=..., port=...)."
+        ) from exc
+    return LocalBackend
+
+
 # ---------------------------------------------------------------- embedding functions
 
 
@@ -491,7 +506,7 @@ class Client:
         settings: Settings | None = None,
     ) -> None:
         if backend is None:
-            from ._local import LocalBackend
+            LocalBackend = _local_backend_class()
 
             backend = LocalBackend(None, settings)
         self._backend: Backend | None = backend
@@ -634,7 +649,7 @@ class AdminClient:
 
     def __init__(self, backend: Backend | None = None, settings: Settings | None = None) -> None:
         if backend is None:
-            from ._local import LocalBackend
+            LocalBackend = _local_backend_class()
 
             backend = LocalBackend(None, settings)
         self._backend = backend
@@ -680,7 +695,7 @@ def EphemeralClient(
     database: str = DEFAULT_DATABASE,
 ) -> Client:
     """An in-memory store of its own (each call gives a separate, empty store)."""
-    from ._local import LocalBackend
+    LocalBackend = _local_backend_class()
 
     return Client(LocalBackend(None, settings), tenant, database, settings)
 
@@ -692,7 +707,7 @@ def PersistentClient(
     database: str = DEFAULT_DATABASE,
 ) -> Client:
     """A store on disk at ``path``; several clients and processes may share it."""
-    from ._local import LocalBackend
+    LocalBackend = _local_backend_class()
 
     if not isinstance(path, (str, Path)):
         raise InvalidArgumentError(f"path must be a str or Path, got {type(path).__name__}")

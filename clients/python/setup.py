@@ -1,0 +1,53 @@
+"""Build step of tintdb-client: ship only the modules of ``tintdb`` that a client needs.
+
+``pyproject.toml`` points the ``tintdb`` package at the repository's ``tintdb/``; this
+keeps the listed modules and nothing else, and refuses to build if one is missing, so
+the wheel's contents are exactly ``THIN_MODULES`` plus ``py.typed``.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from setuptools import setup
+from setuptools.command.build_py import build_py
+
+# What `import tintdb` and tintdb.HttpClient / AsyncHttpClient import, and no more.
+THIN_MODULES = frozenset(
+    {
+        "__init__",  # the public names
+        "_client",  # Client, Collection, AdminClient (over any backend)
+        "_backend",  # the Backend protocol
+        "_validation",  # argument checks, run before anything is sent
+        "_filters",  # where / where_document checks
+        "config",  # Settings, default tenant and database
+        "errors",  # the error classes, also rebuilt from the server's answers
+        "types",  # result types
+        "_wire",  # the JSON wire format
+        "_http",  # HttpBackend, HttpClient, AsyncHttpClient
+    }
+)
+
+
+class ThinBuildPy(build_py):
+    """``build_py`` limited to THIN_MODULES of the ``tintdb`` package."""
+
+    def run(self) -> None:
+        # pip builds in this directory: a build/ left by an earlier build must not leak
+        # modules that are no longer listed into the wheel.
+        shutil.rmtree(Path(self.build_lib) / "tintdb", ignore_errors=True)
+        super().run()
+
+    def find_package_modules(self, package: str, package_dir: str) -> list[tuple[str, str, str]]:
+        found = super().find_package_modules(package, package_dir)
+        if package != "tintdb":
+            raise RuntimeError(f"tintdb-client ships only the tintdb package, not {package}")
+        kept = [entry for entry in found if entry[1] in THIN_MODULES]
+        missing = THIN_MODULES - {entry[1] for entry in kept}
+        if missing:
+            raise RuntimeError(f"tintdb-client: modules not found in {package_dir}: {missing}")
+        return kept
+
+
+setup(cmdclass={"build_py": ThinBuildPy})
