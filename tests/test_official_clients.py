@@ -310,6 +310,16 @@ def common_expectations(collection_id: str) -> dict[str, Any]:
             uris=["file:///1", "file:///2"],
             documents=["one", "two"],
         ),
+        "create_tenant": None,
+        "create_database": None,
+        "create_database_two": None,
+        "get_database": {"name": "db_one", "tenant": "acme"},
+        "list_databases": ["db_one", "db_two"],
+        # a client scoped to acme/db_one sees only that database's collections
+        "scoped_collections": ["fruits"],
+        "delete_database": None,
+        "list_databases_after": ["db_one"],
+        "list_after_reset": [],
     }
 
 
@@ -339,7 +349,7 @@ def upserted(a_metadata: dict[str, Any]) -> dict[str, Any]:
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[TintServer]:
-    with TintServer(tmp_path / "store") as srv:
+    with TintServer(tmp_path / "store", "--allow-reset") as srv:
         yield srv
 
 
@@ -389,6 +399,14 @@ def test_python_client_workload(server: TintServer) -> None:
         "default_ef_add": None,
         "list_all_in_order": ["fruits_v2", "angles", "with_default_ef", "tagged"],  # creation order
         "list_page": ["angles", "with_default_ef"],
+        "create_tenant_again": Raised("UniqueConstraintError", errors, "[acme] already exists"),
+        "get_tenant": {"name": "acme"},
+        "get_tenant_missing": Raised("NotFoundError", errors, "[no_such_tenant] not found"),
+        "get_database_missing": Raised("NotFoundError", errors, "[no_such_db] not found"),
+        # HttpClient checks its tenant and database when it is constructed
+        "client_missing_database": Raised("NotFoundError", errors, "[nope] not found"),
+        "default_unchanged": ["fruits_v2", "angles", "with_default_ef", "tagged"],
+        "reset": True,
         "default_ef_query": rec(
             [["p"]], ["distances", "embeddings"], distances=[[0.0]], embeddings=[[[0.25, 0.5]]]
         ),
@@ -438,6 +456,12 @@ def test_javascript_client_workload(server: TintServer) -> None:
             "create_cosine": made(result, "create_cosine", "angles"),
             "list_all_in_order": ["fruits_v2", "angles", "tagged"],  # creation order
             "list_page": ["angles", "tagged"],
+            "create_tenant_again": Raised("ChromaUniqueError"),  # 409
+            "get_tenant": "acme",
+            "get_tenant_missing": Raised("ChromaNotFoundError"),
+            "get_database_missing": Raised("ChromaNotFoundError"),
+            "default_unchanged": ["fruits_v2", "angles", "tagged"],
+            "reset": None,
         }
     )
     check(result, expected)

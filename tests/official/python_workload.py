@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 
 import chromadb
 import chromadb.errors
+from chromadb.config import Settings
 
 # Four records, 3-d, in an l2 collection: squared distances from [1, 0, 0] are
 # a 0, d 1, b 2, c 2, so every n_results cut used below falls between distinct values.
@@ -307,6 +308,58 @@ def main(url: str) -> dict[str, Any]:
     step("tagged_after_delete", lambda: record(tagged.get(include=["uris", "documents"])))
     step("list_page", lambda: [c.name for c in client.list_collections(limit=2, offset=1)])
     step("list_all_in_order", lambda: [c.name for c in client.list_collections()])
+
+    # ------------------------------------------------------------ tenants and databases
+    admin = chromadb.AdminClient(
+        Settings(
+            chroma_api_impl="chromadb.api.fastapi.FastAPI",
+            chroma_server_host=parts.hostname,
+            chroma_server_http_port=parts.port,
+        )
+    )
+    step("create_tenant", lambda: admin.create_tenant("acme"))
+    step("create_tenant_again", lambda: admin.create_tenant("acme"))
+    step("get_tenant", lambda: dict(admin.get_tenant("acme")))
+    step("get_tenant_missing", lambda: dict(admin.get_tenant("no_such_tenant")))
+    step("create_database", lambda: admin.create_database("db_one", tenant="acme"))
+    step("create_database_two", lambda: admin.create_database("db_two", tenant="acme"))
+    step(
+        "get_database",
+        lambda: {k: v for k, v in admin.get_database("db_one", tenant="acme").items() if k != "id"},
+    )
+    step("get_database_missing", lambda: dict(admin.get_database("no_such_db", tenant="acme")))
+    step("list_databases", lambda: sorted(d["name"] for d in admin.list_databases(tenant="acme")))
+
+    def in_acme() -> list[str]:
+        scoped = chromadb.HttpClient(
+            host=parts.hostname, port=parts.port, tenant="acme", database="db_one"
+        )
+        scoped.create_collection("fruits", embedding_function=None)  # the name is free in db_one
+        return [c.name for c in scoped.list_collections()]
+
+    step("scoped_collections", in_acme)
+    step("default_unchanged", lambda: [c.name for c in client.list_collections()])
+    step(
+        "client_missing_database",
+        lambda: (
+            chromadb.HttpClient(
+                host=parts.hostname, port=parts.port, tenant="acme", database="nope"
+            )
+            and None
+        ),
+    )
+    step("delete_database", lambda: admin.delete_database("db_two", tenant="acme"))
+    step(
+        "list_databases_after",
+        lambda: sorted(d["name"] for d in admin.list_databases(tenant="acme")),
+    )
+
+    # ------------------------------------------------------------ reset (the server allows it)
+    resetter = chromadb.HttpClient(
+        host=parts.hostname, port=parts.port, settings=Settings(allow_reset=True)
+    )
+    step("reset", resetter.reset)
+    step("list_after_reset", lambda: [c.name for c in client.list_collections()])
     return out
 
 

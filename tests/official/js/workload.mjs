@@ -7,7 +7,7 @@
 // {"error": <exception class>, "message": ...} for a step that threw. A step that throws
 // does not stop the others, so the test can report every mismatch.
 import { readFileSync } from "node:fs";
-import { ChromaClient } from "chromadb";
+import { AdminClient, ChromaClient } from "chromadb";
 
 const url = new URL(process.argv[2]);
 const client = new ChromaClient({
@@ -248,5 +248,36 @@ await step("tagged_delete_document", () => tagged.delete({ whereDocument: { $con
 await step("tagged_after_delete", async () => record(await tagged.get({ include: ["uris", "documents"] })));
 await step("list_page", async () => (await client.listCollections({ limit: 2, offset: 1 })).map((c) => c.name));
 await step("list_all_in_order", async () => (await client.listCollections()).map((c) => c.name));
+
+// ------------------------------------------------------------ tenants and databases
+const admin = new AdminClient({ host: url.hostname, port: Number(url.port), ssl: false });
+await step("create_tenant", () => admin.createTenant({ name: "acme" }));
+await step("create_tenant_again", () => admin.createTenant({ name: "acme" }));
+await step("get_tenant", () => admin.getTenant({ name: "acme" }));
+await step("get_tenant_missing", () => admin.getTenant({ name: "no_such_tenant" }));
+await step("create_database", () => admin.createDatabase({ name: "db_one", tenant: "acme" }));
+await step("create_database_two", () => admin.createDatabase({ name: "db_two", tenant: "acme" }));
+await step("get_database", async () => {
+  const { id, ...rest } = await admin.getDatabase({ name: "db_one", tenant: "acme" });
+  return rest;
+});
+await step("get_database_missing", () => admin.getDatabase({ name: "no_such_db", tenant: "acme" }));
+await step("list_databases", async () =>
+  (await admin.listDatabases({ tenant: "acme" })).map((d) => d.name).sort(),
+);
+await step("scoped_collections", async () => {
+  const scoped = new ChromaClient({ host: url.hostname, port: Number(url.port), tenant: "acme", database: "db_one" });
+  await scoped.createCollection({ name: "fruits", embeddingFunction: null }); // the name is free in db_one
+  return (await scoped.listCollections()).map((c) => c.name);
+});
+await step("default_unchanged", async () => (await client.listCollections()).map((c) => c.name));
+await step("delete_database", () => admin.deleteDatabase({ name: "db_two", tenant: "acme" }));
+await step("list_databases_after", async () =>
+  (await admin.listDatabases({ tenant: "acme" })).map((d) => d.name).sort(),
+);
+
+// ------------------------------------------------------------ reset (the server allows it)
+await step("reset", () => client.reset());
+await step("list_after_reset", async () => (await client.listCollections()).map((c) => c.name));
 
 process.stdout.write(JSON.stringify(out) + "\n");
