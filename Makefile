@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench clean official-clients
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -16,7 +16,11 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(PY) examples/demo.py
 
-test: $(STAMP)
+# The official Chroma clients (PyPI chromadb-client, npm chromadb) for the compatibility tests.
+official-clients:
+	bash tests/official/setup.sh
+
+test: $(STAMP) official-clients
 	$(PY) -m ruff check tintdb tests bench examples
 	$(PY) -m pytest -q -n 2
 
@@ -28,4 +32,4 @@ bench: $(STAMP)
 	$(PY) bench/bench_core.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .hypothesis
+	rm -rf $(VENV) .pytest_cache .hypothesis .venv-chroma-client tests/official/js/node_modules

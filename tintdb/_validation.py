@@ -128,7 +128,9 @@ def _check_hnsw_value(key: str, value: Any) -> None:
         if kind is float
         else isinstance(value, int) and not isinstance(value, bool)
     )
-    if not ok or value <= 0:
+    # num_threads 0 means "all cores" (the default), so it may be sent back as it came.
+    too_small = value < 0 if key == "hnsw:num_threads" else value <= 0
+    if not ok or too_small:
         raise InvalidArgumentError(f"{key} must be a positive {kind.__name__}, got {value!r}")
 
 
