@@ -213,3 +213,13 @@ def test_tenants_and_databases(client: tintdb.Client) -> None:
 
     admin.delete_database("prod", tenant="acme")
     assert admin.list_databases(tenant="acme") == []
+
+
+def test_configuration_round_trips(client: tintdb.Client) -> None:
+    """A collection's own configuration (num_threads 0 = all cores) is accepted back."""
+    a = client.create_collection("first", embedding_function=None)
+    b = client.create_collection("second", configuration=a.configuration, embedding_function=None)
+    assert b.configuration["hnsw"] == a.configuration["hnsw"]
+    a.modify(configuration=a.configuration)
+    with pytest.raises(InvalidArgumentError, match="num_threads"):
+        client.create_collection("third", configuration={"hnsw": {"num_threads": -1}})
