@@ -116,6 +116,7 @@ def api_worker(lib: str, data: Path, db: Path, out: Path) -> None:
     res["rss_before_import_mb"] = _rss_mb()
     mod = importlib.import_module(lib)
     res["version"] = mod.__version__
+    res["module"] = str(Path(mod.__file__).parent)
     clock = Clock(res)
     n, q = len(ds.ids), ds.queries
     k = plan["k"]
@@ -323,9 +324,16 @@ def _python_for(lib: str) -> Path:
     return project if project.exists() else Path(sys.executable)
 
 
-def _run(py: Path, mode: str, lib: str, tmp: Path, out: Path, timeout: float) -> dict[str, Any]:
-    """Run this file as a worker subprocess; its JSON, or {"error": ...}."""
+def _run(
+    py: Path, mode: str, lib: str, tmp: Path, out: Path, timeout: float, src: Path | None = None
+) -> dict[str, Any]:
+    """Run this file as a worker subprocess; its JSON, or {"error": ...}.
+
+    `src`, if given, goes first on PYTHONPATH (a tintdb checked out at some commit).
+    """
     env = {**os.environ, "ANONYMIZED_TELEMETRY": "False", "PYTHONUNBUFFERED": "1"}
+    if src is not None:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(src), env.get("PYTHONPATH")]))
     cmd = [
         str(py),
         __file__,
@@ -470,6 +478,8 @@ def build_table(res: dict[str, dict[str, Any]], truth: dict[str, Any], n: int) -
                 ratio_s = f"{ratio:.2f}"
                 if met is not None:
                     met_s = _ok(ratio, lambda x: met(x, t, c))
+                    if t.get("errors") or c.get("errors"):
+                        met_s = "? (errors)"
                 tm, cm = (
                     val(t, lambda r: np.median(r[f"{p50}_ms"])),
                     val(c, lambda r: np.median(r[f"{p50}_ms"])),
@@ -707,6 +717,11 @@ def main() -> None:
         help="first wait up to S seconds for the load average to fall below 0.5",
     )
     ap.add_argument("--timeout", type=float, default=3600, help="per subprocess, s")
+    ap.add_argument(
+        "--tintdb-rev",
+        metavar="REV",
+        help="benchmark tintdb as committed at REV (e.g. HEAD) instead of the working tree",
+    )
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--reopen", help=argparse.SUPPRESS)
     ap.add_argument("--data", type=Path, help=argparse.SUPPRESS)
@@ -736,19 +751,18 @@ def main() -> None:
     try:
         print(f"making {args.n} x {args.dim} vectors and exact answers ...", file=sys.stderr)
         truth = _prepare(args, tmp)
+        src = _checkout(args.tintdb_rev, tmp / "src") if args.tintdb_rev else None
         results: dict[str, dict[str, Any]] = {}
         for lib in libs:
             print(f"{lib}: workload ...", file=sys.stderr, flush=True)
             t0 = time.perf_counter()
             load_before = os.getloadavg()[0]
-            r = _run(pythons[lib], "--worker", lib, tmp, tmp / f"{lib}.json", args.timeout)
+            lib_src = src if lib == "tintdb" else None
+            r = _run(pythons[lib], "--worker", lib, tmp, tmp / f"{lib}.json", args.timeout, lib_src)
             if "error" not in r:
                 print(f"{lib}: new process reopen ...", file=sys.stderr, flush=True)
-                r.update(
-                    _run(
-                        pythons[lib], "--reopen", lib, tmp, tmp / f"{lib}-reopen.json", args.timeout
-                    )
-                )
+                out = tmp / f"{lib}-reopen.json"
+                r.update(_run(pythons[lib], "--reopen", lib, tmp, out, args.timeout, lib_src))
             r.setdefault("lib", lib)
             r["load"] = (load_before, os.getloadavg()[0])
             print(f"{lib}: done in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
@@ -773,8 +787,25 @@ def main() -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _tintdb_commit() -> str:
-    """The repository's commit, marked '+dirty' if tintdb/ has uncommitted changes."""
+def _checkout(rev: str, dest: Path) -> Path:
+    """Extract tintdb/ as committed at `rev` into `dest`; return `dest`."""
+    dest.mkdir(parents=True)
+    archive = subprocess.run(
+        ["git", "-C", str(ROOT), "archive", "--format=tar", rev, "tintdb"],
+        capture_output=True,
+        check=True,
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
+    return dest
+
+
+def _tintdb_commit(rev: str | None) -> str:
+    """The commit measured: `rev`, or HEAD marked '+dirty' if tintdb/ has uncommitted changes."""
+    if rev:
+        out = subprocess.run(
+            ["git", "-C", str(ROOT), "rev-parse", "--short", rev], capture_output=True, text=True
+        )
+        return f"({out.stdout.strip() or rev}, committed)"
     try:
         head = subprocess.run(
             ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
@@ -805,7 +836,7 @@ def _header(
         pass
     versions = ", ".join(f"{lib} {r.get('version', '?')}" for lib, r in results.items())
     if "tintdb" in results:
-        versions = versions.replace("tintdb ", f"tintdb {_tintdb_commit()} ", 1)
+        versions = versions.replace("tintdb ", f"tintdb {_tintdb_commit(args.tintdb_rev)} ", 1)
     loads = ", ".join(
         f"{lib} {r['load'][0]:.1f}→{r['load'][1]:.1f}" for lib, r in results.items() if "load" in r
     )
