@@ -19,6 +19,7 @@ import json
 import os
 import platform
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -503,6 +504,7 @@ def main() -> None:
         ap.error(f"unknown libs {sorted(unknown)}; choose from {LIBS}")
     py = wl.ensure_venv(VENV, PACKAGES, "import hnswlib, usearch, faiss, voyager, psutil")
 
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so `finally` cleans up
     load_note = wl.wait_quiet(0.5, args.wait_quiet)
     tmp = Path(tempfile.mkdtemp(prefix="tintdb-ann-"))
     try:

@@ -23,6 +23,7 @@ import json
 import os
 import platform
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -745,6 +746,7 @@ def main() -> None:
     if set(libs) - set(LIBS) or not libs:
         ap.error(f"--libs: choose from {LIBS}")
     pythons = {lib: _python_for(lib) for lib in libs}
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so `finally` cleans up
     load_note = wl.wait_quiet(0.5, args.wait_quiet)
     tmp = Path(tempfile.mkdtemp(prefix="tintdb-bench-"))
     started = time.strftime("%Y-%m-%d %H:%M")
