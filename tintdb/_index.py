@@ -100,6 +100,26 @@ class _Mirror:
     def _prepare(self, v: np.ndarray) -> np.ndarray:
         return _unit(v) if self.cosine else v
 
+    @classmethod
+    def adopt(cls, seqs: np.ndarray, vectors: np.ndarray, cosine: bool) -> _Mirror:
+        """A mirror that takes ownership of freshly loaded arrays: no copies.
+
+        Copying 100k x 384 vectors through set() cost a second and several transient
+        copies of the whole matrix; a bulk load needs none of that.
+        """
+        mirror = cls(vectors.shape[1], cosine)
+        if len(seqs) and not np.all(seqs[1:] > seqs[:-1]):
+            order = np.argsort(seqs, kind="stable")
+            seqs, vectors = seqs[order], vectors[order]
+        if cosine:
+            norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+            np.divide(vectors, np.where(norms == 0, 1, norms), out=vectors)
+        mirror.seqs, mirror.vecs = seqs, vectors
+        mirror.sqn = np.einsum("ij,ij->i", vectors, vectors)
+        mirror.alive = np.ones(len(seqs), dtype=bool)
+        mirror.n = len(seqs)
+        return mirror
+
     def _find(self, seqs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Row positions of ``seqs`` and a mask of those present (alive or not)."""
         pos = np.searchsorted(self.seqs[: self.n], seqs)
@@ -169,6 +189,7 @@ class VectorIndex:
         self.dim = dim
         self.params = params
         self.lsn = 0
+        self.churn = 0  # in-place updates and deletes since the graph was built
         self.lock = threading.RLock()
         self._live: set[int] = set()
         self._hnsw = hnswlib.Index(space=space, dim=dim)
@@ -223,6 +244,7 @@ class VectorIndex:
                 factor = max(float(self.params.get("resize_factor") or 1.2), 1.2)
                 self._hnsw.resize_index(max(needed, math.ceil(cap * factor)))
             self._hnsw.add_items(vectors, seqs, num_threads=self._threads())
+            self.churn += int(known.sum())
             self._live.update(seqs.tolist())
             self._universe = None
             if self._mirror is not None:
@@ -235,6 +257,16 @@ class VectorIndex:
         with self.lock:
             return int(self._hnsw.get_current_count()) - len(self._live)
 
+    def worn(self) -> bool:
+        """Whether the graph has seen enough deletes and in-place updates to rebuild it.
+
+        Both leave hnswlib's graph less connected (an updated node keeps links chosen for
+        its old position); past about half the live records, records were seen that no
+        search could reach any more. A fresh graph is also smaller.
+        """
+        with self.lock:
+            return self.churn > max(1024, len(self._live) // 2)
+
     def remove(self, seqs: np.ndarray) -> None:
         with self.lock:
             for s in seqs.tolist():
@@ -245,6 +277,7 @@ class VectorIndex:
             if self._mirror is not None:
                 self._mirror.remove(seqs)
             self.unsaved += len(seqs)
+            self.churn += len(seqs)
 
     # ------------------------------------------------------------ exact-search mirror
 
@@ -253,9 +286,7 @@ class VectorIndex:
             if self._mirror is not None:
                 return
             seqs, vectors = loader()
-            mirror = _Mirror(self.dim, self.space == "cosine")
-            mirror.set(seqs, vectors)
-            self._mirror = mirror
+            self._mirror = _Mirror.adopt(seqs, vectors, self.space == "cosine")
 
     def universe(self) -> np.ndarray:
         """Sorted seqs of every record in the index."""
@@ -358,6 +389,7 @@ class VectorIndex:
                 "space": self.space,
                 "dim": self.dim,
                 "count": len(self._live),
+                "churn": self.churn,
                 "crc": {"graph.hnsw": _crc(graph), "labels.npy": _crc(labels)},
             }
             (tmp / "manifest.json").write_bytes(orjson.dumps(manifest))
@@ -406,6 +438,7 @@ class VectorIndex:
         index.space, index.dim, index.params = space, dim, params
         index.lock = threading.RLock()
         index.lsn = int(manifest["lsn"])
+        index.churn = int(manifest.get("churn", 0))
         index._live = set(live.tolist())
         index._hnsw = hnswlib.Index(space=space, dim=dim)
         index._hnsw.load_index(str(snap / "graph.hnsw"))

@@ -324,13 +324,9 @@ class LocalBackend:
         self._snapshot(col.id)
 
     def _compact(self, col: CollectionRow) -> None:
-        """Rebuild a graph that holds more deleted slots than live records.
-
-        Deleted records stay in an HNSW graph as tombstones; past this point a fresh
-        graph of the live records is smaller in memory and on disk, and faster.
-        """
+        """Rebuild a graph worn by deletes (tombstones) and in-place updates (see worn())."""
         index = self._indexes.get(col.id)
-        if index is not None and index.free_slots > max(1024, len(index)):
+        if index is not None and index.worn():
             self._indexes[col.id] = self._rebuild(col)
 
     def _snapshot(self, collection_id: str, *, force: bool = False) -> None:
