@@ -351,6 +351,8 @@ def main() -> None:
         client_main(args.client, args.data, args.out, args.clients, args.seconds)
         return
 
+    # SIGTERM (a timeout, a CI cancel) unwinds like Ctrl-C, so `finally` stops the servers.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     chroma_py = wl.ensure_venv(CHROMA_VENV, ["chromadb==1.5.9", "numpy"], "import chromadb, numpy")
     chroma_bin = CHROMA_VENV / "bin" / "chroma"
     project_py = ROOT / ".venv" / "bin" / "python"
