@@ -138,3 +138,15 @@ def test_document_too_long_names_its_position(tmp_path: Path) -> None:
         )
         truncating.add(ids=["long"], documents=["word " * 400])
         assert truncating.count() == 1
+
+
+def test_progress_bar_when_asked(client: tintdb.Client, capsys: pytest.CaptureFixture[str]) -> None:
+    """A caller asks for a bar through the function; without asking, nothing is printed."""
+    quiet = client.create_collection("quiet")
+    quiet.add(ids=["a", "b"], documents=["one text", "another text"])
+    assert capsys.readouterr().err == ""
+    loud = client.create_collection(
+        "loud", embedding_function=DefaultEmbeddingFunction(progress=True)
+    )
+    loud.add(ids=["a", "b"], documents=["one text", "another text"])
+    assert "Embedding" in capsys.readouterr().err

@@ -144,6 +144,9 @@ class DefaultEmbeddingFunction(EmbeddingFunction[Documents]):
             ``config.json``.
         preferred_providers: accepted for compatibility with chromadb's
             ``ONNXMiniLM_L6_V2``; ignored, since no onnxruntime is involved.
+        progress: show a progress bar on every call (True), never (False), or only for
+            long runs on a terminal (None). Collections call the function for you, so
+            this is how a caller asks for a bar on a large ``add``.
     """
 
     def __init__(
@@ -152,15 +155,19 @@ class DefaultEmbeddingFunction(EmbeddingFunction[Documents]):
         model_path: str | os.PathLike[str] | None = None,
         *,
         preferred_providers: list[str] | None = None,
+        progress: bool | None = None,
     ) -> None:
         if not isinstance(truncate, bool):
             raise InvalidArgumentError(f"truncate must be True or False, got {truncate!r}.")
         self.truncate = truncate
         self.model_path = None if model_path is None else os.fspath(model_path)
+        self.progress = progress
         self._model: MiniLM | None = None
 
     def __call__(self, input: Documents, *, progress: bool | None = None) -> Embeddings:
         """Embed ``input``; ``progress`` None shows a bar only for long runs on a terminal."""
+        if progress is None:
+            progress = self.progress
         texts = _texts(input)
         vectors = self._loaded().embed(texts, truncate=self.truncate, progress=progress)
         return list(vectors)
