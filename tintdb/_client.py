@@ -7,6 +7,7 @@ checks, embedding functions, and the exact shape of results. Storage is a ``Back
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -151,9 +152,7 @@ class Collection:
         return self._model.name
 
     @property
-    def id(self) -> Any:
-        import uuid
-
+    def id(self) -> uuid.UUID:
         return uuid.UUID(self._model.id)
 
     @property
@@ -324,8 +323,7 @@ class Collection:
                     stored = dict(zip(current["ids"], current["embeddings"], strict=False))  # type: ignore[arg-type]
                     vecs = np.zeros((len(ids), fresh.shape[1]), dtype=np.float32)
                     vecs[given] = fresh
-                    keep = [i for i in range(len(ids)) if i not in set(given)]
-                    for i in keep:
+                    for i in (i for i, d in enumerate(docs) if d is None):
                         if ids[i] in stored:
                             vecs[i] = stored[ids[i]]
                         else:

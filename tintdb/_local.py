@@ -525,9 +525,7 @@ class LocalBackend:
         offset: int | None,
         include: list[str],
     ) -> GetResult:
-        columns = [
-            _COLUMNS[f] for f in ("embeddings", "documents", "uris", "metadatas") if f in include
-        ]
+        columns = _columns(include)
         col = self.store.collection_by_id(collection_id)
         index = self._sync(col) if (where or where_document) else None
         if index is not None:
@@ -655,9 +653,7 @@ class LocalBackend:
     def _query_result(
         self, labels: list[np.ndarray], dists: list[np.ndarray], include: list[str], dim: int | None
     ) -> QueryResult:
-        columns = [
-            _COLUMNS[f] for f in ("embeddings", "documents", "uris", "metadatas") if f in include
-        ]
+        columns = _columns(include)
         wanted = sorted({int(s) for row in labels for s in row.tolist()})
         with self.store.read():
             rows = self.store.fetch_seqs(wanted, columns) if wanted else {}
@@ -676,6 +672,11 @@ class LocalBackend:
         result["data"] = None
         result["included"] = list(include)
         return result  # type: ignore[return-value]
+
+
+def _columns(include: list[str]) -> list[str]:
+    """The records columns an include list asks for, in the order _get_result reads them."""
+    return [_COLUMNS[f] for f in ("embeddings", "documents", "uris", "metadatas") if f in include]
 
 
 def _get_result(

@@ -31,7 +31,12 @@ from ._filters import (
     value_kind,
 )
 from .config import DEFAULT_DATABASE, DEFAULT_DATABASE_ID, DEFAULT_TENANT
-from .errors import InvalidArgumentError, NotFoundError, UniqueConstraintError
+from .errors import (
+    InvalidArgumentError,
+    InvalidDimensionException,
+    NotFoundError,
+    UniqueConstraintError,
+)
 from .types import CollectionModel
 
 __all__ = ["OP_DELETE", "OP_SET", "CollectionRow", "Store"]
@@ -481,8 +486,6 @@ class Store:
 
     def set_dimension(self, col: CollectionRow, dim: int) -> None:
         """Fix the dimension on first write; afterwards refuse any other length."""
-        from .errors import InvalidDimensionException
-
         if col.dimension is None:
             self._conn.execute(
                 "UPDATE collections SET dimension = ? WHERE coll = ?", (dim, col.coll)
