@@ -42,7 +42,7 @@ from .types import CollectionModel
 __all__ = ["OP_DELETE", "OP_SET", "CollectionRow", "Store"]
 
 OP_SET, OP_DELETE = 1, 2
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 DB_FILENAME = "tintdb.sqlite3"
 
 _SCHEMA = """
@@ -64,10 +64,12 @@ CREATE TABLE IF NOT EXISTS records(
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     coll INTEGER NOT NULL,
     id TEXT NOT NULL,
-    embedding BLOB NOT NULL,
     document TEXT,
     uri TEXT,
     metadata BLOB);
+-- Vectors apart from the rest: every query result and get() reads records, which stay
+-- small enough to sit in SQLite's cache; the large vectors are read in bulk, rarely.
+CREATE TABLE IF NOT EXISTS vectors(seq INTEGER PRIMARY KEY, embedding BLOB NOT NULL);
 CREATE UNIQUE INDEX IF NOT EXISTS records_by_id ON records(coll, id);
 CREATE INDEX IF NOT EXISTS records_by_coll ON records(coll, seq);
 CREATE TABLE IF NOT EXISTS meta(
@@ -76,10 +78,9 @@ CREATE INDEX IF NOT EXISTS meta_lookup ON meta(coll, key, kind, v, seq);
 CREATE INDEX IF NOT EXISTS meta_by_seq ON meta(seq);
 CREATE VIRTUAL TABLE IF NOT EXISTS docs USING fts5(
     document, content='records', content_rowid='seq', tokenize='trigram case_sensitive 1');
-CREATE TRIGGER IF NOT EXISTS docs_insert AFTER INSERT ON records
-WHEN new.document IS NOT NULL BEGIN
-    INSERT INTO docs(rowid, document) VALUES (new.seq, new.document);
-END;
+-- Inserts reach the FTS index in bulk from Store.insert (a per-row trigger cost 4x more);
+-- schema 1 files had that trigger.
+DROP TRIGGER IF EXISTS docs_insert;
 CREATE TRIGGER IF NOT EXISTS docs_delete AFTER DELETE ON records
 WHEN old.document IS NOT NULL BEGIN
     INSERT INTO docs(docs, rowid, document) VALUES ('delete', old.seq, old.document);
@@ -139,6 +140,18 @@ def _order(ids: Sequence[str] | None) -> str:
     return "+r.seq" if ids is not None else "r.seq"
 
 
+def _select_columns(columns: Sequence[str]) -> tuple[str, str]:
+    """The select list for ``columns`` of records, and the join that embeddings need."""
+    cols = "".join(f", v.{n}" if n == "embedding" else f", r.{n}" for n in columns)
+    join = " JOIN vectors v ON v.seq = r.seq" if "embedding" in columns else ""
+    return cols, join
+
+
+def _blobs(vectors: np.ndarray) -> list[bytes]:
+    """One float32 blob per row."""
+    return [row.tobytes() for row in np.ascontiguousarray(vectors, dtype=np.float32)]
+
+
 def pack_seqs(seqs: Sequence[int] | np.ndarray) -> bytes:
     return np.asarray(seqs, dtype="<i8").tobytes()
 
@@ -185,7 +198,11 @@ class Store:
         c = self._conn
         c.execute("PRAGMA busy_timeout = 60000")
         if self.path is not None:
-            # Must precede the first table so that deletes can hand pages back to the OS.
+            # Both must precede the first table, page_size first (auto_vacuum fixes it):
+            # 8 KiB pages hold five 384-dimension vectors where 4 KiB pages held two (a
+            # fifth less disk), and deletes hand pages back to the OS. Existing files
+            # keep their page size.
+            c.execute("PRAGMA page_size = 8192")
             c.execute("PRAGMA auto_vacuum = INCREMENTAL")
             c.execute("PRAGMA journal_mode = WAL")
             c.execute("PRAGMA synchronous = FULL")
@@ -195,6 +212,8 @@ class Store:
             raise InvalidArgumentError(
                 f"{self.path} was written by a newer tintdb (schema {version}); upgrade tintdb"
             )
+        if version == 1:
+            self._migrate_from_1()
         seed = (
             f"INSERT OR IGNORE INTO tenants(name) VALUES ('{DEFAULT_TENANT}');"
             "INSERT OR IGNORE INTO databases(id, name, tenant) VALUES "
@@ -210,6 +229,31 @@ class Store:
             if c.in_transaction:
                 c.execute("ROLLBACK")
             raise
+
+    def _migrate_from_1(self) -> None:
+        """Schema 1 kept vectors inside records and fed FTS5 from a per-row trigger."""
+        c = self._conn
+        c.execute("BEGIN IMMEDIATE")
+        try:
+            if c.execute("PRAGMA user_version").fetchone()[0] == 1:  # not migrated meanwhile
+                c.execute(
+                    "CREATE TABLE IF NOT EXISTS vectors("
+                    "seq INTEGER PRIMARY KEY, embedding BLOB NOT NULL)"
+                )
+                c.execute("INSERT INTO vectors(seq, embedding) SELECT seq, embedding FROM records")
+                c.execute("ALTER TABLE records DROP COLUMN embedding")
+                c.execute("DROP TRIGGER IF EXISTS docs_insert")
+                c.execute("PRAGMA user_version = 2")
+        except sqlite3.OperationalError as e:
+            c.execute("ROLLBACK")
+            raise InvalidArgumentError(
+                f"{self.path} needs a one-time upgrade from schema 1, which needs SQLite 3.35 "
+                f"or newer (this Python has {sqlite3.sqlite_version}): {e}"
+            ) from e
+        except BaseException:
+            c.execute("ROLLBACK")
+            raise
+        c.execute("COMMIT")
 
     def close(self) -> None:
         with self.lock:
@@ -430,6 +474,9 @@ class Store:
             return self.collection_by_id(collection_id)
 
     def _delete_collection_rows(self, c: sqlite3.Connection, col: CollectionRow) -> None:
+        c.execute(
+            "DELETE FROM vectors WHERE seq IN (SELECT seq FROM records WHERE coll = ?)", (col.coll,)
+        )
         c.execute("DELETE FROM records WHERE coll = ?", (col.coll,))
         c.execute("DELETE FROM meta WHERE coll = ?", (col.coll,))
         c.execute("DELETE FROM ops WHERE coll = ?", (col.coll,))
@@ -444,7 +491,15 @@ class Store:
 
     def reset(self) -> None:
         with self.write() as c:
-            for table in ("records", "meta", "ops", "collections", "databases", "tenants"):
+            for table in (
+                "records",
+                "vectors",
+                "meta",
+                "ops",
+                "collections",
+                "databases",
+                "tenants",
+            ):
                 c.execute(f"DELETE FROM {table}")
             c.execute("INSERT INTO docs(docs) VALUES ('delete-all')")
             c.execute("INSERT INTO tenants(name) VALUES (?)", (DEFAULT_TENANT,))
@@ -507,6 +562,13 @@ class Store:
         ).fetchall()
         return {r[0]: (r[1], r[2], r[3]) for r in rows}
 
+    def next_seq(self) -> int:
+        """The seq the next inserted record gets (stable while this write is open)."""
+        row = self._conn.execute(
+            "SELECT seq FROM sqlite_sequence WHERE name = 'records'"
+        ).fetchone()
+        return (row[0] if row else 0) + 1
+
     def insert(
         self,
         coll: int,
@@ -522,29 +584,34 @@ class Store:
         mds = [md or None for md in metadatas] if metadatas is not None else [None] * n
         docs = documents if documents is not None else [None] * n
         us = uris if uris is not None else [None] * n
-        row = c.execute("SELECT seq FROM sqlite_sequence WHERE name = 'records'").fetchone()
-        first = (row[0] if row else 0) + 1
+        first = self.next_seq()
         c.executemany(
-            "INSERT INTO records(coll, id, embedding, document, uri, metadata) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT INTO records(coll, id, document, uri, metadata) VALUES (?, ?, ?, ?, ?)",
             (
-                (
-                    coll,
-                    ids[i],
-                    embeddings[i].tobytes(),
-                    docs[i],
-                    us[i],
-                    None if mds[i] is None else orjson.dumps(mds[i]),
-                )
+                (coll, ids[i], docs[i], us[i], None if mds[i] is None else orjson.dumps(mds[i]))
                 for i in range(n)
             ),
         )
         last = c.execute("SELECT last_insert_rowid()").fetchone()[0]
         if last - first + 1 == n:
             seqs = np.arange(first, last + 1, dtype=np.int64)
+            c.execute(
+                "INSERT INTO docs(rowid, document) SELECT seq, document FROM records "
+                "WHERE seq BETWEEN ? AND ? AND document IS NOT NULL",
+                (first, last),
+            )
         else:  # never expected under the write lock; stay correct anyway
             found = self.existing(coll, ids)
             seqs = np.array([found[i][0] for i in ids], dtype=np.int64)
+            c.execute(
+                "INSERT INTO docs(rowid, document) SELECT seq, document FROM records "
+                "WHERE seq IN (SELECT value FROM json_each(?)) AND document IS NOT NULL",
+                (orjson.dumps(seqs.tolist()).decode(),),
+            )
+        c.executemany(
+            "INSERT INTO vectors(seq, embedding) VALUES (?, ?)",
+            zip(seqs.tolist(), _blobs(embeddings), strict=True),
+        )
         c.executemany(
             "INSERT INTO meta(coll, seq, key, kind, v) VALUES (?, ?, ?, ?, ?)",
             (r for i in range(n) for r in meta_rows(coll, int(seqs[i]), mds[i])),
@@ -564,8 +631,8 @@ class Store:
         c = self._conn
         if embeddings is not None:
             c.executemany(
-                "UPDATE records SET embedding = ? WHERE seq = ?",
-                ((embeddings[i].tobytes(), int(s)) for i, s in enumerate(seqs)),
+                "UPDATE vectors SET embedding = ? WHERE seq = ?",
+                zip(_blobs(embeddings), (int(s) for s in seqs), strict=True),
             )
         if documents is not None:
             c.executemany(
@@ -599,6 +666,7 @@ class Store:
         c = self._conn
         param = orjson.dumps(seqs.tolist()).decode()
         c.execute("DELETE FROM records WHERE seq IN (SELECT value FROM json_each(?))", (param,))
+        c.execute("DELETE FROM vectors WHERE seq IN (SELECT value FROM json_each(?))", (param,))
         c.execute("DELETE FROM meta WHERE seq IN (SELECT value FROM json_each(?))", (param,))
 
     def log(self, col: CollectionRow, kind: int, seqs: np.ndarray) -> int:
@@ -647,13 +715,15 @@ class Store:
         if seqs is None:
             total = self.count(coll)
             cur = self._conn.execute(
-                "SELECT seq, embedding FROM records WHERE coll = ? ORDER BY seq", (coll,)
+                "SELECT v.seq, v.embedding FROM records r JOIN vectors v ON v.seq = r.seq "
+                "WHERE r.coll = ? ORDER BY r.seq",
+                (coll,),
             )
         else:
             total = len(seqs)
             cur = self._conn.execute(
-                "SELECT seq, embedding FROM records WHERE seq IN (SELECT value FROM json_each(?)) "
-                "AND coll = ?",
+                "SELECT v.seq, v.embedding FROM records r JOIN vectors v ON v.seq = r.seq "
+                "WHERE r.seq IN (SELECT value FROM json_each(?)) AND r.coll = ?",
                 (orjson.dumps(np.asarray(seqs).tolist()).decode(), coll),
             )
         found = np.empty(total, dtype=np.int64)
@@ -750,18 +820,18 @@ class Store:
     ) -> list[tuple[Any, ...]]:
         """Rows (seq, id, *columns) matching the filters, in storage order."""
         cond, params = self.filter_sql(coll, ids, where, where_document)
-        cols = "".join(f", r.{name}" for name in columns)
+        cols, join = _select_columns(columns)
         return self._conn.execute(
-            f"SELECT r.seq, r.id{cols} FROM records r WHERE {cond} ORDER BY {_order(ids)} "
+            f"SELECT r.seq, r.id{cols} FROM records r{join} WHERE {cond} ORDER BY {_order(ids)} "
             "LIMIT ? OFFSET ?",
             (*params, -1 if limit is None else limit, offset or 0),
         ).fetchall()
 
     def fetch_seqs(self, seqs: Sequence[int], columns: Sequence[str]) -> dict[int, tuple[Any, ...]]:
         """seq -> (seq, id, *columns) for the given seqs."""
-        cols = "".join(f", r.{name}" for name in columns)
+        cols, join = _select_columns(columns)
         rows = self._conn.execute(
-            f"SELECT r.seq, r.id{cols} FROM records r WHERE r.seq IN "
+            f"SELECT r.seq, r.id{cols} FROM records r{join} WHERE r.seq IN "
             "(SELECT value FROM json_each(?))",
             (orjson.dumps([int(s) for s in seqs]).decode(),),
         ).fetchall()
