@@ -271,7 +271,7 @@ def normalize_embeddings(embeddings: Any, n: int | None = None) -> np.ndarray | 
     return arr
 
 
-def _check_text(value: str, where: str) -> str:
+def _check_text(value: str, where: object) -> str:
     """Refuse text that cannot be stored as UTF-8 (lone surrogates)."""
     try:
         value.encode("utf-8")
@@ -282,7 +282,18 @@ def _check_text(value: str, where: str) -> str:
     return value
 
 
-def _check_scalar(value: Any, where: str) -> Any:
+def _check_scalar(value: Any, where: object) -> Any:
+    kind = type(value)  # exact types first: the common case pays for no isinstance chain
+    if kind is str:
+        return _check_text(value, where)
+    if kind is float:
+        if value - value != 0.0:  # NaN or infinity
+            raise InvalidArgumentError(f"{where}: NaN and infinity are not allowed")
+        return value
+    if kind is bool:
+        return value
+    if kind is int and INT64_MIN <= value <= INT64_MAX:
+        return value
     if isinstance(value, str):
         return _check_text(value, where)
     if isinstance(value, bool):
@@ -305,6 +316,18 @@ def _check_scalar(value: Any, where: str) -> Any:
     )
 
 
+class _Where:
+    """Where a metadata value sits, turned into text only for an error message."""
+
+    __slots__ = ("key", "where")
+
+    def __init__(self, where: str, key: str) -> None:
+        self.where, self.key = where, key
+
+    def __format__(self, spec: str) -> str:
+        return f"{self.where}, key {self.key!r}"
+
+
 def _kind(value: Any) -> str:
     if isinstance(value, bool):
         return "bool"
@@ -324,7 +347,7 @@ def _check_metadata_dict(md: Mapping[str, Any], where: str, *, allow_none: bool)
                 f"{where}: key {key!r} is not allowed (keys must be non-empty and must not "
                 "start with '#' or '$')"
             )
-        at = f"{where}, key {key!r}"
+        at = _Where(where, key)
         if value is None:
             if not allow_none:
                 raise InvalidArgumentError(f"{at}: None is not a metadata value")
