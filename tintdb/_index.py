@@ -325,6 +325,35 @@ class VectorIndex:
                 self._hnsw.set_ef(base)
             return labels.astype(np.int64), dists
 
+    def knn_postfilter(
+        self, queries: np.ndarray, k: int, allowed: np.ndarray, fetch: int
+    ) -> list[tuple[np.ndarray, np.ndarray] | None]:
+        """Per query, the first ``k`` of its ``fetch`` unfiltered neighbours that are in
+        ``allowed`` (sorted seqs), or None where fewer than ``k`` of them are.
+
+        The allowed neighbours among the true nearest ``fetch`` are exactly the nearest
+        allowed records, so this is filtered search at plain HNSW speed whenever enough
+        of them land in that window (see ``_local.postfilter_fetch``).
+        """
+        with self.lock:
+            fetch = min(fetch, len(self._live))
+            base = int(self.params["ef_search"])
+            self._hnsw.set_ef(max(base, fetch))
+            threads = 1 if len(queries) == 1 else self._threads()
+            try:
+                labels, dists = self._hnsw.knn_query(queries, k=fetch, num_threads=threads)
+            except RuntimeError:  # fewer than `fetch` reachable: let the caller fall back
+                return [None] * len(queries)
+            finally:
+                self._hnsw.set_ef(base)
+        out: list[tuple[np.ndarray, np.ndarray] | None] = []
+        last = len(allowed) - 1
+        for row_labels, row_dists in zip(labels.astype(np.int64), dists, strict=True):
+            pos = np.minimum(np.searchsorted(allowed, row_labels), last)
+            keep = np.flatnonzero(allowed[pos] == row_labels)[:k]
+            out.append((row_labels[keep], row_dists[keep]) if len(keep) == k else None)
+        return out
+
     def exact(
         self, queries: np.ndarray, k: int, seqs: np.ndarray, loader: Loader | None = None
     ) -> tuple[list[np.ndarray], list[np.ndarray]]:

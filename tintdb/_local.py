@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import atexit
 import logging
+import math
+import threading
 import time
 import weakref
 from collections import OrderedDict
@@ -31,7 +33,7 @@ from .errors import (
 )
 from .types import CollectionModel, GetResult, Metadata, QueryResult, Where, WhereDocument
 
-__all__ = ["EXACT_LIMIT", "LocalBackend"]
+__all__ = ["EXACT_LIMIT", "LocalBackend", "postfilter_fetch"]
 
 log = logging.getLogger("tintdb")
 
@@ -42,6 +44,35 @@ EXACT_LIMIT = 20_000
 FILTER_CACHE_SIZE = 32
 # How much wider the HNSW beam is for a filtered search than for a plain one.
 FILTERED_EF_FACTOR = 2
+# Collections this small are searched exactly: as fast as HNSW at this size, and exact.
+EXACT_BELOW = 2048
+# Adds of at least this many records index their vectors while SQLite writes them.
+EARLY_INDEX_MIN = 256
+# Post-filtering (unfiltered HNSW, then keep the matches) fetches enough neighbours that
+# about this many times n_results of them should match, at most POSTFILTER_MAX_FETCH.
+POSTFILTER_OVERFETCH = 3
+POSTFILTER_MAX_FETCH = 4096
+# Measured cost ratio: one more HNSW neighbour fetched costs about as much as exact
+# search over this many more matching records.
+POSTFILTER_COST_RATIO = 5
+
+
+def postfilter_fetch(matches: int, total: int, k: int) -> int | None:
+    """How many unfiltered neighbours a post-filtered query should fetch, or None when
+    exact search over the ``matches`` records is the cheaper plan.
+
+    HNSW's cost grows with the number fetched (its beam must be at least that wide), and
+    exact search's with the number of matches; with ``fetch`` chosen so that about
+    POSTFILTER_OVERFETCH * k of them match (independent filter and position), post-filter
+    wins once ``fetch`` is below ``matches / POSTFILTER_COST_RATIO``.
+    """
+    if total <= 0 or matches <= k:
+        return None
+    fetch = max(k, math.ceil(POSTFILTER_OVERFETCH * k * total / matches))
+    if fetch > POSTFILTER_MAX_FETCH or fetch * POSTFILTER_COST_RATIO > matches:
+        return None
+    return fetch
+
 
 _COLUMNS = {
     "documents": "document",
@@ -323,6 +354,22 @@ class LocalBackend:
         self._compact(col)
         self._snapshot(col.id)
 
+    def _index_early(
+        self, col: CollectionRow, prev_lsn: int, vectors: np.ndarray
+    ) -> _EarlyIndexing | None:
+        """Start inserting a large add's vectors into the index while SQLite writes them.
+
+        hnswlib releases the GIL, so the graph insertion (most of an add's cost) overlaps
+        the SQLite work instead of following it. The seqs are known before the insert:
+        the write lock is held and seqs only grow. If the transaction then fails, the
+        index is dropped and rebuilt from the log (it is derived data).
+        """
+        index = self._indexes.get(col.id)
+        if index is None or index.lsn != prev_lsn or len(vectors) < EARLY_INDEX_MIN:
+            return None
+        first = self.store.next_seq()
+        return _EarlyIndexing(index, np.arange(first, first + len(vectors)), vectors)
+
     def _compact(self, col: CollectionRow) -> None:
         """Rebuild a graph worn by deletes (tombstones) and in-place updates (see worn())."""
         index = self._indexes.get(col.id)
@@ -357,23 +404,38 @@ class LocalBackend:
         uris: list[str | None] | None,
     ) -> None:
         with self.store.lock:
-            with self.store.write():
-                col = self.store.collection_by_id(collection_id)
-                prev = col.last_lsn
-                if not ids:
-                    return
-                self.store.set_dimension(col, embeddings.shape[1])
-                taken = self.store.existing(col.coll, ids)
-                if taken:
-                    shown = ", ".join(sorted(taken)[:10]) + (" ..." if len(taken) > 10 else "")
-                    raise IDAlreadyExistsError(
-                        f"{len(taken)} of the ids already exist in collection {col.name!r}: "
-                        f"{shown}. Nothing was added; use upsert() to overwrite."
-                    )
-                mds = None if metadatas is None else [_strip_none(m) for m in metadatas]
-                seqs = self.store.insert(col.coll, ids, embeddings, mds, documents, uris)
-                lsn = self.store.log(col, OP_SET, seqs)
-            self._after_write(col, prev, lsn, seqs, embeddings, None)
+            early: _EarlyIndexing | None = None
+            try:
+                with self.store.write():
+                    col = self.store.collection_by_id(collection_id)
+                    prev = col.last_lsn
+                    if not ids:
+                        return
+                    self.store.set_dimension(col, embeddings.shape[1])
+                    taken = self.store.existing(col.coll, ids)
+                    if taken:
+                        shown = ", ".join(sorted(taken)[:10]) + (" ..." if len(taken) > 10 else "")
+                        raise IDAlreadyExistsError(
+                            f"{len(taken)} of the ids already exist in collection {col.name!r}: "
+                            f"{shown}. Nothing was added; use upsert() to overwrite."
+                        )
+                    mds = None if metadatas is None else [_strip_none(m) for m in metadatas]
+                    early = self._index_early(col, prev, embeddings)
+                    seqs = self.store.insert(col.coll, ids, embeddings, mds, documents, uris)
+                    lsn = self.store.log(col, OP_SET, seqs)
+            except BaseException:
+                if early is not None:  # the index holds vectors the store refused: drop it
+                    early.join()
+                    self._indexes.pop(col.id, None)
+                raise
+            if early is None:
+                self._after_write(col, prev, lsn, seqs, embeddings, None)
+            elif early.finish(seqs):
+                early.index.lsn = lsn
+                self._compact(col)
+                self._snapshot(col.id)
+            else:  # the next call replays the log into a fresh index
+                self._indexes.pop(col.id, None)
 
     def _apply_update(
         self,
@@ -569,7 +631,7 @@ class LocalBackend:
             labels = [np.empty(0, np.int64)] * nq
             dists = [np.empty(0, np.float32)] * nq
         elif ids is None and not where and not where_document:
-            found = index.knn(query_embeddings, n_results)
+            found = None if len(index) <= EXACT_BELOW else index.knn(query_embeddings, n_results)
             if found is None:
                 labels, dists = self._exact(
                     col, index, query_embeddings, n_results, index.universe()
@@ -593,6 +655,45 @@ class LocalBackend:
         where_document: WhereDocument | None,
     ) -> tuple[list[np.ndarray], list[np.ndarray]]:
         cand, allowed = self._candidates(col, index, ids, where, where_document)
+        fetch = postfilter_fetch(len(cand), len(index), k)
+        if fetch is None:
+            return self._exact_or_callback(
+                col, index, q, k, cand, allowed, ids, where, where_document
+            )
+        found = index.knn_postfilter(q, k, cand, fetch)
+        if fetch * 4 <= POSTFILTER_MAX_FETCH and any(f is None for f in found):
+            # Fewer matches than expected near these queries (a filter correlated with
+            # position): one wider window before the slower plans.
+            again = [i for i, f in enumerate(found) if f is None]
+            for i, f in zip(again, index.knn_postfilter(q[again], k, cand, fetch * 4), strict=True):
+                found[i] = f
+        labels: list[np.ndarray] = [np.empty(0, np.int64)] * len(q)
+        dists: list[np.ndarray] = [np.empty(0, np.float32)] * len(q)
+        for i, f in enumerate(found):
+            if f is not None:
+                labels[i], dists[i] = f
+        rest = [i for i, f in enumerate(found) if f is None]
+        if rest:
+            more = self._exact_or_callback(
+                col, index, q[rest], k, cand, allowed, ids, where, where_document
+            )
+            for j, i in enumerate(rest):
+                labels[i], dists[i] = more[0][j], more[1][j]
+        return labels, dists
+
+    def _exact_or_callback(
+        self,
+        col: CollectionRow,
+        index: VectorIndex,
+        q: np.ndarray,
+        k: int,
+        cand: np.ndarray,
+        allowed: set[int] | None,
+        ids: list[str] | None,
+        where: Where | None,
+        where_document: WhereDocument | None,
+    ) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """Exact search over the matches, or HNSW with a filter callback when they are many."""
         if len(cand) <= max(EXACT_LIMIT, k):
             return self._exact(col, index, q, k, cand)
         if allowed is None:
@@ -672,6 +773,35 @@ class LocalBackend:
         result["data"] = None
         result["included"] = list(include)
         return result  # type: ignore[return-value]
+
+
+class _EarlyIndexing:
+    """An index insertion running on a worker thread (see LocalBackend._index_early)."""
+
+    def __init__(self, index: VectorIndex, seqs: np.ndarray, vectors: np.ndarray) -> None:
+        self.index, self.seqs = index, seqs
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(
+            target=self._run, args=(index, seqs, vectors), name="tintdb-index", daemon=True
+        )
+        self._thread.start()
+
+    def _run(self, index: VectorIndex, seqs: np.ndarray, vectors: np.ndarray) -> None:
+        try:
+            index.upsert(seqs, vectors)
+        except BaseException as e:  # reported by finish(); the caller drops the index
+            self.error = e
+
+    def join(self) -> None:
+        self._thread.join()
+
+    def finish(self, stored: np.ndarray) -> bool:
+        """Wait; True if the index now holds exactly the records the store wrote."""
+        self.join()
+        if self.error is not None:
+            log.error("index update failed; it will be rebuilt from the log", exc_info=self.error)
+            return False
+        return bool(np.array_equal(self.seqs, stored))
 
 
 def _columns(include: list[str]) -> list[str]:

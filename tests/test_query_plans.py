@@ -1,0 +1,232 @@
+"""How a query is answered: exact, post-filtered HNSW, or HNSW with a filter callback,
+and adds whose graph insertion overlaps the SQLite write.
+
+Whatever the plan, the answer must be the nearest matching records (exactly, or as
+closely as HNSW finds them) and never short when enough records match.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import tintdb
+from tintdb import _local
+from tintdb._index import VectorIndex
+from tintdb._local import POSTFILTER_COST_RATIO, POSTFILTER_MAX_FETCH, postfilter_fetch
+from tintdb._storage import Store
+
+DIM = 16
+N = 6000
+
+
+@given(
+    matches=st.integers(0, 10**7),
+    total=st.integers(0, 10**7),
+    k=st.integers(1, 1000),
+)
+def test_postfilter_fetch_obeys_its_cost_model(matches: int, total: int, k: int) -> None:
+    matches = min(matches, total)
+    fetch = postfilter_fetch(matches, total, k)
+    if fetch is None:
+        return
+    assert matches > k
+    assert k <= fetch <= POSTFILTER_MAX_FETCH
+    assert fetch * POSTFILTER_COST_RATIO <= matches
+    # Enough are fetched that about three times k should match.
+    assert fetch * matches >= 3 * k * total - total
+
+
+def test_postfilter_fetch_plans() -> None:
+    assert postfilter_fetch(10_000, 100_000, 10) == 300  # 10 %: 300 neighbours, ~30 match
+    assert postfilter_fetch(36_000, 100_000, 10) == 84
+    assert postfilter_fetch(500, 100_000, 10) is None  # few matches: exact is cheaper
+    assert postfilter_fetch(10, 100_000, 10) is None  # no more matches than asked for
+
+
+def _data(seed: int = 7) -> tuple[list[str], np.ndarray, list[dict[str, Any]]]:
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(20, DIM)).astype(np.float32) * 4
+    cluster = rng.integers(0, 20, N)
+    vecs = (centres[cluster] + rng.normal(size=(N, DIM))).astype(np.float32)
+    ids = [f"r{i}" for i in range(N)]
+    mds = [
+        {"half": i % 2, "tenth": i % 10, "cluster": int(cluster[i]), "rare": i % 1000 == 0}
+        for i in range(N)
+    ]
+    return ids, vecs, mds
+
+
+@pytest.fixture(scope="module")
+def big(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    ids, vecs, mds = _data()
+    client = tintdb.PersistentClient(path=str(tmp_path_factory.mktemp("plans")))
+    col = client.create_collection("plans", embedding_function=None)
+    for s in range(0, N, 1000):  # batches large enough for the overlapped add
+        col.add(ids=ids[s : s + 1000], embeddings=vecs[s : s + 1000], metadatas=mds[s : s + 1000])
+    yield col, ids, vecs, mds
+    client.close()
+
+
+def _truth(vecs: np.ndarray, mask: np.ndarray, q: np.ndarray, k: int) -> list[int]:
+    rows = np.flatnonzero(mask)
+    d = ((vecs[rows] - q) ** 2).sum(axis=1)
+    return rows[np.argsort(d, kind="stable")[:k]].tolist()
+
+
+class _Spy:
+    """Records what the post-filter plan returned, to know which plan answered."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.results: list[bool] = []  # per query: did post-filtering answer it?
+        real = VectorIndex.knn_postfilter
+
+        def spy(index: VectorIndex, *args: Any, **kwargs: Any) -> Any:
+            out = real(index, *args, **kwargs)
+            self.results += [f is not None for f in out]
+            return out
+
+        monkeypatch.setattr(VectorIndex, "knn_postfilter", spy)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "k", "post"),
+    [
+        ("half", 1, 10, True),  # 3,000 matches: 60 neighbours fetched, ~30 match
+        ("tenth", 3, 3, True),  # 600 matches: 90 fetched
+        ("tenth", 3, 10, False),  # 600 matches, k=10: exact is cheaper
+        ("rare", True, 10, False),  # 6 matches: all of them
+    ],
+)
+def test_filtered_queries_find_the_nearest_matches(
+    big: Any, monkeypatch: pytest.MonkeyPatch, field: str, value: Any, k: int, post: bool
+) -> None:
+    col, ids, vecs, mds = big
+    spy = _Spy(monkeypatch)
+    mask = np.array([md[field] == value for md in mds])
+    queries = np.random.default_rng(1).normal(size=(30, DIM)).astype(np.float32) * 4
+    found = col.query(
+        query_embeddings=queries, n_results=k, where={field: value}, include=["metadatas"]
+    )
+    assert (spy.results == [True] * 30) if post else not spy.results
+    hits = total = 0
+    for q, got, got_mds in zip(queries, found["ids"], found["metadatas"], strict=True):
+        want = _truth(vecs, mask, q, k)
+        assert len(got) == min(k, int(mask.sum()))
+        assert all(md[field] == value for md in got_mds)
+        hits += len({ids[i] for i in want} & set(got))
+        total += len(want)
+    assert hits / total >= (0.97 if post else 1.0)
+
+
+def test_a_filter_far_from_the_query_falls_back_and_is_not_short(
+    big: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """About half the records match, all on the far side from the query: none land among its
+    unfiltered neighbours, so post-filtering comes up short and exact search answers."""
+    col, ids, vecs, _ = big
+    spy = _Spy(monkeypatch)
+    mask = vecs[:, 0] > 0
+    col.update(
+        ids=[ids[i] for i in np.flatnonzero(mask)], metadatas=[{"far": True}] * int(mask.sum())
+    )
+    try:
+        assert mask.sum() > 1000
+        q = np.zeros(DIM, np.float32)
+        q[0] = -40.0
+        got = col.query(query_embeddings=q[None], n_results=25, where={"far": True})
+        assert spy.results and not any(spy.results)  # tried, and came up short
+        assert got["ids"][0] == [ids[i] for i in _truth(vecs, mask, q, 25)]
+    finally:
+        col.update(
+            ids=[ids[i] for i in np.flatnonzero(mask)], metadatas=[{"far": None}] * int(mask.sum())
+        )
+
+
+def test_small_collections_are_searched_exactly(tmp_path: Path) -> None:
+    rng = np.random.default_rng(3)
+    vecs = rng.random((_local.EXACT_BELOW, DIM), dtype=np.float32)
+    with tintdb.PersistentClient(path=str(tmp_path)) as client:
+        col = client.create_collection(
+            "small", embedding_function=None, configuration={"hnsw": {"ef_search": 1}}
+        )
+        col.add(ids=[str(i) for i in range(len(vecs))], embeddings=vecs)
+        queries = rng.random((20, DIM), dtype=np.float32)
+        got = col.query(query_embeddings=queries, n_results=5)["ids"]
+    for q, row in zip(queries, got, strict=True):
+        d = ((vecs - q) ** 2).sum(axis=1)
+        assert row == [str(i) for i in np.argsort(d, kind="stable")[:5]]
+
+
+def test_failed_add_after_early_indexing_leaves_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The graph insertion starts before SQLite commits; if the write then fails, the
+    vectors it put in the graph must not be found, and later writes must work."""
+    rng = np.random.default_rng(5)
+    first = rng.random((3000, DIM), dtype=np.float32)
+    refused = rng.random((500, DIM), dtype=np.float32) + 5  # far from everything else
+    with tintdb.PersistentClient(path=str(tmp_path)) as client:
+        col = client.create_collection("early", embedding_function=None)
+        col.add(ids=[f"a{i}" for i in range(3000)], embeddings=first)
+        calls = {"n": 0}
+        real_log = Store.log
+
+        def failing_log(self: Store, *args: Any) -> int:
+            calls["n"] += 1
+            raise OSError("disk full (injected)")
+
+        monkeypatch.setattr(Store, "log", failing_log)
+        early = []
+        real_early = _local.LocalBackend._index_early
+
+        def spy_early(self: Any, *args: Any) -> Any:
+            early.append(real_early(self, *args))
+            return early[-1]
+
+        monkeypatch.setattr(_local.LocalBackend, "_index_early", spy_early)
+        with pytest.raises(OSError, match="injected"):
+            col.add(ids=[f"b{i}" for i in range(500)], embeddings=refused)
+        assert calls["n"] == 1
+        assert early and early[0] is not None  # the graph insertion had started
+        monkeypatch.setattr(Store, "log", real_log)
+        assert col.count() == 3000
+        got = col.query(query_embeddings=refused[:3], n_results=3)["ids"]
+        assert all(i.startswith("a") for row in got for i in row)
+        col.add(ids=[f"c{i}" for i in range(500)], embeddings=refused)
+        got = col.query(query_embeddings=refused[:3], n_results=1)["ids"]
+        assert got == [["c0"], ["c1"], ["c2"]]
+    with tintdb.PersistentClient(path=str(tmp_path)) as client:
+        col = client.get_collection("early", embedding_function=None)
+        assert col.count() == 3500
+        assert col.query(query_embeddings=refused[:2], n_results=1)["ids"] == [["c0"], ["c1"]]
+
+
+@settings(max_examples=25, deadline=None)
+@given(data=st.data())
+def test_overlapped_adds_match_the_store(data: st.DataObject) -> None:
+    """Batches above and below the overlap threshold, in any order: every record is found
+    by its own vector, through the graph (the collection is above EXACT_BELOW)."""
+    sizes = data.draw(st.lists(st.sampled_from([1, 255, 256, 700]), min_size=1, max_size=6))
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
+    with tintdb.EphemeralClient() as client:
+        col = client.create_collection("mix", embedding_function=None)
+        base = rng.random((_local.EXACT_BELOW + 1, DIM), dtype=np.float32)
+        col.add(ids=[f"base{i}" for i in range(len(base))], embeddings=base)
+        added: list[tuple[str, np.ndarray]] = []
+        for b, size in enumerate(sizes):
+            vecs = rng.random((size, DIM), dtype=np.float32) + 2 + b
+            batch = [f"b{b}-{i}" for i in range(size)]
+            col.add(ids=batch, embeddings=vecs)
+            added += list(zip(batch, vecs, strict=True))
+        assert col.count() == len(base) + len(added)
+        sample = [added[i] for i in rng.choice(len(added), min(40, len(added)), replace=False)]
+        got = col.query(
+            query_embeddings=np.stack([v for _, v in sample]), n_results=1, include=["distances"]
+        )
+        assert [row[0] for row in got["ids"]] == [i for i, _ in sample]
