@@ -18,7 +18,12 @@ from hypothesis import strategies as st
 import tintdb
 from tintdb import _local
 from tintdb._index import VectorIndex
-from tintdb._local import POSTFILTER_COST_RATIO, POSTFILTER_MAX_FETCH, postfilter_fetch
+from tintdb._local import (
+    POSTFILTER_COST_RATIO,
+    POSTFILTER_MAX_FETCH,
+    postfilter_beam,
+    postfilter_fetch,
+)
 from tintdb._storage import Store
 
 DIM = 16
@@ -29,22 +34,29 @@ N = 6000
     matches=st.integers(0, 10**7),
     total=st.integers(0, 10**7),
     k=st.integers(1, 1000),
+    ef_search=st.integers(1, 1000),
 )
-def test_postfilter_fetch_obeys_its_cost_model(matches: int, total: int, k: int) -> None:
+def test_postfilter_fetch_obeys_its_cost_model(
+    matches: int, total: int, k: int, ef_search: int
+) -> None:
     matches = min(matches, total)
-    fetch = postfilter_fetch(matches, total, k)
+    fetch = postfilter_fetch(matches, total, k, ef_search)
     if fetch is None:
         return
     assert matches > k
     assert k <= fetch <= POSTFILTER_MAX_FETCH
-    assert fetch * POSTFILTER_COST_RATIO <= matches
-    # Enough are fetched that about three times k should match.
-    assert fetch * matches >= 3 * k * total - total
+    beam = postfilter_beam(fetch, ef_search)
+    assert beam >= 2 * fetch
+    assert beam * POSTFILTER_COST_RATIO <= matches
+    # Enough are looked at that about twice k should match.
+    assert fetch * matches >= 2 * k * total - total
 
 
 def test_postfilter_fetch_plans() -> None:
-    assert postfilter_fetch(10_000, 100_000, 10) == 300  # 10 %: 300 neighbours, ~30 match
-    assert postfilter_fetch(36_000, 100_000, 10) == 84
+    assert postfilter_fetch(10_000, 100_000, 10) == 200  # 10 %: 200 neighbours, ~20 match
+    assert postfilter_beam(200, 100) == 400
+    assert postfilter_fetch(36_000, 100_000, 10) == 56
+    assert postfilter_beam(56, 100) == 200
     assert postfilter_fetch(500, 100_000, 10) is None  # few matches: exact is cheaper
     assert postfilter_fetch(10, 100_000, 10) is None  # no more matches than asked for
 
@@ -56,8 +68,7 @@ def _data(seed: int = 7) -> tuple[list[str], np.ndarray, list[dict[str, Any]]]:
     vecs = (centres[cluster] + rng.normal(size=(N, DIM))).astype(np.float32)
     ids = [f"r{i}" for i in range(N)]
     mds = [
-        {"half": i % 2, "tenth": i % 10, "cluster": int(cluster[i]), "rare": i % 1000 == 0}
-        for i in range(N)
+        {"half": i % 2, "fifth": i % 5, "tenth": i % 10, "rare": i % 1000 == 0} for i in range(N)
     ]
     return ids, vecs, mds
 
@@ -97,9 +108,10 @@ class _Spy:
 @pytest.mark.parametrize(
     ("field", "value", "k", "post"),
     [
-        ("half", 1, 10, True),  # 3,000 matches: 60 neighbours fetched, ~30 match
-        ("tenth", 3, 3, True),  # 600 matches: 90 fetched
-        ("tenth", 3, 10, False),  # 600 matches, k=10: exact is cheaper
+        ("half", 1, 10, True),  # 3,000 matches: 40 neighbours looked at, ~20 match
+        ("fifth", 3, 3, True),  # 1,200 matches: 30 looked at (beam 200)
+        ("fifth", 3, 10, True),  # 1,200 matches: 100 looked at (beam 200)
+        ("tenth", 3, 10, False),  # 600 matches: exact is cheaper
         ("rare", True, 10, False),  # 6 matches: all of them
     ],
 )
@@ -113,7 +125,10 @@ def test_filtered_queries_find_the_nearest_matches(
     found = col.query(
         query_embeddings=queries, n_results=k, where={field: value}, include=["metadatas"]
     )
-    assert (spy.results == [True] * 30) if post else not spy.results
+    if post:  # tried for every query; a few may find too few matches and fall back
+        assert len(spy.results) == 30 and sum(spy.results) >= 24
+    else:
+        assert not spy.results
     hits = total = 0
     for q, got, got_mds in zip(queries, found["ids"], found["metadatas"], strict=True):
         want = _truth(vecs, mask, q, k)
@@ -230,3 +245,44 @@ def test_overlapped_adds_match_the_store(data: st.DataObject) -> None:
             query_embeddings=np.stack([v for _, v in sample]), n_results=1, include=["distances"]
         )
         assert [row[0] for row in got["ids"]] == [i for i, _ in sample]
+
+
+def test_a_filter_that_keeps_coming_up_short_stops_trying_post_filtering(
+    big: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    col, ids, vecs, _ = big
+    mask = vecs[:, 0] > 0
+    col.update(
+        ids=[ids[i] for i in np.flatnonzero(mask)], metadatas=[{"side": 1}] * int(mask.sum())
+    )
+    try:
+        spy = _Spy(monkeypatch)
+        rng = np.random.default_rng(11)
+        for n in range(12):
+            q = np.zeros(DIM, np.float32)
+            q[0] = -40.0
+            q[1:] = rng.normal(size=DIM - 1)
+            got = col.query(query_embeddings=q[None], n_results=10, where={"side": 1})
+            assert got["ids"][0] == [ids[i] for i in _truth(vecs, mask, q, 10)], n
+        assert len(spy.results) == 8 and not any(spy.results)  # then the plan changed
+    finally:
+        col.update(
+            ids=[ids[i] for i in np.flatnonzero(mask)], metadatas=[{"side": None}] * int(mask.sum())
+        )
+
+
+def test_gathered_vectors_stay_within_their_budget(
+    big: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    col, ids, vecs, mds = big
+    budget = 3 * 600 * DIM * 4  # three filters of 600 matches
+    monkeypatch.setattr(_local, "GATHERED_BYTES", budget)
+    backend = col._backend  # the LocalBackend behind this client
+    q = np.random.default_rng(2).normal(size=(1, DIM)).astype(np.float32)
+    for tenth in range(10):  # ten exact plans over 600 matches each
+        got = col.query(query_embeddings=q, n_results=5, where={"tenth": tenth})
+        mask = np.array([md["tenth"] == tenth for md in mds])
+        assert got["ids"][0] == [ids[i] for i in _truth(vecs, mask, q[0], 5)]
+    kept = [e.vectors[0].nbytes for e in backend._filter_cache.values() if e.vectors is not None]
+    assert 0 < sum(kept) <= budget
+    assert len(kept) == 3

@@ -326,7 +326,7 @@ class VectorIndex:
             return labels.astype(np.int64), dists
 
     def knn_postfilter(
-        self, queries: np.ndarray, k: int, allowed: np.ndarray, fetch: int
+        self, queries: np.ndarray, k: int, allowed: np.ndarray, fetch: int, beam: int
     ) -> list[tuple[np.ndarray, np.ndarray] | None]:
         """Per query, the first ``k`` of its ``fetch`` unfiltered neighbours that are in
         ``allowed`` (sorted seqs), or None where fewer than ``k`` of them are.
@@ -338,7 +338,7 @@ class VectorIndex:
         with self.lock:
             fetch = min(fetch, len(self._live))
             base = int(self.params["ef_search"])
-            self._hnsw.set_ef(max(base, fetch))
+            self._hnsw.set_ef(max(base, fetch, beam))
             threads = 1 if len(queries) == 1 else self._threads()
             try:
                 labels, dists = self._hnsw.knn_query(queries, k=fetch, num_threads=threads)
@@ -354,22 +354,31 @@ class VectorIndex:
             out.append((row_labels[keep], row_dists[keep]) if len(keep) == k else None)
         return out
 
-    def exact(
-        self, queries: np.ndarray, k: int, seqs: np.ndarray, loader: Loader | None = None
-    ) -> tuple[list[np.ndarray], list[np.ndarray]]:
-        """True k nearest among ``seqs``, per query (lists: rows may be shorter than k).
-
-        Needs the mirror: from ``loader``, or built beforehand with ``ensure_mirror``.
-        """
-        if loader is not None:
-            self.ensure_mirror(loader)
+    def gather(self, seqs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(vectors, squared norms, seqs) of the live records among ``seqs``, copied out of
+        the mirror (which must exist), for exact search over that subset."""
         with self.lock:
             mirror = self._mirror
             assert mirror is not None
             rows = mirror.rows(seqs)
-            vecs = np.take(mirror.vecs, rows, axis=0)
-            sqn = mirror.sqn[rows]
-            seqs = mirror.seqs[rows]
+            return np.take(mirror.vecs, rows, axis=0), mirror.sqn[rows], mirror.seqs[rows]
+
+    def exact(
+        self,
+        queries: np.ndarray,
+        k: int,
+        seqs: np.ndarray,
+        loader: Loader | None = None,
+        gathered: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+    ) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """True k nearest among ``seqs``, per query (lists: rows may be shorter than k).
+
+        Needs the mirror: from ``loader``, or built beforehand with ``ensure_mirror``;
+        or ``gathered``, what gather(seqs) returned on this version of the index.
+        """
+        if loader is not None:
+            self.ensure_mirror(loader)
+        vecs, sqn, seqs = gathered if gathered is not None else self.gather(seqs)
         q = self._prepare(queries).astype(np.float32)
         k = min(k, len(seqs))
         if k == 0:

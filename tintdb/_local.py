@@ -44,32 +44,41 @@ EXACT_LIMIT = 20_000
 FILTER_CACHE_SIZE = 32
 # How much wider the HNSW beam is for a filtered search than for a plain one.
 FILTERED_EF_FACTOR = 2
+# Vectors gathered for exact search are kept per cached filter, within this many bytes.
+GATHERED_BYTES = 64 << 20
 # Collections this small are searched exactly: as fast as HNSW at this size, and exact.
 EXACT_BELOW = 2048
 # Adds of at least this many records index their vectors while SQLite writes them.
 EARLY_INDEX_MIN = 256
-# Post-filtering (unfiltered HNSW, then keep the matches) fetches enough neighbours that
-# about this many times n_results of them should match, at most POSTFILTER_MAX_FETCH.
-POSTFILTER_OVERFETCH = 3
-POSTFILTER_MAX_FETCH = 4096
-# Measured cost ratio: one more HNSW neighbour fetched costs about as much as exact
-# search over this many more matching records.
+# Post-filtering (unfiltered HNSW, then keep the matches) looks at enough neighbours that
+# about this many times n_results of them should match, at most POSTFILTER_MAX_FETCH,
+# with a beam twice that wide (a list's tail is its least accurate part).
+POSTFILTER_OVERFETCH = 2
+POSTFILTER_MAX_FETCH = 2048
+# Measured cost ratio: widening the HNSW beam by one costs about as much as exact search
+# over this many more matching records.
 POSTFILTER_COST_RATIO = 5
 
 
-def postfilter_fetch(matches: int, total: int, k: int) -> int | None:
-    """How many unfiltered neighbours a post-filtered query should fetch, or None when
+def postfilter_beam(fetch: int, ef_search: int) -> int:
+    """The HNSW beam for a post-filtered search that looks at ``fetch`` neighbours."""
+    return max(FILTERED_EF_FACTOR * ef_search, 2 * fetch)
+
+
+def postfilter_fetch(matches: int, total: int, k: int, ef_search: int = 100) -> int | None:
+    """How many unfiltered neighbours a post-filtered query should look at, or None when
     exact search over the ``matches`` records is the cheaper plan.
 
-    HNSW's cost grows with the number fetched (its beam must be at least that wide), and
-    exact search's with the number of matches; with ``fetch`` chosen so that about
-    POSTFILTER_OVERFETCH * k of them match (independent filter and position), post-filter
-    wins once ``fetch`` is below ``matches / POSTFILTER_COST_RATIO``.
+    With ``fetch`` chosen so that about POSTFILTER_OVERFETCH * k of them match (for a
+    filter independent of position), HNSW's cost grows with its beam and exact search's
+    with the number of matches: post-filtering wins while the beam is below
+    ``matches / POSTFILTER_COST_RATIO``.
     """
     if total <= 0 or matches <= k:
         return None
     fetch = max(k, math.ceil(POSTFILTER_OVERFETCH * k * total / matches))
-    if fetch > POSTFILTER_MAX_FETCH or fetch * POSTFILTER_COST_RATIO > matches:
+    beam = postfilter_beam(fetch, ef_search)
+    if fetch > POSTFILTER_MAX_FETCH or beam * POSTFILTER_COST_RATIO > matches:
         return None
     return fetch
 
@@ -107,7 +116,7 @@ class LocalBackend:
         self.path = None if path is None else Path(path)
         self.store = Store(self.path)
         self._indexes: dict[str, VectorIndex] = {}
-        self._filter_cache: OrderedDict[tuple[str, int, bytes], Any] = OrderedDict()
+        self._filter_cache: OrderedDict[tuple[str, int, bytes], _Matches] = OrderedDict()
         self._closed = False
         if self.path is not None:
             ref = weakref.ref(self)
@@ -592,7 +601,7 @@ class LocalBackend:
         index = self._sync(col) if (where or where_document) else None
         if index is not None:
             # The same (cached) candidate set a filtered query uses, then one lookup by seq.
-            cand, _ = self._candidates(col, index, ids, where, where_document)
+            cand = self._candidates(col, index, ids, where, where_document).seqs
             start = offset or 0
             chosen = cand[start : None if limit is None else start + limit]
             with self.store.read():
@@ -654,59 +663,57 @@ class LocalBackend:
         where: Where | None,
         where_document: WhereDocument | None,
     ) -> tuple[list[np.ndarray], list[np.ndarray]]:
-        cand, allowed = self._candidates(col, index, ids, where, where_document)
-        fetch = postfilter_fetch(len(cand), len(index), k)
-        if fetch is None:
-            return self._exact_or_callback(
-                col, index, q, k, cand, allowed, ids, where, where_document
-            )
-        found = index.knn_postfilter(q, k, cand, fetch)
-        if fetch * 4 <= POSTFILTER_MAX_FETCH and any(f is None for f in found):
-            # Fewer matches than expected near these queries (a filter correlated with
-            # position): one wider window before the slower plans.
-            again = [i for i, f in enumerate(found) if f is None]
-            for i, f in zip(again, index.knn_postfilter(q[again], k, cand, fetch * 4), strict=True):
-                found[i] = f
+        matches = self._candidates(col, index, ids, where, where_document)
+        ef_search = int(col.configuration["hnsw"]["ef_search"])
+        fetch = postfilter_fetch(len(matches.seqs), len(index), k, ef_search)
+        if fetch is None or matches.correlated():
+            return self._exact_or_callback(col, index, q, k, matches)
+        # Queries with fewer than k matches among their neighbours (a filter correlated
+        # with position) take a slower plan: a wider window would reach into the
+        # inaccurate tail of the HNSW list.
+        found = index.knn_postfilter(q, k, matches.seqs, fetch, postfilter_beam(fetch, ef_search))
         labels: list[np.ndarray] = [np.empty(0, np.int64)] * len(q)
         dists: list[np.ndarray] = [np.empty(0, np.float32)] * len(q)
         for i, f in enumerate(found):
             if f is not None:
                 labels[i], dists[i] = f
         rest = [i for i, f in enumerate(found) if f is None]
+        matches.tries += len(found)
+        matches.misses += len(rest)
         if rest:
-            more = self._exact_or_callback(
-                col, index, q[rest], k, cand, allowed, ids, where, where_document
-            )
+            more = self._exact_or_callback(col, index, q[rest], k, matches)
             for j, i in enumerate(rest):
                 labels[i], dists[i] = more[0][j], more[1][j]
         return labels, dists
 
     def _exact_or_callback(
-        self,
-        col: CollectionRow,
-        index: VectorIndex,
-        q: np.ndarray,
-        k: int,
-        cand: np.ndarray,
-        allowed: set[int] | None,
-        ids: list[str] | None,
-        where: Where | None,
-        where_document: WhereDocument | None,
+        self, col: CollectionRow, index: VectorIndex, q: np.ndarray, k: int, matches: _Matches
     ) -> tuple[list[np.ndarray], list[np.ndarray]]:
         """Exact search over the matches, or HNSW with a filter callback when they are many."""
+        cand = matches.seqs
         if len(cand) <= max(EXACT_LIMIT, k):
-            return self._exact(col, index, q, k, cand)
-        if allowed is None:
-            allowed = set(cand.tolist())
-            self._filter_cache[self._filter_key(col, index, ids, where, where_document)] = (
-                cand,
-                allowed,
-            )
+            with self.store.lock:  # store lock first, as everywhere (see _exact)
+                index.ensure_mirror(self._loader(col))
+            if matches.vectors is None:
+                matches.vectors = index.gather(cand)
+                self._trim_gathered()
+            return index.exact(q, k, cand, gathered=matches.vectors)
+        if matches.allowed is None:
+            matches.allowed = set(cand.tolist())
         ef = int(col.configuration["hnsw"]["ef_search"]) * FILTERED_EF_FACTOR
-        found = index.knn(q, k, allowed, ef=ef)
+        found = index.knn(q, k, matches.allowed, ef=ef)
         if found is None:
             return self._exact(col, index, q, k, cand)
         return list(found[0]), list(found[1])
+
+    def _trim_gathered(self) -> None:
+        """Keep the gathered vectors of cached filters within GATHERED_BYTES, newest first."""
+        total = 0
+        for entry in reversed(list(self._filter_cache.values())):  # a snapshot: threads
+            if entry.vectors is not None:
+                total += entry.vectors[0].nbytes
+                if total > GATHERED_BYTES:
+                    entry.vectors = None
 
     def _check_ids_exist(self, col: CollectionRow, ids: list[str]) -> None:
         with self.store.read():
@@ -734,7 +741,7 @@ class LocalBackend:
         ids: list[str] | None,
         where: Where | None,
         where_document: WhereDocument | None,
-    ) -> tuple[np.ndarray, set[int] | None]:
+    ) -> _Matches:
         """Matching seqs, from the cache when this filter ran on this version before.
 
         The key includes the index's lsn, so any write, from any process, retires it.
@@ -746,10 +753,10 @@ class LocalBackend:
             return cached
         with self.store.read():
             cand = self.store.candidate_seqs(col.coll, ids, where, where_document, index.universe())
-        self._filter_cache[key] = (cand, None)
+        entry = self._filter_cache[key] = _Matches(cand)
         while len(self._filter_cache) > FILTER_CACHE_SIZE:
             self._filter_cache.popitem(last=False)
-        return cand, None
+        return entry
 
     def _query_result(
         self, labels: list[np.ndarray], dists: list[np.ndarray], include: list[str], dim: int | None
@@ -773,6 +780,25 @@ class LocalBackend:
         result["data"] = None
         result["included"] = list(include)
         return result  # type: ignore[return-value]
+
+
+class _Matches:
+    """The records one filter matches on one version of a collection, and what queries
+    with that filter have learnt: the HNSW filter set, the matching vectors gathered for
+    exact search, and how often post-filtering came up short."""
+
+    __slots__ = ("allowed", "misses", "seqs", "tries", "vectors")
+
+    def __init__(self, seqs: np.ndarray) -> None:
+        self.seqs = seqs
+        self.allowed: set[int] | None = None
+        self.vectors: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        self.tries = self.misses = 0
+
+    def correlated(self) -> bool:
+        """Whether post-filtering keeps coming up short for this filter (its matches lie
+        away from where queries look), so trying it first only costs time."""
+        return self.tries >= 8 and self.misses * 2 > self.tries
 
 
 class _EarlyIndexing:
