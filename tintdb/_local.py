@@ -45,7 +45,7 @@ FILTER_CACHE_SIZE = 32
 # How much wider the HNSW beam is for a filtered search than for a plain one.
 FILTERED_EF_FACTOR = 2
 # Vectors gathered for exact search are kept per cached filter, within this many bytes.
-GATHERED_BYTES = 64 << 20
+GATHERED_BYTES = 32 << 20
 # Collections this small are searched exactly: as fast as HNSW at this size, and exact.
 EXACT_BELOW = 2048
 # Adds of at least this many records index their vectors while SQLite writes them.
@@ -142,6 +142,7 @@ class LocalBackend:
                 except (TintError, OSError):  # the collection is gone, or the disk refused
                     log.warning("could not snapshot the index of collection %s", cid)
             self._indexes.clear()
+            self._filter_cache.clear()
             self.store.close()
             self._closed = True
         if self.path is not None:
@@ -798,7 +799,7 @@ class _Matches:
     def correlated(self) -> bool:
         """Whether post-filtering keeps coming up short for this filter (its matches lie
         away from where queries look), so trying it first only costs time."""
-        return self.tries >= 8 and self.misses * 2 > self.tries
+        return self.tries >= 4 and self.misses * 2 > self.tries
 
 
 class _EarlyIndexing:
