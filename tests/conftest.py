@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import pytest
 from _server import TintServer
 
 import tintdb
+from tintdb import _local
 
 CLIENT_KINDS = ["ephemeral", "persistent", "http"]
 
@@ -63,3 +65,19 @@ def reopen(
         return _make(client_kind, tmp_path / "store", request, allow_reset=True)
 
     return _reopen
+
+
+@contextlib.contextmanager
+def hnsw_for_every_size(below: int = 0) -> Iterator[None]:
+    """Search the HNSW graph even in collections small enough for exact search, here and
+    in every process started meanwhile: for tests whose subject is the derived index."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(_local, "EXACT_BELOW", below)
+        mp.setenv("TINTDB_EXACT_BELOW", str(below))
+        yield
+
+
+@pytest.fixture(scope="module")
+def graph_search_for_every_size() -> Iterator[None]:
+    with hnsw_for_every_size():
+        yield

@@ -37,6 +37,10 @@ from _workers import (
 
 import tintdb
 
+# The subject is the derived HNSW index: search it even in small collections.
+pytestmark = pytest.mark.usefixtures("graph_search_for_every_size")
+
+
 # ---------------------------------------------------------------- checking a store
 
 

@@ -7,6 +7,9 @@ closely as HNSW finds them) and never short when enough records match.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -286,3 +289,18 @@ def test_gathered_vectors_stay_within_their_budget(
     kept = [e.vectors[0].nbytes for e in backend._filter_cache.values() if e.vectors is not None]
     assert 0 < sum(kept) <= budget
     assert len(kept) == 3
+
+
+def _exact_below_in_a_new_process(value: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "TINTDB_EXACT_BELOW": value}
+    code = "from tintdb import _local; print(_local.EXACT_BELOW)"
+    return subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60
+    )
+
+
+def test_exact_search_threshold_comes_from_the_environment() -> None:
+    assert _exact_below_in_a_new_process("77").stdout.strip() == "77"
+    bad = _exact_below_in_a_new_process("lots")
+    assert bad.returncode != 0
+    assert "TINTDB_EXACT_BELOW must be a whole number of records, got 'lots'" in bad.stderr

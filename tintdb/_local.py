@@ -11,6 +11,7 @@ from __future__ import annotations
 import atexit
 import logging
 import math
+import os
 import threading
 import time
 import weakref
@@ -46,8 +47,21 @@ FILTER_CACHE_SIZE = 32
 FILTERED_EF_FACTOR = 2
 # Vectors gathered for exact search are kept per cached filter, within this many bytes.
 GATHERED_BYTES = 32 << 20
+
+
+def _env_count(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    if not raw.strip().isdigit():
+        raise ValueError(f"{name} must be a whole number of records, got {raw!r}")
+    return int(raw)
+
+
 # Collections this small are searched exactly: as fast as HNSW at this size, and exact.
-EXACT_BELOW = 2048
+# TINTDB_EXACT_BELOW changes it (0: HNSW for every size, as the index's own tests need).
+EXACT_BELOW_DEFAULT = 2048
+EXACT_BELOW = _env_count("TINTDB_EXACT_BELOW", EXACT_BELOW_DEFAULT)
 # Adds of at least this many records index their vectors while SQLite writes them.
 EARLY_INDEX_MIN = 256
 # Post-filtering (unfiltered HNSW, then keep the matches) looks at enough neighbours that
