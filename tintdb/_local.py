@@ -431,12 +431,10 @@ class LocalBackend:
             early: _EarlyIndexing | None = None
             try:
                 with self.store.write():
-                    col = self.store.collection_by_id(collection_id)
-                    prev = col.last_lsn
                     if not ids:
+                        self.store.collection_by_id(collection_id)  # NotFoundError if gone
                         return
-                    self.store.set_dimension(col, embeddings.shape[1])
-                    taken = self.store.existing(col.coll, ids)
+                    col, prev, taken = self._open_vector_write(collection_id, ids, embeddings)
                     if taken:
                         shown = ", ".join(sorted(taken)[:10]) + (" ..." if len(taken) > 10 else "")
                         raise IDAlreadyExistsError(
@@ -460,6 +458,15 @@ class LocalBackend:
                 self._snapshot(col.id)
             else:  # the next call replays the log into a fresh index
                 self._indexes.pop(col.id, None)
+
+    def _open_vector_write(
+        self, collection_id: str, ids: list[str], embeddings: np.ndarray
+    ) -> tuple[CollectionRow, int, dict[str, tuple[int, bytes | None, str | None]]]:
+        """In an open write: the collection, its lsn before this write, and which of
+        ``ids`` exist; the first vectors written fix the collection's dimension."""
+        col = self.store.collection_by_id(collection_id)
+        self.store.set_dimension(col, embeddings.shape[1])
+        return col, col.last_lsn, self.store.existing(col.coll, ids)
 
     def _apply_update(
         self,
@@ -540,12 +547,10 @@ class LocalBackend:
     ) -> None:
         with self.store.lock:
             with self.store.write():
-                col = self.store.collection_by_id(collection_id)
-                prev = col.last_lsn
                 if not ids:
+                    self.store.collection_by_id(collection_id)  # NotFoundError if gone
                     return
-                self.store.set_dimension(col, embeddings.shape[1])
-                found = self.store.existing(col.coll, ids)
+                col, prev, found = self._open_vector_write(collection_id, ids, embeddings)
                 old = [i for i, x in enumerate(ids) if x in found]
                 new = [i for i, x in enumerate(ids) if x not in found]
                 parts, vec_parts = [], []
