@@ -45,7 +45,11 @@ OP_SET, OP_DELETE = 1, 2
 SCHEMA_VERSION = 2
 DB_FILENAME = "tintdb.sqlite3"
 
-_SCHEMA = """
+_VECTORS_TABLE = (
+    "CREATE TABLE IF NOT EXISTS vectors(seq INTEGER PRIMARY KEY, embedding BLOB NOT NULL)"
+)
+
+_SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS tenants(name TEXT PRIMARY KEY);
 CREATE TABLE IF NOT EXISTS databases(
     id TEXT PRIMARY KEY, name TEXT NOT NULL, tenant TEXT NOT NULL, UNIQUE(tenant, name));
@@ -69,7 +73,7 @@ CREATE TABLE IF NOT EXISTS records(
     metadata BLOB);
 -- Vectors apart from the rest: every query result and get() reads records, which stay
 -- small enough to sit in SQLite's cache; the large vectors are read in bulk, rarely.
-CREATE TABLE IF NOT EXISTS vectors(seq INTEGER PRIMARY KEY, embedding BLOB NOT NULL);
+{_VECTORS_TABLE};
 CREATE UNIQUE INDEX IF NOT EXISTS records_by_id ON records(coll, id);
 CREATE INDEX IF NOT EXISTS records_by_coll ON records(coll, seq);
 CREATE TABLE IF NOT EXISTS meta(
@@ -236,10 +240,7 @@ class Store:
         c.execute("BEGIN IMMEDIATE")
         try:
             if c.execute("PRAGMA user_version").fetchone()[0] == 1:  # not migrated meanwhile
-                c.execute(
-                    "CREATE TABLE IF NOT EXISTS vectors("
-                    "seq INTEGER PRIMARY KEY, embedding BLOB NOT NULL)"
-                )
+                c.execute(_VECTORS_TABLE)
                 c.execute("INSERT INTO vectors(seq, embedding) SELECT seq, embedding FROM records")
                 c.execute("ALTER TABLE records DROP COLUMN embedding")
                 c.execute("DROP TRIGGER IF EXISTS docs_insert")
@@ -595,19 +596,14 @@ class Store:
         last = c.execute("SELECT last_insert_rowid()").fetchone()[0]
         if last - first + 1 == n:
             seqs = np.arange(first, last + 1, dtype=np.int64)
-            c.execute(
-                "INSERT INTO docs(rowid, document) SELECT seq, document FROM records "
-                "WHERE seq BETWEEN ? AND ? AND document IS NOT NULL",
-                (first, last),
-            )
         else:  # never expected under the write lock; stay correct anyway
             found = self.existing(coll, ids)
             seqs = np.array([found[i][0] for i in ids], dtype=np.int64)
-            c.execute(
-                "INSERT INTO docs(rowid, document) SELECT seq, document FROM records "
-                "WHERE seq IN (SELECT value FROM json_each(?)) AND document IS NOT NULL",
-                (orjson.dumps(seqs.tolist()).decode(),),
-            )
+        c.execute(
+            "INSERT INTO docs(rowid, document) SELECT seq, document FROM records "
+            "WHERE seq IN (SELECT value FROM json_each(?)) AND document IS NOT NULL",
+            (orjson.dumps(seqs.tolist()).decode(),),
+        )
         c.executemany(
             "INSERT INTO vectors(seq, embedding) VALUES (?, ?)",
             zip(seqs.tolist(), _blobs(embeddings), strict=True),
