@@ -368,16 +368,13 @@ class VectorIndex:
         queries: np.ndarray,
         k: int,
         seqs: np.ndarray,
-        loader: Loader | None = None,
         gathered: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
     ) -> tuple[list[np.ndarray], list[np.ndarray]]:
         """True k nearest among ``seqs``, per query (lists: rows may be shorter than k).
 
-        Needs the mirror: from ``loader``, or built beforehand with ``ensure_mirror``;
-        or ``gathered``, what gather(seqs) returned on this version of the index.
+        Needs the mirror, built beforehand with ``ensure_mirror``, or ``gathered``: what
+        gather(seqs) returned on this version of the index.
         """
-        if loader is not None:
-            self.ensure_mirror(loader)
         vecs, sqn, seqs = gathered if gathered is not None else self.gather(seqs)
         q = self._prepare(queries).astype(np.float32)
         k = min(k, len(seqs))

@@ -275,13 +275,26 @@ class LocalBackend:
         return load
 
     def _exact(
-        self, col: CollectionRow, index: VectorIndex, q: np.ndarray, k: int, cand: np.ndarray
+        self,
+        col: CollectionRow,
+        index: VectorIndex,
+        q: np.ndarray,
+        k: int,
+        cand: np.ndarray,
+        matches: _Matches | None = None,
     ) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """Exact search over ``cand``; with ``matches``, its vectors are gathered once and
+        kept with that cached filter."""
         # Locks are always taken store first, then index (as writes do): build the
         # mirror under the store lock so its loader never waits on it from inside.
         with self.store.lock:
             index.ensure_mirror(self._loader(col))
-        return index.exact(q, k, cand)
+        if matches is None:
+            return index.exact(q, k, cand)
+        if matches.vectors is None:
+            matches.vectors = index.gather(cand)
+            self._trim_gathered()
+        return index.exact(q, k, cand, gathered=matches.vectors)
 
     def _sync(self, col: CollectionRow) -> VectorIndex | None:
         """The collection's index, caught up with every committed change (None if empty)."""
@@ -712,12 +725,7 @@ class LocalBackend:
         """Exact search over the matches, or HNSW with a filter callback when they are many."""
         cand = matches.seqs
         if len(cand) <= max(EXACT_LIMIT, k):
-            with self.store.lock:  # store lock first, as everywhere (see _exact)
-                index.ensure_mirror(self._loader(col))
-            if matches.vectors is None:
-                matches.vectors = index.gather(cand)
-                self._trim_gathered()
-            return index.exact(q, k, cand, gathered=matches.vectors)
+            return self._exact(col, index, q, k, cand, matches)
         if matches.allowed is None:
             matches.allowed = set(cand.tolist())
         ef = int(col.configuration["hnsw"]["ef_search"]) * FILTERED_EF_FACTOR
