@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import mmap
 import os
 import shutil
 import threading
@@ -29,13 +30,30 @@ import hnswlib
 import numpy as np
 import orjson
 
-__all__ = ["Loader", "VectorIndex"]
+__all__ = ["Loader", "VectorIndex", "plain_empty"]
 
 # Returns (seqs, vectors) of every record of the collection.
 Loader = Callable[[], tuple[np.ndarray, np.ndarray]]
 
 _SNAPSHOT_PREFIX = "v"
 _MIN_CAPACITY = 1024
+# Exact search scores the mirror's rows this many at a time, through one small buffer.
+_EXACT_BLOCK = 1024
+
+
+def plain_empty(shape: tuple[int, ...], dtype: Any) -> np.ndarray:
+    """An uninitialised array in anonymous memory of ordinary pages.
+
+    numpy asks the kernel for transparent huge pages for arrays of 4 MiB and more. Where
+    the kernel must compact memory to find them (defrag=madvise, a common default), the
+    first touch of a 154 MB mirror measured 300 ms instead of 100 ms, and huge pages
+    were not obtained anyway. The mirror is long-lived and filled once, so it opts out.
+    """
+    count = math.prod(shape)
+    nbytes = count * np.dtype(dtype).itemsize
+    if nbytes < 1 << 22:
+        return np.empty(shape, dtype=dtype)
+    return np.frombuffer(mmap.mmap(-1, nbytes), dtype=dtype, count=count).reshape(shape)
 
 
 def _crc(path: Path) -> int:
@@ -148,7 +166,7 @@ class _Mirror:
             self.seqs = np.resize(self.seqs, cap)
             self.sqn = np.resize(self.sqn, cap)
             self.alive = np.resize(self.alive, cap)
-            grown = np.empty((cap, self.dim), dtype=np.float32)
+            grown = plain_empty((cap, self.dim), np.float32)
             grown[:n] = self.vecs[:n]
             self.vecs = grown
         self.seqs[n : n + m] = seqs
@@ -172,13 +190,38 @@ class _Mirror:
         if resort:
             keep = keep[np.argsort(self.seqs[keep], kind="stable")]
         self.seqs, self.sqn = self.seqs[keep], self.sqn[keep]
-        self.vecs, self.alive = self.vecs[keep], np.ones(len(keep), dtype=bool)
+        kept = plain_empty((len(keep), self.dim), np.float32)
+        np.take(self.vecs, keep, axis=0, out=kept, mode="clip")
+        self.vecs, self.alive = kept, np.ones(len(keep), dtype=bool)
         self.n, self.dead = len(keep), 0
 
     def rows(self, seqs: np.ndarray) -> np.ndarray:
         pos, hit = self._find(seqs)
         rows = pos[hit]
         return rows[self.alive[rows]]
+
+    def scores(self, rows: np.ndarray, queries: np.ndarray, l2: bool) -> np.ndarray:
+        """(m, len(rows)) ranking scores: squared L2 minus the query's own norm, or minus
+        the dot product. Lower is nearer.
+
+        The rows are copied a block at a time into one buffer that stays in cache, so
+        scoring 10,000 scattered rows neither allocates 15 MB nor faults in its pages:
+        that copy used to cost three times the arithmetic.
+        """
+        out = np.empty((len(queries), len(rows)), dtype=np.float32)
+        block = np.empty((min(len(rows), _EXACT_BLOCK), self.dim), dtype=np.float32)
+        for start in range(0, len(rows), _EXACT_BLOCK):
+            part = rows[start : start + _EXACT_BLOCK]
+            buf = block[: len(part)]
+            # mode="clip" skips the bounds-checked (buffered) copy; rows are in range.
+            np.take(self.vecs, part, axis=0, out=buf, mode="clip")
+            out[:, start : start + len(part)] = _dot(buf, queries)
+        if l2:
+            out *= -2
+            out += self.sqn[rows][None, :]
+        else:
+            np.negative(out, out=out)
+        return out
 
 
 class VectorIndex:
@@ -354,47 +397,36 @@ class VectorIndex:
             out.append((row_labels[keep], row_dists[keep]) if len(keep) == k else None)
         return out
 
-    def gather(self, seqs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(vectors, squared norms, seqs) of the live records among ``seqs``, copied out of
-        the mirror (which must exist), for exact search over that subset."""
+    def exact(
+        self, queries: np.ndarray, k: int, seqs: np.ndarray
+    ) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """True k nearest among ``seqs``, per query (lists: rows may be shorter than k).
+
+        Needs the mirror, built beforehand with ``ensure_mirror``. The lock is held
+        throughout: a write may compact the mirror, which moves its rows.
+        """
+        q = self._prepare(queries).astype(np.float32)
         with self.lock:
             mirror = self._mirror
             assert mirror is not None
             rows = mirror.rows(seqs)
-            return np.take(mirror.vecs, rows, axis=0), mirror.sqn[rows], mirror.seqs[rows]
-
-    def exact(
-        self,
-        queries: np.ndarray,
-        k: int,
-        seqs: np.ndarray,
-        gathered: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
-    ) -> tuple[list[np.ndarray], list[np.ndarray]]:
-        """True k nearest among ``seqs``, per query (lists: rows may be shorter than k).
-
-        Needs the mirror, built beforehand with ``ensure_mirror``, or ``gathered``: what
-        gather(seqs) returned on this version of the index.
-        """
-        vecs, sqn, seqs = gathered if gathered is not None else self.gather(seqs)
-        q = self._prepare(queries).astype(np.float32)
-        k = min(k, len(seqs))
-        if k == 0:
-            return [np.empty(0, np.int64)] * len(q), [np.empty(0, np.float32)] * len(q)
-        dots = _dot(vecs, q)
-        approx = sqn[None, :] - 2 * dots if self.space == "l2" else -dots
-        # Pick a few more than k by the fast formula, then rank by the exact distance.
-        pick = min(len(seqs), k + 8)
-        out_labels, out_dists = [], []
-        for i in range(len(q)):
-            if pick < len(seqs):
-                cand = np.argpartition(approx[i], pick - 1)[:pick]
-            else:
-                cand = np.arange(len(seqs))
-            d = self.distances(q[i], vecs[cand])
-            order = np.argsort(d, kind="stable")[:k]
-            out_labels.append(seqs[cand[order]])
-            out_dists.append(d[order])
-        return out_labels, out_dists
+            k = min(k, len(rows))
+            if k == 0:
+                return [np.empty(0, np.int64)] * len(q), [np.empty(0, np.float32)] * len(q)
+            approx = mirror.scores(rows, q, self.space == "l2")
+            # Pick a few more than k by the fast formula, then rank by the exact distance.
+            pick = min(len(rows), k + 8)
+            out_labels, out_dists = [], []
+            for i in range(len(q)):
+                if pick < len(rows):
+                    cand = rows[np.argpartition(approx[i], pick - 1)[:pick]]
+                else:
+                    cand = rows
+                d = self.distances(q[i], mirror.vecs[cand])
+                order = np.argsort(d, kind="stable")[:k]
+                out_labels.append(mirror.seqs[cand[order]])
+                out_dists.append(d[order])
+            return out_labels, out_dists
 
     def distances(self, q: np.ndarray, vecs: np.ndarray) -> np.ndarray:
         """The space's distance, as hnswlib defines it, computed directly in float32."""

@@ -23,7 +23,7 @@ import numpy as np
 import orjson
 
 from . import __version__
-from ._index import VectorIndex
+from ._index import VectorIndex, plain_empty
 from ._storage import OP_DELETE, OP_SET, CollectionRow, Store
 from .config import Settings
 from .errors import (
@@ -45,8 +45,6 @@ EXACT_LIMIT = 20_000
 FILTER_CACHE_SIZE = 32
 # How much wider the HNSW beam is for a filtered search than for a plain one.
 FILTERED_EF_FACTOR = 2
-# Vectors gathered for exact search are kept per cached filter, within this many bytes.
-GATHERED_BYTES = 32 << 20
 
 
 def _env_count(name: str, default: int) -> int:
@@ -270,31 +268,19 @@ class LocalBackend:
 
         def load() -> tuple[np.ndarray, np.ndarray]:
             with self.store.read():
-                return self.store.vectors(col.coll, None, dim)
+                return self.store.vectors(col.coll, None, dim, empty=plain_empty)
 
         return load
 
     def _exact(
-        self,
-        col: CollectionRow,
-        index: VectorIndex,
-        q: np.ndarray,
-        k: int,
-        cand: np.ndarray,
-        matches: _Matches | None = None,
+        self, col: CollectionRow, index: VectorIndex, q: np.ndarray, k: int, cand: np.ndarray
     ) -> tuple[list[np.ndarray], list[np.ndarray]]:
-        """Exact search over ``cand``; with ``matches``, its vectors are gathered once and
-        kept with that cached filter."""
+        """Exact search over ``cand``, building the mirror on first use."""
         # Locks are always taken store first, then index (as writes do): build the
         # mirror under the store lock so its loader never waits on it from inside.
         with self.store.lock:
             index.ensure_mirror(self._loader(col))
-        if matches is None:
-            return index.exact(q, k, cand)
-        if matches.vectors is None:
-            matches.vectors = index.gather(cand)
-            self._trim_gathered()
-        return index.exact(q, k, cand, gathered=matches.vectors)
+        return index.exact(q, k, cand)
 
     def _sync(self, col: CollectionRow) -> VectorIndex | None:
         """The collection's index, caught up with every committed change (None if empty)."""
@@ -725,7 +711,7 @@ class LocalBackend:
         """Exact search over the matches, or HNSW with a filter callback when they are many."""
         cand = matches.seqs
         if len(cand) <= max(EXACT_LIMIT, k):
-            return self._exact(col, index, q, k, cand, matches)
+            return self._exact(col, index, q, k, cand)
         if matches.allowed is None:
             matches.allowed = set(cand.tolist())
         ef = int(col.configuration["hnsw"]["ef_search"]) * FILTERED_EF_FACTOR
@@ -733,15 +719,6 @@ class LocalBackend:
         if found is None:
             return self._exact(col, index, q, k, cand)
         return list(found[0]), list(found[1])
-
-    def _trim_gathered(self) -> None:
-        """Keep the gathered vectors of cached filters within GATHERED_BYTES, newest first."""
-        total = 0
-        for entry in reversed(list(self._filter_cache.values())):  # a snapshot: threads
-            if entry.vectors is not None:
-                total += entry.vectors[0].nbytes
-                if total > GATHERED_BYTES:
-                    entry.vectors = None
 
     def _check_ids_exist(self, col: CollectionRow, ids: list[str]) -> None:
         with self.store.read():
@@ -812,15 +789,14 @@ class LocalBackend:
 
 class _Matches:
     """The records one filter matches on one version of a collection, and what queries
-    with that filter have learnt: the HNSW filter set, the matching vectors gathered for
-    exact search, and how often post-filtering came up short."""
+    with that filter have learnt: the HNSW filter set and how often post-filtering came
+    up short."""
 
-    __slots__ = ("allowed", "misses", "seqs", "tries", "vectors")
+    __slots__ = ("allowed", "misses", "seqs", "tries")
 
     def __init__(self, seqs: np.ndarray) -> None:
         self.seqs = seqs
         self.allowed: set[int] | None = None
-        self.vectors: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
         self.tries = self.misses = 0
 
     def correlated(self) -> bool:

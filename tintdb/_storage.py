@@ -15,7 +15,7 @@ import contextlib
 import sqlite3
 import threading
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -701,12 +701,17 @@ class Store:
             )
 
     def vectors(
-        self, coll: int, seqs: np.ndarray | None, dim: int
+        self,
+        coll: int,
+        seqs: np.ndarray | None,
+        dim: int,
+        empty: Callable[[tuple[int, ...], Any], np.ndarray] = np.empty,
     ) -> tuple[np.ndarray, np.ndarray]:
         """(seqs, float32 vectors) for the given seqs (all of the collection if None).
 
-        Rows are copied into one preallocated array chunk by chunk, so loading a large
-        collection never holds the rows, their joined bytes and the array at once.
+        Rows are copied into one preallocated array (made by ``empty``) chunk by chunk,
+        so loading a large collection never holds the rows, their joined bytes and the
+        array at once.
         """
         if seqs is None:
             total = self.count(coll)
@@ -723,7 +728,7 @@ class Store:
                 (orjson.dumps(np.asarray(seqs).tolist()).decode(), coll),
             )
         found = np.empty(total, dtype=np.int64)
-        vecs = np.empty((total, dim), dtype=np.float32)
+        vecs = empty((total, dim), np.float32)
         n = 0
         while rows := cur.fetchmany(4096):
             if n + len(rows) > total:  # more than counted (a writer in between): grow
