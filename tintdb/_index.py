@@ -4,8 +4,9 @@ Two parts:
 
 * an HNSW graph (hnswlib) whose labels are the records' ``seq`` numbers, for
   approximate k-NN, optionally restricted by a filter callback;
-* a numpy copy of the vectors, built lazily the first time an exact search needs it
-  (a filtered query with few matches), then kept in step with every change.
+* a numpy copy of the vectors for exact search (a filtered query with few matches),
+  float32 while small and bfloat16 beyond COMPACT_ABOVE rows; kept in step with every
+  change from the first record, or built on first need after a snapshot is loaded.
 
 Snapshots on disk are directories ``v<lsn>/`` holding the hnswlib file, the live labels
 and a manifest with CRC32 checksums. They are written to a temporary directory, fsynced
@@ -22,7 +23,7 @@ import os
 import shutil
 import threading
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from pathlib import Path
 from typing import Any
 
@@ -32,13 +33,17 @@ import orjson
 
 __all__ = ["Loader", "VectorIndex", "plain_empty"]
 
-# Returns (seqs, vectors) of every record of the collection.
-Loader = Callable[[], tuple[np.ndarray, np.ndarray]]
+# Yields (seqs, vectors) chunks of every record of the collection, in seq order.
+Loader = Callable[[], Generator[tuple[np.ndarray, np.ndarray], None, None]]
 
 _SNAPSHOT_PREFIX = "v"
 _MIN_CAPACITY = 1024
 # Exact search scores the mirror's rows this many at a time, through one small buffer.
 _EXACT_BLOCK = 1024
+# Rows written into the mirror per step (bounds the temporaries of a bulk load).
+_ENCODE_ROWS = 4096
+# A mirror of more rows than this keeps bfloat16 vectors (see _Mirror).
+COMPACT_ABOVE = 16_384
 
 
 def plain_empty(shape: tuple[int, ...], dtype: Any) -> np.ndarray:
@@ -99,44 +104,44 @@ def _remove_abandoned(directory: Path) -> None:
             continue
 
 
+def _to_bf16(v: np.ndarray) -> np.ndarray:
+    """The top 16 bits of each float32 (bfloat16 by truncation, so it never overflows):
+    8 bits of mantissa, a relative error below 2**-7."""
+    return (np.ascontiguousarray(v, dtype=np.float32).view(np.uint32) >> 16).astype(np.uint16)
+
+
+def _from_bf16(h: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """Widen bfloat16 rows into the float32 array ``out`` (same shape)."""
+    np.left_shift(h, 16, out=out.view(np.uint32), dtype=np.uint32, casting="unsafe")
+    return out
+
+
 class _Mirror:
     """The vectors in seq order, for exact search over any subset of records.
 
     New records always have larger seqs than existing ones, so rows are appended in
     order and a lookup is a binary search; deletes leave holes that compaction removes.
+
+    Up to COMPACT_ABOVE rows the vectors are kept as float32. Beyond, as bfloat16: half
+    the memory, beside hnswlib's own float32 copy. Each row then also keeps the norm of
+    its rounding error, so a score computed from it is known to within a bound (see
+    ``scores``), and exact search settles the few rows the bound leaves open at full
+    precision.
     """
 
     def __init__(self, dim: int, cosine: bool) -> None:
         self.dim, self.cosine = dim, cosine
+        self.compact = False
         self.n = 0
         self.dead = 0
         self.seqs = np.empty(0, dtype=np.int64)
-        self.vecs = np.empty((0, dim), dtype=np.float32)
-        self.sqn = np.empty(0, dtype=np.float32)  # squared norms, for l2
+        self.vecs = np.empty((0, dim), dtype=np.float32)  # float32, or uint16 when compact
+        self.sqn = np.empty(0, dtype=np.float32)  # exact squared norms
+        self.err = np.empty(0, dtype=np.float32)  # norm of the bfloat16 rounding error
         self.alive = np.empty(0, dtype=bool)
 
     def _prepare(self, v: np.ndarray) -> np.ndarray:
-        return _unit(v) if self.cosine else v
-
-    @classmethod
-    def adopt(cls, seqs: np.ndarray, vectors: np.ndarray, cosine: bool) -> _Mirror:
-        """A mirror that takes ownership of freshly loaded arrays: no copies.
-
-        Copying 100k x 384 vectors through set() cost a second and several transient
-        copies of the whole matrix; a bulk load needs none of that.
-        """
-        mirror = cls(vectors.shape[1], cosine)
-        if len(seqs) and not np.all(seqs[1:] > seqs[:-1]):
-            order = np.argsort(seqs, kind="stable")
-            seqs, vectors = seqs[order], vectors[order]
-        if cosine:
-            norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-            np.divide(vectors, np.where(norms == 0, 1, norms), out=vectors)
-        mirror.seqs, mirror.vecs = seqs, vectors
-        mirror.sqn = np.einsum("ij,ij->i", vectors, vectors)
-        mirror.alive = np.ones(len(seqs), dtype=bool)
-        mirror.n = len(seqs)
-        return mirror
+        return (_unit(v) if self.cosine else v).astype(np.float32, copy=False)
 
     def _find(self, seqs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Row positions of ``seqs`` and a mask of those present (alive or not)."""
@@ -146,14 +151,42 @@ class _Mirror:
         clipped = np.minimum(pos, self.n - 1)
         return clipped, (pos < self.n) & (self.seqs[clipped] == seqs)
 
+    def _store(self, rows: slice | np.ndarray, vectors: np.ndarray) -> None:
+        """Write prepared float32 vectors into ``rows``, a few thousand at a time, so a
+        bulk load never makes whole-matrix temporaries."""
+        count = rows.stop - rows.start if isinstance(rows, slice) else len(rows)
+        for start in range(0, count, _ENCODE_ROWS):
+            v = vectors[start : start + _ENCODE_ROWS]
+            if isinstance(rows, slice):  # contiguous: plain slices, no fancy indexing
+                part: slice | np.ndarray = slice(rows.start + start, rows.start + start + len(v))
+            else:
+                part = rows[start : start + _ENCODE_ROWS]
+            self.sqn[part] = np.einsum("ij,ij->i", v, v)
+            if self.compact:
+                h = _to_bf16(v)
+                self.vecs[part] = h
+                diff = v - _from_bf16(h, np.empty_like(v))
+                self.err[part] = np.sqrt(np.einsum("ij,ij->i", diff, diff))
+            else:
+                self.vecs[part] = v
+                self.err[part] = 0
+
+    def reserve(self, rows: int) -> None:
+        """Make room for ``rows`` rows in all, so a bulk load grows the arrays once."""
+        if rows > len(self.seqs):
+            self._grow(rows)
+
     def set(self, seqs: np.ndarray, vectors: np.ndarray) -> None:
+        after_last = len(seqs) and (self.n == 0 or seqs[0] > self.seqs[self.n - 1])
+        if after_last and np.all(seqs[1:] > seqs[:-1]):  # all new and in order: append
+            self._append(seqs, self._prepare(vectors))
+            return
         order = np.argsort(seqs, kind="stable")
-        seqs, vectors = seqs[order], self._prepare(vectors[order]).astype(np.float32)
+        seqs, vectors = seqs[order], self._prepare(vectors[order])
         pos, hit = self._find(seqs)
         rows = pos[hit]
         self.dead -= int((~self.alive[rows]).sum())
-        self.vecs[rows] = vectors[hit]
-        self.sqn[rows] = np.einsum("ij,ij->i", vectors[hit], vectors[hit])
+        self._store(rows, vectors[hit])
         self.alive[rows] = True
         new = ~hit
         if new.any():
@@ -162,20 +195,28 @@ class _Mirror:
     def _append(self, seqs: np.ndarray, vectors: np.ndarray) -> None:
         n, m = self.n, len(seqs)
         if n + m > len(self.seqs):
-            cap = max(n + m, int(len(self.seqs) * 1.5), 64)
-            self.seqs = np.resize(self.seqs, cap)
-            self.sqn = np.resize(self.sqn, cap)
-            self.alive = np.resize(self.alive, cap)
-            grown = plain_empty((cap, self.dim), np.float32)
-            grown[:n] = self.vecs[:n]
-            self.vecs = grown
+            self._grow(max(n + m, int(len(self.seqs) * 1.5), 64))
         self.seqs[n : n + m] = seqs
-        self.vecs[n : n + m] = vectors
-        self.sqn[n : n + m] = np.einsum("ij,ij->i", vectors, vectors)
+        self._store(slice(n, n + m), vectors)
         self.alive[n : n + m] = True
         self.n = n + m
         if n and seqs[0] < self.seqs[n - 1]:  # not expected: keep the order invariant anyway
             self._compact(resort=True)
+
+    def _grow(self, cap: int) -> None:
+        """Room for ``cap`` rows; a mirror sized beyond COMPACT_ABOVE turns bfloat16."""
+        n, old = self.n, self.vecs[: self.n]
+        self.seqs = np.resize(self.seqs[:n], cap)
+        self.sqn = np.resize(self.sqn[:n], cap)
+        self.err = np.resize(self.err[:n], cap)
+        self.alive = np.resize(self.alive[:n], cap)
+        if not self.compact and cap > COMPACT_ABOVE:
+            self.compact = True
+            self.vecs = plain_empty((cap, self.dim), np.uint16)
+            self._store(slice(0, n), old)
+        else:
+            self.vecs = plain_empty((cap, self.dim), self.vecs.dtype)
+            self.vecs[:n] = old
 
     def remove(self, seqs: np.ndarray) -> None:
         pos, hit = self._find(seqs)
@@ -189,8 +230,8 @@ class _Mirror:
         keep = np.flatnonzero(self.alive[: self.n])
         if resort:
             keep = keep[np.argsort(self.seqs[keep], kind="stable")]
-        self.seqs, self.sqn = self.seqs[keep], self.sqn[keep]
-        kept = plain_empty((len(keep), self.dim), np.float32)
+        self.seqs, self.sqn, self.err = self.seqs[keep], self.sqn[keep], self.err[keep]
+        kept = plain_empty((len(keep), self.dim), self.vecs.dtype)
         np.take(self.vecs, keep, axis=0, out=kept, mode="clip")
         self.vecs, self.alive = kept, np.ones(len(keep), dtype=bool)
         self.n, self.dead = len(keep), 0
@@ -200,9 +241,16 @@ class _Mirror:
         rows = pos[hit]
         return rows[self.alive[rows]]
 
-    def scores(self, rows: np.ndarray, queries: np.ndarray, l2: bool) -> np.ndarray:
-        """(m, len(rows)) ranking scores: squared L2 minus the query's own norm, or minus
-        the dot product. Lower is nearer.
+    def scores(
+        self, rows: np.ndarray, queries: np.ndarray, l2: bool
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """(m, len(rows)) ranking scores, lower is nearer: squared L2 minus the query's
+        own squared norm, or minus the dot product. With them, for a compact mirror, how
+        far each may be from the score of the float32 vector (None: they are exact).
+
+        The bound: a dot product with a vector off by ``e`` (the row's stored error
+        norm) is off by at most |q|·e (Cauchy-Schwarz); L2 counts it twice. A margin of
+        d·2**-22·|q|·|v| covers float32 rounding in the sums.
 
         The rows are copied a block at a time into one buffer that stays in cache, so
         scoring 10,000 scattered rows neither allocates 15 MB nor faults in its pages:
@@ -210,22 +258,33 @@ class _Mirror:
         """
         out = np.empty((len(queries), len(rows)), dtype=np.float32)
         block = np.empty((min(len(rows), _EXACT_BLOCK), self.dim), dtype=np.float32)
+        raw = np.empty(block.shape, dtype=self.vecs.dtype) if self.compact else block
         for start in range(0, len(rows), _EXACT_BLOCK):
             part = rows[start : start + _EXACT_BLOCK]
-            buf = block[: len(part)]
+            buf = raw[: len(part)]
             # mode="clip" skips the bounds-checked (buffered) copy; rows are in range.
             np.take(self.vecs, part, axis=0, out=buf, mode="clip")
+            if self.compact:
+                buf = _from_bf16(buf, block[: len(part)])
             out[:, start : start + len(part)] = _dot(buf, queries)
+        sqn = self.sqn[rows]
         if l2:
             out *= -2
-            out += self.sqn[rows][None, :]
+            out += sqn[None, :]
         else:
             np.negative(out, out=out)
-        return out
+        if not self.compact:
+            return out, None
+        qn = np.linalg.norm(queries, axis=1).astype(np.float32)[:, None]
+        slack = qn * (self.err[rows] + self.dim * 2.0**-22 * np.sqrt(sqn))[None, :]
+        if l2:
+            slack *= 2
+            slack += self.dim * 2.0**-22 * sqn[None, :]
+        return out, slack
 
 
 class VectorIndex:
-    """HNSW + lazily built exact-search mirror for one collection."""
+    """HNSW + exact-search mirror for one collection."""
 
     def __init__(self, space: str, dim: int, params: dict[str, Any]) -> None:
         self.space = space
@@ -242,7 +301,9 @@ class VectorIndex:
             M=int(params["max_neighbors"]),
         )
         self._apply_ef()
-        self._mirror: _Mirror | None = None  # built on the first exact search
+        # A new index keeps its mirror in step from the first record: the vectors pass
+        # through here anyway. One loaded from a snapshot builds it on first need.
+        self._mirror: _Mirror | None = _Mirror(dim, space == "cosine")
         self._universe: np.ndarray | None = None  # sorted live seqs, cached
         self.unsaved = 0
 
@@ -328,8 +389,12 @@ class VectorIndex:
         with self.lock:
             if self._mirror is not None:
                 return
-            seqs, vectors = loader()
-            self._mirror = _Mirror.adopt(seqs, vectors, self.space == "cosine")
+            mirror = _Mirror(self.dim, self.space == "cosine")
+            mirror.reserve(len(self._live))
+            with contextlib.closing(loader()) as chunks:
+                for seqs, vectors in chunks:
+                    mirror.set(seqs, vectors)
+            self._mirror = mirror
 
     def universe(self) -> np.ndarray:
         """Sorted seqs of every record in the index."""
@@ -413,20 +478,37 @@ class VectorIndex:
             k = min(k, len(rows))
             if k == 0:
                 return [np.empty(0, np.int64)] * len(q), [np.empty(0, np.float32)] * len(q)
-            approx = mirror.scores(rows, q, self.space == "l2")
-            # Pick a few more than k by the fast formula, then rank by the exact distance.
-            pick = min(len(rows), k + 8)
+            approx, slack = mirror.scores(rows, q, self.space == "l2")
             out_labels, out_dists = [], []
             for i in range(len(q)):
-                if pick < len(rows):
-                    cand = rows[np.argpartition(approx[i], pick - 1)[:pick]]
+                if slack is None:
+                    # Exact float32 scores: a few more than k by the fast formula, then
+                    # ranked by the distance itself.
+                    pick = min(len(rows), k + 8)
+                    if pick < len(rows):
+                        cand = rows[np.argpartition(approx[i], pick - 1)[:pick]]
+                    else:
+                        cand = rows
+                    full = mirror.vecs[cand]
                 else:
-                    cand = rows
-                d = self.distances(q[i], mirror.vecs[cand])
+                    # bfloat16 scores with bounds: every row whose lowest possible score
+                    # is within the k-th best highest possible one may be in the answer.
+                    upper = approx[i] + slack[i]
+                    bound = np.partition(upper, k - 1)[k - 1]
+                    cand = rows[approx[i] - slack[i] <= bound]
+                    full = self._full_vectors(mirror.seqs[cand])
+                d = self.distances(q[i], full)
                 order = np.argsort(d, kind="stable")[:k]
                 out_labels.append(mirror.seqs[cand[order]])
                 out_dists.append(d[order])
             return out_labels, out_dists
+
+    def _full_vectors(self, seqs: np.ndarray) -> np.ndarray:
+        """float32 vectors of live labels, from hnswlib's copy (normalised for cosine,
+        as the mirror's are). About 40 µs each: for the few rows a bound leaves open."""
+        if len(seqs) == 0:
+            return np.empty((0, self.dim), np.float32)
+        return np.asarray(self._hnsw.get_items(seqs, return_type="numpy"), dtype=np.float32)
 
     def distances(self, q: np.ndarray, vecs: np.ndarray) -> np.ndarray:
         """The space's distance, as hnswlib defines it, computed directly in float32."""

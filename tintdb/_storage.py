@@ -15,7 +15,7 @@ import contextlib
 import sqlite3
 import threading
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -701,46 +701,48 @@ class Store:
             )
 
     def vectors(
-        self,
-        coll: int,
-        seqs: np.ndarray | None,
-        dim: int,
-        empty: Callable[[tuple[int, ...], Any], np.ndarray] = np.empty,
+        self, coll: int, seqs: np.ndarray | None, dim: int
     ) -> tuple[np.ndarray, np.ndarray]:
         """(seqs, float32 vectors) for the given seqs (all of the collection if None).
 
-        Rows are copied into one preallocated array (made by ``empty``) chunk by chunk,
-        so loading a large collection never holds the rows, their joined bytes and the
-        array at once.
+        Rows are copied into one preallocated array chunk by chunk, so loading a large
+        collection never holds the rows, their joined bytes and the array at once.
         """
+        total = self.count(coll) if seqs is None else len(seqs)
+        found = np.empty(total, dtype=np.int64)
+        vecs = np.empty((total, dim), dtype=np.float32)
+        n = 0
+        for part, block in self.vector_chunks(coll, dim, seqs):
+            if n + len(part) > total:  # more than counted (a writer in between): grow
+                total = n + len(part)
+                found = np.resize(found, total)
+                vecs = np.resize(vecs, (total, dim))
+            found[n : n + len(part)] = part
+            vecs[n : n + len(part)] = block
+            n += len(part)
+        return found[:n], vecs[:n]
+
+    def vector_chunks(
+        self, coll: int, dim: int, seqs: np.ndarray | None = None
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """(seqs, float32 vectors) a few thousand records at a time, in seq order when
+        ``seqs`` is None (the whole collection)."""
         if seqs is None:
-            total = self.count(coll)
             cur = self._conn.execute(
                 "SELECT v.seq, v.embedding FROM records r JOIN vectors v ON v.seq = r.seq "
                 "WHERE r.coll = ? ORDER BY r.seq",
                 (coll,),
             )
         else:
-            total = len(seqs)
             cur = self._conn.execute(
                 "SELECT v.seq, v.embedding FROM records r JOIN vectors v ON v.seq = r.seq "
                 "WHERE r.seq IN (SELECT value FROM json_each(?)) AND r.coll = ?",
                 (orjson.dumps(np.asarray(seqs).tolist()).decode(), coll),
             )
-        found = np.empty(total, dtype=np.int64)
-        vecs = empty((total, dim), np.float32)
-        n = 0
         while rows := cur.fetchmany(4096):
-            if n + len(rows) > total:  # more than counted (a writer in between): grow
-                total = n + len(rows)
-                found = np.resize(found, total)
-                vecs = np.resize(vecs, (total, dim))
-            found[n : n + len(rows)] = [r[0] for r in rows]
-            vecs[n : n + len(rows)] = np.frombuffer(
-                b"".join(r[1] for r in rows), np.float32
-            ).reshape(len(rows), dim)
-            n += len(rows)
-        return found[:n], vecs[:n]
+            part = np.array([r[0] for r in rows], dtype=np.int64)
+            block = np.frombuffer(b"".join(r[1] for r in rows), np.float32)
+            yield part, block.reshape(len(rows), dim)
 
     def filter_sql(
         self,
