@@ -379,6 +379,54 @@ def _exact_below_in_a_new_process(value: str) -> subprocess.CompletedProcess[str
     )
 
 
+def test_the_mirror_is_kept_from_the_writes_and_built_from_sqlite_after_a_reopen(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The process that wrote the records never reads their vectors back for exact
+    search; a process that opens the path reads them once, on the first exact plan,
+    and not at open."""
+    ids, vecs, mds = _data()
+    reads: list[int] = []  # one entry per mirror load from SQLite
+    real = _local.LocalBackend._loader
+
+    def counted(backend: Any, col: Any) -> Any:
+        load = real(backend, col)
+
+        def counting() -> Any:
+            reads.append(1)
+            return load()
+
+        return counting
+
+    monkeypatch.setattr(_local.LocalBackend, "_loader", counted)
+    mask = np.array([md["rare"] for md in mds])
+    q = np.random.default_rng(5).normal(size=(1, DIM)).astype(np.float32)
+    want = [ids[i] for i in _truth(vecs, mask, q[0], 3)]
+    with tintdb.PersistentClient(path=str(tmp_path)) as client:
+        col = client.create_collection("kept", embedding_function=None)
+        col.add(ids=ids, embeddings=vecs, metadatas=mds)
+        assert col.query(query_embeddings=q, n_results=3, where={"rare": True})["ids"] == [want]
+        assert reads == []
+    with tintdb.PersistentClient(path=str(tmp_path)) as client:
+        col = client.get_collection("kept")
+        assert col.query(query_embeddings=q, n_results=3)["ids"][0]  # the graph alone
+        assert reads == []
+        assert col.query(query_embeddings=q, n_results=3, where={"rare": True})["ids"] == [want]
+        assert col.query(query_embeddings=q, n_results=3, where={"rare": True})["ids"] == [want]
+        assert reads == [1]
+
+
+def test_plain_empty_gives_writable_arrays_of_any_size() -> None:
+    for shape in [(0, 4), (3, 5), (20_000, 384)]:  # the last is above numpy's huge-page size
+        a = _index.plain_empty(shape, np.float32)
+        assert a.shape == shape and a.dtype == np.float32 and a.flags.writeable
+        a[...] = 1.5
+        assert float(a.sum()) == 1.5 * a.size
+    h = _index.plain_empty((70_000, 64), np.uint16)
+    h[-1, -1] = 7
+    assert h.shape == (70_000, 64) and h[-1, -1] == 7
+
+
 def test_exact_search_threshold_comes_from_the_environment() -> None:
     assert _exact_below_in_a_new_process("77").stdout.strip() == "77"
     bad = _exact_below_in_a_new_process("lots")
