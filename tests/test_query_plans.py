@@ -382,9 +382,9 @@ def _exact_below_in_a_new_process(value: str) -> subprocess.CompletedProcess[str
 def test_the_mirror_is_kept_from_the_writes_and_built_from_sqlite_after_a_reopen(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The process that wrote the records never reads their vectors back for exact
-    search; a process that opens the path reads them once, on the first exact plan,
-    and not at open."""
+    """The process that wrote the records never reads their vectors back, for its
+    index or for exact search; a process that opens the path reads them once, on the
+    first exact plan, and not at open."""
     ids, vecs, mds = _data()
     reads: list[int] = []  # one entry per mirror load from SQLite
     real = _local.LocalBackend._loader
@@ -399,6 +399,14 @@ def test_the_mirror_is_kept_from_the_writes_and_built_from_sqlite_after_a_reopen
         return counting
 
     monkeypatch.setattr(_local.LocalBackend, "_loader", counted)
+    scans: list[int] = []  # every read of vectors out of SQLite, for the index or mirror
+    chunks = Store.vector_chunks
+
+    def scanned(store: Store, *args: Any, **kwargs: Any) -> Any:
+        scans.append(1)
+        return chunks(store, *args, **kwargs)
+
+    monkeypatch.setattr(Store, "vector_chunks", scanned)
     mask = np.array([md["rare"] for md in mds])
     q = np.random.default_rng(5).normal(size=(1, DIM)).astype(np.float32)
     want = [ids[i] for i in _truth(vecs, mask, q[0], 3)]
@@ -407,6 +415,7 @@ def test_the_mirror_is_kept_from_the_writes_and_built_from_sqlite_after_a_reopen
         col.add(ids=ids, embeddings=vecs, metadatas=mds)
         assert col.query(query_embeddings=q, n_results=3, where={"rare": True})["ids"] == [want]
         assert reads == []
+        assert scans == []  # the first add indexed the vectors it was given
     with tintdb.PersistentClient(path=str(tmp_path)) as client:
         col = client.get_collection("kept")
         assert col.query(query_embeddings=q, n_results=3)["ids"][0]  # the graph alone

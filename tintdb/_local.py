@@ -470,6 +470,12 @@ class LocalBackend:
         ``ids`` exist; the first vectors written fix the collection's dimension."""
         col = self.store.collection_by_id(collection_id)
         self.store.set_dimension(col, embeddings.shape[1])
+        if col.last_lsn == 0 and col.id not in self._indexes:
+            # The collection's first change: start its (empty) index now, so these vectors
+            # are indexed from the arrays in hand (during the write, for a large add)
+            # rather than read back out of SQLite after it.
+            hnsw = col.configuration["hnsw"]
+            self._indexes[col.id] = VectorIndex(col.space, embeddings.shape[1], hnsw)
         return col, col.last_lsn, self.store.existing(col.coll, ids)
 
     def _apply_update(
