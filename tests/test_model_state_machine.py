@@ -49,7 +49,7 @@ from test_filter_properties import (
 )
 
 import tintdb
-from tintdb import errors
+from tintdb import _index, errors
 
 ID_POOL = (*(f"id{i}" for i in range(8)), "é-ü", "x y")
 NAME = "machine"
@@ -297,6 +297,19 @@ def test_collection_matches_model(space: str, persistent: bool) -> None:
         f"Machine_{space}_{'disk' if persistent else 'memory'}",
         (CollectionMachine,),
         {"space": space, "persistent": persistent},
+    )
+    run_state_machine_as_test(machine, settings=MACHINE_SETTINGS)
+
+
+@pytest.mark.parametrize("space", SPACES)
+def test_collection_matches_model_with_bfloat16_mirrors(
+    space: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same on disk, with every exact search going through a bfloat16 mirror and
+    its error bounds (normally only collections of more than 16,384 records do)."""
+    monkeypatch.setattr(_index, "COMPACT_ABOVE", 0)
+    machine = type(
+        f"Machine_{space}_disk_bf16", (CollectionMachine,), {"space": space, "persistent": True}
     )
     run_state_machine_as_test(machine, settings=MACHINE_SETTINGS)
 
