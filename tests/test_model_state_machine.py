@@ -306,7 +306,7 @@ def test_collection_matches_model_with_bfloat16_mirrors(
     space: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The same on disk, with every exact search going through a bfloat16 mirror and
-    its error bounds (normally only collections of more than 16,384 records do)."""
+    its error bounds (normally only collections of more than 24 MiB of float32 do)."""
     monkeypatch.setattr(_index, "COMPACT_ABOVE", 0)
     machine = type(
         f"Machine_{space}_disk_bf16", (CollectionMachine,), {"space": space, "persistent": True}

@@ -285,7 +285,7 @@ def test_a_filter_that_keeps_coming_up_short_stops_trying_post_filtering(
     k=st.integers(1, 20),
     seed=st.integers(0, 2**16),
     drop=st.floats(0, 0.9),
-    compact_above=st.sampled_from([0, 37, 10**9]),
+    compact_above=st.sampled_from([0, 37 * 8 * 4, 10**12]),  # bytes of float32
     reloaded=st.booleans(),
     ties=st.sampled_from(["none", "exact", "near"]),
 )

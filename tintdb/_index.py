@@ -5,7 +5,7 @@ Two parts:
 * an HNSW graph (hnswlib) whose labels are the records' ``seq`` numbers, for
   approximate k-NN, optionally restricted by a filter callback;
 * a numpy copy of the vectors for exact search (a filtered query with few matches),
-  float32 while small and bfloat16 beyond COMPACT_ABOVE rows; kept in step with every
+  float32 while small and bfloat16 beyond COMPACT_ABOVE bytes; kept in step with every
   change from the first record, or built on first need after a snapshot is loaded.
 
 Snapshots on disk are directories ``v<lsn>/`` holding the hnswlib file, the live labels
@@ -42,8 +42,9 @@ _MIN_CAPACITY = 1024
 _EXACT_BLOCK = 1024
 # Rows written into the mirror per step (bounds the temporaries of a bulk load).
 _ENCODE_ROWS = 4096
-# A mirror of more rows than this keeps bfloat16 vectors (see _Mirror).
-COMPACT_ABOVE = 16_384
+# A mirror whose float32 vectors would take more bytes than this keeps bfloat16 (see
+# _Mirror): 16,384 rows of 384 dimensions, 4,096 of 1,536.
+COMPACT_ABOVE = 24 << 20
 
 
 def plain_empty(shape: tuple[int, ...], dtype: Any) -> np.ndarray:
@@ -122,7 +123,7 @@ class _Mirror:
     New records always have larger seqs than existing ones, so rows are appended in
     order and a lookup is a binary search; deletes leave holes that compaction removes.
 
-    Up to COMPACT_ABOVE rows the vectors are kept as float32. Beyond, as bfloat16: half
+    Up to COMPACT_ABOVE bytes the vectors are kept as float32. Beyond, as bfloat16: half
     the memory, beside hnswlib's own float32 copy. Each row then also keeps the norm of
     its rounding error, so a score computed from it is known to within a bound (see
     ``scores``), and exact search settles the few rows the bound leaves open at full
@@ -204,13 +205,13 @@ class _Mirror:
             self._compact(resort=True)
 
     def _grow(self, cap: int) -> None:
-        """Room for ``cap`` rows; a mirror sized beyond COMPACT_ABOVE turns bfloat16."""
+        """Room for ``cap`` rows; a mirror sized beyond COMPACT_ABOVE bytes turns bfloat16."""
         n, old = self.n, self.vecs[: self.n]
         self.seqs = np.resize(self.seqs[:n], cap)
         self.sqn = np.resize(self.sqn[:n], cap)
         self.err = np.resize(self.err[:n], cap)
         self.alive = np.resize(self.alive[:n], cap)
-        if not self.compact and cap > COMPACT_ABOVE:
+        if not self.compact and cap * self.dim * 4 > COMPACT_ABOVE:
             self.compact = True
             self.vecs = plain_empty((cap, self.dim), np.uint16)
             self._store(slice(0, n), old)
