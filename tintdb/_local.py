@@ -456,10 +456,8 @@ class LocalBackend:
                 raise
             if early is None:
                 self._after_write(col, prev, lsn, seqs, embeddings, None)
-            elif early.finish(seqs):
-                early.index.lsn = lsn
-                self._compact(col)
-                self._snapshot(col.id)
+            elif early.finish(seqs):  # the vectors are in: only the lsn and upkeep are left
+                self._after_write(col, prev, lsn, None, None, None)
             else:  # the next call replays the log into a fresh index
                 self._indexes.pop(col.id, None)
 
