@@ -425,6 +425,37 @@ def test_the_mirror_is_kept_from_the_writes_and_built_from_sqlite_after_a_reopen
         assert reads == [1]
 
 
+@pytest.mark.parametrize("where", [None, {"half": 1}], ids=["plain", "filtered"])
+def test_a_record_deleted_between_search_and_read_back_does_not_shorten_the_answer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: dict[str, Any] | None
+) -> None:
+    """A concurrent delete lands after the index answered but before its records are
+    read: the query must still return n_results records, none of them the deleted one."""
+    ids, vecs, mds = _data()
+    raced: list[str] = []
+    real = _local.LocalBackend._query_result
+
+    def racing(backend: Any, labels: Any, *args: Any, **kwargs: Any) -> Any:
+        if not raced:  # the first read back only: delete the nearest record first
+            with backend.store.read():
+                row = backend.store.fetch_seqs([int(labels[0][0])], [])
+            raced.append(row[int(labels[0][0])][1])
+            backend.delete(str(col.id), [raced[0]], None, None)
+        return real(backend, labels, *args, **kwargs)
+
+    with tintdb.PersistentClient(path=str(tmp_path)) as client:
+        col = client.create_collection("race", embedding_function=None)
+        col.add(ids=ids[:1000], embeddings=vecs[:1000], metadatas=mds[:1000])
+        monkeypatch.setattr(_local.LocalBackend, "_query_result", racing)
+        got = col.query(query_embeddings=vecs[:1], n_results=5, where=where)
+        assert raced and len(got["ids"][0]) == 5 and raced[0] not in got["ids"][0]
+        mask = np.array([i < 1000 and ids[i] != raced[0] for i in range(N)])
+        if where is not None:
+            mask &= np.array([md["half"] == 1 for md in mds])
+        assert got["ids"][0] == [ids[i] for i in _truth(vecs, mask, vecs[0], 5)]
+        assert col.count() == 999
+
+
 def test_plain_empty_gives_writable_arrays_of_any_size() -> None:
     for shape in [(0, 4), (3, 5), (20_000, 384)]:  # the last is above numpy's huge-page size
         a = _index.plain_empty(shape, np.float32)

@@ -653,12 +653,38 @@ class LocalBackend:
         include: list[str],
     ) -> QueryResult:
         col = self.store.collection_by_id(collection_id)
-        nq = len(query_embeddings)
         if col.dimension is not None and query_embeddings.shape[1] != col.dimension:
             raise InvalidDimensionException(
                 f"Collection expecting embedding with dimension of {col.dimension}, "
                 f"got {query_embeddings.shape[1]}"
             )
+        args = (col, query_embeddings, n_results, ids, where, where_document, include)
+        result = self._query_once(*args, whole=True)
+        if result is None:
+            # A record of the answer was deleted between the search and reading it back
+            # (a concurrent write). Search again with this process's writers held off and
+            # the store read in one snapshot, which the index is caught up to: the answer
+            # is then whole.
+            with self.store.lock, self.store.read():
+                result = self._query_once(*args, whole=False)
+        assert result is not None
+        return result
+
+    def _query_once(
+        self,
+        col: CollectionRow,
+        query_embeddings: np.ndarray,
+        n_results: int,
+        ids: list[str] | None,
+        where: Where | None,
+        where_document: WhereDocument | None,
+        include: list[str],
+        *,
+        whole: bool,
+    ) -> QueryResult | None:
+        """One search and the read of its records; None if ``whole`` and one of them was
+        gone by the time it was read."""
+        nq = len(query_embeddings)
         index = self._sync(col)
         labels: list[np.ndarray]
         dists: list[np.ndarray]
@@ -679,7 +705,7 @@ class LocalBackend:
             labels, dists = self._filtered(
                 col, index, query_embeddings, n_results, ids, where, where_document
             )
-        return self._query_result(labels, dists, include, col.dimension)
+        return self._query_result(labels, dists, include, col.dimension, whole=whole)
 
     def _filtered(
         self,
@@ -773,12 +799,20 @@ class LocalBackend:
         return entry
 
     def _query_result(
-        self, labels: list[np.ndarray], dists: list[np.ndarray], include: list[str], dim: int | None
-    ) -> QueryResult:
+        self,
+        labels: list[np.ndarray],
+        dists: list[np.ndarray],
+        include: list[str],
+        dim: int | None,
+        *,
+        whole: bool,
+    ) -> QueryResult | None:
         columns = _columns(include)
         wanted = sorted({int(s) for row in labels for s in row.tolist()})
         with self.store.read():
             rows = self.store.fetch_seqs(wanted, columns) if wanted else {}
+        if whole and len(rows) < len(wanted):
+            return None
         per_query: list[GetResult] = []
         out_dists: list[list[float]] = []
         for row_labels, row_dists in zip(labels, dists, strict=False):
