@@ -36,6 +36,8 @@ from _workers import (
 )
 
 import tintdb
+from tintdb._index import GRAPH_FILE as GRAPH
+from tintdb._index import LABELS_FILE as LABELS
 
 # The subject is the derived HNSW index: search it even in small collections.
 pytestmark = pytest.mark.usefixtures("graph_search_for_every_size")
@@ -348,17 +350,13 @@ def _crc_of(f: Path) -> int:
 DAMAGES = {
     "snapshot dir deleted": lambda s, st: shutil.rmtree(s),
     "index dir deleted": lambda s, st: shutil.rmtree(s.parent.parent),
-    "graph truncated to half": lambda s, st: _truncate(
-        s / "graph.hnsw", (s / "graph.hnsw").stat().st_size // 2
-    ),
-    "graph truncated to 0": lambda s, st: _truncate(s / "graph.hnsw", 0),
-    "graph truncated to its header": lambda s, st: _truncate(s / "graph.hnsw", 48),
-    "graph bytes flipped": lambda s, st: _flip(
-        s / "graph.hnsw", (s / "graph.hnsw").stat().st_size // 2, 64
-    ),
-    "graph header flipped": lambda s, st: _flip(s / "graph.hnsw", 0, 40),
-    "graph deleted": lambda s, st: (s / "graph.hnsw").unlink(),
-    "labels truncated": lambda s, st: _truncate(s / "labels.npy", 20),
+    "graph truncated to half": lambda s, st: _truncate(s / GRAPH, (s / GRAPH).stat().st_size // 2),
+    "graph truncated to 0": lambda s, st: _truncate(s / GRAPH, 0),
+    "graph truncated to its header": lambda s, st: _truncate(s / GRAPH, 48),
+    "graph bytes flipped": lambda s, st: _flip(s / GRAPH, (s / GRAPH).stat().st_size // 2, 64),
+    "graph header flipped": lambda s, st: _flip(s / GRAPH, 0, 40),
+    "graph deleted": lambda s, st: (s / GRAPH).unlink(),
+    "labels truncated": lambda s, st: _truncate(s / LABELS, 20),
     "manifest garbage": lambda s, st: (s / "manifest.json").write_bytes(os.urandom(300)),
     "manifest empty": lambda s, st: (s / "manifest.json").write_bytes(b""),
     "manifest deleted": lambda s, st: (s / "manifest.json").unlink(),
@@ -367,7 +365,7 @@ DAMAGES = {
     "manifest lsn zero": lambda s, st: _manifest(s, lsn=0),
     "manifest wrong count": lambda s, st: _manifest(s, count=7),
     "manifest wrong dim": lambda s, st: _manifest(s, dim=DIM + 1),
-    "manifest wrong crc": lambda s, st: _manifest(s, crc={"graph.hnsw": 1, "labels.npy": 2}),
+    "manifest wrong crc": lambda s, st: _manifest(s, crc={GRAPH: 1, LABELS: 2}),
     "manifest lsn a string": lambda s, st: _manifest(s, lsn="x"),
     "stale snapshot instead of the newest": lambda s, st: (
         shutil.rmtree(s),
@@ -376,7 +374,7 @@ DAMAGES = {
     "stale snapshot beside the newest": lambda s, st: shutil.copytree(st, s.parent / st.name),
     "stale snapshot beside a corrupt newest": lambda s, st: (
         shutil.copytree(st, s.parent / st.name),
-        _flip(s / "graph.hnsw", 100, 8),
+        _flip(s / GRAPH, 100, 8),
     ),
     "stale snapshot renamed as the newest": lambda s, st: (
         shutil.rmtree(s),
@@ -384,11 +382,11 @@ DAMAGES = {
     ),
     "half-written temporary snapshot left over": lambda s, st: (
         shutil.copytree(s, s.parent / ".tmp-1-1"),
-        _truncate(s.parent / ".tmp-1-1" / "graph.hnsw", 1000),
+        _truncate(s.parent / ".tmp-1-1" / GRAPH, 1000),
     ),
     "manifest checksum matches a truncated graph": lambda s, st: (
-        _truncate(s / "graph.hnsw", (s / "graph.hnsw").stat().st_size - 4096),
-        _manifest(s, crc={f.name: _crc_of(f) for f in (s / "graph.hnsw", s / "labels.npy")}),
+        _truncate(s / GRAPH, (s / GRAPH).stat().st_size - 4096),
+        _manifest(s, crc={f.name: _crc_of(f) for f in (s / GRAPH, s / LABELS)}),
     ),
 }
 

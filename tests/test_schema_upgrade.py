@@ -56,7 +56,7 @@ def test_old_store_opens_with_every_record_intact(old_store: Path) -> None:
         assert hits["ids"] == [["a", "b"]]
         assert col.get(where_document={"$contains": "moon"})["ids"] == ["a"]
     version, columns, triggers = _schema(old_store)
-    assert version == 2
+    assert version == 3
     assert "embedding" not in columns
     assert "docs_insert" not in triggers
 
@@ -88,3 +88,79 @@ def test_two_clients_opening_an_old_store_at_once(old_store: Path) -> None:
     finally:
         first.close()
         second.close()
+
+
+# ---------------------------------------------------------------- schema 2
+
+# ``fixtures/store-v2`` was written by tintdb at schema 2 (one row per vector in a
+# ``vectors`` table; index snapshots in hnswlib's own format, vectors included) by this
+# recipe: ``notes`` (cosine, 4 dimensions) took n0..n149 in three adds of 50, each
+# followed by an add of 23 or 24 records o0..o69 to ``other`` (l2, 3 dimensions), so
+# runs of seqs hold both collections; then every 15th note was deleted and n1, n2 got
+# new vectors.
+FIXTURE_V2 = Path(__file__).parent / "fixtures" / "store-v2"
+
+
+def _v2_vectors(seed: int, n: int, dim: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return (rng.integers(-50, 50, size=(n, dim)) / 8).astype(np.float32)
+
+
+def _v2_expected() -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    notes = {f"n{i}": v for i, v in enumerate(_v2_vectors(1, 150, 4)) if i % 15}
+    notes["n1"], notes["n2"] = _v2_vectors(3, 2, 4)
+    other = {f"o{i}": v for i, v in enumerate(_v2_vectors(2, 70, 3))}
+    return notes, other
+
+
+@pytest.fixture
+def v2_store(tmp_path: Path) -> Path:
+    path = tmp_path / "store-v2"
+    shutil.copytree(FIXTURE_V2, path)
+    return path
+
+
+def _tables(path: Path) -> tuple[int, set[str]]:
+    db = sqlite3.connect(path / "tintdb.sqlite3")
+    try:
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        names = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    finally:
+        db.close()
+    return version, names
+
+
+def test_v2_fixture_is_schema_2(v2_store: Path) -> None:
+    version, tables = _tables(v2_store)
+    assert version == 2 and "vectors" in tables and "vblocks" not in tables
+    assert list(v2_store.glob("index/*/v*/graph.hnsw"))
+
+
+def test_v2_store_opens_with_every_vector_intact_and_answers_exactly(v2_store: Path) -> None:
+    want_notes, want_other = _v2_expected()
+    with tintdb.PersistentClient(path=str(v2_store)) as client:
+        for name, want in (("notes", want_notes), ("other", want_other)):
+            col = client.get_collection(name)
+            got = col.get(include=["embeddings"])
+            assert sorted(got["ids"]) == sorted(want)
+            for i, e in zip(got["ids"], got["embeddings"], strict=True):
+                np.testing.assert_array_equal(e, want[i])
+            # Each stored vector is found at distance 0 (by itself, or by a record whose
+            # vector points the same way in cosine space).
+            hits = col.query(query_embeddings=np.stack(list(want.values())), n_results=1)
+            assert max(d[0] for d in hits["distances"]) <= 1e-5
+        notes = client.get_collection("notes")
+        assert notes.get(where={"even": True}, where_document={"$contains": "number 4"})[
+            "ids"
+        ] == ["n4", "n40", "n42", "n44", "n46", "n48"]
+        notes.add(ids=["new"], embeddings=[[1.0, 2.0, 3.0, 4.0]])
+        assert notes.count() == len(want_notes) + 1
+    version, tables = _tables(v2_store)
+    assert version == 3 and "vectors" not in tables and "vblocks" in tables
+    # close() wrote snapshots of the current format; the old ones are gone.
+    assert not list(v2_store.glob("index/*/v*/graph.hnsw"))
+    assert len(list(v2_store.glob("index/*/v*/graph.npz"))) == 2
+    with tintdb.PersistentClient(path=str(v2_store)) as client:
+        got = client.get_collection("notes").get(ids=["n1", "new"], include=["embeddings"])
+        np.testing.assert_array_equal(got["embeddings"][0], want_notes["n1"])
+        np.testing.assert_array_equal(got["embeddings"][1], [1.0, 2.0, 3.0, 4.0])

@@ -267,13 +267,13 @@ class LocalBackend:
         assert self.path is not None
         return self.path / "index" / collection_id
 
-    def _loader(self, col: CollectionRow) -> Any:
+    def _loader(self, col: CollectionRow, rows: int = 4096) -> Any:
         dim = col.dimension
         assert dim is not None
 
         def load() -> Generator[tuple[np.ndarray, np.ndarray], None, None]:
             with self.store.read():
-                yield from self.store.vector_chunks(col.coll, dim)
+                yield from self.store.vector_chunks(col.coll, dim, rows=rows)
 
         return load
 
@@ -307,8 +307,13 @@ class LocalBackend:
             if index is None or index.lsn < floor:
                 index = None
                 if self.path is not None:
+                    # One vector block at a time: no joined copies while loading.
                     index = VectorIndex.load(
-                        self._index_dir(col.id), col.space, col.dimension, hnsw
+                        self._index_dir(col.id),
+                        col.space,
+                        col.dimension,
+                        hnsw,
+                        self._loader(col, rows=0),
                     )
                 if index is None or index.lsn < floor or index.lsn > last_lsn:
                     index = self._rebuild(col)
@@ -601,7 +606,7 @@ class LocalBackend:
                 seqs = self.store.matching_seqs(col.coll, ids, where, where_document, limit)
                 if len(seqs) == 0:
                     return 0
-                self.store.delete_rows(seqs)
+                self.store.delete_rows(col.coll, seqs)
                 lsn = self.store.log(col, OP_DELETE, seqs)
             self._after_write(col, prev, lsn, None, None, seqs)
             if len(seqs) > 1000 and len(seqs) * 3 > self.store.count(col.coll):
@@ -633,7 +638,9 @@ class LocalBackend:
             start = offset or 0
             chosen = cand[start : None if limit is None else start + limit]
             with self.store.read():
-                found = self.store.fetch_seqs(chosen.tolist(), columns) if len(chosen) else {}
+                found = (
+                    self.store.fetch_seqs(col.coll, chosen.tolist(), columns) if len(chosen) else {}
+                )
             rows = [found[s] for s in chosen.tolist() if s in found]
         else:
             with self.store.read():
@@ -705,7 +712,7 @@ class LocalBackend:
             labels, dists = self._filtered(
                 col, index, query_embeddings, n_results, ids, where, where_document
             )
-        return self._query_result(labels, dists, include, col.dimension, whole=whole)
+        return self._query_result(labels, dists, include, col, whole=whole)
 
     def _filtered(
         self,
@@ -803,14 +810,14 @@ class LocalBackend:
         labels: list[np.ndarray],
         dists: list[np.ndarray],
         include: list[str],
-        dim: int | None,
+        col: CollectionRow,
         *,
         whole: bool,
     ) -> QueryResult | None:
         columns = _columns(include)
         wanted = sorted({int(s) for row in labels for s in row.tolist()})
         with self.store.read():
-            rows = self.store.fetch_seqs(wanted, columns) if wanted else {}
+            rows = self.store.fetch_seqs(col.coll, wanted, columns) if wanted else {}
         if whole and len(rows) < len(wanted):
             return None
         per_query: list[GetResult] = []
@@ -818,7 +825,9 @@ class LocalBackend:
         for row_labels, row_dists in zip(labels, dists, strict=False):
             keep = [i for i, s in enumerate(row_labels.tolist()) if s in rows]
             per_query.append(
-                _get_result([rows[int(row_labels[i])] for i in keep], columns, include, dim)
+                _get_result(
+                    [rows[int(row_labels[i])] for i in keep], columns, include, col.dimension
+                )
             )
             out_dists.append([float(row_dists[i]) for i in keep])
         result: dict[str, Any] = {"ids": [g["ids"] for g in per_query]}
