@@ -41,7 +41,7 @@ Loader = Callable[[], Generator[tuple[np.ndarray, np.ndarray], None, None]]
 _SNAPSHOT_PREFIX = "v"
 GRAPH_FILE = "graph.npz"
 LABELS_FILE = "labels.npy"
-_SNAPSHOT_FORMAT = 2  # 1 was hnswlib's own file (graph.hnsw), vectors included
+_SNAPSHOT_FORMAT = 3  # older snapshots (1: hnswlib's own file, vectors included) are rebuilt
 # hnswlib's state arrays kept whole in the snapshot; data_level0 is kept without vectors.
 _STATE_ARRAYS = ("label_lookup_external", "label_lookup_internal", "element_levels", "link_lists")
 _MIN_CAPACITY = 1024
@@ -443,6 +443,11 @@ class VectorIndex:
                 for seqs, vectors in chunks:
                     mirror.set(seqs, vectors)
             self._mirror = mirror
+
+    def drop_mirror(self) -> None:
+        """Free the mirror (it is rebuilt from SQLite if an exact search needs it)."""
+        with self.lock:
+            self._mirror = None
 
     def universe(self) -> np.ndarray:
         """Sorted seqs of every record in the index."""

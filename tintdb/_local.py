@@ -153,13 +153,16 @@ class LocalBackend:
         if self._closed:
             return
         with self.store.lock:
+            self._filter_cache.clear()
             for cid in list(self._indexes):
+                # The mirror goes first: writing the snapshot copies hnswlib's state, and
+                # the two together would set the process's peak memory.
+                self._indexes[cid].drop_mirror()
                 try:
                     self._snapshot(cid, force=True)
                 except (TintError, OSError):  # the collection is gone, or the disk refused
                     log.warning("could not snapshot the index of collection %s", cid)
-            self._indexes.clear()
-            self._filter_cache.clear()
+                del self._indexes[cid]  # one index in memory at a time while closing
             self.store.close()
             self._closed = True
         if self.path is not None:
