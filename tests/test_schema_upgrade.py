@@ -150,9 +150,14 @@ def test_v2_store_opens_with_every_vector_intact_and_answers_exactly(v2_store: P
             hits = col.query(query_embeddings=np.stack(list(want.values())), n_results=1)
             assert max(d[0] for d in hits["distances"]) <= 1e-5
         notes = client.get_collection("notes")
-        assert notes.get(where={"even": True}, where_document={"$contains": "number 4"})[
-            "ids"
-        ] == ["n4", "n40", "n42", "n44", "n46", "n48"]
+        assert notes.get(where={"even": True}, where_document={"$contains": "number 4"})["ids"] == [
+            "n4",
+            "n40",
+            "n42",
+            "n44",
+            "n46",
+            "n48",
+        ]
         notes.add(ids=["new"], embeddings=[[1.0, 2.0, 3.0, 4.0]])
         assert notes.count() == len(want_notes) + 1
     version, tables = _tables(v2_store)

@@ -23,6 +23,7 @@ import math
 import mmap
 import os
 import shutil
+import struct
 import threading
 import zlib
 from collections.abc import Callable, Generator
@@ -296,6 +297,88 @@ class _Mirror:
             slack *= 2
             slack += self.dim * 2.0**-22 * sqn[None, :]
         return out, slack
+
+
+# hnswlib's index file (hnswalg.h, saveIndex) starts with 96 bytes: offsetLevel0,
+# max_elements, cur_element_count, size_data_per_element, label_offset, offsetData (six
+# size_t), maxlevel (int), enterpoint (uint32), maxM, maxM0, M (size_t), mult (double),
+# ef_construction (size_t). One record per element follows (links, vector, label), then
+# each element's upper-level links, prefixed by their byte length (uint32).
+_HEADER = np.dtype(
+    [
+        ("offset_level0", "<u8"),
+        ("max_elements", "<u8"),
+        ("cur_element_count", "<u8"),
+        ("size_data_per_element", "<u8"),
+        ("label_offset", "<u8"),
+        ("offset_data", "<u8"),
+        ("max_level", "<i4"),
+        ("enterpoint_node", "<u4"),
+        ("max_M", "<u8"),
+        ("max_M0", "<u8"),
+        ("M", "<u8"),
+        ("mult", "<f8"),
+        ("ef_construction", "<u8"),
+    ]
+)
+_STREAM_ROWS = 4096  # records read per step when cutting the vectors out
+
+
+def _place_links(level0: np.ndarray, links: np.ndarray, off: int, lab: int) -> None:
+    level0[:, :off] = links[:, :off]
+    level0[:, lab:] = links[:, off:]
+
+
+def _state_from_file(path: Path, live: np.ndarray) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """hnswlib's state (as ``__getstate__`` gives it) from its index file, without the
+    live records' vectors: (scalar fields, arrays for the snapshot)."""
+    with path.open("rb") as f:
+        head = np.frombuffer(f.read(_HEADER.itemsize), dtype=_HEADER)[0]
+        state: dict[str, Any] = {name: head[name].item() for name in _HEADER.names}
+        n, size = state["cur_element_count"], state["size_data_per_element"]
+        off, lab = state["offset_data"], state["label_offset"]
+        if state["offset_level0"] != 0 or not off < lab <= size - 8:
+            raise ValueError("unexpected hnswlib file layout")
+        links = np.empty((n, size - (lab - off)), dtype=np.uint8)
+        dead_ids, dead_vecs, deleted = [], [], False
+        for start in range(0, n, _STREAM_ROWS):
+            m = min(_STREAM_ROWS, n - start)
+            recs = np.frombuffer(f.read(m * size), dtype=np.uint8).reshape(m, size)
+            links[start : start + m, :off] = recs[:, :off]
+            links[start : start + m, off:] = recs[:, lab:]
+            deleted = deleted or bool((recs[:, 2] & 1).any())  # hnswlib's DELETE_MARK
+            labels = np.ascontiguousarray(recs[:, lab : lab + 8]).view("<u8").ravel()
+            dead = np.flatnonzero(~np.isin(labels.astype(np.int64), live))
+            if len(dead):
+                dead_ids.append(dead + start)
+                dead_vecs.append(np.ascontiguousarray(recs[dead, off:lab]))
+        tail = f.read()
+    per_level = state["max_M"] * 4 + 4
+    levels = np.zeros(state["max_elements"], dtype=np.int32)
+    chunks, pos = [], 0
+    for i in range(n):
+        (length,) = struct.unpack_from("<I", tail, pos)
+        pos += 4
+        if length:
+            levels[i] = length // per_level
+            chunks.append(tail[pos : pos + length])
+            pos += length
+    if pos != len(tail):
+        raise ValueError("hnswlib file longer than its link lists")
+    labels = np.ascontiguousarray(links[:, off : off + 8]).view("<u8").ravel()
+    state.update(has_deletions=deleted, size_links_per_element=per_level)
+    parts = {
+        "links": links,
+        "dead": np.concatenate(dead_ids) if dead_ids else np.empty(0, np.int64),
+        "dead_vectors": np.concatenate(dead_vecs)
+        if dead_vecs
+        else np.empty((0, lab - off), np.uint8),
+        "label_lookup_external": labels.copy(),
+        "label_lookup_internal": np.arange(n, dtype=np.uint32),
+        "element_levels": levels,
+        "link_lists": np.frombuffer(b"".join(chunks), dtype=np.int8),
+    }
+    return state, parts
 
 
 class VectorIndex:
@@ -618,23 +701,30 @@ class VectorIndex:
         The graph's links are about a tenth of its bytes at 384 dimensions; the rest is
         a float32 copy of every vector, which SQLite holds already. Deleted records'
         vectors are kept, though: SQLite no longer has them, and searches still route
-        through them.
+        through them. The state is read from hnswlib's own index file, written to a
+        scratch file beside ``path`` (page cache, not process memory) and streamed a
+        few thousand records at a time: hnswlib's ``__getstate__`` would copy the whole
+        index into memory, which made closing set the process's peak.
         """
-        state = self._hnsw.__getstate__()[0]
-        n, size = int(state["cur_element_count"]), int(state["size_data_per_element"])
-        off, lab = int(state["offset_data"]), int(state["label_offset"])
-        level0 = state.pop("data_level0").reshape(n, size)
-        links = np.concatenate([level0[:, :off], level0[:, lab:]], axis=1)
-        labels = np.ascontiguousarray(level0[:, lab : lab + 8]).view(np.uint64).ravel()
-        dead = np.flatnonzero(~np.isin(labels.astype(np.int64), self.universe()))
+        scratch = path.with_name(path.name + ".scratch")
+        self._hnsw.save_index(str(scratch))
+        try:
+            state, parts = _state_from_file(scratch, self.universe())
+        finally:
+            scratch.unlink(missing_ok=True)
+        state.update(
+            ser_version=1,
+            space=self.space,
+            dim=self.dim,
+            index_inited=True,
+            ep_added=state["cur_element_count"] > 0,
+            normalize=self.space == "cosine",
+            num_threads=int(self._hnsw.num_threads),
+            seed=100,
+            ef=int(self._hnsw.ef),
+        )
         with path.open("wb") as f:
-            np.savez(
-                f,
-                links=links,
-                dead=dead.astype(np.int64),
-                dead_vectors=np.ascontiguousarray(level0[dead, off:lab]),
-                **{k: state.pop(k) for k in _STATE_ARRAYS},
-            )
+            np.savez(f, **parts)
         return state
 
     @staticmethod
@@ -650,13 +740,11 @@ class VectorIndex:
         off, lab = int(state["offset_data"]), int(state["label_offset"])
         if links.shape != (n, size - (lab - off)) or lab - off != dim * 4:
             raise ValueError("snapshot graph does not match its manifest")
-        level0 = plain_empty((n, size), np.int8)
-
-        def place_links() -> None:  # numpy copies without the GIL: overlaps SQLite reads
-            level0[:, :off] = links[:, :off]
-            level0[:, lab:] = links[:, off:]
-
-        helper = threading.Thread(target=place_links, name="tintdb-load", daemon=True)
+        level0 = plain_empty((n, size), np.uint8)
+        # numpy copies without the GIL: the links go in while SQLite is read.
+        helper = threading.Thread(
+            target=_place_links, args=(level0, links, off, lab), name="tintdb-load", daemon=True
+        )
         helper.start()
         vecs = level0[:, off:lab].view(np.float32)
         labels = np.ascontiguousarray(links[:, off : off + 8]).view(np.uint64).astype(np.int64)
@@ -689,6 +777,7 @@ class VectorIndex:
                     filled[rows] = True
         finally:
             helper.join()
+        del links  # 10% of the index: gone before hnswlib makes its copy
         level0[dead, off:lab] = dead_vectors
         filled[dead] = True
         # Records deleted after the snapshot was taken are in neither place; the log
@@ -698,7 +787,7 @@ class VectorIndex:
             near = level0[i, 4 : 4 + 4 * count].view(np.uint32)
             done = near[filled[near]]
             vecs[i] = vecs[done[0]] if len(done) else 0
-        index = hnswlib.Index({**state, **full, "data_level0": level0.reshape(-1)})
+        index = hnswlib.Index({**state, **full, "data_level0": level0.reshape(-1).view(np.int8)})
         return index
 
     @classmethod
