@@ -18,6 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import tintdb
+from tintdb import _storage
 from tintdb._storage import BLOCK_SHIFT, Store
 
 DIM = 3
@@ -55,7 +56,18 @@ def _check(store: Store, model: dict[int, dict[int, np.ndarray]], rng: Any) -> N
     max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(ops=st.lists(op, min_size=1, max_size=12), seed=st.integers(0, 2**16))
-def test_blocks_match_a_dict(tmp_path_factory: pytest.TempPathFactory, ops: list[Any], seed: int):
+@pytest.mark.parametrize("in_place", [True, False], ids=["blob-writes", "rewrites"])
+def test_blocks_match_a_dict(
+    tmp_path_factory: pytest.TempPathFactory, in_place: bool, ops: list[Any], seed: int
+) -> None:
+    """Both ways of changing a stored vector: written into its block's bytes (Python
+    3.11+), or the block rewritten (3.10, and any block that gains slots)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(_storage, "IN_PLACE_UPDATES", in_place)
+        _blocks_match_a_dict(tmp_path_factory, ops, seed)
+
+
+def _blocks_match_a_dict(tmp_path_factory: pytest.TempPathFactory, ops: list[Any], seed: int):
     rng = np.random.default_rng(seed)
     store = Store(tmp_path_factory.mktemp("blocks"))
     model: dict[int, dict[int, np.ndarray]] = {1: {}, 2: {}}

@@ -56,6 +56,9 @@ _VBLOCKS_TABLE = (
     "CREATE TABLE IF NOT EXISTS vblocks(coll INTEGER NOT NULL, blk INTEGER NOT NULL, "
     "slots BLOB NOT NULL, data BLOB NOT NULL, PRIMARY KEY(coll, blk))"
 )
+# Changed vectors of existing records are written into their block in place (Python
+# 3.11's incremental blob I/O); without it, the block is rewritten. Tests switch it.
+IN_PLACE_UPDATES = hasattr(sqlite3.Connection, "blobopen")
 # Blocks read per statement when looking up scattered seqs.
 _BLOCKS_PER_READ = 256
 
@@ -740,6 +743,10 @@ class Store:
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)[order]
         dim = vectors.shape[1]
         runs = _block_runs(seqs)
+        if IN_PLACE_UPDATES:
+            runs = self._overwrite_in_place(coll, seqs, vectors, runs)
+            if not runs:
+                return
         old = self._read_blocks(coll, [blk for blk, _, _ in runs])
         present = np.zeros(_BLOCK, dtype=bool)
         buf = np.empty((_BLOCK, dim), dtype=np.float32)
@@ -761,6 +768,44 @@ class Store:
         self._conn.executemany(
             "INSERT OR REPLACE INTO vblocks(coll, blk, slots, data) VALUES (?, ?, ?, ?)", rows
         )
+
+    def _overwrite_in_place(
+        self, coll: int, seqs: np.ndarray, vectors: np.ndarray, runs: list[tuple[int, int, int]]
+    ) -> list[tuple[int, int, int]]:
+        """Write new vectors of seqs a block already holds straight into its bytes.
+
+        A rewritten block is a whole row (about 100 KB at 384 dimensions) in the WAL;
+        incremental blob I/O writes only the pages the vector lies on: updating 500
+        scattered records wrote 49 MB to the WAL as rewrites. Returns the runs left for
+        a rewrite (blocks that are new or gain slots).
+        """
+        heads: dict[int, tuple[int, bytes]] = {}
+        blks = [blk for blk, _, _ in runs]
+        for i in range(0, len(blks), _BLOCKS_PER_READ):
+            for blk, rowid, slots in self._conn.execute(
+                "SELECT blk, rowid, slots FROM vblocks WHERE coll = ? AND blk IN "
+                "(SELECT value FROM json_each(?))",
+                (coll, _json_ints(blks[i : i + _BLOCKS_PER_READ])),
+            ):
+                heads[blk] = (rowid, slots)
+        width = vectors.shape[1] * 4
+        rest = []
+        for blk, a, b in runs:
+            head = heads.get(blk)
+            if head is None:
+                rest.append((blk, a, b))
+                continue
+            have = np.frombuffer(head[1], dtype=np.uint8)
+            slots = (seqs[a:b] & (_BLOCK - 1)).astype(np.uint8)
+            at = np.minimum(np.searchsorted(have, slots), len(have) - 1)
+            if not bool(np.all(have[at] == slots)):
+                rest.append((blk, a, b))  # a slot to add: the row changes length
+                continue
+            with self._conn.blobopen("vblocks", "data", head[0]) as blob:
+                for j, row in zip(at.tolist(), vectors[a:b], strict=True):
+                    blob.seek(j * width)
+                    blob.write(row.tobytes())  # in seq order: a repeated seq ends last
+        return rest
 
     def _drop_vectors(self, coll: int, seqs: np.ndarray) -> None:
         """Remove the vectors of ``seqs``; a block left empty is deleted."""
