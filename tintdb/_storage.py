@@ -56,9 +56,11 @@ _VBLOCKS_TABLE = (
     "CREATE TABLE IF NOT EXISTS vblocks(coll INTEGER NOT NULL, blk INTEGER NOT NULL, "
     "slots BLOB NOT NULL, data BLOB NOT NULL, PRIMARY KEY(coll, blk))"
 )
-# Changed vectors of existing records are written into their block in place (Python
-# 3.11's incremental blob I/O); without it, the block is rewritten. Tests switch it.
+# Changed vectors of existing records are written into their block in place, and a
+# deleted record's slot is marked dead in place (Python 3.11's incremental blob I/O);
+# without it, the block is rewritten. Tests switch it.
 IN_PLACE_UPDATES = hasattr(sqlite3.Connection, "blobopen")
+_DEAD = 0xFF  # a slot byte marking a deleted record whose bytes await a rewrite
 # Blocks read per statement when looking up scattered seqs.
 _BLOCKS_PER_READ = 256
 
@@ -759,8 +761,10 @@ class Store:
             present[:] = False
             if blk in old:
                 have = np.frombuffer(old[blk][0], dtype=np.uint8)
-                buf[have] = np.frombuffer(old[blk][1], dtype=np.float32).reshape(len(have), dim)
-                present[have] = True
+                live = have != _DEAD  # dead slots' bytes are dropped by the rewrite
+                data = np.frombuffer(old[blk][1], dtype=np.float32).reshape(len(have), dim)
+                buf[have[live]] = data[live]
+                present[have[live]] = True
             buf[slots] = vectors[a:b]  # a repeated seq keeps its last vector
             present[slots] = True
             keep = np.flatnonzero(present)
@@ -768,6 +772,18 @@ class Store:
         self._conn.executemany(
             "INSERT OR REPLACE INTO vblocks(coll, blk, slots, data) VALUES (?, ?, ?, ?)", rows
         )
+
+    def _block_heads(self, coll: int, blks: Sequence[int]) -> dict[int, tuple[int, bytes]]:
+        """blk -> (rowid, slots) for the blocks that exist: enough for blob I/O."""
+        heads: dict[int, tuple[int, bytes]] = {}
+        for i in range(0, len(blks), _BLOCKS_PER_READ):
+            for blk, rowid, slots in self._conn.execute(
+                "SELECT blk, rowid, slots FROM vblocks WHERE coll = ? AND blk IN "
+                "(SELECT value FROM json_each(?))",
+                (coll, _json_ints(blks[i : i + _BLOCKS_PER_READ])),
+            ):
+                heads[blk] = (rowid, slots)
+        return heads
 
     def _overwrite_in_place(
         self, coll: int, seqs: np.ndarray, vectors: np.ndarray, runs: list[tuple[int, int, int]]
@@ -779,15 +795,7 @@ class Store:
         scattered records wrote 49 MB to the WAL as rewrites. Returns the runs left for
         a rewrite (blocks that are new or gain slots).
         """
-        heads: dict[int, tuple[int, bytes]] = {}
-        blks = [blk for blk, _, _ in runs]
-        for i in range(0, len(blks), _BLOCKS_PER_READ):
-            for blk, rowid, slots in self._conn.execute(
-                "SELECT blk, rowid, slots FROM vblocks WHERE coll = ? AND blk IN "
-                "(SELECT value FROM json_each(?))",
-                (coll, _json_ints(blks[i : i + _BLOCKS_PER_READ])),
-            ):
-                heads[blk] = (rowid, slots)
+        heads = self._block_heads(coll, [blk for blk, _, _ in runs])
         width = vectors.shape[1] * 4
         rest = []
         for blk, a, b in runs:
@@ -795,10 +803,10 @@ class Store:
             if head is None:
                 rest.append((blk, a, b))
                 continue
-            have = np.frombuffer(head[1], dtype=np.uint8)
-            slots = (seqs[a:b] & (_BLOCK - 1)).astype(np.uint8)
-            at = np.minimum(np.searchsorted(have, slots), len(have) - 1)
-            if not bool(np.all(have[at] == slots)):
+            where = np.full(256, -1, dtype=np.int64)
+            where[np.frombuffer(head[1], dtype=np.uint8)] = np.arange(len(head[1]))
+            at = where[(seqs[a:b] & (_BLOCK - 1))]
+            if bool((at < 0).any()):
                 rest.append((blk, a, b))  # a slot to add: the row changes length
                 continue
             with self._conn.blobopen("vblocks", "data", head[0]) as blob:
@@ -808,26 +816,45 @@ class Store:
         return rest
 
     def _drop_vectors(self, coll: int, seqs: np.ndarray) -> None:
-        """Remove the vectors of ``seqs``; a block left empty is deleted."""
+        """Remove the vectors of ``seqs``: a block left empty is deleted; otherwise the
+        slots are marked dead in place while at most half the block is dead (seqs are
+        never reused, so a dead slot never comes back), else it is rewritten compactly.
+        Rewriting a block for each delete put about 100 KB per record into the WAL."""
         if len(seqs) == 0:
             return
         seqs = np.sort(np.asarray(seqs, dtype=np.int64))
         runs = _block_runs(seqs)
-        old = self._read_blocks(coll, [blk for blk, _, _ in runs])
-        rewrite, gone = [], []
+        heads = self._block_heads(coll, [blk for blk, _, _ in runs])
+        compact: dict[int, np.ndarray] = {}
+        gone = []
         for blk, a, b in runs:
-            if blk not in old:
+            if blk not in heads:
                 continue
-            have = np.frombuffer(old[blk][0], dtype=np.uint8)
-            keep = ~np.isin(have, (seqs[a:b] & (_BLOCK - 1)).astype(np.uint8))
-            if not keep.any():
+            rowid, slots = heads[blk]
+            have = np.frombuffer(slots, dtype=np.uint8)
+            drop = np.isin(have, (seqs[a:b] & (_BLOCK - 1)).astype(np.uint8))
+            if not drop.any():
+                continue
+            live = (have != _DEAD) & ~drop
+            if not live.any():
                 gone.append(blk)
-            elif not keep.all():
+            elif IN_PLACE_UPDATES and 2 * int(live.sum()) >= len(have):
+                with self._conn.blobopen("vblocks", "slots", rowid) as blob:
+                    for j in np.flatnonzero(drop).tolist():
+                        blob.seek(j)
+                        blob.write(bytes([_DEAD]))
+            else:
+                compact[blk] = live
+        if compact:
+            old = self._read_blocks(coll, list(compact))
+            rows = []
+            for blk, live in compact.items():
+                have = np.frombuffer(old[blk][0], dtype=np.uint8)
                 data = np.frombuffer(old[blk][1], dtype=np.float32).reshape(len(have), -1)
-                rewrite.append((have[keep].tobytes(), data[keep].tobytes(), coll, blk))
-        self._conn.executemany(
-            "UPDATE vblocks SET slots = ?, data = ? WHERE coll = ? AND blk = ?", rewrite
-        )
+                rows.append((have[live].tobytes(), data[live].tobytes(), coll, blk))
+            self._conn.executemany(
+                "UPDATE vblocks SET slots = ?, data = ? WHERE coll = ? AND blk = ?", rows
+            )
         self._conn.execute(
             "DELETE FROM vblocks WHERE coll = ? AND blk IN (SELECT value FROM json_each(?))",
             (coll, _json_ints(gone)),
@@ -920,8 +947,12 @@ class Store:
             for blk, slots, data in self._conn.execute(
                 "SELECT blk, slots, data FROM vblocks WHERE coll = ? ORDER BY blk", (coll,)
             ):
-                seqs = np.int64(blk << BLOCK_SHIFT) + np.frombuffer(slots, dtype=np.uint8)
-                yield seqs, np.frombuffer(data, dtype=np.float32).reshape(len(slots), -1)
+                have = np.frombuffer(slots, dtype=np.uint8)
+                vecs = np.frombuffer(data, dtype=np.float32).reshape(len(slots), -1)
+                if b"\xff" in slots:  # dead slots (see _drop_vectors)
+                    live = have != _DEAD
+                    have, vecs = have[live], vecs[live]
+                yield np.int64(blk << BLOCK_SHIFT) + have, vecs
             return
         wanted = np.unique(np.asarray(seqs, dtype=np.int64))
         runs = _block_runs(wanted)
