@@ -724,16 +724,17 @@ class Store:
 
     # ------------------------------------------------------------ vector blocks
 
-    def _read_blocks(self, coll: int, blks: Sequence[int]) -> dict[int, tuple[bytes, bytes]]:
-        """blk -> (slots, data) for the blocks that exist."""
-        out: dict[int, tuple[bytes, bytes]] = {}
+    def _blocks(self, coll: int, blks: Sequence[int], columns: str) -> dict[int, tuple[Any, ...]]:
+        """blk -> the given columns of each block that exists: ``"slots, data"`` to read
+        or rewrite one, ``"rowid, slots"`` for blob I/O into it."""
+        out: dict[int, tuple[Any, ...]] = {}
         for i in range(0, len(blks), _BLOCKS_PER_READ):
-            rows = self._conn.execute(
-                "SELECT blk, slots, data FROM vblocks WHERE coll = ? AND blk IN "
+            for blk, *values in self._conn.execute(
+                f"SELECT blk, {columns} FROM vblocks WHERE coll = ? AND blk IN "
                 "(SELECT value FROM json_each(?))",
                 (coll, _json_ints(blks[i : i + _BLOCKS_PER_READ])),
-            ).fetchall()
-            out.update((r[0], (r[1], r[2])) for r in rows)
+            ):
+                out[blk] = tuple(values)
         return out
 
     def _put_vectors(self, coll: int, seqs: np.ndarray, vectors: np.ndarray) -> None:
@@ -749,7 +750,7 @@ class Store:
             runs = self._overwrite_in_place(coll, seqs, vectors, runs)
             if not runs:
                 return
-        old = self._read_blocks(coll, [blk for blk, _, _ in runs])
+        old = self._blocks(coll, [blk for blk, _, _ in runs], "slots, data")
         present = np.zeros(_BLOCK, dtype=bool)
         buf = np.empty((_BLOCK, dim), dtype=np.float32)
         rows = []
@@ -773,18 +774,6 @@ class Store:
             "INSERT OR REPLACE INTO vblocks(coll, blk, slots, data) VALUES (?, ?, ?, ?)", rows
         )
 
-    def _block_heads(self, coll: int, blks: Sequence[int]) -> dict[int, tuple[int, bytes]]:
-        """blk -> (rowid, slots) for the blocks that exist: enough for blob I/O."""
-        heads: dict[int, tuple[int, bytes]] = {}
-        for i in range(0, len(blks), _BLOCKS_PER_READ):
-            for blk, rowid, slots in self._conn.execute(
-                "SELECT blk, rowid, slots FROM vblocks WHERE coll = ? AND blk IN "
-                "(SELECT value FROM json_each(?))",
-                (coll, _json_ints(blks[i : i + _BLOCKS_PER_READ])),
-            ):
-                heads[blk] = (rowid, slots)
-        return heads
-
     def _overwrite_in_place(
         self, coll: int, seqs: np.ndarray, vectors: np.ndarray, runs: list[tuple[int, int, int]]
     ) -> list[tuple[int, int, int]]:
@@ -795,7 +784,7 @@ class Store:
         scattered records wrote 49 MB to the WAL as rewrites. Returns the runs left for
         a rewrite (blocks that are new or gain slots).
         """
-        heads = self._block_heads(coll, [blk for blk, _, _ in runs])
+        heads = self._blocks(coll, [blk for blk, _, _ in runs], "rowid, slots")
         width = vectors.shape[1] * 4
         rest = []
         for blk, a, b in runs:
@@ -824,7 +813,7 @@ class Store:
             return
         seqs = np.sort(np.asarray(seqs, dtype=np.int64))
         runs = _block_runs(seqs)
-        heads = self._block_heads(coll, [blk for blk, _, _ in runs])
+        heads = self._blocks(coll, [blk for blk, _, _ in runs], "rowid, slots")
         compact: dict[int, np.ndarray] = {}
         gone = []
         for blk, a, b in runs:
@@ -846,7 +835,7 @@ class Store:
             else:
                 compact[blk] = live
         if compact:
-            old = self._read_blocks(coll, list(compact))
+            old = self._blocks(coll, list(compact), "slots, data")
             rows = []
             for blk, live in compact.items():
                 have = np.frombuffer(old[blk][0], dtype=np.uint8)
@@ -958,7 +947,7 @@ class Store:
         runs = _block_runs(wanted)
         for i in range(0, len(runs), _BLOCKS_PER_READ):
             chunk = runs[i : i + _BLOCKS_PER_READ]
-            got = self._read_blocks(coll, [blk for blk, _, _ in chunk])
+            got = self._blocks(coll, [blk for blk, _, _ in chunk], "slots, data")
             for blk, a, b in chunk:
                 if blk not in got:
                     continue
