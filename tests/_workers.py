@@ -168,10 +168,37 @@ def dump_state(col: Any, probes: np.ndarray, extra: np.ndarray | None, out: str)
             continue
         r = col.query(query_embeddings=queries, n_results=k, include=["distances"])
         state[name] = (r["ids"], r["distances"])
+    state["index_check"] = index_contents(col)
     tmp = out + ".tmp"
     with open(tmp, "wb") as f:
         pickle.dump(state, f)
     os.replace(tmp, out)
+
+
+def index_contents(col: Any) -> str | None:
+    """None if the collection's in-memory index holds exactly the store's live records,
+    each with its stored vector; otherwise what differs.
+
+    This is the exact check of what a reopen rebuilt (snapshot links + SQLite vectors +
+    log replay): self-queries alone cannot tell a wrong vector from an approximate miss.
+    """
+    backend = col._backend
+    index = backend._indexes.get(str(col.id))
+    if index is None and col.count() == 0:
+        return None
+    if index is None:
+        return "no index in memory after the queries"
+    row = backend.store.collection_by_id(str(col.id))
+    with backend.store.read():
+        seqs, vecs = backend.store.vectors(row.coll, None, row.dimension)
+    live = index.universe()
+    if not np.array_equal(live, seqs):
+        return f"index labels differ: {len(live)} in the index, {len(seqs)} in SQLite"
+    held = np.asarray(index._hnsw.get_items(seqs), dtype=np.float32).reshape(vecs.shape)
+    wrong = seqs[~np.all(held == vecs, axis=1)]
+    if len(wrong):
+        return f"{len(wrong)} records hold a vector SQLite does not, seqs {wrong[:8].tolist()}"
+    return None
 
 
 def ingest(args: dict[str, Any]) -> None:

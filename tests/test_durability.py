@@ -60,14 +60,29 @@ def _diff(got: Model, want: Model) -> str:
     return f"missing {missing[:8]} extra {extra[:8]} changed {changed[:8]}"
 
 
+# HNSW is approximate: in a graph worn by updates and deletes, a search for a record's
+# own vector can, rarely, miss it (measured on histories like this test's: 8 misses over
+# 1,440 checks of ~2,500 records, never more than 2 in one history). That is recall, not
+# damage; the exact check of what the index holds is ``index_check``.
+SELF_MISSES = 0.004
+
+
 def check_dump(dump: dict[str, Any]) -> None:
-    """The queries a freshly opened worker answered agree with the records it returned."""
+    """The index a freshly opened worker rebuilt holds exactly its records, and the
+    queries it answered agree with them."""
+    assert dump["index_check"] is None, dump["index_check"]
     state = _state_of(dump)
     self_ids, self_d = dump["self"]
+    missed = []
     for n, i in enumerate(dump["ids"]):
-        assert self_ids[n][:1] == [i] and self_d[n][0] <= 1e-6, (
-            f"querying with the stored vector of {i!r} returned {self_ids[n]} {self_d[n]}"
-        )
+        if self_ids[n][:1] != [i]:
+            missed.append(f"{i!r} -> {self_ids[n]} {self_d[n]}")
+            continue
+        assert self_d[n][0] <= 1e-6, f"{i!r} is at {self_d[n][0]} from its own vector"
+    assert len(missed) <= SELF_MISSES * len(dump["ids"]), (
+        f"{len(missed)} of {len(dump['ids'])} records not found by their own vector: {missed[:5]}"
+    )
+    check_answers("self", dump["embeddings"], dump["self"], state, 1, min_recall=0.99)
     check_answers("probe", dump["probes"], dump["probe"], state, 10, min_recall=0.95)
     extra = dump["extra_queries"]
     if extra is not None:

@@ -475,3 +475,37 @@ def test_exact_search_threshold_comes_from_the_environment() -> None:
     bad = _exact_below_in_a_new_process("lots")
     assert bad.returncode != 0
     assert "TINTDB_EXACT_BELOW must be a whole number of records, got 'lots'" in bad.stderr
+
+
+def test_a_graph_worn_by_deletes_and_updates_is_rebuilt_at_the_line() -> None:
+    """Deletes and in-place updates are counted; the write that takes the count past a
+    quarter of the live records (and WORN_MIN) replaces the graph with a fresh one."""
+    rng = np.random.default_rng(8)
+    n = 2400
+    vecs = rng.random((n, DIM), dtype=np.float32)
+    ids = [str(i) for i in range(n)]
+    with tintdb.EphemeralClient() as client:
+        col = client.create_collection("worn", embedding_function=None)
+        col.add(ids=ids, embeddings=vecs)
+        first = col._backend._indexes[str(col.id)]
+        live = list(ids)
+        churn = 0
+        for step in range(200):
+            if step % 2:
+                gone = [str(x) for x in rng.choice(live, 10, replace=False)]
+                col.delete(ids=gone)
+                live = [i for i in live if i not in set(gone)]
+            else:
+                moved = [str(x) for x in rng.choice(live, 10, replace=False)]
+                new = rng.random((10, DIM), dtype=np.float32)
+                col.update(ids=moved, embeddings=new)
+                vecs[[int(i) for i in moved]] = new
+            churn += 10
+            index = col._backend._indexes[str(col.id)]
+            if churn > max(_index.WORN_MIN, len(live) // _index.WORN_SHARE):
+                break
+            assert index is first and index.churn == churn, f"rebuilt early, at {churn}"
+        assert index is not first, "not rebuilt past the line"
+        assert index.churn == 0 and index.free_slots == 0 and len(index) == len(live)
+        held = np.asarray(index._hnsw.get_items(index.universe()), dtype=np.float32)
+        assert np.array_equal(held, vecs[[int(i) for i in live]])
