@@ -87,6 +87,8 @@ class Clock:
             return None
         self.res[name + "_s"] = time.perf_counter() - t
         self.res[name + "_cpu_s"] = time.process_time() - cpu
+        self.res.setdefault("peak_after_mb", {})[name] = wl.peak_rss_mb()
+        self.res.setdefault("rss_after_mb", {})[name] = _rss_mb()
         return out
 
     def each(self, name: str, items: list[Any], fn: Callable[[Any], Any]) -> list[Any] | None:

@@ -9,6 +9,7 @@ the whole collection, chosen seqs, and the bytes ``get(include=["embeddings"])``
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -149,13 +150,15 @@ def test_state_read_from_hnswlib_file_equals_getstate(
     want = index._hnsw.__getstate__()[0]
     for key, value in state.items():
         assert want[key] == value, key
-    assert parts["element_levels"].tolist() == want["element_levels"].tolist()
-    assert parts["link_lists"].tobytes() == want["link_lists"].tobytes()
+    # The in-memory load derives the pickled state's arrays from the links and the tail.
+    arrays = _index._tail_arrays(state, parts["links"], parts["tail"])
+    assert arrays["element_levels"].tolist() == want["element_levels"].tolist()
+    assert arrays["link_lists"].tobytes() == want["link_lists"].tobytes()
     ext, internal = want["label_lookup_external"], want["label_lookup_internal"]
     lookup = dict(zip(ext.tolist(), internal.tolist(), strict=True))
     ours = zip(
-        parts["label_lookup_external"].tolist(),
-        parts["label_lookup_internal"].tolist(),
+        arrays["label_lookup_external"].tolist(),
+        arrays["label_lookup_internal"].tolist(),
         strict=True,
     )
     assert dict(ours) == lookup
@@ -168,3 +171,75 @@ def test_state_read_from_hnswlib_file_equals_getstate(
     )
     assert len(parts["dead"]) == deletes
     assert parts["dead_vectors"].tobytes() == level0[parts["dead"], off:lab].tobytes()
+
+
+def _reopen_answers(path: Path, q: np.ndarray) -> tuple[Any, Any]:
+    with tintdb.PersistentClient(path=str(path)) as client:
+        col = client.get_collection("links")
+        got = col.query(query_embeddings=q, n_results=10)
+        index = col._backend._indexes[str(col.id)]
+        held = np.asarray(index._hnsw.get_items(index.universe()), dtype=np.float32)
+        return got, held
+
+
+@pytest.mark.usefixtures("graph_search_for_every_size")
+@pytest.mark.parametrize("space", ["l2", "cosine"])
+def test_both_load_paths_rebuild_the_same_index(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, space: str
+) -> None:
+    """Opening assembles hnswlib's file in a scratch file (the index in memory once);
+    with no room for it, the records are assembled in memory instead. Both must give
+    the index that was saved, and neither leaves its scratch file behind."""
+    from tintdb import _index
+
+    rng = np.random.default_rng(9)
+    vecs = rng.normal(size=(1500, 32)).astype(np.float32)
+    ids = [f"r{i}" for i in range(len(vecs))]
+    q = rng.normal(size=(15, 32)).astype(np.float32)
+    with tintdb.PersistentClient(path=str(tmp_path)) as client:
+        col = client.create_collection(
+            "links", embedding_function=None, configuration={"hnsw": {"space": space}}
+        )
+        col.add(ids=ids, embeddings=vecs)
+        col.delete(ids=ids[::5])
+        before = col.query(query_embeddings=q, n_results=10)
+    through_file, held_file = _reopen_answers(tmp_path, q)
+    assert "index load in memory" not in caplog.text
+
+    def no_room(fd: int, offset: int, length: int) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(_index.os, "posix_fallocate", no_room)
+    in_memory, held_memory = _reopen_answers(tmp_path, q)
+    assert "index load in memory (scratch file: [Errno 28]" in caplog.text
+    for got in (through_file, in_memory):
+        assert got["ids"] == before["ids"]
+        np.testing.assert_allclose(got["distances"], before["distances"], rtol=1e-6)
+    np.testing.assert_array_equal(held_file, held_memory)
+    assert not list(tmp_path.glob("index/*/.load-*"))
+
+
+def test_a_scratch_file_left_by_a_dead_process_is_removed(tmp_path: Path) -> None:
+    """A process killed while loading leaves its scratch file (as big as the index); the
+    next load of that collection deletes it, and leaves a live process's alone."""
+    import subprocess
+    import sys
+
+    rng = np.random.default_rng(4)
+    with tintdb.PersistentClient(path=str(tmp_path)) as client:
+        col = client.create_collection("links", embedding_function=None)
+        col.add(ids=[str(i) for i in range(50)], embeddings=rng.random((50, 8)))
+    directory = next(tmp_path.glob("index/*/"))
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    left = directory / f".load-{int(dead.stdout)}-abc"
+    alive = directory / f".load-{os.getpid()}-def"
+    left.write_bytes(b"x" * 1000)
+    alive.write_bytes(b"y")
+    with tintdb.PersistentClient(path=str(tmp_path)) as client:
+        client.get_collection("links").query(query_embeddings=rng.random((1, 8)), n_results=1)
+    assert not left.exists() and alive.exists()
