@@ -9,6 +9,7 @@ the whole collection, chosen seqs, and the bytes ``get(include=["embeddings"])``
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 from typing import Any
@@ -243,3 +244,39 @@ def test_a_scratch_file_left_by_a_dead_process_is_removed(tmp_path: Path) -> Non
     with tintdb.PersistentClient(path=str(tmp_path)) as client:
         client.get_collection("links").query(query_embeddings=rng.random((1, 8)), n_results=1)
     assert not left.exists() and alive.exists()
+
+
+@pytest.mark.skipif(not _storage.IN_PLACE_UPDATES, reason="in-place deletes need blob I/O")
+def test_vacuum_compacts_blocks_holding_dead_slots(tmp_path: Path) -> None:
+    """A delete marks its slot dead in place, and the block keeps the bytes while it is
+    at most half dead; vacuum() rewrites those blocks, so the deleted vectors' bytes go
+    from the file, and every live vector is still there."""
+    import sqlite3
+
+    dim, n = 256, 64 * 40
+    rng = np.random.default_rng(12)
+    vecs = rng.random((n, dim), dtype=np.float32)
+    ids = [str(i) for i in range(n)]
+    db = tmp_path / "tintdb.sqlite3"
+
+    def blocks() -> tuple[int, int]:
+        with contextlib.closing(sqlite3.connect(db)) as c:
+            rows = c.execute("SELECT slots, length(data) FROM vblocks").fetchall()
+        return sum(slots.count(0xFF) for slots, _ in rows), sum(size for _, size in rows)
+
+    with tintdb.PersistentClient(path=str(tmp_path)) as client:
+        col = client.create_collection("dead", embedding_function=None)
+        col.add(ids=ids, embeddings=vecs)
+        col.delete(ids=ids[::4])  # a quarter of each block: marked dead in place
+    assert blocks() == (n // 4, n * dim * 4)
+    before = db.stat().st_size
+    with tintdb.PersistentClient(path=str(tmp_path)) as client:
+        client.vacuum()
+        col = client.get_collection("dead")
+        live = [i for k, i in enumerate(ids) if k % 4]
+        got = col.get(ids=live, include=["embeddings"])
+        assert got["ids"] == live
+        np.testing.assert_array_equal(got["embeddings"], vecs[[int(i) for i in live]])
+    assert blocks() == (0, len(live) * dim * 4)
+    freed = before - db.stat().st_size
+    assert freed >= 0.8 * (n // 4) * dim * 4, f"{before} -> {db.stat().st_size}"

@@ -587,6 +587,7 @@ class Store:
         with self.lock:
             c = self._conn
             if full:
+                self._compact_blocks()
                 # FTS5 keeps deleted documents' postings until its segments are merged.
                 c.execute("INSERT INTO docs(docs) VALUES ('optimize')")
                 c.execute("VACUUM")
@@ -600,6 +601,37 @@ class Store:
                     # to completion. No transaction is open here, so nothing is committed.
                     c.executescript("PRAGMA incremental_vacuum;")
             c.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+
+    def _compact_blocks(self) -> int:
+        """Rewrite every vector block that holds dead slots without them; returns how
+        many. A delete only marks its slot dead while the block is at most half dead
+        (see _drop_vectors), so the bytes of up to half a block stay until this runs.
+        A few hundred blocks per transaction: each block is rewritten whole or not at
+        all, and a writer is never kept waiting for long."""
+        keys = self._conn.execute(
+            "SELECT coll, blk FROM vblocks WHERE instr(slots, ?) > 0", (bytes([_DEAD]),)
+        ).fetchall()
+        for i in range(0, len(keys), 256):
+            with self.write() as c:
+                for coll, blk in keys[i : i + 256]:
+                    row = c.execute(
+                        "SELECT slots, data FROM vblocks WHERE coll = ? AND blk = ?", (coll, blk)
+                    ).fetchone()
+                    if row is None:
+                        continue
+                    have = np.frombuffer(row[0], dtype=np.uint8)
+                    live = have != _DEAD
+                    if live.all():
+                        continue
+                    if not live.any():
+                        c.execute("DELETE FROM vblocks WHERE coll = ? AND blk = ?", (coll, blk))
+                        continue
+                    data = np.frombuffer(row[1], dtype=np.float32).reshape(len(have), -1)
+                    c.execute(
+                        "UPDATE vblocks SET slots = ?, data = ? WHERE coll = ? AND blk = ?",
+                        (have[live].tobytes(), data[live].tobytes(), coll, blk),
+                    )
+        return len(keys)
 
     # ------------------------------------------------------------ records: writes
 
