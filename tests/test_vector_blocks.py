@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -280,3 +281,29 @@ def test_vacuum_compacts_blocks_holding_dead_slots(tmp_path: Path) -> None:
     assert blocks() == (0, len(live) * dim * 4)
     freed = before - db.stat().st_size
     assert freed >= 0.8 * (n // 4) * dim * 4, f"{before} -> {db.stat().st_size}"
+
+
+def test_the_checkpoint_thread_copies_the_wal_into_the_database_file(tmp_path: Path) -> None:
+    """close() starts a WAL checkpoint beside the index snapshots: once it is done, the
+    database file alone (no -wal) holds every committed record."""
+    import sqlite3
+
+    rng = np.random.default_rng(6)
+
+    def records_in_main_file(name: str) -> int:
+        copy = tmp_path / name
+        copy.mkdir()
+        shutil.copy(tmp_path / "store" / "tintdb.sqlite3", copy / "tintdb.sqlite3")
+        with contextlib.closing(sqlite3.connect(copy / "tintdb.sqlite3")) as c:
+            return int(c.execute("SELECT count(*) FROM records").fetchone()[0])
+
+    with tintdb.PersistentClient(path=str(tmp_path / "store")) as client:
+        col = client.create_collection("wal", embedding_function=None)
+        col.add(ids=["first"], embeddings=rng.random((1, 32)))
+        client._backend.store.start_checkpoint().join()
+        col.add(ids=[str(i) for i in range(300)], embeddings=rng.random((300, 32)))
+        assert records_in_main_file("before") == 1  # the new rows are in the WAL only
+        checkpoint = client._backend.store.start_checkpoint()
+        assert checkpoint is not None
+        checkpoint.join()
+        assert records_in_main_file("after") == 301

@@ -154,6 +154,7 @@ class LocalBackend:
             return
         with self.store.lock:
             self._filter_cache.clear()
+            checkpoint = self.store.start_checkpoint() if self._indexes else None
             for cid in list(self._indexes):
                 # The mirror goes first: writing the snapshot copies hnswlib's state, and
                 # the two together would set the process's peak memory.
@@ -163,6 +164,8 @@ class LocalBackend:
                 except (TintError, OSError):  # the collection is gone, or the disk refused
                     log.warning("could not snapshot the index of collection %s", cid)
                 del self._indexes[cid]  # one index in memory at a time while closing
+            if checkpoint is not None:
+                checkpoint.join()
             self.store.close()
             self._closed = True
         if self.path is not None:

@@ -325,6 +325,30 @@ class Store:
         with self.lock:
             self._conn.close()
 
+    def start_checkpoint(self) -> threading.Thread | None:
+        """Copy the WAL into the database file on a thread of its own, now.
+
+        Closing the last connection checkpoints the WAL, which after a day of writes is
+        most of close() (266 of 637 ms after 1,000 changes at 100k x 384). Started
+        before the index snapshots are written, it runs beside them, and the close
+        finds little left to copy. PASSIVE: it never blocks a writer, and what it
+        cannot copy now is copied at close as before.
+        """
+        if self.path is None:
+            return None
+
+        def checkpoint() -> None:
+            with contextlib.suppress(sqlite3.Error):
+                conn = sqlite3.connect(str(self.path / DB_FILENAME), timeout=0.1)
+                try:
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                finally:
+                    conn.close()
+
+        thread = threading.Thread(target=checkpoint, name="tintdb-checkpoint", daemon=True)
+        thread.start()
+        return thread
+
     @contextlib.contextmanager
     def write(self) -> Iterator[sqlite3.Connection]:
         """One atomic write: everything inside commits together or not at all."""
