@@ -50,7 +50,6 @@ _SNAPSHOT_FORMAT = 4
 _LOAD_PREFIX = ".load-"  # scratch files of loads in progress, named by pid
 
 log = logging.getLogger(__name__)
-# hnswlib's state arrays kept whole in the snapshot; data_level0 is kept without vectors.
 _MIN_CAPACITY = 1024
 # A graph is rebuilt once its deletes and in-place updates pass 1/WORN_SHARE of its live
 # records (and WORN_MIN): see VectorIndex.worn.
@@ -838,13 +837,10 @@ class VectorIndex:
         head = np.zeros(1, dtype=_HEADER)
         for name in _HEADER.names:
             head[name] = state[name]
-        try:
-            fd = os.open(scratch, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
-        except OSError as exc:
-            log.warning("index load in memory (no scratch file: %s)", exc)
-            return VectorIndex._load_in_memory(state, tail, *parts)
+        fd = -1
         try:
             try:
+                fd = os.open(scratch, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
                 # Blocks are reserved up front: a full disk is an error here, not a
                 # SIGBUS when the mapping below is written.
                 os.posix_fallocate(fd, 0, body + len(tail))
@@ -862,24 +858,29 @@ class VectorIndex:
             index.load_index(str(scratch))
             return index
         finally:
-            os.close(fd)
-            # Dropping 160 MB of page cache takes 20 ms; nothing waits for it. A file left
-            # by a process that exits first goes with the next load (_remove_abandoned).
-            threading.Thread(target=scratch.unlink, args=(True,), daemon=True).start()
+            if fd >= 0:
+                os.close(fd)
+                # Dropping 160 MB of page cache takes 20 ms; nothing waits for it. A file
+                # left by a process that exits first goes with the next load.
+                threading.Thread(target=scratch.unlink, args=(True,), daemon=True).start()
 
     @staticmethod
     def _load_in_memory(
         state: dict[str, Any],
         tail: np.ndarray,
         links: np.ndarray,
-        *rest: Any,
+        dead: np.ndarray,
+        dead_vectors: np.ndarray,
+        layout: tuple[int, int],
+        space: str,
+        vectors: Loader,
     ) -> hnswlib.Index:
         """The same records assembled in this process and handed over as hnswlib's
         pickled state (which it copies: two copies at once, briefly)."""
         n, size = int(state["cur_element_count"]), int(state["size_data_per_element"])
         level0 = plain_empty((n, size), np.uint8)
         full = _tail_arrays(state, links, tail)
-        _fill_level0(level0, links, *rest)
+        _fill_level0(level0, links, dead, dead_vectors, layout, space, vectors)
         del links
         return hnswlib.Index({**state, **full, "data_level0": level0.reshape(-1).view(np.int8)})
 

@@ -626,36 +626,28 @@ class Store:
                     c.executescript("PRAGMA incremental_vacuum;")
             c.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
 
-    def _compact_blocks(self) -> int:
-        """Rewrite every vector block that holds dead slots without them; returns how
-        many. A delete only marks its slot dead while the block is at most half dead
-        (see _drop_vectors), so the bytes of up to half a block stay until this runs.
-        A few hundred blocks per transaction: each block is rewritten whole or not at
-        all, and a writer is never kept waiting for long."""
+    def _compact_blocks(self) -> None:
+        """Rewrite every vector block that holds dead slots without them. A delete only
+        marks its slot dead while the block is at most half dead (see _drop_vectors),
+        so the bytes of up to half a block stay until this runs. A few hundred blocks
+        per transaction, each read again inside it (another process may have changed
+        it since): a block is rewritten whole or not at all, and a writer never waits
+        for long."""
         keys = self._conn.execute(
-            "SELECT coll, blk FROM vblocks WHERE instr(slots, ?) > 0", (bytes([_DEAD]),)
+            "SELECT coll, blk FROM vblocks WHERE instr(slots, ?) > 0 ORDER BY coll, blk",
+            (bytes([_DEAD]),),
         ).fetchall()
-        for i in range(0, len(keys), 256):
-            with self.write() as c:
-                for coll, blk in keys[i : i + 256]:
-                    row = c.execute(
-                        "SELECT slots, data FROM vblocks WHERE coll = ? AND blk = ?", (coll, blk)
-                    ).fetchone()
-                    if row is None:
-                        continue
-                    have = np.frombuffer(row[0], dtype=np.uint8)
-                    live = have != _DEAD
-                    if live.all():
-                        continue
-                    if not live.any():
-                        c.execute("DELETE FROM vblocks WHERE coll = ? AND blk = ?", (coll, blk))
-                        continue
-                    data = np.frombuffer(row[1], dtype=np.float32).reshape(len(have), -1)
-                    c.execute(
-                        "UPDATE vblocks SET slots = ?, data = ? WHERE coll = ? AND blk = ?",
-                        (have[live].tobytes(), data[live].tobytes(), coll, blk),
-                    )
-        return len(keys)
+        by_coll: dict[int, list[int]] = {}
+        for coll, blk in keys:
+            by_coll.setdefault(coll, []).append(blk)
+        for coll, blks in by_coll.items():
+            for i in range(0, len(blks), 256):
+                with self.write():
+                    old = self._blocks(coll, blks[i : i + 256], "slots, data")
+                    live = {b: np.frombuffer(v[0], dtype=np.uint8) != _DEAD for b, v in old.items()}
+                    holed = {b: k for b, k in live.items() if k.any() and not k.all()}
+                    self._keep_slots(coll, holed, old)
+                    self._delete_blocks(coll, [b for b, k in live.items() if not k.any()])
 
     # ------------------------------------------------------------ records: writes
 
@@ -891,18 +883,27 @@ class Store:
             else:
                 compact[blk] = live
         if compact:
-            old = self._blocks(coll, list(compact), "slots, data")
-            rows = []
-            for blk, live in compact.items():
-                have = np.frombuffer(old[blk][0], dtype=np.uint8)
-                data = np.frombuffer(old[blk][1], dtype=np.float32).reshape(len(have), -1)
-                rows.append((have[live].tobytes(), data[live].tobytes(), coll, blk))
-            self._conn.executemany(
-                "UPDATE vblocks SET slots = ?, data = ? WHERE coll = ? AND blk = ?", rows
-            )
+            self._keep_slots(coll, compact, self._blocks(coll, list(compact), "slots, data"))
+        self._delete_blocks(coll, gone)
+
+    def _keep_slots(
+        self, coll: int, keep: dict[int, np.ndarray], old: dict[int, tuple[Any, ...]]
+    ) -> None:
+        """Rewrite each block in ``keep`` with only the slots its mask selects; ``old``
+        holds the blocks' current slots and data, read in this transaction."""
+        rows = []
+        for blk, live in keep.items():
+            have = np.frombuffer(old[blk][0], dtype=np.uint8)
+            data = np.frombuffer(old[blk][1], dtype=np.float32).reshape(len(have), -1)
+            rows.append((have[live].tobytes(), data[live].tobytes(), coll, blk))
+        self._conn.executemany(
+            "UPDATE vblocks SET slots = ?, data = ? WHERE coll = ? AND blk = ?", rows
+        )
+
+    def _delete_blocks(self, coll: int, blks: Sequence[int]) -> None:
         self._conn.execute(
             "DELETE FROM vblocks WHERE coll = ? AND blk IN (SELECT value FROM json_each(?))",
-            (coll, _json_ints(gone)),
+            (coll, _json_ints(blks)),
         )
 
     def log(self, col: CollectionRow, kind: int, seqs: np.ndarray) -> int:
