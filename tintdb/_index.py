@@ -405,6 +405,11 @@ def _tail_arrays(state: dict[str, Any], links: np.ndarray, tail: np.ndarray) -> 
     }
 
 
+# What _fill_level0 needs besides the buffer: links, dead slots and their vectors,
+# (offset_data, label_offset), the space, and SQLite's vectors.
+_Parts = tuple[np.ndarray, np.ndarray, np.ndarray, tuple[int, int], str, Loader]
+
+
 def _fill_level0(
     level0: np.ndarray,
     links: np.ndarray,
@@ -831,7 +836,7 @@ class VectorIndex:
         off, lab = int(state["offset_data"]), int(state["label_offset"])
         if links.shape != (n, size - (lab - off)) or lab - off != dim * 4:
             raise ValueError("snapshot graph does not match its manifest")
-        parts = (links, dead, dead_vectors, (off, lab), space, vectors)
+        parts: _Parts = (links, dead, dead_vectors, (off, lab), space, vectors)
         scratch = path.parent.parent / f"{_LOAD_PREFIX}{os.getpid()}-{uuid.uuid4().hex}"
         body = _HEADER.itemsize + n * size
         head = np.zeros(1, dtype=_HEADER)
@@ -848,7 +853,7 @@ class VectorIndex:
                 os.pwrite(fd, tail.data, body)
             except OSError as exc:
                 log.warning("index load in memory (scratch file: %s)", exc)
-                return VectorIndex._load_in_memory(state, tail, *parts)
+                return VectorIndex._load_in_memory(state, tail, parts)
             with mmap.mmap(fd, body + len(tail)) as mapped:
                 level0 = np.frombuffer(mapped, np.uint8, n * size, _HEADER.itemsize)
                 _fill_level0(level0.reshape(n, size), *parts)
@@ -865,23 +870,13 @@ class VectorIndex:
                 threading.Thread(target=scratch.unlink, args=(True,), daemon=True).start()
 
     @staticmethod
-    def _load_in_memory(
-        state: dict[str, Any],
-        tail: np.ndarray,
-        links: np.ndarray,
-        dead: np.ndarray,
-        dead_vectors: np.ndarray,
-        layout: tuple[int, int],
-        space: str,
-        vectors: Loader,
-    ) -> hnswlib.Index:
+    def _load_in_memory(state: dict[str, Any], tail: np.ndarray, parts: _Parts) -> hnswlib.Index:
         """The same records assembled in this process and handed over as hnswlib's
         pickled state (which it copies: two copies at once, briefly)."""
         n, size = int(state["cur_element_count"]), int(state["size_data_per_element"])
         level0 = plain_empty((n, size), np.uint8)
-        full = _tail_arrays(state, links, tail)
-        _fill_level0(level0, links, dead, dead_vectors, layout, space, vectors)
-        del links
+        full = _tail_arrays(state, parts[0], tail)
+        _fill_level0(level0, *parts)
         return hnswlib.Index({**state, **full, "data_level0": level0.reshape(-1).view(np.int8)})
 
     @classmethod
