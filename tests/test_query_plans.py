@@ -417,14 +417,19 @@ def test_the_mirror_is_kept_from_the_writes_and_built_from_sqlite_after_a_reopen
         assert col.query(query_embeddings=q, n_results=3, where={"rare": True})["ids"] == [want]
         assert reads == []
         assert scans == []  # the first add indexed the vectors it was given
+    nearest = [ids[i] for i in _truth(vecs, np.ones(len(vecs), dtype=bool), q[0], 3)]
     with tintdb.PersistentClient(path=str(tmp_path)) as client:
         col = client.get_collection("kept")
-        assert col.query(query_embeddings=q, n_results=3)["ids"][0]  # the graph alone
+        # The first query scans SQLite's vectors; the graph loads behind it.
+        assert col.query(query_embeddings=q, n_results=3)["ids"] == [nearest]
+        col._backend._wait_loads()
         assert reads == ["graph"]
+        assert len(scans) == 2
+        assert col.query(query_embeddings=q, n_results=3)["ids"][0]  # the graph alone
         assert col.query(query_embeddings=q, n_results=3, where={"rare": True})["ids"] == [want]
         assert col.query(query_embeddings=q, n_results=3, where={"rare": True})["ids"] == [want]
         assert reads == ["graph", "mirror"]
-        assert len(scans) == 2
+        assert len(scans) == 3
 
 
 @pytest.mark.parametrize("where", [None, {"half": 1}], ids=["plain", "filtered"])

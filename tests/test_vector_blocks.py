@@ -178,6 +178,8 @@ def test_state_read_from_hnswlib_file_equals_getstate(
 def _reopen_answers(path: Path, q: np.ndarray) -> tuple[Any, Any]:
     with tintdb.PersistentClient(path=str(path)) as client:
         col = client.get_collection("links")
+        col.query(query_embeddings=q[:1], n_results=10)  # a scan; the graph loads behind it
+        col._backend._wait_loads()
         got = col.query(query_embeddings=q, n_results=10)
         index = col._backend._indexes[str(col.id)]
         held = np.asarray(index._hnsw.get_items(index.universe()), dtype=np.float32)

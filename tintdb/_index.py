@@ -28,7 +28,7 @@ import struct
 import threading
 import uuid
 import zlib
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +36,7 @@ import hnswlib
 import numpy as np
 import orjson
 
-__all__ = ["Loader", "VectorIndex", "plain_empty"]
+__all__ = ["Loader", "VectorIndex", "plain_empty", "scan_knn", "space_distances"]
 
 # Yields (seqs, vectors) chunks of every record of the collection, in seq order.
 Loader = Callable[[], Generator[tuple[np.ndarray, np.ndarray], None, None]]
@@ -109,6 +109,50 @@ def _dot(vecs: np.ndarray, queries: np.ndarray) -> np.ndarray:
     if len(queries) <= 4:
         return np.stack([np.einsum("ij,j->i", vecs, q) for q in queries])
     return queries @ vecs.T
+
+
+def space_distances(space: str, q: np.ndarray, vecs: np.ndarray) -> np.ndarray:
+    """The space's distance, as hnswlib defines it, computed directly in float32 (``q``
+    and ``vecs`` of unit length already for cosine)."""
+    if space == "l2":
+        diff = vecs - q[None, :]
+        return np.einsum("ij,ij->i", diff, diff).astype(np.float32)
+    return (np.float32(1.0) - vecs @ q).astype(np.float32)
+
+
+def scan_knn(
+    space: str, queries: np.ndarray, k: int, chunks: Iterable[tuple[np.ndarray, np.ndarray]]
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """True k nearest per query over (seqs, vectors) chunks read straight from SQLite:
+    what a store answers with before its graph is loaded. Only a few candidates per
+    query are kept between chunks, so no copy of the collection is ever made."""
+    cosine = space == "cosine"
+    q = (_unit(queries) if cosine else queries).astype(np.float32)
+    keep = k + 8  # a few more than k by the fast score, then ranked by the distance
+    seqs = [np.empty(0, np.int64) for _ in q]
+    vecs = [np.empty((0, q.shape[1]), np.float32) for _ in q]
+    score = [np.empty(0, np.float32) for _ in q]
+    for part, block in chunks:
+        block = (_unit(block) if cosine else block).astype(np.float32, copy=False)
+        ranking = -_dot(block, q)
+        if space == "l2":  # squared L2 less the query's own squared norm
+            ranking *= 2
+            ranking += np.einsum("ij,ij->i", block, block)[None, :]
+        for i in range(len(q)):
+            s = np.concatenate([score[i], ranking[i]])
+            pick = np.argpartition(s, keep - 1)[:keep] if len(s) > keep else np.arange(len(s))
+            old = pick < len(score[i])
+            new = pick[~old] - len(score[i])
+            seqs[i] = np.concatenate([seqs[i][pick[old]], part[new]])
+            vecs[i] = np.concatenate([vecs[i][pick[old]], block[new]])
+            score[i] = s[np.concatenate([pick[old], pick[~old]])]
+    labels, dists = [], []
+    for i in range(len(q)):
+        d = space_distances(space, q[i], vecs[i])
+        order = np.argsort(d, kind="stable")[:k]
+        labels.append(seqs[i][order])
+        dists.append(d[order])
+    return labels, dists
 
 
 def _snapshot_format(snap: Path) -> int | None:
@@ -734,11 +778,7 @@ class VectorIndex:
         return np.asarray(self._hnsw.get_items(seqs, return_type="numpy"), dtype=np.float32)
 
     def distances(self, q: np.ndarray, vecs: np.ndarray) -> np.ndarray:
-        """The space's distance, as hnswlib defines it, computed directly in float32."""
-        if self.space == "l2":
-            diff = vecs - q[None, :]
-            return np.einsum("ij,ij->i", diff, diff).astype(np.float32)
-        return (np.float32(1.0) - vecs @ q).astype(np.float32)
+        return space_distances(self.space, q, vecs)
 
     # ------------------------------------------------------------ persistence
 

@@ -24,7 +24,7 @@ import numpy as np
 import orjson
 
 from . import __version__
-from ._index import VectorIndex
+from ._index import VectorIndex, scan_knn
 from ._storage import OP_DELETE, OP_SET, CollectionRow, Store
 from .config import Settings
 from .errors import (
@@ -46,6 +46,11 @@ EXACT_LIMIT = 20_000
 FILTER_CACHE_SIZE = 32
 # How much wider the HNSW beam is for a filtered search than for a plain one.
 FILTERED_EF_FACTOR = 2
+# A query of at most this many embeddings and results, on a collection whose index is
+# not in memory, scans SQLite's vectors exactly while the index loads (_scan_query).
+# Larger ones wait for the index: scanning costs grow with queries times records.
+COLD_SCAN_QUERIES = 8
+COLD_SCAN_RESULTS = 1024
 
 
 def _env_count(name: str, default: int) -> int:
@@ -108,6 +113,14 @@ _COLUMNS = {
 }
 
 
+def _check_query_dimension(col: CollectionRow, query_embeddings: np.ndarray) -> None:
+    if col.dimension is not None and query_embeddings.shape[1] != col.dimension:
+        raise InvalidDimensionException(
+            f"Collection expecting embedding with dimension of {col.dimension}, "
+            f"got {query_embeddings.shape[1]}"
+        )
+
+
 def _merge_metadata(stored: dict[str, Any] | None, new: dict[str, Any]) -> dict[str, Any] | None:
     """Key-by-key merge; a None value deletes the key; nothing left -> None."""
     merged = dict(stored or {})
@@ -133,6 +146,10 @@ class LocalBackend:
         self.path = None if path is None else Path(path)
         self.store = Store(self.path)
         self._indexes: dict[str, VectorIndex] = {}
+        # Indexes being loaded on a thread of their own (see _scan_query).
+        self._loading: dict[str, threading.Thread] = {}
+        self._loading_lock = threading.Lock()
+        self._closing = False
         self._filter_cache: OrderedDict[tuple[str, int, bytes], _Matches] = OrderedDict()
         self._closed = False
         if self.path is not None:
@@ -152,6 +169,9 @@ class LocalBackend:
         """Snapshot every index with unsaved changes, then release the files."""
         if self._closed:
             return
+        with self._loading_lock:
+            self._closing = True  # no more loads behind queries
+        self._wait_loads()
         with self.store.lock:
             self._filter_cache.clear()
             checkpoint = self.store.start_checkpoint() if self._indexes else None
@@ -170,6 +190,13 @@ class LocalBackend:
             self._closed = True
         if self.path is not None:
             atexit.unregister(self._atexit)
+
+    def _wait_loads(self) -> None:
+        """Return once every index loading behind a query is in memory (or failed)."""
+        with self._loading_lock:
+            loading = list(self._loading.values())
+        for thread in loading:
+            thread.join()
 
     def reset(self) -> bool:
         with self.store.lock:
@@ -637,7 +664,8 @@ class LocalBackend:
     ) -> GetResult:
         columns = _columns(include)
         col = self.store.collection_by_id(collection_id)
-        index = self._sync(col) if (where or where_document) else None
+        # Without an index in memory, SQLite answers alone: no load for a get.
+        index = self._sync(col) if (where or where_document) and col.id in self._indexes else None
         if index is not None:
             # The same (cached) candidate set a filtered query uses, then one lookup by seq.
             cand = self._candidates(col, index, ids, where, where_document).seqs
@@ -665,13 +693,19 @@ class LocalBackend:
         where_document: WhereDocument | None,
         include: list[str],
     ) -> QueryResult:
+        rest = (query_embeddings, n_results, ids, where, where_document, include)
+        if self._cold(collection_id, len(query_embeddings), n_results):
+            # On a connection of its own: a load under way holds the store's lock.
+            with self.store.reader() as store, store.read():
+                col = store.collection_by_id(collection_id)
+                _check_query_dimension(col, query_embeddings)
+                if col.dimension is not None:
+                    result = self._scan_query(store, col, *rest)
+                    self._load_behind(col)
+                    return result
         col = self.store.collection_by_id(collection_id)
-        if col.dimension is not None and query_embeddings.shape[1] != col.dimension:
-            raise InvalidDimensionException(
-                f"Collection expecting embedding with dimension of {col.dimension}, "
-                f"got {query_embeddings.shape[1]}"
-            )
-        args = (col, query_embeddings, n_results, ids, where, where_document, include)
+        _check_query_dimension(col, query_embeddings)
+        args = (col, *rest)
         result = self._query_once(*args, whole=True)
         if result is None:
             # A record of the answer was deleted between the search and reading it back
@@ -719,6 +753,72 @@ class LocalBackend:
                 col, index, query_embeddings, n_results, ids, where, where_document
             )
         return self._query_result(labels, dists, include, col, whole=whole)
+
+    def _cold(self, collection_id: str, nq: int, n_results: int) -> bool:
+        """Whether to answer by scanning SQLite rather than wait for the index: a store
+        on disk whose index is not in memory (not loaded yet, or loading)."""
+        return (
+            self.path is not None
+            and not self._closing
+            and nq <= COLD_SCAN_QUERIES
+            and n_results <= COLD_SCAN_RESULTS
+            and collection_id not in self._indexes
+        )
+
+    def _scan_query(
+        self,
+        store: Store,
+        col: CollectionRow,
+        query_embeddings: np.ndarray,
+        n_results: int,
+        ids: list[str] | None,
+        where: Where | None,
+        where_document: WhereDocument | None,
+        include: list[str],
+    ) -> QueryResult:
+        """Exact search over SQLite's vectors, read in ``store``'s one transaction: the
+        answer of a collection whose index is not in memory yet.
+
+        Loading a graph reads the same vectors and then hands them to hnswlib, which
+        copies them into memory it has just allocated (most of the load, on a VM whose
+        page faults are slow); scanning them is the part before that alone. So the first
+        query after opening a store returns in a fraction of the load's time, with the
+        true nearest neighbours, and the graph loads behind it for the queries after.
+        A store whose index must be rebuilt (tens of seconds at 100k records) answers
+        the same way meanwhile.
+        """
+        dim = col.dimension
+        assert dim is not None
+        if ids is not None:
+            self._check_ids_exist(col, ids, store)
+        cand = None
+        if ids is not None or where or where_document:
+            every = store.seq_array("SELECT seq FROM records WHERE coll = ?", [col.coll])
+            cand = store.candidate_seqs(col.coll, ids, where, where_document, every)
+        chunks = store.vector_chunks(col.coll, dim, cand)
+        labels, dists = scan_knn(col.space, query_embeddings, n_results, chunks)
+        result = self._query_result(labels, dists, include, col, whole=False, store=store)
+        assert result is not None
+        return result
+
+    def _load_behind(self, col: CollectionRow) -> None:
+        """Load (or build) the collection's index on a thread of its own."""
+
+        def load() -> None:
+            try:
+                self._sync(col)
+            except Exception:  # the next call that needs the index loads it, or says why
+                log.debug("background index load failed", exc_info=True)
+            finally:
+                with self._loading_lock:
+                    self._loading.pop(col.id, None)
+
+        with self._loading_lock:
+            if col.id in self._loading or self._closing:
+                return
+            thread = threading.Thread(target=load, name="tintdb-index-load", daemon=True)
+            self._loading[col.id] = thread
+            thread.start()
 
     def _filtered(
         self,
@@ -768,9 +868,12 @@ class LocalBackend:
             return self._exact(col, index, q, k, cand)
         return list(found[0]), list(found[1])
 
-    def _check_ids_exist(self, col: CollectionRow, ids: list[str]) -> None:
-        with self.store.read():
-            missing = set(ids) - set(self.store.existing(col.coll, ids))
+    def _check_ids_exist(
+        self, col: CollectionRow, ids: list[str], store: Store | None = None
+    ) -> None:
+        store = store or self.store
+        with store.read():
+            missing = set(ids) - set(store.existing(col.coll, ids))
         if missing:
             shown = ", ".join(sorted(missing)[:10])
             raise NotFoundError(
@@ -819,11 +922,13 @@ class LocalBackend:
         col: CollectionRow,
         *,
         whole: bool,
+        store: Store | None = None,
     ) -> QueryResult | None:
         columns = _columns(include)
         wanted = sorted({int(s) for row in labels for s in row.tolist()})
-        with self.store.read():
-            rows = self.store.fetch_seqs(col.coll, wanted, columns) if wanted else {}
+        store = store or self.store
+        with store.read():
+            rows = store.fetch_seqs(col.coll, wanted, columns) if wanted else {}
         if whole and len(rows) < len(wanted):
             return None
         per_query: list[GetResult] = []

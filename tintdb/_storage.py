@@ -12,6 +12,7 @@ vector index replays (see ``_local``).
 from __future__ import annotations
 
 import contextlib
+import copy
 import sqlite3
 import threading
 import uuid
@@ -233,18 +234,34 @@ class Store:
             self.path.mkdir(parents=True, exist_ok=True)
             target = str(self.path / DB_FILENAME)
         self.lock = threading.RLock()
-        self._conn = sqlite3.connect(
-            target, isolation_level=None, check_same_thread=False, timeout=60.0
-        )
-        self._conn.create_function("regexp", 2, regexp, deterministic=True)
+        self._conn = self._connect(target)
         self._in_tx = False
         self._init_schema()
+
+    @staticmethod
+    def _connect(target: str) -> sqlite3.Connection:
+        conn = sqlite3.connect(target, isolation_level=None, check_same_thread=False, timeout=60.0)
+        conn.create_function("regexp", 2, regexp, deterministic=True)
+        conn.execute("PRAGMA busy_timeout = 60000")
+        return conn
+
+    @contextlib.contextmanager
+    def reader(self) -> Iterator[Store]:
+        """This store on a connection of its own, for reads that must not wait for this
+        one: a query answered while an index loads under ``lock`` (see _local)."""
+        assert self.path is not None, "an in-memory database has one connection"
+        other = copy.copy(self)
+        other.lock, other._in_tx = threading.RLock(), False
+        other._conn = self._connect(str(self.path / DB_FILENAME))
+        try:
+            yield other
+        finally:
+            other._conn.close()
 
     # ------------------------------------------------------------ plumbing
 
     def _init_schema(self) -> None:
         c = self._conn
-        c.execute("PRAGMA busy_timeout = 60000")
         if self.path is not None:
             # Both must precede the first table, page_size first (auto_vacuum fixes it):
             # 16 KiB pages: a 384-dimension vector block spans 6 overflow pages, not 12
