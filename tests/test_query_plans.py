@@ -464,6 +464,38 @@ def test_a_record_deleted_between_search_and_read_back_does_not_shorten_the_answ
         assert col.count() == 999
 
 
+def test_a_record_deleted_between_filtering_and_read_back_does_not_shorten_a_get(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """get(where, limit, offset) reads its page from the cached candidate set; a delete
+    landing before the page is read must give the page of the store after the delete,
+    not a shorter one."""
+    ids, vecs, mds = _data()
+    raced: list[str] = []
+    real = _local.LocalBackend._candidates
+
+    def racing(backend: Any, *args: Any, **kwargs: Any) -> Any:
+        matches = real(backend, *args, **kwargs)
+        if not raced:  # delete the page's first record after the candidates are known
+            with backend.store.read():
+                coll = backend.store.collection_by_id(str(col.id)).coll
+                seq = int(matches.seqs[2])
+                raced.append(backend.store.fetch_seqs(coll, [seq], [])[seq][1])
+            backend.delete(str(col.id), [raced[0]], None, None)
+        return matches
+
+    with tintdb.PersistentClient(path=str(tmp_path)) as client:
+        col = client.create_collection("race", embedding_function=None)
+        col.add(ids=ids[:1000], embeddings=vecs[:1000], metadatas=mds[:1000])
+        col.query(query_embeddings=vecs[:1], n_results=1)  # the index is in memory
+        monkeypatch.setattr(_local.LocalBackend, "_candidates", racing)
+        got = col.get(where={"half": 1}, limit=5, offset=2, include=["metadatas"])
+        assert raced
+        want = [ids[i] for i in range(1000) if mds[i]["half"] == 1 and ids[i] != raced[0]]
+        assert got["ids"] == want[2:7]
+        assert got["metadatas"] == [mds[ids.index(r)] for r in want[2:7]]
+
+
 def test_plain_empty_gives_writable_arrays_of_any_size() -> None:
     for shape in [(0, 4), (3, 5), (20_000, 384)]:  # the last is above numpy's huge-page size
         a = _index.plain_empty(shape, np.float32)

@@ -676,7 +676,12 @@ class LocalBackend:
                     self.store.fetch_seqs(col.coll, chosen.tolist(), columns) if len(chosen) else {}
                 )
             rows = [found[s] for s in chosen.tolist() if s in found]
-        else:
+            if len(rows) < len(chosen):
+                # A record was deleted since the candidates were read (a concurrent
+                # write): the page would be short and shifted. SQLite alone, in one
+                # snapshot, gives the right one.
+                index = None
+        if index is None:
             with self.store.read():
                 rows = self.store.fetch(
                     col.coll, ids, where, where_document, limit, offset, columns
