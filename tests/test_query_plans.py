@@ -516,7 +516,8 @@ def test_exact_search_threshold_comes_from_the_environment() -> None:
 
 def test_a_graph_worn_by_deletes_and_updates_is_rebuilt_at_the_line() -> None:
     """Deletes and in-place updates are counted; the write that takes the count past a
-    quarter of the live records (and WORN_MIN) replaces the graph with a fresh one."""
+    quarter of the live records (and WORN_MIN) starts building a fresh graph behind the
+    writes, which then replaces the worn one."""
     rng = np.random.default_rng(8)
     n = 2400
     vecs = rng.random((n, DIM), dtype=np.float32)
@@ -538,10 +539,13 @@ def test_a_graph_worn_by_deletes_and_updates_is_rebuilt_at_the_line() -> None:
                 col.update(ids=moved, embeddings=new)
                 vecs[[int(i) for i in moved]] = new
             churn += 10
-            index = col._backend._indexes[str(col.id)]
             if churn > max(_index.WORN_MIN, len(live) // _index.WORN_SHARE):
                 break
+            index = col._backend._indexes[str(col.id)]
+            assert not col._backend._rebuilding, f"rebuilt early, at {churn}"
             assert index is first and index.churn == churn, f"rebuilt early, at {churn}"
+        col._backend._wait_loads()
+        index = col._backend._indexes[str(col.id)]
         assert index is not first, "not rebuilt past the line"
         assert index.churn == 0 and index.free_slots == 0 and len(index) == len(live)
         held = np.asarray(index._hnsw.get_items(index.universe()), dtype=np.float32)

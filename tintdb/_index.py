@@ -532,6 +532,9 @@ class VectorIndex:
         self._mirror: _Mirror | None = _Mirror(dim, space == "cosine")
         self._universe: np.ndarray | None = None  # sorted live seqs, cached
         self.unsaved = 0
+        # A graph built afresh from SQLite, not yet saved: a snapshot at its lsn (of the
+        # graph it replaced) is replaced by it, not kept.
+        self.rebuilt = False
 
     # ------------------------------------------------------------ basics
 
@@ -569,10 +572,20 @@ class VectorIndex:
 
     # ------------------------------------------------------------ changes
 
-    def upsert(self, seqs: np.ndarray, vectors: np.ndarray) -> None:
-        """Add new labels or replace the vectors of existing ones."""
+    def reserve(self, rows: int) -> None:
+        """Room for ``rows`` records, so a bulk load in parts resizes the graph once."""
+        with self.lock:
+            if rows > self._hnsw.get_max_elements():
+                self._hnsw.resize_index(rows)
+            if self._mirror is not None:
+                self._mirror.reserve(rows)
+
+    def upsert(self, seqs: np.ndarray, vectors: np.ndarray, threads: int | None = None) -> None:
+        """Add new labels or replace the vectors of existing ones (on ``threads``
+        threads; default: the collection's num_threads)."""
         if len(seqs) == 0:
             return
+        threads = threads or self._threads()
         with self.lock:
             live = self._live  # built before the universe it may be built from is dropped
             known = np.fromiter((x in live for x in seqs.tolist()), dtype=bool, count=len(seqs))
@@ -584,7 +597,7 @@ class VectorIndex:
             if needed > cap:
                 factor = max(float(self.params.get("resize_factor") or 1.2), 1.2)
                 self._hnsw.resize_index(max(needed, math.ceil(cap * factor)))
-            self._hnsw.add_items(vectors, seqs, num_threads=self._threads())
+            self._hnsw.add_items(vectors, seqs, num_threads=threads)
             if known.any() and self.space != "ip":
                 self._reach(seqs[known], vectors[known])
             self.churn += int(known.sum())
@@ -787,7 +800,7 @@ class VectorIndex:
         with self.lock:
             directory.mkdir(parents=True, exist_ok=True)
             final = directory / f"{_SNAPSHOT_PREFIX}{self.lsn:020d}"
-            if final.exists():
+            if final.exists() and not self.rebuilt:
                 if _snapshot_format(final) == _SNAPSHOT_FORMAT:
                     self.unsaved = 0
                     return
@@ -814,12 +827,21 @@ class VectorIndex:
             for f in (graph, labels, tmp / "manifest.json"):
                 _fsync_path(f)
             _fsync_path(tmp)
+            if final.exists() and self.rebuilt:
+                # The same records in a fresh graph: it replaces the worn one saved at this
+                # lsn. Moved aside first (a rename cannot replace a directory); the loader
+                # skips and later removes what a crash leaves in between.
+                aside = directory / f".tmp-{os.getpid()}-{uuid.uuid4().hex}"
+                with contextlib.suppress(OSError):
+                    os.rename(final, aside)
+                    shutil.rmtree(aside, ignore_errors=True)
             try:
                 os.rename(tmp, final)
             except OSError:  # another process wrote the same snapshot first
                 shutil.rmtree(tmp, ignore_errors=True)
             _fsync_path(directory)
             self.unsaved = 0
+            self.rebuilt = False
         for old in directory.glob(f"{_SNAPSHOT_PREFIX}*"):
             if old.name < final.name:
                 shutil.rmtree(old, ignore_errors=True)
@@ -961,6 +983,7 @@ class VectorIndex:
         index._apply_ef()
         index._mirror = None
         index.unsaved = 0
+        index.rebuilt = False
         return index
 
     @staticmethod

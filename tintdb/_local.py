@@ -51,6 +51,11 @@ FILTERED_EF_FACTOR = 2
 # Larger ones wait for the index: scanning costs grow with queries times records.
 COLD_SCAN_QUERIES = 8
 COLD_SCAN_RESULTS = 1024
+# A worn graph rebuilt behind the writes is filled this many records at a time, so that
+# closing the store never waits long for it. One of at most REBUILD_NOW_BELOW live
+# records is rebuilt inside the write (a few tens of ms).
+REBUILD_STEP = 8192
+REBUILD_NOW_BELOW = 2048
 
 
 def _env_count(name: str, default: int) -> int:
@@ -146,8 +151,10 @@ class LocalBackend:
         self.path = None if path is None else Path(path)
         self.store = Store(self.path)
         self._indexes: dict[str, VectorIndex] = {}
-        # Indexes being loaded on a thread of their own (see _scan_query).
+        # Indexes being loaded on a thread of their own (see _scan_query), and worn
+        # graphs being rebuilt (see _compact): each thread with the lsn it started at.
         self._loading: dict[str, threading.Thread] = {}
+        self._rebuilding: dict[str, tuple[threading.Thread, int]] = {}
         self._loading_lock = threading.Lock()
         self._closing = False
         self._filter_cache: OrderedDict[tuple[str, int, bytes], _Matches] = OrderedDict()
@@ -192,10 +199,11 @@ class LocalBackend:
             atexit.unregister(self._atexit)
 
     def _wait_loads(self) -> None:
-        """Return once every index loading behind a query is in memory (or failed)."""
+        """Return once every index load and rebuild running behind the calls is done
+        (in memory, given up or failed)."""
         with self._loading_lock:
-            loading = list(self._loading.values())
-        for thread in loading:
+            running = [*self._loading.values(), *(t for t, _ in self._rebuilding.values())]
+        for thread in running:
             thread.join()
 
     def reset(self) -> bool:
@@ -211,7 +219,7 @@ class LocalBackend:
         with self.store.lock:
             self.store.reclaim_space(full=True)
             for cid in list(self._indexes):
-                self._compact(self.store.collection_by_id(cid))
+                self._compact(self.store.collection_by_id(cid), wait=True)
                 self._snapshot(cid, force=True)
 
     # ------------------------------------------------------------ tenants and databases
@@ -350,19 +358,42 @@ class LocalBackend:
                     )
                 if index is None or index.lsn < floor or index.lsn > last_lsn:
                     index = self._rebuild(col)
+                    assert index is not None
             self._catch_up(col, index)
             self._indexes[col.id] = index
             return index
 
-    def _rebuild(self, col: CollectionRow) -> VectorIndex:
+    def _rebuild(self, col: CollectionRow, *, behind: bool = False) -> VectorIndex | None:
+        """A fresh index of the collection as SQLite holds it, stamped with the lsn read.
+
+        ``behind``: built on a thread of its own while writes go on. SQLite is read on a
+        connection of its own (the store lock stays free), insertion leaves one core to
+        the caller's work, and it gives up (None) when the backend starts closing.
+        """
         assert col.dimension is not None
         index = VectorIndex(col.space, col.dimension, col.configuration["hnsw"])
-        with self.store.read():
-            lsn = self.store.lsn_state(col.id)
-            seqs, vecs = self.store.vectors(col.coll, None, col.dimension)
-        index.upsert(seqs, vecs)
+        if behind and self.path is not None:
+            with self.store.reader() as store, store.read():
+                lsn = store.lsn_state(col.id)
+                seqs, vecs = store.vectors(col.coll, None, col.dimension)
+        else:
+            with self.store.lock, self.store.read():
+                lsn = self.store.lsn_state(col.id)
+                seqs, vecs = self.store.vectors(col.coll, None, col.dimension)
+        if not behind:
+            index.upsert(seqs, vecs)
+        else:
+            index.reserve(len(seqs))
+            configured = int(col.configuration["hnsw"].get("num_threads") or 0)
+            threads = configured or max(1, (os.cpu_count() or 2) - 1)
+            for start in range(0, len(seqs), REBUILD_STEP):
+                if self._closing:
+                    return None
+                part = slice(start, start + REBUILD_STEP)
+                index.upsert(seqs[part], vecs[part], threads=threads)
         index.lsn = lsn[0] if lsn else 0
         index.unsaved = len(seqs) or 1
+        index.rebuilt = True
         return index
 
     def _catch_up(self, col: CollectionRow, index: VectorIndex) -> None:
@@ -436,11 +467,55 @@ class LocalBackend:
         first = self.store.next_seq()
         return _EarlyIndexing(index, np.arange(first, first + len(vectors)), vectors)
 
-    def _compact(self, col: CollectionRow) -> None:
-        """Rebuild a graph worn by deletes (tombstones) and in-place updates (see worn())."""
+    def _compact(self, col: CollectionRow, *, wait: bool = False) -> None:
+        """Replace a graph worn by deletes (tombstones) and in-place updates (see worn())
+        with a fresh one, built behind the writes unless ``wait``.
+
+        A rebuild takes about as long as adding every record again (tens of seconds at
+        100k); made inside the write that crossed the line, it stalled that write and
+        every call behind it. Behind them, the worn graph keeps answering and taking
+        writes meanwhile, the fresh one replays the log from where it read SQLite, and
+        replaces it. The log is kept from there until then (see _snapshot). A graph of
+        few live records (a collection emptied by deletes, say) is rebuilt at once.
+        """
         index = self._indexes.get(col.id)
-        if index is not None and index.worn():
-            self._indexes[col.id] = self._rebuild(col)
+        if index is None or not index.worn():
+            return
+        if wait or len(index) <= REBUILD_NOW_BELOW:
+            fresh = self._rebuild(col)
+            assert fresh is not None
+            self._indexes[col.id] = fresh
+            return
+        with self._loading_lock:
+            if col.id in self._rebuilding or self._closing:
+                return
+            thread = threading.Thread(
+                target=self._rebuild_behind, args=(col, index), name="tintdb-rebuild", daemon=True
+            )
+            self._rebuilding[col.id] = (thread, index.lsn)
+            thread.start()
+
+    def _rebuild_behind(self, col: CollectionRow, worn: VectorIndex) -> None:
+        try:
+            fresh = self._rebuild(col, behind=True)
+            if fresh is None:
+                return
+            with self.store.lock:
+                state = self.store.lsn_state(col.id)
+                if self._indexes.get(col.id) is not worn or state is None:
+                    return  # dropped, replaced or reloaded meanwhile: nothing to replace
+                if fresh.lsn < state[1]:
+                    # Another process pruned the log past the read: the changes since
+                    # cannot be replayed. The next write past the line tries again.
+                    return
+                self._catch_up(col, fresh)
+                self._indexes[col.id] = fresh
+                self._snapshot(col.id)
+        except Exception:  # the worn graph is still correct; the next write tries again
+            log.exception("background rebuild of collection %s failed", col.id)
+        finally:
+            with self._loading_lock:
+                self._rebuilding.pop(col.id, None)
 
     def _snapshot(self, collection_id: str, *, force: bool = False) -> None:
         """Persist the index when enough has changed (or whenever it differs, with ``force``)."""
@@ -456,7 +531,11 @@ class LocalBackend:
         if not force and index.unsaved < threshold:
             return
         index.save(self._index_dir(collection_id))
-        self.store.prune_log(col, index.lsn)
+        upto = index.lsn
+        rebuilding = self._rebuilding.get(collection_id)
+        if rebuilding is not None:  # a fresh graph will replay the log from its read
+            upto = min(upto, rebuilding[1])
+        self.store.prune_log(col, upto)
 
     # ------------------------------------------------------------ records: writes
 

@@ -1,0 +1,168 @@
+"""A graph worn by deletes and updates is rebuilt behind the writes, not inside one.
+
+What must hold: writes and queries go on (and are right) while the fresh graph is
+built; the fresh graph replays what was written meanwhile, even across a snapshot that
+would otherwise have pruned the log; closing gives a rebuild up instead of waiting for
+it; and whatever happens, the store reopens holding exactly SQLite's records.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from _workers import index_contents
+
+import tintdb
+from tintdb import _index, _local
+
+DIM = 8
+N = 1200
+
+
+def _wear(col: Any, rng: np.random.Generator, vecs: dict[str, np.ndarray]) -> None:
+    """Update records in place until the churn passes the rebuild line."""
+    live = sorted(vecs)
+    line = max(_index.WORN_MIN, len(live) // _index.WORN_SHARE)
+    moved = [str(x) for x in rng.choice(live, line + 1, replace=False)]
+    new = rng.normal(size=(len(moved), DIM)).astype(np.float32)
+    col.update(ids=moved, embeddings=new)
+    vecs.update(zip(moved, new, strict=True))
+
+
+def _nearest(vecs: dict[str, np.ndarray], q: np.ndarray, k: int) -> list[str]:
+    ids = sorted(vecs)
+    d = ((np.stack([vecs[i] for i in ids]) - q) ** 2).sum(axis=1)
+    return [ids[i] for i in np.argsort(d, kind="stable")[:k]]
+
+
+class _HeldRebuild:
+    """Holds a rebuild behind the writes right after it has read SQLite."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.read = threading.Event()
+        self.release = threading.Event()
+        real = _index.VectorIndex.reserve
+
+        def held(index: Any, rows: int) -> None:
+            self.read.set()
+            assert self.release.wait(60), "the test never released the rebuild"
+            real(index, rows)
+
+        monkeypatch.setattr(_index.VectorIndex, "reserve", held)
+
+    def __enter__(self) -> _HeldRebuild:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release.set()
+
+
+@pytest.fixture(autouse=True)
+def _rebuild_behind_at_every_size(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_local, "REBUILD_NOW_BELOW", 0)
+
+
+@pytest.mark.usefixtures("graph_search_for_every_size")
+def test_writes_and_queries_go_on_while_a_worn_graph_is_rebuilt(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rng = np.random.default_rng(21)
+    vecs = {f"r{i}": v for i, v in enumerate(rng.normal(size=(N, DIM)).astype(np.float32))}
+    with tintdb.PersistentClient(path=str(tmp_path)) as client:
+        col = client.create_collection("worn", embedding_function=None)
+        col.add(ids=list(vecs), embeddings=np.stack(list(vecs.values())))
+        backend = col._backend
+        worn = backend._indexes[str(col.id)]
+        with _HeldRebuild(monkeypatch) as held:
+            _wear(col, rng, vecs)
+            assert held.read.wait(60) and str(col.id) in backend._rebuilding
+            # Meanwhile: adds, deletes, updates and a snapshot, all answered at once.
+            extra = rng.normal(size=(50, DIM)).astype(np.float32)
+            col.add(ids=[f"x{i}" for i in range(50)], embeddings=extra)
+            vecs.update({f"x{i}": v for i, v in enumerate(extra)})
+            gone = [f"r{i}" for i in range(0, 60, 3)]
+            col.delete(ids=gone)
+            for g in gone:
+                del vecs[g]
+            col.update(ids=["r1"], embeddings=extra[:1] + 0.5)
+            vecs["r1"] = extra[0] + 0.5
+            backend._snapshot(str(col.id), force=True)  # must not prune what is replayed
+            assert backend._indexes[str(col.id)] is worn
+            q = vecs["r1"]
+            assert col.query(query_embeddings=q[None, :], n_results=1)["ids"] == [["r1"]]
+            assert col.count() == len(vecs)
+        backend._wait_loads()
+        fresh = backend._indexes[str(col.id)]
+        assert fresh is not worn and not backend._rebuilding
+        assert index_contents(col) is None  # every record since the read replayed
+        assert fresh.free_slots == len(gone)  # only the deletes replayed after the read
+        assert fresh.churn < worn.churn
+        q = rng.normal(size=DIM).astype(np.float32)
+        got = col.query(query_embeddings=q[None, :], n_results=5)["ids"][0]
+        assert got == _nearest(vecs, q, 5)
+    with tintdb.PersistentClient(path=str(tmp_path)) as client:
+        col = client.get_collection("worn")
+        assert col.count() == len(vecs)
+        col.query(query_embeddings=q[None, :], n_results=5)
+        assert index_contents(col) is None
+
+
+def test_closing_gives_up_a_rebuild_in_progress(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """close() does not wait for a whole rebuild: the rebuild stops at its next step,
+    the worn graph is what is saved, and the store reopens with every record."""
+    monkeypatch.setattr(_local, "REBUILD_STEP", 100)
+    rng = np.random.default_rng(22)
+    vecs = {f"r{i}": v for i, v in enumerate(rng.normal(size=(N, DIM)).astype(np.float32))}
+    steps: list[int] = []
+    real = _index.VectorIndex.upsert
+
+    def slow_steps(index: Any, seqs: Any, vectors: Any, threads: int | None = None) -> None:
+        if threads is not None:  # only the rebuild passes a thread count
+            steps.append(len(seqs))
+            deadline = time.monotonic() + 60
+            while not client_backend._closing and time.monotonic() < deadline:
+                time.sleep(0.01)
+        real(index, seqs, vectors, threads)
+
+    monkeypatch.setattr(_index.VectorIndex, "upsert", slow_steps)
+    client = tintdb.PersistentClient(path=str(tmp_path))
+    col = client.create_collection("worn", embedding_function=None)
+    col.add(ids=list(vecs), embeddings=np.stack(list(vecs.values())))
+    client_backend = col._backend
+    worn = client_backend._indexes[str(col.id)]
+    _wear(col, rng, vecs)
+    rebuild = client_backend._rebuilding[str(col.id)][0]
+    deadline = time.monotonic() + 60
+    while not steps and time.monotonic() < deadline:  # until it is inside its first step
+        time.sleep(0.01)
+    client.close()
+    assert not rebuild.is_alive()
+    assert steps == [100]  # one step, then it saw the close
+    assert client_backend._indexes == {}
+    with tintdb.PersistentClient(path=str(tmp_path)) as client:
+        col = client.get_collection("worn")
+        q = vecs["r7"]
+        assert col.query(query_embeddings=q[None, :], n_results=1)["ids"] == [["r7"]]
+        assert index_contents(col) is None
+        assert col._backend._indexes[str(col.id)].churn == worn.churn  # saved as it was
+
+
+def test_a_small_worn_graph_is_rebuilt_inside_the_write(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_local, "REBUILD_NOW_BELOW", 2048)
+    rng = np.random.default_rng(23)
+    vecs = rng.normal(size=(1000, DIM)).astype(np.float32)
+    with tintdb.EphemeralClient() as client:
+        col = client.create_collection("small", embedding_function=None)
+        col.add(ids=[str(i) for i in range(1000)], embeddings=vecs)
+        worn = col._backend._indexes[str(col.id)]
+        col.delete(ids=[str(i) for i in range(300)])
+        fresh = col._backend._indexes[str(col.id)]
+        assert fresh is not worn and not col._backend._rebuilding
+        assert len(fresh) == 700 and fresh.free_slots == 0 and fresh.churn == 0
