@@ -26,9 +26,10 @@ test: $(STAMP) official-clients
 	$(PY) -m pytest -q -n 2
 
 # The oldest Python supported (3.10: no SQLite blob I/O, so blocks are rewritten), in a
-# virtualenv of its own; needs a python3.10 on PATH.
+# virtualenv of its own. PYTHON310 names the interpreter if python3.10 is not on PATH.
+PYTHON310 ?= python3.10
 test-py310:
-	$(MAKE) test VENV=.venv-py310 PYTHON=python3.10
+	$(MAKE) test VENV=.venv-py310 PYTHON=$(PYTHON310)
 
 lint: $(STAMP)
 	$(PY) -m ruff check tintdb tests bench examples
