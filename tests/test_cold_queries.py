@@ -1,5 +1,5 @@
 """The first query after opening a store: an exact scan of SQLite's vectors, answered
-without waiting for the graph, which loads behind it.
+without waiting for the graph, which loads behind it; and what close() leaves for it.
 
 The subject is what a user sees: the true nearest neighbours, at once, whatever the
 space or filter; the graph in memory afterwards; close() and batch queries still
@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from _workers import index_contents
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -271,3 +272,32 @@ def test_scan_knn_is_brute_force_whatever_the_chunks(
         got_d = d[np.searchsorted(seqs, labels[i])]
         np.testing.assert_allclose(got_d, want, rtol=1e-5, atol=1e-5)  # each label's own
         assert len(set(labels[i].tolist())) == len(labels[i])
+
+
+def _snapshot_lsns(path: Path) -> list[int]:
+    return sorted(int(p.name[1:]) for p in path.glob("index/*/v*"))
+
+
+def test_close_leaves_a_few_changes_to_the_log_and_snapshots_many(tmp_path: Path) -> None:
+    """A snapshot costs about as much as replaying 1/CLOSE_REPLAY_SHARE of the records'
+    changes: close() writes one only past that, and the next open replays the rest."""
+    ids, _, _ = _store(tmp_path, "l2")
+    with tintdb.PersistentClient(path=str(tmp_path)) as client:
+        client.get_collection("cold").query(query_embeddings=np.zeros((1, DIM)), n_results=1)
+        client.vacuum()  # snapshots at the last change: nothing left to replay
+    (first,) = _snapshot_lsns(tmp_path)
+    rng = np.random.default_rng(13)
+    few = len(ids) // _local.CLOSE_REPLAY_SHARE - 1
+    for count, saved in [(few, False), (few + 2, True)]:
+        with tintdb.PersistentClient(path=str(tmp_path)) as client:
+            col = client.get_collection("cold")
+            moved = [str(r) for r in rng.choice(ids, count, replace=False)]
+            new = rng.normal(size=(count, DIM)).astype(np.float32)
+            col.update(ids=moved, embeddings=new)
+        (lsn,) = _snapshot_lsns(tmp_path)
+        assert (lsn > first) is saved, (count, lsn, first)
+        with tintdb.PersistentClient(path=str(tmp_path)) as client:
+            col = client.get_collection("cold")
+            col.query(query_embeddings=new[:1], n_results=1)
+            assert index_contents(col) is None  # snapshot plus the replayed log
+            assert col.query(query_embeddings=new[-1:], n_results=1)["ids"] == [[moved[-1]]]
