@@ -890,8 +890,7 @@ class LocalBackend:
             self._check_ids_exist(col, ids, store)
         cand = None
         if ids is not None or where or where_document:
-            every = store.seq_array("SELECT seq FROM records WHERE coll = ?", [col.coll])
-            cand = store.candidate_seqs(col.coll, ids, where, where_document, every)
+            cand = store.matching_seqs(col.coll, ids, where, where_document)
         chunks = store.vector_chunks(col.coll, dim, cand)
         labels, dists = scan_knn(col.space, query_embeddings, n_results, chunks)
         result = self._query_result(labels, dists, include, col, whole=False, store=store)
