@@ -194,7 +194,7 @@ def test_close_waits_for_a_load_behind_a_query(tmp_path: Path) -> None:
     col = client.get_collection("cold")
     first = col.query(query_embeddings=vecs[:1], n_results=5)["ids"]
     assert first[0][0] == ids[0]
-    loads = list(col._backend._loading.values())
+    loads = [thread for thread, _ in col._backend._loading.values()]
     assert loads  # the load behind the query
     client.close()
     assert all(not t.is_alive() for t in loads)

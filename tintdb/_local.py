@@ -9,6 +9,7 @@ the in-memory index, so a crash between the two loses nothing: the next ``_sync`
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
 import math
 import os
@@ -157,8 +158,9 @@ class LocalBackend:
         self.store = Store(self.path)
         self._indexes: dict[str, VectorIndex] = {}
         # Indexes being loaded on a thread of their own (see _scan_query), and worn
-        # graphs being rebuilt (see _compact): each thread with the lsn it started at.
-        self._loading: dict[str, threading.Thread] = {}
+        # graphs being rebuilt (see _compact), each thread with the lsn it started at
+        # (a rebuild's holds back log pruning; see _snapshot).
+        self._loading: dict[str, tuple[threading.Thread, int]] = {}
         self._rebuilding: dict[str, tuple[threading.Thread, int]] = {}
         self._loading_lock = threading.Lock()
         self._closing = False
@@ -208,7 +210,7 @@ class LocalBackend:
         """Return once every index load and rebuild running behind the calls is done
         (in memory, given up or failed)."""
         with self._loading_lock:
-            running = [*self._loading.values(), *(t for t, _ in self._rebuilding.values())]
+            running = [t for t, _ in [*self._loading.values(), *self._rebuilding.values()]]
         for thread in running:
             thread.join()
 
@@ -379,25 +381,20 @@ class LocalBackend:
         """
         assert col.dimension is not None
         index = VectorIndex(col.space, col.dimension, col.configuration["hnsw"])
-        if behind and self.path is not None:
-            with self.store.reader() as store, store.read():
-                lsn = store.lsn_state(col.id)
-                seqs, vecs = store.vectors(col.coll, None, col.dimension)
-        else:
-            with self.store.lock, self.store.read():
-                lsn = self.store.lsn_state(col.id)
-                seqs, vecs = self.store.vectors(col.coll, None, col.dimension)
-        if not behind:
-            index.upsert(seqs, vecs)
-        else:
-            index.reserve(len(seqs))
+        own = behind and self.path is not None
+        source = self.store.reader() if own else contextlib.nullcontext(self.store)
+        with source as store, store.read():
+            lsn = store.lsn_state(col.id)
+            seqs, vecs = store.vectors(col.coll, None, col.dimension)
+        step, threads = max(len(seqs), 1), None  # inside a call: at once, num_threads as set
+        if behind:
             configured = int(col.configuration["hnsw"].get("num_threads") or 0)
-            threads = configured or max(1, (os.cpu_count() or 2) - 1)
-            for start in range(0, len(seqs), REBUILD_STEP):
-                if self._closing:
-                    return None
-                part = slice(start, start + REBUILD_STEP)
-                index.upsert(seqs[part], vecs[part], threads=threads)
+            step, threads = REBUILD_STEP, configured or max(1, (os.cpu_count() or 2) - 1)
+        index.reserve(len(seqs))
+        for start in range(0, len(seqs), step):
+            if behind and self._closing:
+                return None
+            index.upsert(seqs[start : start + step], vecs[start : start + step], threads=threads)
         index.lsn = lsn[0] if lsn else 0
         index.unsaved = len(seqs) or 1
         index.rebuilt = True
@@ -493,13 +490,27 @@ class LocalBackend:
             assert fresh is not None
             self._indexes[col.id] = fresh
             return
+        self._behind(self._rebuilding, col.id, lambda: self._rebuild_behind(col, index), index.lsn)
+
+    def _behind(
+        self, jobs: dict[str, tuple[threading.Thread, int]], cid: str, work: Any, lsn: int = 0
+    ) -> None:
+        """Run ``work`` for collection ``cid`` on a thread of its own, listed in ``jobs``
+        (with ``lsn``) while it runs; not if one is listed already or the backend closes.
+        close() and vacuum() wait for them (_wait_loads)."""
+
+        def run() -> None:
+            try:
+                work()
+            finally:
+                with self._loading_lock:
+                    jobs.pop(cid, None)
+
         with self._loading_lock:
-            if col.id in self._rebuilding or self._closing:
+            if cid in jobs or self._closing:
                 return
-            thread = threading.Thread(
-                target=self._rebuild_behind, args=(col, index), name="tintdb-rebuild", daemon=True
-            )
-            self._rebuilding[col.id] = (thread, index.lsn)
+            thread = threading.Thread(target=run, name="tintdb-behind", daemon=True)
+            jobs[cid] = (thread, lsn)
             thread.start()
 
     def _rebuild_behind(self, col: CollectionRow, worn: VectorIndex) -> None:
@@ -520,9 +531,6 @@ class LocalBackend:
                 self._snapshot(col.id)
         except Exception:  # the worn graph is still correct; the next write tries again
             log.exception("background rebuild of collection %s failed", col.id)
-        finally:
-            with self._loading_lock:
-                self._rebuilding.pop(col.id, None)
 
     def _snapshot(self, collection_id: str, *, force: bool = False, closing: bool = False) -> None:
         """Persist the index when enough has changed: half its records while writes go
@@ -905,16 +913,8 @@ class LocalBackend:
                 self._sync(col)
             except Exception:  # the next call that needs the index loads it, or says why
                 log.debug("background index load failed", exc_info=True)
-            finally:
-                with self._loading_lock:
-                    self._loading.pop(col.id, None)
 
-        with self._loading_lock:
-            if col.id in self._loading or self._closing:
-                return
-            thread = threading.Thread(target=load, name="tintdb-index-load", daemon=True)
-            self._loading[col.id] = thread
-            thread.start()
+        self._behind(self._loading, col.id, load)
 
     def _filtered(
         self,
