@@ -55,6 +55,9 @@ _MIN_CAPACITY = 1024
 # records (and WORN_MIN): see VectorIndex.worn.
 WORN_MIN = 256
 WORN_SHARE = 4
+# Exact search takes this many more than k by the fast ranking score (float32 rounding
+# can swap near ties), then orders them by the distance itself.
+_RERANK_EXTRA = 8
 # Exact search scores the mirror's rows this many at a time, through one small buffer.
 _EXACT_BLOCK = 1024
 # Rows written into the mirror per step (bounds the temporaries of a bulk load).
@@ -111,6 +114,18 @@ def _dot(vecs: np.ndarray, queries: np.ndarray) -> np.ndarray:
     return queries @ vecs.T
 
 
+def _ranking(dots: np.ndarray, sqn: np.ndarray, l2: bool) -> np.ndarray:
+    """Turn (m, n) dot products into ranking scores, in place: lower is nearer. Squared
+    L2 less the query's own squared norm (``sqn``: the rows' squared norms), or the
+    negated dot product."""
+    if l2:
+        dots *= -2
+        dots += sqn[None, :]
+    else:
+        np.negative(dots, out=dots)
+    return dots
+
+
 def space_distances(space: str, q: np.ndarray, vecs: np.ndarray) -> np.ndarray:
     """The space's distance, as hnswlib defines it, computed directly in float32 (``q``
     and ``vecs`` of unit length already for cosine)."""
@@ -126,18 +141,16 @@ def scan_knn(
     """True k nearest per query over (seqs, vectors) chunks read straight from SQLite:
     what a store answers with before its graph is loaded. Only a few candidates per
     query are kept between chunks, so no copy of the collection is ever made."""
-    cosine = space == "cosine"
+    cosine, l2 = space == "cosine", space == "l2"
     q = (_unit(queries) if cosine else queries).astype(np.float32)
-    keep = k + 8  # a few more than k by the fast score, then ranked by the distance
+    keep = k + _RERANK_EXTRA
     seqs = [np.empty(0, np.int64) for _ in q]
     vecs = [np.empty((0, q.shape[1]), np.float32) for _ in q]
     score = [np.empty(0, np.float32) for _ in q]
     for part, block in chunks:
         block = (_unit(block) if cosine else block).astype(np.float32, copy=False)
-        ranking = -_dot(block, q)
-        if space == "l2":  # squared L2 less the query's own squared norm
-            ranking *= 2
-            ranking += np.einsum("ij,ij->i", block, block)[None, :]
+        sqn = np.einsum("ij,ij->i", block, block) if l2 else np.empty(0, np.float32)
+        ranking = _ranking(_dot(block, q), sqn, l2)
         for i in range(len(q)):
             s = np.concatenate([score[i], ranking[i]])
             pick = np.argpartition(s, keep - 1)[:keep] if len(s) > keep else np.arange(len(s))
@@ -341,11 +354,7 @@ class _Mirror:
                 buf = _from_bf16(buf, block[: len(part)])
             out[:, start : start + len(part)] = _dot(buf, queries)
         sqn = self.sqn[rows]
-        if l2:
-            out *= -2
-            out += sqn[None, :]
-        else:
-            np.negative(out, out=out)
+        _ranking(out, sqn, l2)
         if not self.compact:
             return out, None
         qn = np.linalg.norm(queries, axis=1).astype(np.float32)[:, None]
@@ -764,7 +773,7 @@ class VectorIndex:
                 if slack is None:
                     # Exact float32 scores: a few more than k by the fast formula, then
                     # ranked by the distance itself.
-                    pick = min(len(rows), k + 8)
+                    pick = min(len(rows), k + _RERANK_EXTRA)
                     if pick < len(rows):
                         cand = rows[np.argpartition(approx[i], pick - 1)[:pick]]
                     else:
