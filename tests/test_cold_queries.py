@@ -9,12 +9,12 @@ correct while or instead of loading.
 from __future__ import annotations
 
 import itertools
-import threading
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from _held import Held
 from _workers import index_contents
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -69,27 +69,10 @@ def _store(path: Path, space: str) -> tuple[list[str], np.ndarray, list[dict[str
     return [ids[i] for i in keep], vecs[keep], [mds[i] for i in keep]
 
 
-class _HeldLoad:
-    """Holds every index load until released (at the latest when the block ends): a
-    query that returns meanwhile cannot have waited for one."""
-
-    def __enter__(self) -> _HeldLoad:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.release.set()
-
-    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        self.release = threading.Event()
-        self.started = threading.Event()
-        real = VectorIndex.load
-
-        def held(*args: Any, **kwargs: Any) -> Any:
-            self.started.set()
-            assert self.release.wait(60), "the test never released the load"
-            return real(*args, **kwargs)
-
-        monkeypatch.setattr(VectorIndex, "load", staticmethod(held))
+def _held_load(monkeypatch: pytest.MonkeyPatch) -> Held:
+    """Every index load held until released: a query that returns meanwhile cannot
+    have waited for one."""
+    return Held(monkeypatch, VectorIndex, "load", static=True)
 
 
 @pytest.mark.parametrize("space", SPACES)
@@ -99,7 +82,7 @@ def test_the_first_query_is_exact_and_does_not_wait_for_the_graph(
     ids, vecs, mds = _store(tmp_path, space)
     q = np.random.default_rng(11).normal(size=(2, DIM)).astype(np.float32)
     q[1] = vecs[ids.index("r5")]  # the updated record
-    with tintdb.PersistentClient(path=str(tmp_path)) as client, _HeldLoad(monkeypatch) as held:
+    with tintdb.PersistentClient(path=str(tmp_path)) as client, _held_load(monkeypatch) as held:
         col = client.get_collection("cold")
         got = col.query(
             query_embeddings=q, n_results=7, include=["distances", "metadatas", "documents"]
@@ -116,7 +99,7 @@ def test_the_first_query_is_exact_and_does_not_wait_for_the_graph(
         assert "r0" not in {r for row in got["ids"] for r in row}  # deleted: never a slot
         if space != "ip":  # under ip a record need not be its own nearest
             assert got["ids"][1][0] == "r5"
-        assert held.started.wait(60)
+        assert held.reached.wait(60)
         # While the load runs (held here), queries keep being answered by the scan.
         meanwhile = col.query(query_embeddings=q[::-1], n_results=7)
         assert meanwhile["ids"] == got["ids"][::-1]
@@ -152,7 +135,7 @@ def test_a_first_filtered_query_is_exact_over_the_matches(
         rows = np.flatnonzero(mask)
         d = _distances(space, vecs[rows], q[0])
         want = [ids[i] for i in rows[np.argsort(d, kind="stable")[:9]]]
-        with tintdb.PersistentClient(path=str(tmp_path)) as client, _HeldLoad(monkeypatch):
+        with tintdb.PersistentClient(path=str(tmp_path)) as client, _held_load(monkeypatch):
             col = client.get_collection("cold")
             got = col.query(
                 query_embeddings=q,

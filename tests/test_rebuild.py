@@ -8,13 +8,13 @@ it; and whatever happens, the store reopens holding exactly SQLite's records.
 
 from __future__ import annotations
 
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from _held import Held
 from _workers import index_contents
 
 import tintdb
@@ -40,26 +40,9 @@ def _nearest(vecs: dict[str, np.ndarray], q: np.ndarray, k: int) -> list[str]:
     return [ids[i] for i in np.argsort(d, kind="stable")[:k]]
 
 
-class _HeldRebuild:
-    """Holds a rebuild behind the writes right after it has read SQLite."""
-
-    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        self.read = threading.Event()
-        self.release = threading.Event()
-        real = _index.VectorIndex.reserve
-
-        def held(index: Any, rows: int) -> None:
-            self.read.set()
-            assert self.release.wait(60), "the test never released the rebuild"
-            real(index, rows)
-
-        monkeypatch.setattr(_index.VectorIndex, "reserve", held)
-
-    def __enter__(self) -> _HeldRebuild:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.release.set()
+def _held_rebuild(monkeypatch: pytest.MonkeyPatch) -> Held:
+    """A rebuild held right after it has read SQLite (its next step sizes the graph)."""
+    return Held(monkeypatch, _index.VectorIndex, "reserve")
 
 
 @pytest.fixture(autouse=True)
@@ -78,9 +61,9 @@ def test_writes_and_queries_go_on_while_a_worn_graph_is_rebuilt(
         col.add(ids=list(vecs), embeddings=np.stack(list(vecs.values())))
         backend = col._backend
         worn = backend._indexes[str(col.id)]
-        with _HeldRebuild(monkeypatch) as held:
+        with _held_rebuild(monkeypatch) as held:
             _wear(col, rng, vecs)
-            assert held.read.wait(60) and str(col.id) in backend._rebuilding
+            assert held.reached.wait(60) and str(col.id) in backend._rebuilding
             # Meanwhile: adds, deletes, updates and a snapshot, all answered at once.
             extra = rng.normal(size=(50, DIM)).astype(np.float32)
             col.add(ids=[f"x{i}" for i in range(50)], embeddings=extra)
