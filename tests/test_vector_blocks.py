@@ -67,7 +67,7 @@ def _check(store: Store, model: dict[int, dict[int, np.ndarray]], rng: Any) -> N
             True,
             id="blob-writes",
             marks=pytest.mark.skipif(
-                not hasattr(sqlite3.Connection, "blobopen"), reason="blob I/O is Python 3.11+"
+                not _storage.IN_PLACE_UPDATES, reason="blob I/O is Python 3.11+"
             ),
         ),
         pytest.param(False, id="rewrites"),
@@ -267,8 +267,6 @@ def test_vacuum_compacts_blocks_holding_dead_slots(tmp_path: Path) -> None:
     """A delete marks its slot dead in place, and the block keeps the bytes while it is
     at most half dead; vacuum() rewrites those blocks, so the deleted vectors' bytes go
     from the file, and every live vector is still there."""
-    import sqlite3
-
     dim, n = 256, 64 * 40
     rng = np.random.default_rng(12)
     vecs = rng.random((n, dim), dtype=np.float32)
@@ -301,8 +299,6 @@ def test_vacuum_compacts_blocks_holding_dead_slots(tmp_path: Path) -> None:
 def test_the_checkpoint_thread_copies_the_wal_into_the_database_file(tmp_path: Path) -> None:
     """close() starts a WAL checkpoint beside the index snapshots: once it is done, the
     database file alone (no -wal) holds every committed record."""
-    import sqlite3
-
     rng = np.random.default_rng(6)
 
     def records_in_main_file(name: str) -> int:
