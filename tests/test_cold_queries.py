@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 import tintdb
 from tintdb import _local
 from tintdb._index import VectorIndex, scan_knn
-from tintdb.errors import NotFoundError
+from tintdb.errors import InvalidDimensionException, NotFoundError
 
 DIM = 12
 N = 3000
@@ -167,6 +167,23 @@ def test_a_first_query_naming_missing_ids_raises_and_changes_nothing(tmp_path: P
             col.query(query_embeddings=np.zeros((1, DIM)), n_results=3, ids=[ids[0], "nope"])
         assert col.count() == len(ids)
         assert col.query(query_embeddings=np.zeros((1, DIM)), n_results=3)["ids"][0]
+
+
+def test_a_first_query_of_the_wrong_dimension_or_a_gone_collection_raises(
+    tmp_path: Path,
+) -> None:
+    ids, _, _ = _store(tmp_path, "l2")
+    with tintdb.PersistentClient(path=str(tmp_path)) as client:
+        col = client.get_collection("cold")
+        with pytest.raises(InvalidDimensionException, match=f"dimension of {DIM}, got 5"):
+            col.query(query_embeddings=np.zeros((1, 5)), n_results=3)
+        assert str(col.id) not in col._backend._indexes  # nothing started for it
+        assert not col._backend._loading
+        assert col.count() == len(ids)
+        with tintdb.PersistentClient(path=str(tmp_path)) as other:
+            other.delete_collection("cold")
+        with pytest.raises(NotFoundError, match="does not exist"):
+            col.query(query_embeddings=np.zeros((1, DIM)), n_results=3)
 
 
 def test_close_waits_for_a_load_behind_a_query(tmp_path: Path) -> None:
