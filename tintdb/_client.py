@@ -7,6 +7,7 @@ checks, embedding functions, and the exact shape of results. Storage is a ``Back
 
 from __future__ import annotations
 
+import logging
 import uuid
 from pathlib import Path
 from typing import Any
@@ -29,26 +30,39 @@ from ._validation import (
     validate_limit_offset,
     validate_n_results,
 )
-from .config import DEFAULT_DATABASE, DEFAULT_TENANT, Settings
+from .config import (
+    ASYNC_HTTP_API_IMPL,
+    DEFAULT_DATABASE,
+    DEFAULT_TENANT,
+    HTTP_API_IMPL,
+    Settings,
+    get_settings,
+    names_server,
+)
 from .errors import (
     EmbeddingFunctionError,
     InvalidArgumentError,
     ResetDisabledError,
     TintError,
 )
-from .types import CollectionModel, GetResult, Include, QueryResult
+from .types import CollectionModel, GetResult, Include, QueryResult, ReadLevel
 
 __all__ = [
     "AdminClient",
     "Client",
+    "CloudClient",
     "Collection",
     "EphemeralClient",
     "PersistentClient",
+    "RustClient",
 ]
+
+log = logging.getLogger("tintdb")
 
 
 class _Default:
-    """Marks "no embedding_function argument given" (None means "no function")."""
+    """Marks "no embedding_function argument given": the collection's stored function,
+    else the default one, is used (None differs only in what a new collection stores)."""
 
     def __repr__(self) -> str:
         return "<default embedding function>"
@@ -94,20 +108,32 @@ def _default_ef() -> Any:
 
 
 def _descriptor(ef: Any) -> dict[str, Any] | None:
+    """What a collection stores about its function (Chroma's ``embedding_function``
+    field): ``{"type": "known", "name": ..., "config": ...}`` for a function that
+    describes itself, ``{"type": "legacy"}`` for a bare callable or one whose
+    ``name``/``get_config`` are not implemented."""
     if ef is None:
         return None
-    module = _ef_module()
-    if module is not None:
-        return dict(module.embedding_function_descriptor(ef))
+    is_legacy = getattr(ef, "is_legacy", None)
+    if callable(is_legacy) and is_legacy():
+        return {"type": "legacy"}
     name = getattr(ef, "name", None)
-    if callable(name) and callable(getattr(ef, "get_config", None)):
-        return {"type": "known", "name": name(), "config": ef.get_config()}
-    return {"type": "legacy"}
+    get_config = getattr(ef, "get_config", None)
+    if not (callable(name) and callable(get_config)):
+        return {"type": "legacy"}
+    try:
+        return {"type": "known", "name": name(), "config": get_config()}
+    except NotImplementedError:
+        return {"type": "legacy"}
 
 
 def _ef_from_descriptor(desc: dict[str, Any] | None) -> Any:
-    """Rebuild a persisted function; None when it cannot be (user-defined, or absent)."""
-    if not desc or desc.get("type") != "known":
+    """The function a collection uses when none is given: its stored one rebuilt, or the
+    default when it stored none (as chromadb 1.5.9 does); None when the stored one cannot
+    be rebuilt (user-defined, or not available in this install)."""
+    if not desc:
+        return _default_ef()
+    if desc.get("type") != "known":
         return None
     module = _ef_module()
     if module is None:
@@ -402,7 +428,15 @@ class Collection:
 
     # -------------------------------------------------------- reads
 
-    def count(self) -> int:
+    def count(self, read_level: ReadLevel | str = ReadLevel.INDEX_AND_WAL) -> int:
+        """The number of records; every committed write counts, whatever ``read_level``."""
+        try:
+            ReadLevel(read_level)
+        except ValueError:
+            raise InvalidArgumentError(
+                f"read_level must be one of {', '.join(r.value for r in ReadLevel)}, "
+                f"got {read_level!r}"
+            ) from None
         return self._backend.count(self._model.id)
 
     def _check_filters(self, where: Any, where_document: Any) -> None:
@@ -498,20 +532,33 @@ class Client:
 
     def __init__(
         self,
-        backend: Backend | None = None,
+        settings: Settings | None = None,
         tenant: str = DEFAULT_TENANT,
         database: str = DEFAULT_DATABASE,
-        settings: Settings | None = None,
+        *,
+        backend: Backend | None = None,
     ) -> None:
+        """``Client(settings, tenant, database)``, chromadb's signature: the settings say
+        whether the store is in memory, on disk (``is_persistent``) or a server
+        (``chroma_api_impl``/``chroma_server_host``). ``backend`` serves an existing one."""
+        _check_settings_type(settings)
+        tenant, database = str(tenant), str(database)
+        owned = backend is None
         if backend is None:
-            LocalBackend = _local_backend_class()
-
-            backend = LocalBackend(None, settings)
+            settings = settings if settings is not None else get_settings()
+            backend = _backend_from_settings(settings, tenant, database)
         self._backend: Backend | None = backend
-        self.settings = settings or Settings()
+        self.settings = settings if settings is not None else Settings()
         self.tenant = tenant
         self.database = database
-        self._live_backend().get_database(database, tenant)
+        try:
+            if getattr(backend, "remote", False):
+                backend.get_tenant(tenant)  # a missing tenant fails here, as in chromadb
+            backend.get_database(database, tenant)
+        except BaseException:
+            if owned:
+                backend.close()
+            raise
 
     def _live_backend(self) -> Backend:
         if self._backend is None:
@@ -539,8 +586,9 @@ class Client:
         return self._live_backend().version()
 
     def reset(self) -> bool:
-        """Delete everything. Refused unless the client was made with allow_reset=True."""
-        if not self.settings.allow_reset:
+        """Delete everything. An embedded store refuses unless the client was made with
+        allow_reset=True; a server decides by its own setting (``tintdb run --allow-reset``)."""
+        if not getattr(self._live_backend(), "remote", False) and not self.settings.allow_reset:
             raise ResetDisabledError(
                 "Resetting is not allowed by this configuration; create the client with "
                 "settings=tintdb.Settings(allow_reset=True)"
@@ -643,18 +691,18 @@ class Client:
 
 
 class AdminClient:
-    """Tenants and databases."""
+    """Tenants and databases: ``AdminClient(settings)``, chromadb's signature."""
 
-    def __init__(self, backend: Backend | None = None, settings: Settings | None = None) -> None:
+    def __init__(self, settings: Settings | None = None, *, backend: Backend | None = None) -> None:
+        _check_settings_type(settings)
         if backend is None:
-            LocalBackend = _local_backend_class()
-
-            backend = LocalBackend(None, settings)
+            settings = settings if settings is not None else Settings()
+            backend = _backend_from_settings(settings, DEFAULT_TENANT, DEFAULT_DATABASE)
         self._backend = backend
 
     @classmethod
     def from_client(cls, client: Client) -> AdminClient:
-        return cls(client._live_backend())
+        return cls(backend=client._live_backend())
 
     def create_tenant(self, name: str) -> None:
         _check_admin_name(name, "tenant")
@@ -687,15 +735,84 @@ def _check_admin_name(name: Any, what: str) -> None:
         )
 
 
+# ---------------------------------------------------------------- from settings to a store
+
+
+def _check_settings_type(settings: Any) -> None:
+    if settings is not None and not isinstance(settings, Settings):
+        hint = " (a backend goes in backend=...)" if hasattr(settings, "get_database") else ""
+        raise InvalidArgumentError(
+            f"settings must be a tintdb.Settings, got {type(settings).__name__}{hint}"
+        )
+
+
+def _backend_from_settings(settings: Settings, tenant: str, database: str) -> Backend:
+    """The store ``settings`` describe: a server, a directory on disk, or memory."""
+    _raise_open_files_limit(settings.chroma_server_nofile)
+    if names_server(settings):
+        if settings.chroma_api_impl == ASYNC_HTTP_API_IMPL:
+            raise InvalidArgumentError(
+                f"Settings chroma_api_impl={ASYNC_HTTP_API_IMPL!r} is the asynchronous client: "
+                "use `await tintdb.AsyncHttpClient(...)`, or chroma_api_impl="
+                f"{HTTP_API_IMPL!r} for this one"
+            )
+        from ._http import http_backend_from_settings
+
+        return http_backend_from_settings(settings, tenant=tenant, database=database)
+    LocalBackend = _local_backend_class()
+    path = settings.persist_directory if settings.is_persistent else None
+    return LocalBackend(path, settings)  # type: ignore[no-any-return]
+
+
+def _raise_open_files_limit(wanted: int | None) -> None:
+    """``chroma_server_nofile``: raise this process's soft limit of open files, as chromadb
+    does (never above the hard limit, never lowered; logged when it cannot be applied)."""
+    if wanted is None:
+        return
+    try:
+        import resource
+    except ImportError:  # Windows
+        log.warning("chroma_server_nofile is not supported on this platform; not applied")
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and wanted > hard:
+        log.warning(
+            "chroma_server_nofile=%d is above the hard limit of open files (%d); keeping %d",
+            wanted,
+            hard,
+            soft,
+        )
+    elif soft != resource.RLIM_INFINITY and wanted > soft:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+        except (ValueError, OSError) as exc:
+            log.warning("could not raise the open files limit to %d: %s", wanted, exc)
+
+
+def _embedded_only(settings: Settings | None, constructor: str) -> Settings:
+    """The settings of an embedded-store constructor; settings naming a server are an
+    error (chromadb would quietly talk to the server instead)."""
+    _check_settings_type(settings)
+    settings = settings if settings is not None else Settings()
+    if names_server(settings):
+        raise InvalidArgumentError(
+            f"{constructor} is an embedded store, but these settings name a server "
+            f"(chroma_api_impl={settings.chroma_api_impl!r}, "
+            f"chroma_server_host={settings.chroma_server_host!r}): use HttpClient(...) or "
+            "Client(settings) for a server"
+        )
+    return settings
+
+
 def EphemeralClient(
     settings: Settings | None = None,
     tenant: str = DEFAULT_TENANT,
     database: str = DEFAULT_DATABASE,
 ) -> Client:
     """An in-memory store of its own (each call gives a separate, empty store)."""
-    LocalBackend = _local_backend_class()
-
-    return Client(LocalBackend(None, settings), tenant, database, settings)
+    settings = _embedded_only(settings, "EphemeralClient")
+    settings.is_persistent = False
+    return Client(settings, tenant, database)
 
 
 def PersistentClient(
@@ -705,11 +822,39 @@ def PersistentClient(
     database: str = DEFAULT_DATABASE,
 ) -> Client:
     """A store on disk at ``path``; several clients and processes may share it."""
-    LocalBackend = _local_backend_class()
-
     if not isinstance(path, (str, Path)):
         raise InvalidArgumentError(f"path must be a str or Path, got {type(path).__name__}")
-    settings = settings or Settings()
-    settings.is_persistent = True
+    settings = _embedded_only(settings, "PersistentClient")
     settings.persist_directory = str(path)
-    return Client(LocalBackend(path, settings), tenant, database, settings)
+    settings.is_persistent = True
+    return Client(settings, tenant, database)
+
+
+def RustClient(
+    path: str | None = None,
+    settings: Settings | None = None,
+    tenant: str = DEFAULT_TENANT,
+    database: str = DEFAULT_DATABASE,
+) -> Client:
+    """chromadb's name for an embedded store: on disk at ``path``, in memory without one."""
+    if path is None:
+        return EphemeralClient(settings, tenant, database)
+    return PersistentClient(path, settings, tenant, database)
+
+
+def CloudClient(
+    tenant: str | None = None,
+    database: str | None = None,
+    api_key: str | None = None,
+    settings: Settings | None = None,
+    *,
+    cloud_host: str = "api.trychroma.com",
+    cloud_port: int = 443,
+    enable_ssl: bool = True,
+) -> Client:
+    """Refused: tintdb does not connect to Chroma Cloud (its service, not its protocol)."""
+    raise InvalidArgumentError(
+        "CloudClient connects to Chroma Cloud, which tintdb does not support. For a tintdb "
+        "(or Chroma) server, use HttpClient(host=..., port=..., ssl=..., "
+        "headers={'x-chroma-token': <token>}); for a store of your own, PersistentClient(path)."
+    )

@@ -468,7 +468,7 @@ class _Service:
         else:
             self.backend = client_or_backend
             self.settings = None
-        self.admin = AdminClient(self.backend)
+        self.admin = AdminClient(backend=self.backend)
         self.allow_reset = allow_reset
         self._clients: dict[tuple[str, str], Any] = {}
         self._lock = threading.Lock()
@@ -478,9 +478,7 @@ class _Service:
         key = (tenant, database)
         client = self._clients.get(key)
         if client is None:
-            client = self._client_cls(
-                self.backend, tenant=tenant, database=database, settings=self.settings
-            )
+            client = self._client_cls(self.settings, tenant, database, backend=self.backend)
             with self._lock:
                 if len(self._clients) >= 1024:  # bounded: names come from request paths
                     self._clients.clear()
