@@ -144,6 +144,32 @@ def _ef_from_descriptor(desc: dict[str, Any] | None) -> Any:
         return None
 
 
+def _is_default_ef(ef: Any) -> bool:
+    """A plain instance of the default function (no options that change its vectors):
+    like no argument at all, as in chromadb, it gives way to a function the collection
+    stored."""
+    module = _ef_module()
+    return (
+        module is not None
+        and isinstance(ef, module.DefaultEmbeddingFunction)
+        and not ef.get_config()
+    )
+
+
+def _chosen_ef(ef: Any, stored: dict[str, Any] | None) -> Any:
+    """The function a collection object embeds with, given the argument and the stored
+    description. No argument or None: the stored one, else the default (DEFAULT_EF
+    resolves it lazily). An instance of the default function gives way to a different
+    stored one, as in chromadb; otherwise it is used as given (with its options)."""
+    if ef is None or ef is DEFAULT_EF:
+        return DEFAULT_EF
+    if _is_default_ef(ef) and stored and stored.get("type") == "known":
+        given = _descriptor(ef) or {}
+        if stored.get("name") != given.get("name"):
+            return DEFAULT_EF
+    return ef
+
+
 def _check_same_ef(collection: str, stored: dict[str, Any] | None, given: Any) -> None:
     """Refuse an embedding function that differs from the one the collection was made with."""
     if given is None or not stored or stored.get("type") != "known":
@@ -261,6 +287,7 @@ class Collection:
         documents: Any,
         uris: Any,
         images: Any,
+        op: str,
     ) -> tuple[list[str], np.ndarray | None, Any, Any, Any]:
         if images is not None:
             raise InvalidArgumentError(
@@ -271,7 +298,9 @@ class Collection:
         return (
             ids,
             normalize_embeddings(embeddings, n),
-            normalize_metadatas(metadatas, n, allow_none_values=True),
+            # None deletes a key in update/upsert; add() has nothing to delete (chromadb
+            # refuses it there too)
+            normalize_metadatas(metadatas, n, allow_none_values=op != "add"),
             normalize_documents(documents, n),
             normalize_uris(uris, n),
         )
@@ -300,7 +329,7 @@ class Collection:
     ) -> None:
         """Add new records; an id that already exists is an error and nothing is added."""
         ids, vecs, mds, docs, us = self._records(
-            ids, embeddings, metadatas, documents, uris, images
+            ids, embeddings, metadatas, documents, uris, images, "add"
         )
         if vecs is None:
             vecs = self._embed_documents(docs, "add")
@@ -317,7 +346,7 @@ class Collection:
     ) -> None:
         """Insert new ids, update existing ones (metadata merged, document kept if not given)."""
         ids, vecs, mds, docs, us = self._records(
-            ids, embeddings, metadatas, documents, uris, images
+            ids, embeddings, metadatas, documents, uris, images, "upsert"
         )
         if vecs is None:
             vecs = self._embed_documents(docs, "upsert")
@@ -334,7 +363,7 @@ class Collection:
     ) -> None:
         """Change existing records; unknown ids are ignored. New documents are re-embedded."""
         ids, vecs, mds, docs, us = self._records(
-            ids, embeddings, metadatas, documents, uris, images
+            ids, embeddings, metadatas, documents, uris, images, "update"
         )
         if vecs is None and docs is not None:
             given = [i for i, d in enumerate(docs) if d is not None]
@@ -363,8 +392,8 @@ class Collection:
         where_document: Any = None,
         limit: int | None = None,
     ) -> dict[str, int]:
-        """Delete by ids and/or filters; returns ``{"deleted": n}``."""
-        id_list = None if ids is None else normalize_ids(ids, allow_empty=True)
+        """Delete by ids and/or filters; returns ``{"deleted": n}``, n the records deleted."""
+        id_list = None if ids is None else _nonempty_ids(ids, "delete")
         self._check_filters(where, where_document)
         if not id_list and not where and not where_document:
             raise InvalidArgumentError(
@@ -457,16 +486,19 @@ class Collection:
         include: Include = GET_DEFAULT_INCLUDE,
     ) -> GetResult:
         """Records by id and/or filter, in insertion order; unknown ids are left out."""
-        id_list = None if ids is None else normalize_ids(ids, allow_empty=True)
+        id_list = None if ids is None else _nonempty_ids(ids, "get")
         self._check_filters(where, where_document)
         limit, offset = validate_limit_offset(limit, offset)
         include = normalize_include(include, for_query=False)
-        return self._backend.get(
+        found = self._backend.get(
             self._model.id, id_list, where or None, where_document or None, limit, offset, include
         )
+        found["embeddings"] = _no_rows_flat(found["embeddings"])
+        return found
 
     def peek(self, limit: int = 10) -> GetResult:
-        return self.get(limit=limit, include=["embeddings", "documents", "metadatas"])
+        """The first ``limit`` records, with their embeddings."""
+        return self.get(limit=limit, include=["metadatas", "documents", "embeddings"])
 
     def query(
         self,
@@ -501,13 +533,15 @@ class Collection:
             assert vectors is not None
             if len(vectors) == 0:
                 raise InvalidArgumentError("query_embeddings must not be empty")
-        if id_list is not None and not id_list:
+        if id_list is not None and not id_list:  # no candidates: nothing to search
             empty: dict[str, Any] = {"ids": [[] for _ in vectors]}
             for field in ("embeddings", "documents", "uris", "metadatas", "distances"):
                 empty[field] = [[] for _ in vectors] if field in include else None
+            if "embeddings" in include:
+                empty["embeddings"] = [np.empty(0, dtype=np.float32) for _ in vectors]
             empty["data"], empty["included"] = None, list(include)
             return empty  # type: ignore[return-value]
-        return self._backend.query(
+        found = self._backend.query(
             self._model.id,
             vectors,
             n_results,
@@ -516,6 +550,28 @@ class Collection:
             where_document or None,
             include,
         )
+        if found["embeddings"] is not None:
+            found["embeddings"] = [_no_rows_flat(e) for e in found["embeddings"]]
+        return found
+
+
+def _nonempty_ids(ids: Any, op: str) -> list[str]:
+    """Ids given to get() or delete(): an empty list is refused, as in chromadb, rather
+    than read as "no records" (a delete that deletes nothing, silently)."""
+    found = normalize_ids(ids, allow_empty=True)
+    if not found:
+        raise InvalidArgumentError(
+            f"Expected IDs to be a non-empty list, got 0 IDs in {op}(); pass ids=None to "
+            f"{op} by where/where_document alone"
+        )
+    return found
+
+
+def _no_rows_flat(embeddings: Any) -> Any:
+    """No rows come back as an empty array of shape (0,), as chromadb returns them."""
+    if isinstance(embeddings, np.ndarray) and embeddings.shape[0] == 0:
+        return np.empty(0, dtype=embeddings.dtype)
+    return embeddings
 
 
 # ---------------------------------------------------------------- clients
@@ -630,34 +686,40 @@ class Client:
         data_loader: Any = None,
         get_or_create: bool = False,
     ) -> Collection:
-        """Create a collection; an existing name raises UniqueConstraintError."""
+        """Create a collection; an existing name raises UniqueConstraintError.
+
+        ``embedding_function=None`` stores no function: the collection then embeds with
+        the default one unless a function is given when it is opened (chromadb 1.5.9).
+        """
         validate_collection_name(name)
         metadata = validate_collection_metadata(metadata)
         config = resolve_configuration(metadata, configuration)
-        explicit_ef = embedding_function is not DEFAULT_EF
-        ef = _default_ef() if embedding_function is DEFAULT_EF else embedding_function
-        if config.get("embedding_function") is None or explicit_ef:
-            config["embedding_function"] = _descriptor(ef)
+        if embedding_function is not None and embedding_function is not DEFAULT_EF:
+            if not _is_default_ef(embedding_function) or config.get("embedding_function") is None:
+                config["embedding_function"] = _descriptor(embedding_function)
+        elif embedding_function is DEFAULT_EF and config.get("embedding_function") is None:
+            config["embedding_function"] = _descriptor(_default_ef())
         model = self._live_backend().create_collection(
             name, metadata, config, get_or_create, self.tenant, self.database
         )
-        stored = model.configuration.get("embedding_function")
-        if get_or_create and explicit_ef:
-            _check_same_ef(name, stored, ef)
-        if not explicit_ef and stored != config["embedding_function"]:
-            ef = DEFAULT_EF  # an existing collection: rebuild its own function lazily
-        return self._wrap(model, ef)
+        return self._opened(model, embedding_function)
 
     def get_collection(
         self, name: str, embedding_function: Any = DEFAULT_EF, data_loader: Any = None
     ) -> Collection:
-        """An existing collection; its embedding function is rebuilt unless one is given."""
+        """An existing collection. Without a function of your own (none, ``None`` or the
+        default), it embeds with the function it was created with, else the default."""
         if not isinstance(name, str):
             raise InvalidArgumentError(f"Collection name must be a str, got {type(name).__name__}")
         model = self._live_backend().get_collection(name, self.tenant, self.database)
-        if embedding_function is not DEFAULT_EF:
-            _check_same_ef(name, model.configuration.get("embedding_function"), embedding_function)
-        return self._wrap(model, embedding_function)
+        return self._opened(model, embedding_function)
+
+    def _opened(self, model: CollectionModel, embedding_function: Any) -> Collection:
+        stored = model.configuration.get("embedding_function")
+        ef = _chosen_ef(embedding_function, stored)
+        if ef is not DEFAULT_EF:
+            _check_same_ef(model.name, stored, ef)
+        return self._wrap(model, ef)
 
     def get_or_create_collection(
         self,

@@ -977,7 +977,8 @@ class LocalBackend:
         if missing:
             shown = ", ".join(sorted(missing)[:10])
             raise NotFoundError(
-                f"query(ids=...) names {len(missing)} id(s) not in collection {col.name!r}: {shown}"
+                f"Error finding id: query(ids=...) names {len(missing)} id(s) not in "
+                f"collection {col.name!r}: {shown}"
             )
 
     @staticmethod
