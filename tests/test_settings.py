@@ -206,6 +206,7 @@ def test_the_environment_is_read_for_the_fields_tintdb_uses(
     monkeypatch.setenv("is_persistent", "1")
     monkeypatch.setenv("PERSIST_DIRECTORY", str(tmp_path / "from-env"))
     monkeypatch.setenv("TENANT_ID", "acme")  # refused, so not read: no error either
+    monkeypatch.setattr(config, "_configured", None)  # Client() reads the environment
     s = Settings()
     assert (s.allow_reset, s.is_persistent, s.tenant_id) == (True, True, "default")
     assert s.source("allow_reset") == "environment variable ALLOW_RESET"
@@ -373,14 +374,28 @@ def test_nofile_raises_the_open_files_limit() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
-def test_configure_sets_what_client_uses(tmp_path: Path) -> None:
-    try:
-        tintdb.configure(is_persistent=True, persist_directory=str(tmp_path / "configured"))
-        assert tintdb.get_settings().is_persistent is True
-        with tintdb.Client() as client:
-            client.create_collection("conf").add(ids=["a"], embeddings=[[1.0]])
-        with tintdb.PersistentClient(str(tmp_path / "configured")) as again:
-            assert again.get_collection("conf").count() == 1
-    finally:
-        tintdb.configure()
+def test_configure_sets_what_client_uses(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(config, "_configured", None)  # whatever this test does is undone
+    tintdb.configure(is_persistent=True, persist_directory=str(tmp_path / "configured"))
+    assert tintdb.get_settings().is_persistent is True
+    with tintdb.Client() as client:
+        client.create_collection("conf").add(ids=["a"], embeddings=[[1.0]])
+    with tintdb.PersistentClient(str(tmp_path / "configured")) as again:
+        assert again.get_collection("conf").count() == 1
+    tintdb.get_settings().is_persistent = False  # the object Client() uses, as in chromadb
+    with tintdb.Client() as client:
+        assert client.list_collections() == []
+    tintdb.configure()
     assert tintdb.get_settings() == Settings()
+
+
+def test_client_reads_the_environment_each_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(config, "_configured", None)
+    with tintdb.Client() as memory:
+        assert memory.settings.is_persistent is False
+    monkeypatch.setenv("IS_PERSISTENT", "true")
+    monkeypatch.setenv("PERSIST_DIRECTORY", str(tmp_path))
+    with tintdb.Client() as disk:
+        assert disk.settings.is_persistent is True

@@ -36,7 +36,7 @@ from .config import (
     DEFAULT_TENANT,
     HTTP_API_IMPL,
     Settings,
-    get_settings,
+    default_settings,
     names_server,
 )
 from .errors import (
@@ -601,7 +601,7 @@ class Client:
         tenant, database = str(tenant), str(database)
         owned = backend is None
         if backend is None:
-            settings = settings if settings is not None else get_settings()
+            settings = settings if settings is not None else default_settings()
             backend = _backend_from_settings(settings, tenant, database)
         self._backend: Backend | None = backend
         self.settings = settings if settings is not None else Settings()

@@ -39,6 +39,7 @@ __all__ = [
     "Settings",
     "TokenTransportHeader",
     "configure",
+    "default_settings",
     "get_settings",
     "names_server",
 ]
@@ -553,14 +554,21 @@ _configured: Settings | None = None
 
 
 def configure(**values: Any) -> None:
-    """Replace the settings that ``Client()`` uses when given none (chromadb's ``configure``)."""
+    """Set the settings that ``Client()`` uses when given none (chromadb's ``configure``)."""
     global _configured
     _configured = Settings(**values)
 
 
 def get_settings() -> Settings:
-    """The settings ``Client()`` uses when given none: ``configure``'s, else ``Settings()``."""
+    """The settings ``Client()`` uses when given none. Until ``configure`` or this is
+    called, ``Client()`` reads the environment afresh each time; from then on it uses
+    this object, so changing it changes what the next ``Client()`` gets, as in chromadb."""
     global _configured
     if _configured is None:
         _configured = Settings()
     return _configured
+
+
+def default_settings() -> Settings:
+    """What ``Client()`` without settings uses (see ``get_settings``)."""
+    return _configured if _configured is not None else Settings()
