@@ -446,6 +446,8 @@ def validate_limit_offset(limit: Any, offset: Any) -> tuple[int | None, int | No
             raise InvalidArgumentError(f"{name} must be an int, got {_type_name(value)}")
         if value < 0:
             raise InvalidArgumentError(f"{name} must not be negative, got {value}")
+        if value > INT64_MAX:
+            raise InvalidArgumentError(f"{name} {value} does not fit in 64 bits")
     return (
         None if limit is None else int(limit),
         None if offset is None else int(offset),
@@ -457,4 +459,6 @@ def validate_n_results(n_results: Any) -> int:
         raise InvalidArgumentError(f"n_results must be an int, got {_type_name(n_results)}")
     if n_results <= 0:
         raise InvalidArgumentError(f"n_results must be a positive int, got {n_results}")
+    if n_results > INT64_MAX:
+        raise InvalidArgumentError(f"n_results {n_results} does not fit in 64 bits")
     return int(n_results)
