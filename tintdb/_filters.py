@@ -230,7 +230,7 @@ def validate_where_document(
         )
     _check_operand(value, f"where_document {op}")
     if op in ("$regex", "$not_regex"):
-        _regex.compile_pattern(value)  # refused here, before any SQL runs
+        _regex.check(value)  # refused here, before any SQL runs
 
 
 # ---------------------------------------------------------------- compilation

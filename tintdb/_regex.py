@@ -24,7 +24,7 @@ from typing import Any
 
 from .errors import InvalidArgumentError
 
-__all__ = ["MAX_REPEAT", "compile_pattern", "search", "translate"]
+__all__ = ["MAX_REPEAT", "check", "compile_pattern", "search", "translate"]
 
 # RE2's largest counted repetition; Rust's limit is on compiled size instead.
 MAX_REPEAT = 1000
@@ -763,6 +763,17 @@ def compile_pattern(pattern: str) -> Any:
         raise InvalidArgumentError(
             f"Invalid regular expression {pattern!r}: {exc} (too large or too deeply nested)"
         ) from None
+
+
+def check(pattern: str) -> None:
+    """Refuse a pattern that cannot run: compiled where the engine is installed, checked
+    for syntax only in the HTTP-only client (whose server compiles it)."""
+    try:
+        import re2  # noqa: F401
+    except ImportError:
+        translate(pattern)
+        return
+    compile_pattern(pattern)
 
 
 def search(pattern: str, text: str) -> bool:

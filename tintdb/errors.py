@@ -20,6 +20,7 @@ also inherits that builtin, so ``except ValueError`` keeps working.
     ├── StoreLockedError                      409  the store is held exclusively
     ├── ResetDisabledError (ValueError)       403
     ├── RateLimitError                        429
+    ├── ServiceUnavailableError               503  a server at its bound on concurrent requests
     ├── QuotaError                            400
     ├── VersionMismatchError                  500
     └── InternalError                         500  a bug: please report it
@@ -44,6 +45,7 @@ __all__ = [
     "QuotaError",
     "RateLimitError",
     "ResetDisabledError",
+    "ServiceUnavailableError",
     "StoreLockedError",
     "TintError",
     "UniqueConstraintError",
@@ -144,6 +146,13 @@ class RateLimitError(TintError):
     status = 429
 
 
+class ServiceUnavailableError(TintError):
+    """The server has as many requests in progress as it allows; retry shortly."""
+
+    wire_name = "ServiceUnavailableError"
+    status = 503
+
+
 class QuotaError(TintError):
     wire_name = "QuotaError"
     status = 400
@@ -174,6 +183,7 @@ _BY_WIRE_NAME: dict[str, type[TintError]] = {
         AuthorizationError,
         BatchSizeExceededError,
         RateLimitError,
+        ServiceUnavailableError,
         QuotaError,
         VersionMismatchError,
         InternalError,
@@ -189,6 +199,7 @@ _BY_STATUS: dict[int, type[TintError]] = {
     413: PayloadTooLargeError,
     422: InvalidArgumentError,
     429: RateLimitError,
+    503: ServiceUnavailableError,
 }
 
 
