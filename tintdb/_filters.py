@@ -37,6 +37,7 @@ __all__ = [
     "compile_where_document",
     "regexp",
     "text_list",
+    "uses_regex",
     "validate_where",
     "validate_where_document",
     "value_kind",
@@ -231,6 +232,16 @@ def validate_where_document(
     _check_operand(value, f"where_document {op}")
     if op in ("$regex", "$not_regex"):
         _regex.check(value)  # refused here, before any SQL runs
+
+
+def uses_regex(where_document: Any) -> bool:
+    """Does a (validated) ``where_document`` hold $regex or $not_regex anywhere?"""
+    if not where_document:
+        return False
+    op, value = next(iter(where_document.items()))
+    if op in LOGICAL:
+        return any(uses_regex(c) for c in value)
+    return op in ("$regex", "$not_regex")
 
 
 # ---------------------------------------------------------------- compilation

@@ -247,6 +247,11 @@ class Store:
         conn.execute("PRAGMA busy_timeout = 60000")
         return conn
 
+    @property
+    def in_transaction(self) -> bool:
+        """A transaction is open on this connection (its opener holds ``lock``)."""
+        return self._in_tx
+
     @contextlib.contextmanager
     def reader(self) -> Iterator[Store]:
         """This store on a connection of its own, for reads that must not wait for this
