@@ -660,6 +660,15 @@ def test_a_catastrophic_regex_over_http_answers(api: httpx.Client) -> None:
     _is_error(r, 400, "backreferences are not supported")
 
 
+def test_odd_include_items_are_422(api: httpx.Client) -> None:
+    cid = _made(api)
+    for include in ([{"a": 1}], [["documents"]], [None], [1]):
+        r = api.post(f"{DB}/collections/{cid}/get", json={"include": include})
+        _is_error(r, 422, "include[0]")
+        body = {"query_embeddings": [], "include": include}
+        _is_error(api.post(f"{DB}/collections/{cid}/query", json=body), 422, "include[0]")
+
+
 def test_unknown_routes_say_which(api: httpx.Client) -> None:
     _is_error(api.get("/api/v2/no/such/route"), 404, "GET /api/v2/no/such/route")
     _is_error(api.put("/api/v2/heartbeat"), 405, "PUT /api/v2/heartbeat")

@@ -414,7 +414,7 @@ def _include(body: dict[str, Any], default: Sequence[str]) -> list[str]:
     if not isinstance(value, list):
         raise _wrong("include", "an array", value)
     for i, item in enumerate(value):
-        if item not in _wire.WIRE_GET_INCLUDE:
+        if not isinstance(item, str) or item not in _wire.WIRE_GET_INCLUDE:
             known = ", ".join(sorted(_wire.WIRE_GET_INCLUDE))
             raise UnprocessableError(
                 f"include[{i}]: unknown value {item!r}; expected one of {known}"
