@@ -5,8 +5,9 @@
 
 Generates patterns from pieces of Rust's regex syntax (flags, classes, Unicode
 properties, repetition, groups) and short documents of awkward characters (case pairs
-such as k/K/KELVIN SIGN, combining marks, digits of other scripts, newlines), plus one
-document per code point for the class patterns (\\w, \\d, \\s, \\p{..}, case folding).
+such as k/K/KELVIN SIGN, combining marks, digits of other scripts, newlines); with
+``--code-points``, instead, class patterns (\\w, \\d, \\s, \\p{..}, case folding) over one
+document per code point of planes 0 and 1 and every 97th of the others.
 chromadb answers in its own interpreter (a ``PersistentClient`` in a temporary
 directory), tintdb in this one; the report counts patterns both answer alike, patterns
 tintdb refuses, patterns only tintdb accepts, and mismatches, listing the last two.
@@ -148,15 +149,18 @@ def main() -> None:
     parser.add_argument("--chroma-python", required=True, help="a python with chromadb 1.5.9")
     parser.add_argument("--patterns", type=int, default=1500)
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--code-points", action="store_true", help="also every code point")
+    parser.add_argument(
+        "--code-points", action="store_true", help="class patterns over single code points"
+    )
     args = parser.parse_args()
     rng = random.Random(args.seed)
     docs = ["".join(rng.choice(CHARS) for _ in range(rng.randint(0, 6))) for _ in range(300)]
     docs += CHARS
     patterns = list(dict.fromkeys(pattern(rng) for _ in range(args.patterns)))
-    if args.code_points:
-        docs += [chr(c) for c in range(0x110000) if not 0xD800 <= c <= 0xDFFF]
-        patterns += CLASS_PATTERNS
+    if args.code_points:  # the class patterns alone, one document per code point
+        planes_0_1 = [c for c in range(0x20000) if not 0xD800 <= c <= 0xDFFF]
+        docs = [chr(c) for c in planes_0_1 + list(range(0x20000, 0x110000, 97))]
+        patterns = CLASS_PATTERNS
     data = {"docs": docs, "patterns": patterns}
     with tempfile.TemporaryDirectory() as tmp:
         given, taken = Path(tmp) / "in.json", Path(tmp) / "out.json"
