@@ -50,7 +50,7 @@ VALID_REGEXES = (
     "^$",
     r"^[ab ]+$",
 )
-BAD_REGEXES = ("(", "[a", "*a", "a**", "(?P<x", "a)")
+BAD_REGEXES = ("(", "[a", "*a", "a{2,1}", "(?P<x", "a)")
 
 # Used as metadata values and filter operands, so filters often hit.
 strs = st.sampled_from(STRS)

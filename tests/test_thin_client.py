@@ -30,6 +30,7 @@ SHIPPED = {
     "tintdb/_backend.py",
     "tintdb/_client.py",
     "tintdb/_filters.py",
+    "tintdb/_regex.py",
     "tintdb/_http.py",
     "tintdb/_validation.py",
     "tintdb/_wire.py",

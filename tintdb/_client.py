@@ -27,8 +27,10 @@ from ._validation import (
     resolve_configuration,
     validate_collection_metadata,
     validate_collection_name,
+    validate_database_name,
     validate_limit_offset,
     validate_n_results,
+    validate_tenant_name,
 )
 from .config import (
     ASYNC_HTTP_API_IMPL,
@@ -767,14 +769,14 @@ class AdminClient:
         return cls(backend=client._live_backend())
 
     def create_tenant(self, name: str) -> None:
-        _check_admin_name(name, "tenant")
+        validate_tenant_name(name)
         self._backend.create_tenant(name)
 
     def get_tenant(self, name: str) -> dict[str, Any]:
         return self._backend.get_tenant(name)
 
     def create_database(self, name: str, tenant: str = DEFAULT_TENANT) -> None:
-        _check_admin_name(name, "database")
+        validate_database_name(name)
         self._backend.create_database(name, tenant)
 
     def get_database(self, name: str, tenant: str = DEFAULT_TENANT) -> dict[str, Any]:
@@ -788,13 +790,6 @@ class AdminClient:
 
     def delete_database(self, name: str, tenant: str = DEFAULT_TENANT) -> None:
         self._backend.delete_database(name, tenant)
-
-
-def _check_admin_name(name: Any, what: str) -> None:
-    if not isinstance(name, str) or len(name) < 3:
-        raise InvalidArgumentError(
-            f"A {what} name must be a str of at least 3 characters, got {name!r}"
-        )
 
 
 # ---------------------------------------------------------------- from settings to a store

@@ -16,14 +16,13 @@ match records that lack the key, as in chromadb.
 
 from __future__ import annotations
 
-import functools
-import re
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import orjson
 
+from . import _regex
 from .errors import InvalidArgumentError
 
 __all__ = [
@@ -33,9 +32,12 @@ __all__ = [
     "KIND_LIST_OFFSET",
     "KIND_NUMBER",
     "KIND_STR",
+    "MAX_DEPTH",
     "compile_where",
     "compile_where_document",
     "regexp",
+    "text_list",
+    "uses_regex",
     "validate_where",
     "validate_where_document",
     "value_kind",
@@ -54,6 +56,10 @@ DOCUMENT_OPERATORS = ("$contains", "$not_contains", "$regex", "$not_regex")
 
 # The shortest needle the trigram index can serve; shorter ones scan with instr().
 _TRIGRAM = 3
+# How deep $and/$or may nest: far beyond any real filter, far below Python's recursion
+# limit, which the checks, the SQL compiler and the evaluator all walk.
+MAX_DEPTH = 64
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 
 def value_kind(value: Any) -> int:
@@ -74,6 +80,41 @@ def _is_number(value: Any) -> bool:
 
 def _is_scalar(value: Any) -> bool:
     return isinstance(value, (str, int, float))  # bool is an int
+
+
+def _check_operand(value: Any, what: str) -> None:
+    """What SQLite cannot hold exactly is refused, not cut short or overflowed."""
+    if isinstance(value, int) and not INT64_MIN <= value <= INT64_MAX:
+        raise InvalidArgumentError(f"Invalid {what}: integer {value} does not fit in 64 bits")
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise InvalidArgumentError(
+                f"Invalid {what}: the text is not valid Unicode ({exc.reason})"
+            ) from None
+
+
+def text_list(values: list[Any]) -> tuple[str, list[Any]]:
+    """SQL selecting ``values`` as rows of one column, and its parameters: any number
+    of values through one JSON parameter, so there is no SQLite variable limit.
+
+    SQLite's JSON functions end a string at an escaped NUL, so a list holding one gets
+    its NULs swapped for a character found in none of its strings, and swapped back.
+    """
+    text = orjson.dumps(values).decode()
+    if "\\u0000" not in text:
+        return "SELECT value FROM json_each(?)", [text]
+    used = {c for v in values if isinstance(v, str) for c in v}
+    free = (chr(c) for c in (*range(0xE000, 0x110000), *range(1, 0xD800)) if chr(c) not in used)
+    stand_in = next(free, None)
+    if stand_in is None:
+        raise InvalidArgumentError("Strings holding NUL and every other character cannot be listed")
+    swapped = [v.replace("\0", stand_in) if isinstance(v, str) else v for v in values]
+    return (
+        "SELECT replace(value, ?, char(0)) FROM json_each(?)",
+        [stand_in, orjson.dumps(swapped).decode()],
+    )
 
 
 # ---------------------------------------------------------------- validation
@@ -102,23 +143,33 @@ def _logical(op: str, value: Any, what: str, single_ok: bool) -> list[Any]:
     return value
 
 
-def validate_where(where: Any, *, single_clause_ok: bool = False) -> None:
+def _depth_checked(depth: int, what: str) -> int:
+    if depth > MAX_DEPTH:
+        raise InvalidArgumentError(
+            f"Invalid {what}: $and/$or nested more than {MAX_DEPTH} levels deep"
+        )
+    return depth
+
+
+def validate_where(where: Any, *, single_clause_ok: bool = False, _depth: int = 0) -> None:
     """Raise InvalidArgumentError, with a hint, unless ``where`` is a valid filter."""
     key, value = _one_key(where, "where")
     if key in LOGICAL:
+        depth = _depth_checked(_depth + 1, "where")
         for clause in _logical(key, value, "where", single_clause_ok):
-            validate_where(clause, single_clause_ok=single_clause_ok)
+            validate_where(clause, single_clause_ok=single_clause_ok, _depth=depth)
         return
     if not isinstance(key, str) or key.startswith("$"):
         raise InvalidArgumentError(
             f"Invalid where: unknown operator {key!r} at the top level; use a metadata key, "
             "$and or $or"
         )
+    _check_operand(key, "where key")
     if isinstance(value, dict):
         op, operand = _one_key(value, f"where condition on {key!r}")
         _validate_operator(key, op, operand)
     elif _is_scalar(value):
-        pass
+        _check_operand(value, f"where value for {key!r}")
     else:
         raise InvalidArgumentError(
             f"Invalid where: the value for {key!r} must be a str, int, float or bool, or an "
@@ -150,17 +201,24 @@ def _validate_operator(key: str, op: str, operand: Any) -> None:
             raise InvalidArgumentError(
                 f"Invalid where: the items of {op} on {key!r} must all have one type"
             )
+        for v in operand:
+            _check_operand(v, f"where {op} on {key!r}")
+        return
     elif not _is_scalar(operand):
         raise InvalidArgumentError(
             f"Invalid where: {op} on {key!r} needs a str, int, float or bool, got {operand!r}"
         )
+    _check_operand(operand, f"where {op} on {key!r}")
 
 
-def validate_where_document(where_document: Any, *, single_clause_ok: bool = False) -> None:
+def validate_where_document(
+    where_document: Any, *, single_clause_ok: bool = False, _depth: int = 0
+) -> None:
     op, value = _one_key(where_document, "where_document")
     if op in LOGICAL:
+        depth = _depth_checked(_depth + 1, "where_document")
         for clause in _logical(op, value, "where_document", single_clause_ok):
-            validate_where_document(clause, single_clause_ok=single_clause_ok)
+            validate_where_document(clause, single_clause_ok=single_clause_ok, _depth=depth)
         return
     if op not in DOCUMENT_OPERATORS:
         raise InvalidArgumentError(
@@ -171,26 +229,28 @@ def validate_where_document(where_document: Any, *, single_clause_ok: bool = Fal
         raise InvalidArgumentError(
             f"Invalid where_document: {op} needs a non-empty str, got {value!r}"
         )
+    _check_operand(value, f"where_document {op}")
     if op in ("$regex", "$not_regex"):
-        try:
-            _compiled(value)
-        except re.error as exc:
-            raise InvalidArgumentError(
-                f"Invalid where_document: bad regular expression {value!r}: {exc}"
-            ) from exc
+        _regex.check(value)  # refused here, before any SQL runs
+
+
+def uses_regex(where_document: Any) -> bool:
+    """Does a (validated) ``where_document`` hold $regex or $not_regex anywhere?"""
+    if not where_document:
+        return False
+    op, value = next(iter(where_document.items()))
+    if op in LOGICAL:
+        return any(uses_regex(c) for c in value)
+    return op in ("$regex", "$not_regex")
 
 
 # ---------------------------------------------------------------- compilation
 
 
-@functools.lru_cache(maxsize=256)
-def _compiled(pattern: str) -> re.Pattern[str]:
-    return re.compile(pattern)
-
-
 def regexp(pattern: str, text: str | None) -> bool:
-    """SQLite's REGEXP function: registered on every connection of the store."""
-    return text is not None and _compiled(pattern).search(text) is not None
+    """SQLite's REGEXP function, registered on every connection of the store: RE2, in
+    time linear in the document, with the GIL released while it matches."""
+    return text is not None and _regex.search(pattern, text)
 
 
 def _meta_set(
@@ -217,14 +277,8 @@ def compile_where(where: dict[str, Any], coll: int) -> tuple[str, list[Any]]:
     elif op in COMPARE:
         sub = _meta_set(coll, key, KIND_NUMBER, f"v {COMPARE[op]} ?", [operand])
     elif op in MEMBERSHIP:
-        items = [_sql_value(v) for v in operand]
-        sub = _meta_set(
-            coll,
-            key,
-            value_kind(operand[0]),
-            "v IN (SELECT value FROM json_each(?))",
-            [orjson.dumps(items).decode()],
-        )
+        listed, listed_params = text_list([_sql_value(v) for v in operand])
+        sub = _meta_set(coll, key, value_kind(operand[0]), f"v IN ({listed})", listed_params)
     else:  # $contains / $not_contains on list values
         sub = _meta_set(
             coll, key, KIND_LIST_OFFSET + value_kind(operand), "v = ?", [_sql_value(operand)]
@@ -234,6 +288,12 @@ def compile_where(where: dict[str, Any], coll: int) -> tuple[str, list[Any]]:
 
 def _fts_phrase(text: str) -> str:
     return '"' + text.replace('"', '""') + '"'
+
+
+def _indexable(needle: str) -> bool:
+    """Can the trigram index find ``needle``? Not when too short, nor holding NUL, which
+    ends an FTS5 query string."""
+    return len(needle) >= _TRIGRAM and "\0" not in needle
 
 
 def compile_where_document(where_document: dict[str, Any]) -> tuple[str, list[Any]]:
@@ -247,7 +307,7 @@ def compile_where_document(where_document: dict[str, Any]) -> tuple[str, list[An
             [x for p in parts for x in p[1]],
         )
     if op == "$contains":
-        if len(value) >= _TRIGRAM:
+        if _indexable(value):
             return (
                 "(r.seq IN (SELECT rowid FROM docs WHERE docs MATCH ?) "
                 "AND instr(r.document, ?) > 0)",
@@ -277,7 +337,7 @@ def _where_leaf(key: str, value: Any, coll: int) -> Leaf:
 
 def _document_leaf(op: str, value: str, coll: int) -> Leaf:
     negate = op in ("$not_contains", "$not_regex")
-    if op in ("$contains", "$not_contains") and len(value) >= _TRIGRAM:
+    if op in ("$contains", "$not_contains") and _indexable(value):
         # A trigram phrase match is exactly a substring match.
         return "SELECT rowid AS seq FROM docs WHERE docs MATCH ?", [_fts_phrase(value)], negate
     if op in ("$contains", "$not_contains"):

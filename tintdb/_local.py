@@ -25,6 +25,7 @@ import numpy as np
 import orjson
 
 from . import __version__
+from ._filters import uses_regex
 from ._index import VectorIndex, scan_knn
 from ._storage import OP_DELETE, OP_SET, CollectionRow, Store
 from .config import Settings
@@ -786,11 +787,24 @@ class LocalBackend:
                 # snapshot, gives the right one.
                 index = None
         if index is None:
-            with self.store.read():
-                rows = self.store.fetch(
-                    col.coll, ids, where, where_document, limit, offset, columns
-                )
+            with self._scanning(where_document) as store, store.read():
+                rows = store.fetch(col.coll, ids, where, where_document, limit, offset, columns)
         return _get_result(rows, columns, include, col.dimension)
+
+    def _scanning(
+        self, where_document: WhereDocument | None
+    ) -> contextlib.AbstractContextManager[Store]:
+        """The store to read a filter's matches from. A regex reads every document: on
+        disk it does so on a connection of its own, leaving the store's lock to other
+        calls meanwhile (RE2 releases the GIL while it matches). Inside a transaction
+        of the store's, the read belongs to that snapshot."""
+        if (
+            self.store.path is not None
+            and not self.store.in_transaction
+            and uses_regex(where_document)
+        ):
+            return self.store.reader()
+        return contextlib.nullcontext(self.store)
 
     def query(
         self,
@@ -1008,8 +1022,8 @@ class LocalBackend:
         if cached is not None:
             self._filter_cache.move_to_end(key)
             return cached
-        with self.store.read():
-            cand = self.store.candidate_seqs(col.coll, ids, where, where_document, index.universe())
+        with self._scanning(where_document) as store, store.read():
+            cand = store.candidate_seqs(col.coll, ids, where, where_document, index.universe())
         entry = self._filter_cache[key] = _Matches(cand)
         while len(self._filter_cache) > FILTER_CACHE_SIZE:
             self._filter_cache.popitem(last=False)

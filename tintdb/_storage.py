@@ -29,6 +29,7 @@ from ._filters import (
     compile_where_document,
     evaluate,
     regexp,
+    text_list,
     value_kind,
 )
 from .config import DEFAULT_DATABASE, DEFAULT_DATABASE_ID, DEFAULT_TENANT
@@ -152,9 +153,10 @@ def _collection(row: Sequence[Any]) -> CollectionRow:
     return c
 
 
-def _ids_param(ids: Sequence[str]) -> str:
-    """Bind any number of ids through one parameter (no SQLite variable limit)."""
-    return orjson.dumps(list(ids)).decode()
+def _id_list(ids: Sequence[str]) -> tuple[str, list[Any]]:
+    """Any number of ids as SQL rows through one parameter (no SQLite variable limit),
+    each exactly as given, NUL included."""
+    return text_list(list(ids))
 
 
 def _order(ids: Sequence[str] | None) -> str:
@@ -247,6 +249,11 @@ class Store:
         conn.create_function("regexp", 2, regexp, deterministic=True)
         conn.execute("PRAGMA busy_timeout = 60000")
         return conn
+
+    @property
+    def in_transaction(self) -> bool:
+        """A transaction is open on this connection (its opener holds ``lock``)."""
+        return self._in_tx
 
     @contextlib.contextmanager
     def reader(self) -> Iterator[Store]:
@@ -687,10 +694,10 @@ class Store:
         self, coll: int, ids: Sequence[str]
     ) -> dict[str, tuple[int, bytes | None, str | None]]:
         """id -> (seq, metadata json, document) for the ids that exist."""
+        listed, params = _id_list(ids)
         rows = self._conn.execute(
-            "SELECT id, seq, metadata, document FROM records WHERE coll = ? AND id IN "
-            "(SELECT value FROM json_each(?))",
-            (coll, _ids_param(ids)),
+            f"SELECT id, seq, metadata, document FROM records WHERE coll = ? AND id IN ({listed})",
+            (coll, *params),
         ).fetchall()
         return {r[0]: (r[1], r[2], r[3]) for r in rows}
 
@@ -1063,8 +1070,9 @@ class Store:
     ) -> tuple[str, list[Any]]:
         clauses, params = ["r.coll = ?"], [coll]
         if ids is not None:
-            clauses.append("r.id IN (SELECT value FROM json_each(?))")
-            params.append(_ids_param(ids))
+            listed, listed_params = _id_list(ids)
+            clauses.append(f"r.id IN ({listed})")
+            params.extend(listed_params)
         if where:
             sql, p = compile_where(where, coll)
             clauses.append(sql)
@@ -1112,9 +1120,9 @@ class Store:
     ) -> np.ndarray:
         """Sorted seqs among ``universe`` matching every filter (see _filters.evaluate)."""
         if ids is not None:
+            listed, params = _id_list(ids)
             found = self.seq_array(
-                "SELECT seq FROM records WHERE coll = ? AND id IN (SELECT value FROM json_each(?))",
-                [coll, _ids_param(ids)],
+                f"SELECT seq FROM records WHERE coll = ? AND id IN ({listed})", [coll, *params]
             )
             universe = np.intersect1d(universe, found)
         if not where and not where_document:

@@ -32,9 +32,11 @@ __all__ = [
     "resolve_configuration",
     "validate_collection_metadata",
     "validate_collection_name",
+    "validate_database_name",
     "validate_limit_offset",
     "validate_n_results",
     "validate_record_metadata",
+    "validate_tenant_name",
 ]
 
 SPACES = ("l2", "ip", "cosine")
@@ -95,6 +97,61 @@ def validate_collection_name(name: Any) -> str:
     else:
         raise InvalidArgumentError(f"Collection name {name!r} must not be an IPv4 address")
     return name
+
+
+MAX_ADMIN_NAME = 512
+
+
+def _shown(name: str) -> str:
+    return repr(name) if len(name) <= 40 else repr(name[:40]) + "..."
+
+
+def validate_tenant_name(name: Any) -> str:
+    """Chroma asks only for 3 characters; a tenant is also addressed in URL paths, so
+    no '/' and no control characters (NUL included), and at most 512 characters."""
+    if not isinstance(name, str):
+        raise InvalidArgumentError(f"A tenant name must be a str, got {_type_name(name)}")
+    if not 3 <= len(name) <= MAX_ADMIN_NAME:
+        raise InvalidArgumentError(
+            f"Tenant name {_shown(name)} must be 3-{MAX_ADMIN_NAME} characters long, "
+            f"it has {len(name)}"
+        )
+    _check_text(name, "tenant name")
+    bad = sorted({c for c in name if c == "/" or ord(c) < 0x20 or 0x7F <= ord(c) < 0xA0})
+    if bad:
+        raise InvalidArgumentError(
+            f"Tenant name {name!r} must not contain '/' or control characters; found {bad!r}"
+        )
+    return name
+
+
+def validate_database_name(name: Any) -> str:
+    """Chroma's server rule for database names: 3-512 of letters, digits, '.', '_' and
+    '-', starting and ending with a letter or digit, no '..', not an IPv4 address."""
+    if not isinstance(name, str):
+        raise InvalidArgumentError(f"A database name must be a str, got {_type_name(name)}")
+    if not 3 <= len(name) <= MAX_ADMIN_NAME:
+        raise InvalidArgumentError(
+            f"Database name {_shown(name)} must be 3-{MAX_ADMIN_NAME} characters long, "
+            f"it has {len(name)}"
+        )
+    if not _NAME_CHARS.match(name):
+        bad = sorted({c for c in name if not re.match(r"[A-Za-z0-9._-]", c)})
+        raise InvalidArgumentError(
+            f"Database name {name!r} may contain only letters, digits, '.', '_' and '-'; "
+            f"found {''.join(bad)!r}"
+        )
+    if not (name[0].isalnum() and name[-1].isalnum()):
+        raise InvalidArgumentError(
+            f"Database name {name!r} must start and end with a letter or a digit"
+        )
+    if ".." in name:
+        raise InvalidArgumentError(f"Database name {name!r} must not contain '..'")
+    try:
+        ipaddress.IPv4Address(name)
+    except ValueError:
+        return name
+    raise InvalidArgumentError(f"Database name {name!r} must not be an IPv4 address")
 
 
 def validate_collection_metadata(metadata: Any) -> dict[str, Any] | None:
@@ -456,6 +513,8 @@ def validate_limit_offset(limit: Any, offset: Any) -> tuple[int | None, int | No
             raise InvalidArgumentError(f"{name} must be an int, got {_type_name(value)}")
         if value < 0:
             raise InvalidArgumentError(f"{name} must not be negative, got {value}")
+        if value > INT64_MAX:
+            raise InvalidArgumentError(f"{name} {value} does not fit in 64 bits")
     return (
         None if limit is None else int(limit),
         None if offset is None else int(offset),
@@ -467,4 +526,6 @@ def validate_n_results(n_results: Any) -> int:
         raise InvalidArgumentError(f"n_results must be an int, got {_type_name(n_results)}")
     if n_results <= 0:
         raise InvalidArgumentError(f"n_results must be a positive int, got {n_results}")
+    if n_results > INT64_MAX:
+        raise InvalidArgumentError(f"n_results {n_results} does not fit in 64 bits")
     return int(n_results)

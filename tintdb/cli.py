@@ -24,6 +24,9 @@ DEFAULT_PATH = "./tintdb_data"
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
 DEFAULT_MAX_BODY_MB = 256
+DEFAULT_HEADER_TIMEOUT = 10.0
+DEFAULT_BODY_TIMEOUT = 60.0
+DEFAULT_MAX_CONCURRENT = 64
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
@@ -122,6 +125,31 @@ def build_parser(env: Mapping[str, str] | None = None) -> argparse.ArgumentParse
         f"default {DEFAULT_MAX_BODY_MB})",
     )
     run.add_argument(
+        "--header-timeout",
+        type=float,
+        default=_env_number(env, "TINTDB_HEADER_TIMEOUT", DEFAULT_HEADER_TIMEOUT, float),
+        metavar="SECONDS",
+        help="a request's line and headers must arrive within this many seconds of the "
+        f"connection opening or of the previous answer (TINTDB_HEADER_TIMEOUT; "
+        f"default {DEFAULT_HEADER_TIMEOUT:g})",
+    )
+    run.add_argument(
+        "--body-timeout",
+        type=float,
+        default=_env_number(env, "TINTDB_BODY_TIMEOUT", DEFAULT_BODY_TIMEOUT, float),
+        metavar="SECONDS",
+        help="a request's whole body must arrive within this many seconds "
+        f"(TINTDB_BODY_TIMEOUT; default {DEFAULT_BODY_TIMEOUT:g})",
+    )
+    run.add_argument(
+        "--max-concurrent-requests",
+        type=int,
+        default=_env_number(env, "TINTDB_MAX_CONCURRENT_REQUESTS", DEFAULT_MAX_CONCURRENT, int),
+        metavar="N",
+        help="requests in progress at once; more are answered 503 with Retry-After "
+        f"(TINTDB_MAX_CONCURRENT_REQUESTS; default {DEFAULT_MAX_CONCURRENT})",
+    )
+    run.add_argument(
         "--log-level",
         default=env.get("TINTDB_LOG_LEVEL") or "warning",
         choices=["critical", "error", "warning", "info", "debug"],
@@ -149,6 +177,16 @@ def _check_run_args(args: argparse.Namespace) -> None:
         raise UsageError(f"--port {args.port} is not a port number (0-65535)")
     if not args.max_body_mb > 0:
         raise UsageError(f"--max-body-mb must be positive, got {args.max_body_mb}")
+    for flag, value in (
+        ("--header-timeout", args.header_timeout),
+        ("--body-timeout", args.body_timeout),
+    ):
+        if not 0 < value < float("inf"):
+            raise UsageError(f"{flag} must be a positive number of seconds, got {value}")
+    if args.max_concurrent_requests < 1:
+        raise UsageError(
+            f"--max-concurrent-requests must be at least 1, got {args.max_concurrent_requests}"
+        )
     if args.cors_origins is None:
         args.cors_origins = args.cors_env
     if args.auth_token is not None and not args.auth_token.strip():
@@ -240,6 +278,7 @@ def _run(args: argparse.Namespace) -> int:
 
     from . import __version__
     from ._local import LocalBackend
+    from ._serving import H11_BUFFER, guarded_protocol
     from .config import Settings
     from .server import create_app
 
@@ -262,6 +301,8 @@ def _run(args: argparse.Namespace) -> int:
             allow_reset=args.allow_reset,
             cors_origins=args.cors_origins,
             max_body_bytes=int(args.max_body_mb * 1024 * 1024),
+            body_timeout=args.body_timeout,
+            max_concurrent=args.max_concurrent_requests,
         )
         print(
             banner(
@@ -282,6 +323,8 @@ def _run(args: argparse.Namespace) -> int:
             access_log=args.log_level in ("info", "debug"),
             server_header=False,
             timeout_graceful_shutdown=10,
+            http=guarded_protocol(args.header_timeout),
+            h11_max_incomplete_event_size=H11_BUFFER,
         )
         with _quiet_stop_signals():
             uvicorn.Server(config).run(sockets=[sock])

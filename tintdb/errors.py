@@ -20,6 +20,7 @@ also inherits that builtin, so ``except ValueError`` keeps working.
     ├── StoreLockedError                      409  the store is held exclusively
     ├── ResetDisabledError (ValueError)       403
     ├── RateLimitError                        429
+    ├── ServiceUnavailableError               503  a server at its bound on concurrent requests
     ├── QuotaError                            400
     ├── VersionMismatchError                  500
     ├── InvalidHTTPVersion                    500
@@ -47,6 +48,7 @@ __all__ = [
     "QuotaError",
     "RateLimitError",
     "ResetDisabledError",
+    "ServiceUnavailableError",
     "StoreLockedError",
     "TintError",
     "UniqueConstraintError",
@@ -151,6 +153,13 @@ class RateLimitError(TintError):
     status = 429
 
 
+class ServiceUnavailableError(TintError):
+    """The server has as many requests in progress as it allows; retry shortly."""
+
+    wire_name = "ServiceUnavailableError"
+    status = 503
+
+
 class QuotaError(TintError):
     wire_name = "QuotaError"
     status = 400
@@ -188,6 +197,7 @@ _BY_WIRE_NAME: dict[str, type[TintError]] = {
         AuthorizationError,
         BatchSizeExceededError,
         RateLimitError,
+        ServiceUnavailableError,
         QuotaError,
         VersionMismatchError,
         InternalError,
@@ -206,6 +216,7 @@ _BY_STATUS: dict[int, type[TintError]] = {
     413: PayloadTooLargeError,
     422: InvalidArgumentError,
     429: RateLimitError,
+    503: ServiceUnavailableError,
 }
 
 

@@ -16,6 +16,7 @@ and index work never blocks the event loop. Every client mistake maps to a 4xx w
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
 import threading
@@ -28,12 +29,20 @@ import orjson
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import _wire
-from ._validation import normalize_documents, normalize_ids, normalize_metadatas, normalize_uris
+from ._filters import MAX_DEPTH
+from ._validation import (
+    normalize_documents,
+    normalize_ids,
+    normalize_metadatas,
+    normalize_uris,
+    validate_limit_offset,
+)
 from .errors import (
     AuthError,
     InvalidArgumentError,
@@ -41,14 +50,26 @@ from .errors import (
     NotFoundError,
     PayloadTooLargeError,
     ResetDisabledError,
+    ServiceUnavailableError,
     TintError,
 )
 
-__all__ = ["DEFAULT_MAX_BODY_BYTES", "ERROR_HEADER", "UnprocessableError", "create_app"]
+__all__ = [
+    "DEFAULT_BODY_TIMEOUT",
+    "DEFAULT_MAX_BODY_BYTES",
+    "DEFAULT_MAX_CONCURRENT",
+    "ERROR_HEADER",
+    "UnprocessableError",
+    "create_app",
+]
 
 log = logging.getLogger("tintdb.server")
 
 DEFAULT_MAX_BODY_BYTES = 256 * 1024 * 1024
+# The whole body of a request must arrive within this many seconds.
+DEFAULT_BODY_TIMEOUT = 60.0
+# Requests in progress at once; past it, 503 with Retry-After instead of a queue.
+DEFAULT_MAX_CONCURRENT = 64
 
 # Paths a monitor or a client handshake may call without a token.
 OPEN_PATHS = frozenset(
@@ -74,6 +95,13 @@ class UnsupportedMediaTypeError(TintError):
 
     wire_name = "ChromaError"
     status = 415
+
+
+class RequestTimeoutError(TintError):
+    """A request body that did not arrive in time: 408."""
+
+    wire_name = "ChromaError"
+    status = 408
 
 
 # ---------------------------------------------------------------- responses
@@ -110,18 +138,47 @@ def _error(exc: TintError) -> Response:
 
 
 class _Guard:
-    """Auth, Content-Type and body-size checks in front of the router (plain ASGI)."""
+    """Auth, Content-Type, body size and time, and the bound on concurrent requests,
+    checked in front of the router (plain ASGI)."""
 
-    def __init__(self, app: ASGIApp, *, auth_token: str | None, max_body_bytes: int) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        auth_token: str | None,
+        max_body_bytes: int,
+        body_timeout: float = DEFAULT_BODY_TIMEOUT,
+        max_concurrent: int = DEFAULT_MAX_CONCURRENT,
+    ) -> None:
         self.app = app
         self.token = auth_token.encode() if auth_token else None
         self.max_body = max_body_bytes
+        self.body_timeout = body_timeout
+        self.max_concurrent = max_concurrent
+        self.in_progress = 0  # only touched on the event loop
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         send = _traced(send)
+        if self.in_progress >= self.max_concurrent:
+            await _send_error(
+                send,
+                ServiceUnavailableError(
+                    f"The server is answering {self.max_concurrent} requests already; "
+                    "retry after a second"
+                ),
+                [(b"retry-after", b"1")],
+            )
+            return
+        self.in_progress += 1
+        try:
+            await self._guarded(scope, receive, send)
+        finally:
+            self.in_progress -= 1
+
+    async def _guarded(self, scope: Scope, receive: Receive, send: Send) -> None:
         headers = dict(scope["headers"])
         needs_token = self.token is not None and scope["path"] not in OPEN_PATHS
         if needs_token and not self._authorized(headers):
@@ -169,8 +226,20 @@ class _Guard:
             return None
         chunks: list[bytes] = []
         size = 0
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.body_timeout
         while True:
-            message = await receive()
+            try:
+                message = await asyncio.wait_for(receive(), max(deadline - loop.time(), 0))
+            except asyncio.TimeoutError:
+                await _send_error(
+                    send,
+                    RequestTimeoutError(
+                        f"The request body did not arrive within {self.body_timeout:g} seconds"
+                    ),
+                    [(b"connection", b"close")],
+                )
+                return None
             if message["type"] != "http.request":  # the client went away: nothing to do
                 return None
             chunk = message.get("body", b"")
@@ -203,7 +272,9 @@ def _traced(send: Send) -> Send:
     return traced
 
 
-async def _send_error(send: Send, exc: TintError) -> None:
+async def _send_error(
+    send: Send, exc: TintError, extra_headers: Sequence[tuple[bytes, bytes]] = ()
+) -> None:
     body = _error_body(exc.name(), exc.message)
     await send(
         {
@@ -212,6 +283,7 @@ async def _send_error(send: Send, exc: TintError) -> None:
             "headers": [
                 (b"content-type", b"application/json"),
                 (b"content-length", str(len(body)).encode()),
+                *extra_headers,
             ],
         }
     )
@@ -358,7 +430,7 @@ def _include(body: dict[str, Any], default: Sequence[str]) -> list[str]:
     if not isinstance(value, list):
         raise _wrong("include", "an array", value)
     for i, item in enumerate(value):
-        if item not in _wire.WIRE_GET_INCLUDE:
+        if not isinstance(item, str) or item not in _wire.WIRE_GET_INCLUDE:
             known = ", ".join(sorted(_wire.WIRE_GET_INCLUDE))
             raise UnprocessableError(
                 f"include[{i}]: unknown value {item!r}; expected one of {known}"
@@ -428,15 +500,19 @@ def _record_embeddings(body: dict[str, Any], *, required: bool) -> np.ndarray | 
     return _vectors(value, "embeddings", allow_base64=True)
 
 
-def _single_clauses_unwrapped(clause: Any) -> Any:
+def _single_clauses_unwrapped(clause: Any, depth: int = 0) -> Any:
     """``{"$and": [x]}`` -> ``x``, recursively: Chroma's server accepts one-clause logic,
     the Python API (rightly) does not, so the server rewrites before validating."""
     if isinstance(clause, dict) and len(clause) == 1:
         ((key, value),) = clause.items()
         if key in ("$and", "$or") and isinstance(value, list):
+            if depth >= MAX_DEPTH:
+                raise InvalidArgumentError(
+                    f"Invalid filter: $and/$or nested more than {MAX_DEPTH} levels deep"
+                )
             if len(value) == 1:
-                return _single_clauses_unwrapped(value[0])
-            return {key: [_single_clauses_unwrapped(c) for c in value]}
+                return _single_clauses_unwrapped(value[0], depth + 1)
+            return {key: [_single_clauses_unwrapped(c, depth + 1) for c in value]}
     return clause
 
 
@@ -546,8 +622,7 @@ class _Service:
     def list_collections(
         self, tenant: str, database: str, limit: int | None, offset: int | None
     ) -> list[dict[str, Any]]:
-        if (limit is not None and limit < 0) or (offset is not None and offset < 0):
-            raise InvalidArgumentError("limit and offset must not be negative")
+        validate_limit_offset(limit, offset)
         try:
             models = self.backend.list_collections(limit, offset, tenant, database)
         except NotFoundError:
@@ -783,6 +858,47 @@ _RECORDS = _object_schema(
 )
 
 
+class ErrorBody(BaseModel):
+    """Every error the server answers: Chroma's wire name and a message saying what to fix."""
+
+    error: str
+    message: str
+
+
+_STATUS_MEANING = {
+    400: "Invalid argument: a value breaks a rule of the API (the message names it)",
+    401: "Missing or wrong token (only when the server requires one)",
+    403: "Not allowed by the server's configuration",
+    404: "No such tenant, database or collection",
+    408: "The request headers or body did not arrive in time",
+    409: "A name or id that is taken",
+    413: "The request body is larger than the server accepts",
+    414: "The request line is too long",
+    415: "The request body is not JSON",
+    422: "The request has the wrong shape: a missing field or a value of the wrong type",
+    431: "The request headers are too large",
+    503: "The server is at its bound on concurrent requests: retry after Retry-After seconds",
+}
+
+
+def _responses(method: str, path: str, extra: Sequence[int]) -> dict[int | str, dict[str, Any]]:
+    """Every error status a route can answer, for the OpenAPI document."""
+    codes = {408, 414, 431, 503, *extra}
+    if path not in OPEN_PATHS:
+        codes.add(401)
+    if method in _BODY_METHODS:
+        codes |= {400, 413, 415, 422}
+    if "{" in path:
+        codes |= {400, 404, 422}
+    responses: dict[int | str, dict[str, Any]] = {
+        code: {"model": ErrorBody, "description": _STATUS_MEANING[code]} for code in sorted(codes)
+    }
+    responses[503]["headers"] = {
+        "Retry-After": {"description": "Seconds to wait", "schema": {"type": "integer"}}
+    }
+    return responses
+
+
 def create_app(
     client_or_backend: Any,
     *,
@@ -790,6 +906,8 @@ def create_app(
     allow_reset: bool = False,
     cors_origins: Sequence[str] = (),
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    body_timeout: float = DEFAULT_BODY_TIMEOUT,
+    max_concurrent: int = DEFAULT_MAX_CONCURRENT,
 ) -> FastAPI:
     """The ASGI app serving ``client_or_backend`` (a ``tintdb._client.Client`` or a Backend).
 
@@ -815,8 +933,13 @@ def create_app(
     T = t + "/databases/{database}"  # the spec's name for this prefix
     C = T + "/collections/{collection_id}"
 
-    def route(method: str, path: str, **kwargs: Any) -> Callable[[Callable[..., Any]], Any]:
-        return app.api_route(path, methods=[method], response_model=None, **kwargs)
+    def route(
+        method: str, path: str, errors: Sequence[int] = (), **kwargs: Any
+    ) -> Callable[[Callable[..., Any]], Any]:
+        responses = _responses(method, path, errors)
+        return app.api_route(
+            path, methods=[method], response_model=None, responses=responses, **kwargs
+        )
 
     # -- server
 
@@ -853,13 +976,19 @@ def create_app(
             }
         )
 
-    @route("POST", p + "/reset", tags=["server"])
+    @route("POST", p + "/reset", tags=["server"], errors=[403])
     def reset() -> Response:
         return _ok(svc.reset())
 
     # -- tenants and databases
 
-    @route("POST", p + "/tenants", tags=["tenants"], openapi_extra=_object_schema(name={}))
+    @route(
+        "POST",
+        p + "/tenants",
+        tags=["tenants"],
+        errors=[409],
+        openapi_extra=_object_schema(name={"type": "string"}),
+    )
     def create_tenant(raw: bytes = RawBody) -> Response:
         svc.admin.create_tenant(_str(_parse(raw), "name"))
         return _ok({})
@@ -876,7 +1005,13 @@ def create_app(
         found = svc.admin.list_databases(limit=limit, offset=offset, tenant=tenant)
         return _ok([_database_json(d) for d in found])
 
-    @route("POST", t + "/databases", tags=["databases"], openapi_extra=_object_schema(name={}))
+    @route(
+        "POST",
+        t + "/databases",
+        tags=["databases"],
+        errors=[409],
+        openapi_extra=_object_schema(name={"type": "string"}),
+    )
     def create_database(tenant: str, raw: bytes = RawBody) -> Response:
         svc.admin.create_database(_str(_parse(raw), "name"), tenant=tenant)
         return _ok({})
@@ -903,6 +1038,7 @@ def create_app(
         "POST",
         T + "/collections",
         tags=["collections"],
+        errors=[409],
         openapi_extra=_object_schema(
             name={"type": "string"},
             metadata=_OBJ,
@@ -929,6 +1065,7 @@ def create_app(
         "PUT",
         C,
         tags=["collections"],
+        errors=[409],
         openapi_extra=_object_schema(
             new_name={"type": "string"}, new_metadata=_OBJ, new_configuration=_OBJ
         ),
@@ -946,7 +1083,9 @@ def create_app(
 
     # -- records
 
-    @route("POST", C + "/add", tags=["records"], status_code=201, openapi_extra=_RECORDS)
+    @route(
+        "POST", C + "/add", tags=["records"], status_code=201, errors=[409], openapi_extra=_RECORDS
+    )
     def add(tenant: str, database: str, collection_id: str, raw: bytes = RawBody) -> Response:
         svc.add(tenant, database, collection_id, _parse(raw))
         return _ok({}, status=201)
@@ -1017,7 +1156,13 @@ def create_app(
             media_type=_JSON,
         )
 
-    app.add_middleware(_Guard, auth_token=auth_token, max_body_bytes=max_body_bytes)
+    app.add_middleware(
+        _Guard,
+        auth_token=auth_token,
+        max_body_bytes=max_body_bytes,
+        body_timeout=body_timeout,
+        max_concurrent=max_concurrent,
+    )
     if cors_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -1052,9 +1197,22 @@ def _install_error_handlers(app: FastAPI) -> None:
         return _error(UnprocessableError(problems or "Invalid request parameters"))
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(_: Request, exc: StarletteHTTPException) -> Response:
-        # Unknown paths (404) and wrong methods (405) answer with an empty body.
-        return Response(status_code=exc.status_code, headers=exc.headers)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        # Unknown paths and wrong methods: a body that says so, for clients that show it.
+        route = f"{request.method} {request.url.path}"
+        if exc.status_code == 404:
+            name, message = "NotFoundError", f"No such route: {route} (see /openapi.json)"
+        elif exc.status_code == 405:
+            allowed = {k.lower(): v for k, v in (exc.headers or {}).items()}.get("allow", "")
+            name, message = "ChromaError", f"Method not allowed: {route}; allowed: {allowed}"
+        else:
+            name, message = "ChromaError", f"{route}: {exc.detail}"
+        return Response(
+            _error_body(name, message),
+            status_code=exc.status_code,
+            headers=exc.headers,
+            media_type=_JSON,
+        )
 
     @app.exception_handler(Exception)
     async def internal_error(request: Request, exc: Exception) -> Response:

@@ -21,6 +21,7 @@ THIN_MODULES = frozenset(
         "_backend",  # the Backend protocol
         "_validation",  # argument checks, run before anything is sent
         "_filters",  # where / where_document checks
+        "_regex",  # $regex syntax checks (the server runs the patterns)
         "config",  # Settings, default tenant and database
         "errors",  # the error classes, also rebuilt from the server's answers
         "types",  # result types
