@@ -19,6 +19,7 @@ from ._client import (
     PersistentClient,
     RustClient,
 )
+from ._copy import copy
 from ._http import AsyncHttpClient, HttpClient
 from .api import AdminAPI, AsyncClientAPI, ClientAPI
 from .api.types import (
@@ -50,6 +51,7 @@ from .config import (
 )
 
 __all__ = [
+    "copy",
     "DEFAULT_DATABASE",
     "DEFAULT_TENANT",
     "URI",
