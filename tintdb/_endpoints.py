@@ -86,9 +86,16 @@ def open_reader(
     raise _no_postgres()
 
 
-def open_writer(location: str, *, token: str | None = None) -> Any:
-    """The ``Writer`` for a location (see the module doc)."""
+def open_writer(location: str, *, token: str | None = None, dry_run: bool = False) -> Any:
+    """The ``Writer`` for a location (see the module doc); for a dry run, a store that
+    does not exist yet is not created."""
     kind = _kind(location, for_writing=True)
+    if (
+        dry_run
+        and kind == "tintdb"
+        and not (Path(location).expanduser() / "tintdb.sqlite3").exists()
+    ):
+        return _NewStore(f"tintdb store {Path(location).expanduser()} (new)")
     if kind == "server":
         from ._http import HttpBackend
 
@@ -110,6 +117,24 @@ def open_writer(location: str, *, token: str | None = None) -> Any:
             "http:// address."
         )
     raise _no_postgres()
+
+
+class _NewStore:
+    """A destination store that does not exist yet, as a dry run sees it."""
+
+    max_batch = None
+
+    def __init__(self, description: str) -> None:
+        self.description = description
+
+    def describe(self) -> str:
+        return self.description
+
+    def existing(self, spec: CollectionSpec) -> int | None:
+        return None
+
+    def close(self) -> None:
+        return None
 
 
 def _no_postgres() -> InvalidArgumentError:
