@@ -421,7 +421,7 @@ def _shown_configuration(
 ) -> dict[str, Any]:
     """The configuration as Chroma shows it (``collection.configuration_json``): the
     stored one when it names its index, else the index the schema resolved (where
-    Chroma keeps what ``hnsw:*`` metadata chose)."""
+    Chroma 1.x keeps the space, the parameters and the embedding function)."""
     if stored.get("hnsw") or stored.get("spann"):
         return stored
     try:
@@ -431,7 +431,8 @@ def _shown_configuration(
     params = vector.get("hnsw") or {}
     hnsw = {"space": vector.get("space", (metadata or {}).get("hnsw:space", "l2"))}
     hnsw.update({k: params[k] for k in _SHOWN_HNSW if k in params})
-    return {"hnsw": hnsw, "spann": None, "embedding_function": stored.get("embedding_function")}
+    ef = stored.get("embedding_function", vector.get("embedding_function"))
+    return {"hnsw": hnsw, "spann": None, "embedding_function": ef}
 
 
 class ChromaPackageReader:

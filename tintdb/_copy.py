@@ -601,7 +601,7 @@ def describe_plan(report: CopyReport) -> str:
 
 def describe_result(report: CopyReport, refused_shown: int = 20) -> str:
     """The outcome of a copy, one line per collection, then what went wrong."""
-    lines = []
+    lines = [f"{report.source}  ->  {report.dest}"]
     for result in report.collections:
         parts = [f"{result.read:,} read", f"{result.written:,} written"]
         if result.skipped:
