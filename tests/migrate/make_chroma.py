@@ -39,8 +39,10 @@ def records(rng: np.random.Generator, start: int, n: int) -> dict:
         "ids": ids,
         "embeddings": rng.normal(size=(n, DIM)).astype(np.float32),
         "metadatas": metadatas,
-        "documents": [f"document {i} about {'cats' if i % 4 else 'dogs'}" if i % 7 else None
-                      for i in range(start, start + n)],
+        "documents": [
+            f"document {i} about {'cats' if i % 4 else 'dogs'}" if i % 7 else None
+            for i in range(start, start + n)
+        ],
         "uris": [f"s3://bucket/{i}.txt" if i % 5 == 0 else None for i in range(start, start + n)],
     }
 
@@ -49,11 +51,18 @@ def fill(col, rng: np.random.Generator) -> None:
     col.add(**records(rng, 0, N))
     # After the persist at 1,000: changes that stay in Chroma's log.
     col.delete(ids=["r3", "r1400"])
-    col.update(ids=["r4"], embeddings=rng.normal(size=(1, DIM)).astype(np.float32),
-               metadatas=[{"changed": True}])
+    col.update(
+        ids=["r4"],
+        embeddings=rng.normal(size=(1, DIM)).astype(np.float32),
+        metadatas=[{"changed": True}],
+    )
     col.update(ids=["r5"], metadatas=[{"only_metadata": "yes"}])
-    col.upsert(ids=["r6", "new-1"], embeddings=rng.normal(size=(2, DIM)).astype(np.float32),
-               documents=["upserted six", None], metadatas=[{"up": 1}, None])
+    col.upsert(
+        ids=["r6", "new-1"],
+        embeddings=rng.normal(size=(2, DIM)).astype(np.float32),
+        documents=["upserted six", None],
+        metadatas=[{"up": 1}, None],
+    )
 
 
 def main() -> None:
@@ -62,10 +71,12 @@ def main() -> None:
     client = chromadb.PersistentClient(path=path, settings=settings)
     rng = np.random.default_rng(17)
     made = [
-        client.create_collection("space-l2", metadata={"hnsw:space": "l2", "owner": "ops"},
-                                 embedding_function=None),
-        client.create_collection("space-ip", configuration={"hnsw": {"space": "ip"}},
-                                 embedding_function=None),
+        client.create_collection(
+            "space-l2", metadata={"hnsw:space": "l2", "owner": "ops"}, embedding_function=None
+        ),
+        client.create_collection(
+            "space-ip", configuration={"hnsw": {"space": "ip"}}, embedding_function=None
+        ),
         # The default embedding function is stored with it (nothing is downloaded: every
         # record comes with its embedding).
         client.create_collection("space-cosine", metadata={"hnsw:space": "cosine", "v": 2}),
@@ -76,12 +87,16 @@ def main() -> None:
     admin = chromadb.AdminClient(settings)
     admin.create_tenant("acme")
     admin.create_database("prod", tenant="acme")
-    other = chromadb.PersistentClient(path=path, settings=settings, tenant="acme",
-                                      database="prod")
-    small = other.create_collection("acme-notes", metadata={"hnsw:space": "cosine"},
-                                    embedding_function=None)
-    small.add(ids=["a", "b", "c"], embeddings=rng.normal(size=(3, DIM)).astype(np.float32),
-              documents=["x", None, "z"], uris=[None, "u", None])
+    other = chromadb.PersistentClient(path=path, settings=settings, tenant="acme", database="prod")
+    small = other.create_collection(
+        "acme-notes", metadata={"hnsw:space": "cosine"}, embedding_function=None
+    )
+    small.add(
+        ids=["a", "b", "c"],
+        embeddings=rng.normal(size=(3, DIM)).astype(np.float32),
+        documents=["x", None, "z"],
+        uris=[None, "u", None],
+    )
 
     queries = rng.normal(size=(5, DIM)).astype(np.float32)
     answers: dict = {"queries": queries.tolist(), "collections": {}}
@@ -96,20 +111,31 @@ def main() -> None:
                 "records": {
                     rid: {
                         "embedding": base64.b64encode(
-                            np.asarray(e, dtype=np.float32).tobytes()).decode(),
+                            np.asarray(e, dtype=np.float32).tobytes()
+                        ).decode(),
                         "document": d,
                         "uri": u,
                         "metadata": m,
                     }
-                    for rid, e, d, u, m in zip(got["ids"], got["embeddings"], got["documents"],
-                                               got["uris"], got["metadatas"])
+                    for rid, e, d, u, m in zip(
+                        got["ids"],
+                        got["embeddings"],
+                        got["documents"],
+                        got["uris"],
+                        got["metadatas"],
+                        strict=True,
+                    )
                 },
             }
             if col.count():
                 k = min(10, col.count())
                 plain = col.query(query_embeddings=queries, n_results=k, include=[])
-                filtered = col.query(query_embeddings=queries, n_results=k,
-                                     where={"group": {"$in": ["g1", "g2"]}}, include=[])
+                filtered = col.query(
+                    query_embeddings=queries,
+                    n_results=k,
+                    where={"group": {"$in": ["g1", "g2"]}},
+                    include=[],
+                )
                 entry["query"] = plain["ids"]
                 entry["query_filtered"] = filtered["ids"]
             answers["collections"][key] = entry
