@@ -52,7 +52,6 @@ from .config import (
 )
 
 __all__ = [
-    "copy",
     "DEFAULT_DATABASE",
     "DEFAULT_TENANT",
     "URI",
@@ -88,6 +87,7 @@ __all__ = [
     "WhereDocument",
     "__version__",
     "configure",
+    "copy",
     "errors",
     "get_settings",
 ]

@@ -388,9 +388,12 @@ def _validated(batch: Batch) -> tuple[Batch, list[tuple[str, str]]]:
     return batch.take(keep), refused
 
 
-def _write_or_split(writer: Writer, handle: Any, batch: Batch) -> list[tuple[str, str]]:
-    """Write ``batch``; if the destination refuses a record, find it by halving, write
-    the rest, and return the refused records with the destination's reason."""
+def _write_checked(writer: Writer, handle: Any, batch: Batch) -> list[tuple[str, str]]:
+    """Write ``batch``; if the destination refuses it, find the records at fault and
+    write the others. Returns the refused records with the reason.
+
+    tintdb's own per-record checks name most culprits at once; what they pass but the
+    destination still refuses (a server's rules of its own) is found by halving."""
     if not len(batch):
         return []
     try:
@@ -399,8 +402,11 @@ def _write_or_split(writer: Writer, handle: Any, batch: Batch) -> list[tuple[str
     except InvalidArgumentError as exc:
         if len(batch) == 1:
             return [(batch.ids[0], str(exc))]
+    fine, refused = _validated(batch)
+    if refused:
+        return refused + _write_checked(writer, handle, fine)
     half = len(batch) // 2
-    return _write_or_split(writer, handle, batch.take(range(half))) + _write_or_split(
+    return _write_checked(writer, handle, batch.take(range(half))) + _write_checked(
         writer, handle, batch.take(range(half, len(batch)))
     )
 
@@ -505,8 +511,7 @@ def copy_between(
                     if there:
                         result.skipped += len(there)
                         todo = batch.take([i for i, x in enumerate(batch.ids) if x not in there])
-                todo, refused = _validated(todo)
-                refused += _write_or_split(writer, handle, todo)
+                refused = _write_checked(writer, handle, todo)
                 gone = {i for i, _ in refused}
                 if gone:
                     result.refused.extend(refused)
