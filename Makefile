@@ -4,7 +4,7 @@ PYTHON ?= python3
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-py310 lint bench clean official-clients
+.PHONY: demo test test-py310 lint bench clean official-clients chromadb-env
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,7 +21,11 @@ demo: $(STAMP)
 official-clients:
 	bash tests/official/setup.sh
 
-test: $(STAMP) official-clients
+# The full chromadb 1.5.9 (with `chroma run`) and tintdb, for the migration tests.
+chromadb-env:
+	bash tests/migrate/setup.sh
+
+test: $(STAMP) official-clients chromadb-env
 	$(PY) -m ruff check tintdb tests bench examples
 	$(PY) -m pytest -q -n 2
 
@@ -39,4 +43,4 @@ bench: $(STAMP)
 	$(PY) bench/bench_core.py
 
 clean:
-	rm -rf $(VENV) .venv-py310 .pytest_cache .hypothesis .venv-chroma-client tests/official/js/node_modules
+	rm -rf $(VENV) .venv-py310 .pytest_cache .hypothesis .venv-chroma-client .venv-chromadb tests/official/js/node_modules

@@ -54,6 +54,7 @@ PUBLIC = [
     "WhereDocument",
     "__version__",
     "configure",
+    "copy",
     "errors",
     "get_settings",
 ]
