@@ -205,7 +205,6 @@ def run_tests(
             ALLOW_RESET="TRUE",
             ANONYMIZED_TELEMETRY="False",
             PYTHONPATH=str(HERE),
-            PYTHONDONTWRITEBYTECODE="1",
             PEERS_OUTCOMES=str(outcomes_file),
             PEERS_MAX_EXAMPLES=str(max_examples),
             PEERS_STATEFUL_STEPS=str(stateful_steps),
