@@ -144,6 +144,13 @@ def _merge_metadata(stored: dict[str, Any] | None, new: dict[str, Any]) -> dict[
     return merged or None
 
 
+def _stored_configuration(col: CollectionRow) -> dict[str, Any]:
+    """The configuration column as written: Chroma's sections plus the declared schema."""
+    if col.declared_schema is None:
+        return dict(col.configuration)
+    return {**col.configuration, "schema": col.declared_schema}
+
+
 def _strip_none(md: dict[str, Any] | None) -> dict[str, Any] | None:
     if md is None:
         return None
@@ -265,7 +272,7 @@ class LocalBackend:
     def _shown(self, col: CollectionRow) -> CollectionRow:
         """``col``, able to show its schema (discovered metadata keys included) when asked."""
         col.schema_source = lambda: _schema.collection_schema(
-            col.configuration, self.store.value_types(col.coll)
+            _stored_configuration(col), self.store.value_types(col.coll)
         )
         return col
 
@@ -315,7 +322,7 @@ class LocalBackend:
             with self.store.write():
                 config = None
                 if new_configuration is not None:
-                    current = self.store.collection_by_id(collection_id).configuration
+                    current = _stored_configuration(self.store.collection_by_id(collection_id))
                     config = _schema.apply_update(current, new_configuration)
                 col = self.store.modify_collection(collection_id, new_name, new_metadata, config)
             index = self._indexes.get(collection_id)

@@ -146,14 +146,17 @@ _COLLECTION_COLUMNS = (
 class CollectionRow(CollectionModel):
     """A collection as stored, plus the internal fields the local backend needs.
 
-    ``schema`` (the wire form, with the keys the records use) costs a read and some
-    JSON to build, and most calls never look at it: the backend sets ``schema_source``
-    and the schema is built on first access.
+    ``declared_schema`` is the schema the collection was created with, when not the
+    default one (stored under "schema" in the configuration column, and left out of
+    ``configuration``, which holds Chroma's three sections). ``schema`` (the wire form,
+    with the keys the records use) costs a read and some JSON to build, and most calls
+    never look at it: the backend sets ``schema_source`` and it is built on first access.
     """
 
     coll: int = 0
     last_lsn: int = 0
     log_floor: int = 0
+    declared_schema: dict[str, Any] | None = None
     schema_source: Callable[[], dict[str, Any]] | None = None
     _schema: dict[str, Any] | None = None
 
@@ -173,16 +176,19 @@ def _loads(blob: bytes | None) -> Any:
 
 
 def _collection(row: Sequence[Any]) -> CollectionRow:
+    configuration = _loads(row[6])
+    declared = configuration.pop("schema", None)  # kept in the same column; see _schema
     c = CollectionRow(
         id=row[1],
         name=row[2],
         tenant=row[3],
         database=row[4],
         metadata=_loads(row[5]),
-        configuration=_loads(row[6]),
+        configuration=configuration,
         dimension=row[7],
     )
     c.coll, c.last_lsn, c.log_floor = row[0], row[8], row[9]
+    c.declared_schema = declared
     return c
 
 
