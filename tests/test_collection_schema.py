@@ -726,3 +726,37 @@ def test_a_file_from_before_collection_keys_is_filled_on_open(tmp_path: Path) ->
         "tags": {"string"},
         "ok": {"bool"},
     }
+
+
+def test_a_copied_collection_keeps_its_schema(tmp_path: Path) -> None:
+    """tintdb copy carries a declared schema (with the vector index it sets) along."""
+    schema = (
+        Schema()
+        .delete_index(StringInvertedIndexConfig(), key="secret")
+        .create_index(VectorIndexConfig(space="cosine", hnsw=HnswIndexConfig(ef_search=40)))
+    )
+    with tintdb.PersistentClient(path=str(tmp_path / "a")) as client:
+        col = client.create_collection("kept", schema=schema, embedding_function=None)
+        col.add(ids=["a"], embeddings=[[1.0, 2.0]], metadatas=[{"secret": "s", "n": 1}])
+        plain = client.create_collection(
+            "plain", metadata={"hnsw:space": "ip"}, embedding_function=None
+        )
+        plain.add(ids=["b"], embeddings=[[1.0, 2.0]], metadatas=[{"n": 1}])
+        source = {c.name: (shown(c), c.configuration) for c in client.list_collections()}
+    report = tintdb.copy(str(tmp_path / "a"), str(tmp_path / "b"), progress=False)
+    assert report.ok, report.as_dict()
+    with tintdb.PersistentClient(path=str(tmp_path / "b")) as client:
+        for name, (schema_json, configuration) in source.items():
+            copied = client.get_collection(name)
+            assert shown(copied) == schema_json
+            assert copied.configuration == configuration
+        with pytest.raises(InvalidArgumentError, match="'secret' with type 'Str'"):
+            client.get_collection("kept").get(where={"secret": "s"})
+
+
+def test_the_schema_of_a_closed_clients_collection_is_a_clear_error(tmp_path: Path) -> None:
+    client = tintdb.PersistentClient(path=str(tmp_path / "store"))
+    col = client.create_collection("late", embedding_function=None)
+    client.close()
+    with pytest.raises(InvalidArgumentError, match="closed"):
+        col.schema  # noqa: B018 (built on first access)

@@ -31,6 +31,7 @@ from ._storage import OP_DELETE, OP_SET, CollectionRow, Store
 from .config import Settings
 from .errors import (
     IDAlreadyExistsError,
+    InvalidArgumentError,
     InvalidDimensionException,
     NotFoundError,
     TintError,
@@ -271,9 +272,15 @@ class LocalBackend:
 
     def _shown(self, col: CollectionRow) -> CollectionRow:
         """``col``, able to show its schema (discovered metadata keys included) when asked."""
-        col.schema_source = lambda: _schema.collection_schema(
-            _stored_configuration(col), self.store.value_types(col.coll)
-        )
+
+        def source() -> dict[str, Any]:
+            if self._closed:
+                raise InvalidArgumentError("This client is closed; create a new one")
+            return _schema.collection_schema(
+                _stored_configuration(col), self.store.value_types(col.coll)
+            )
+
+        col.schema_source = source
         return col
 
     def create_collection(

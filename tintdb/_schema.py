@@ -38,6 +38,7 @@ __all__ = [
     "check_update",
     "collection_schema",
     "create_request",
+    "declares_indexes",
     "metadata_value_types",
     "parse_schema",
     "resolve_create",
@@ -664,6 +665,16 @@ def parse_schema(data: Any) -> tuple[dict[str, Any], dict[str, Any]]:
         merged["keys"][EMBEDDING_KEY]["float_list"]["vector_index"]["config"]
     )
     return raw, merged
+
+
+def declares_indexes(data: Any) -> bool:
+    """Whether a schema sets indexes beyond the default ones (disabled indexes, FTS off,
+    a sparse vector index...): what no configuration can say. Its vector index, and keys
+    listing only default indexes (a shown schema's discovered keys), do not count."""
+    raw, _ = parse_schema(data)
+    raw["defaults"].pop("float_list", None)
+    raw["keys"].get(EMBEDDING_KEY, {}).pop("float_list", None)
+    return not _is_default_schema(raw)
 
 
 def _vector_out(config: Mapping[str, Any]) -> dict[str, Any]:
