@@ -27,14 +27,16 @@ import orjson
 from .errors import InvalidArgumentError
 
 __all__ = [
+    "Found",
     "Leaf",
-    "evaluate",
+    "evaluate_sets",
     "KIND_BOOL",
     "KIND_LIST_OFFSET",
     "KIND_NUMBER",
     "KIND_STR",
     "compile_where",
     "compile_where_document",
+    "member",
     "regexp",
     "validate_where",
     "validate_where_document",
@@ -266,6 +268,8 @@ def compile_where_document(where_document: dict[str, Any]) -> tuple[str, list[An
 # A leaf condition: SQL selecting the ``seq`` of every record satisfying its positive
 # form, its parameters, and whether the condition is the complement of that set.
 Leaf = tuple[str, list[Any], bool]
+# A set of records as sorted unique seqs, and whether it stands for its complement.
+Found = tuple[np.ndarray, bool]
 
 
 def _where_leaf(key: str, value: Any, coll: int) -> Leaf:
@@ -275,7 +279,9 @@ def _where_leaf(key: str, value: Any, coll: int) -> Leaf:
     return subquery, params, sql.startswith("r.seq NOT IN")
 
 
-def _document_leaf(op: str, value: str, coll: int) -> Leaf:
+def _document_leaf(op: str, value: str, coll: int, within: np.ndarray | None = None) -> Leaf:
+    """``within``: the only records that can still match (sorted seqs); a condition
+    that no index serves then tests those alone instead of every document."""
     negate = op in ("$not_contains", "$not_regex")
     if op in ("$contains", "$not_contains") and len(value) >= _TRIGRAM:
         # A trigram phrase match is exactly a substring match.
@@ -284,53 +290,109 @@ def _document_leaf(op: str, value: str, coll: int) -> Leaf:
         cond = "instr(document, ?) > 0"
     else:
         cond = "regexp(?, document)"
+    if within is not None:
+        among = "SELECT seq FROM records WHERE seq IN (SELECT value FROM json_each(?))"
+        return f"{among} AND {cond}", [orjson.dumps(within.tolist()).decode(), value], negate
     return f"SELECT seq FROM records WHERE coll = ? AND {cond}", [coll, value], negate
 
 
-def evaluate(
+def _scans(clause: dict[str, Any]) -> bool:
+    """Whether a where_document clause has a condition that no index serves."""
+    op, value = next(iter(clause.items()))
+    if op in LOGICAL:
+        return any(_scans(c) for c in value)
+    return op in ("$regex", "$not_regex") or len(value) < _TRIGRAM
+
+
+def member(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Which of sorted ``a`` are in sorted ``b`` (binary searches: no pass over ``b``)."""
+    if len(a) == 0 or len(b) == 0:
+        return np.zeros(len(a), dtype=bool)
+    pos = np.minimum(np.searchsorted(b, a), len(b) - 1)
+    return b[pos] == a
+
+
+def _combine(op: str, parts: list[Found]) -> Found:
+    """$and / $or of sets, some standing for their complement, without ever forming a
+    complement: the work is in proportion to the sets, not to the collection."""
+    pos = [p for p, neg in parts if not neg]
+    neg = [p for p, negated in parts if negated]
+    if op == "$and":
+        if pos:
+            out = min(pos, key=len)
+            for p in pos:
+                if p is not out:
+                    out = out[member(out, p)]
+            for n in neg:
+                out = out[~member(out, n)]
+            return out, False
+        out = neg[0]
+        for n in neg[1:]:
+            out = np.union1d(out, n)
+        return out, True
+    if not neg:
+        out = pos[0]
+        for p in pos[1:]:
+            out = np.union1d(out, p)
+        return out, False
+    out = min(neg, key=len)  # A or not B or not C = not ((B and C) minus A)
+    for n in neg:
+        if n is not out:
+            out = out[member(out, n)]
+    for p in pos:
+        out = out[~member(out, p)]
+    return out, True
+
+
+def evaluate_sets(
     where: dict[str, Any] | None,
     where_document: dict[str, Any] | None,
     coll: int,
     fetch: Callable[[str, list[Any]], np.ndarray],
-    universe: np.ndarray,
-) -> np.ndarray:
-    """The sorted seqs among ``universe`` (sorted, unique) that satisfy both filters.
+    within: np.ndarray | None = None,
+) -> Found | None:
+    """The records satisfying both filters (and in sorted ``within``, if given), as a
+    set or the complement of one; None when there is no filter at all.
 
     Each leaf is one indexed SQL lookup returned in bulk by ``fetch``; ``$and``, ``$or``
-    and negation are numpy set operations. Far cheaper than one big SQL statement when
-    many records match, which is exactly when a filtered vector search needs it.
+    and negation are set operations on sorted arrays. A condition no index serves
+    (``$regex``, a ``$contains`` shorter than a trigram) reads only the records the
+    indexed conditions beside it leave, when they leave a set rather than a complement.
     """
 
-    def leaf(found: Leaf) -> np.ndarray:
+    def leaf(found: Leaf) -> Found:
         sql, params, negate = found
-        seqs = fetch(sql, params)
-        if len(seqs) == 0 or len(universe) == 0:
-            mask = np.zeros(len(universe), dtype=bool)
-        else:  # linear time: a lookup table over the seq range
-            mask = np.isin(universe, seqs, kind="table")
-        return ~mask if negate else mask
+        return np.unique(fetch(sql, params)), negate
 
-    def combine(op: str, parts: list[np.ndarray]) -> np.ndarray:
-        out = parts[0]
-        for part in parts[1:]:
-            out = out & part if op == "$and" else out | part
-        return out
-
-    def walk_where(clause: dict[str, Any]) -> np.ndarray:
+    def walk_where(clause: dict[str, Any]) -> Found:
         key, value = next(iter(clause.items()))
         if key in LOGICAL:
-            return combine(key, [walk_where(c) for c in value])
+            return _combine(key, [walk_where(c) for c in value])
         return leaf(_where_leaf(key, value, coll))
 
-    def walk_document(clause: dict[str, Any]) -> np.ndarray:
+    def walk_document(clause: dict[str, Any], among: np.ndarray | None) -> Found:
         op, value = next(iter(clause.items()))
-        if op in LOGICAL:
-            return combine(op, [walk_document(c) for c in value])
-        return leaf(_document_leaf(op, value, coll))
+        if op == "$and":
+            # Indexed conditions first: what they leave narrows the others.
+            done = [walk_document(c, among) for c in value if not _scans(c)]
+            if done:
+                narrowed, negated = _combine("$and", done)
+                if not negated:
+                    among = narrowed if among is None else narrowed[member(narrowed, among)]
+            rest = [walk_document(c, among) for c in value if _scans(c)]
+            return _combine("$and", done + rest)
+        if op == "$or":
+            return _combine("$or", [walk_document(c, among) for c in value])
+        return leaf(_document_leaf(op, value, coll, among if _scans(clause) else None))
 
-    mask = np.ones(len(universe), dtype=bool)
+    parts: list[Found] = []
+    if within is not None:
+        parts.append((within, False))
     if where:
-        mask &= walk_where(where)
+        parts.append(walk_where(where))
     if where_document:
-        mask &= walk_document(where_document)
-    return universe[mask]
+        narrowed = _combine("$and", parts) if parts else None
+        among = None if narrowed is None or narrowed[1] else narrowed[0]
+        parts.append(walk_document(where_document, among))
+    return _combine("$and", parts) if parts else None
+

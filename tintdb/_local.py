@@ -736,7 +736,11 @@ class LocalBackend:
             with self.store.write():
                 col = self.store.collection_by_id(collection_id)
                 prev = col.last_lsn
-                seqs = self.store.matching_seqs(col.coll, ids, where, where_document, limit)
+                seqs = self.store.candidate_seqs(col.coll, ids, where, where_document, None)
+                if seqs is None:  # a filter of negations alone: one statement
+                    seqs = self.store.matching_seqs(col.coll, ids, where, where_document, limit)
+                elif limit is not None:
+                    seqs = seqs[:limit]
                 if len(seqs) == 0:
                     return 0
                 self.store.delete_rows(col.coll, seqs)
@@ -764,29 +768,49 @@ class LocalBackend:
     ) -> GetResult:
         columns = _columns(include)
         col = self.store.collection_by_id(collection_id)
+        filtered = bool(where or where_document)
+        paged = ids is None and (limit is not None or bool(offset))
         # Without an index in memory, SQLite answers alone: no load for a get.
-        index = self._sync(col) if (where or where_document) and col.id in self._indexes else None
+        index = self._sync(col) if (filtered or paged) and col.id in self._indexes else None
+        rows = None
         if index is not None:
-            # The same (cached) candidate set a filtered query uses, then one lookup by seq.
-            cand = self._candidates(col, index, ids, where, where_document).seqs
-            start = offset or 0
-            chosen = cand[start : None if limit is None else start + limit]
+            # The same (cached) candidate set a filtered query uses, or for a page of
+            # everything the index's sorted seqs (no walk past `offset` records).
+            if filtered:
+                cand = self._candidates(col, index, ids, where, where_document).seqs
+            else:
+                cand = index.universe()
             with self.store.read():
-                found = (
-                    self.store.fetch_seqs(col.coll, chosen.tolist(), columns) if len(chosen) else {}
-                )
-            rows = [found[s] for s in chosen.tolist() if s in found]
-            if len(rows) < len(chosen):
-                # A record was deleted since the candidates were read (a concurrent
-                # write): the page would be short and shifted. SQLite alone, in one
-                # snapshot, gives the right one.
-                index = None
-        if index is None:
+                # None: a record was deleted since the candidates were read (a concurrent
+                # write), and the page would be short and shifted; asked again below.
+                rows = self._page(col, cand, limit, offset, columns)
+        if rows is None and filtered:
+            with self.store.read():  # candidates and records from one snapshot
+                cand = self.store.candidate_seqs(col.coll, ids, where, where_document, None)
+                if cand is not None:
+                    rows = self._page(col, cand, limit, offset, columns)
+        if rows is None:  # no filter, or one of negations alone: one statement
             with self.store.read():
                 rows = self.store.fetch(
                     col.coll, ids, where, where_document, limit, offset, columns
                 )
         return _get_result(rows, columns, include, col.dimension)
+
+    def _page(
+        self,
+        col: CollectionRow,
+        cand: np.ndarray,
+        limit: int | None,
+        offset: int | None,
+        columns: list[str],
+    ) -> list[tuple[Any, ...]] | None:
+        """The records of ``cand[offset:offset + limit]``, in order; None if one of them is
+        gone (or has no vector when embeddings are asked for)."""
+        start = offset or 0
+        chosen = cand[start : None if limit is None else start + limit].tolist()
+        found = self.store.fetch_seqs(col.coll, chosen, columns) if chosen else {}
+        rows = [found[s] for s in chosen if s in found]
+        return rows if len(rows) == len(chosen) else None
 
     def query(
         self,
@@ -898,7 +922,9 @@ class LocalBackend:
             self._check_ids_exist(col, ids, store)
         cand = None
         if ids is not None or where or where_document:
-            cand = store.matching_seqs(col.coll, ids, where, where_document)
+            cand = store.candidate_seqs(col.coll, ids, where, where_document, None)
+            if cand is None:  # a filter of negations alone: one statement
+                cand = store.matching_seqs(col.coll, ids, where, where_document)
         chunks = store.vector_chunks(col.coll, dim, cand)
         labels, dists = scan_knn(col.space, query_embeddings, n_results, chunks)
         result = self._query_result(labels, dists, include, col, whole=False, store=store)
