@@ -279,6 +279,14 @@ def _where_leaf(key: str, value: Any, coll: int) -> Leaf:
     return subquery, params, sql.startswith("r.seq NOT IN")
 
 
+def _range_leaf(key: str, bounds: list[tuple[str, Any]], coll: int) -> Leaf:
+    """Several bounds on one number key in one lookup: ``a <= x < b`` reads the records
+    between the bounds, where one lookup per bound read about the whole collection."""
+    cond = " AND ".join(f"v {COMPARE[op]} ?" for op, _ in bounds)
+    sql, params = _meta_set(coll, key, KIND_NUMBER, cond, [v for _, v in bounds])
+    return sql, params, False
+
+
 def _document_leaf(op: str, value: str, coll: int, within: np.ndarray | None = None) -> Leaf:
     """``within``: the only records that can still match (sorted seqs); a condition
     that no index serves then tests those alone instead of every document."""
@@ -366,6 +374,17 @@ def evaluate_sets(
 
     def walk_where(clause: dict[str, Any]) -> Found:
         key, value = next(iter(clause.items()))
+        if key == "$and":
+            bounds: dict[str, list[tuple[str, Any]]] = {}
+            others = []
+            for c in value:
+                k, v = next(iter(c.items()))
+                if k not in LOGICAL and isinstance(v, dict) and next(iter(v)) in COMPARE:
+                    bounds.setdefault(k, []).append(next(iter(v.items())))
+                else:
+                    others.append(c)
+            ranges = [leaf(_range_leaf(k, b, coll)) for k, b in bounds.items()]
+            return _combine(key, ranges + [walk_where(c) for c in others])
         if key in LOGICAL:
             return _combine(key, [walk_where(c) for c in value])
         return leaf(_where_leaf(key, value, coll))
