@@ -550,7 +550,7 @@ def test_a_graph_worn_by_deletes_and_updates_is_rebuilt_at_the_line() -> None:
         index = col._backend._indexes[str(col.id)]
         assert index is not first, "not rebuilt past the line"
         assert index.churn == 0 and index.free_slots == 0 and len(index) == len(live)
-        held = np.asarray(index._hnsw.get_items(index.universe()), dtype=np.float32)
+        held = np.asarray(index._full_vectors(index.universe()), dtype=np.float32)
         assert np.array_equal(held, vecs[[int(i) for i in live]])
 
 
