@@ -447,7 +447,12 @@ def _timed(fn: Callable[[], Any]) -> tuple[float, Any]:
     return (time.perf_counter() - t) * 1e3, out
 
 
-def api_worker(lib: str, data: Path, db: Path, out: Path, port: int | None) -> None:
+RECALL_ROW = "query, include default, n_results=10"
+
+
+def api_worker(
+    lib: str, data: Path, db: Path, out: Path, port: int | None, recall_only: bool = False
+) -> None:
     """The whole matrix through the chromadb-style API: tintdb or chromadb embedded, or
     (with `port`) chromadb's HttpClient against a server."""
     ds = wl.load(data)
@@ -489,6 +494,8 @@ def api_worker(lib: str, data: Path, db: Path, out: Path, port: int | None) -> N
     for row in plan["rows"]:
         name, kind = row["name"], row["kind"]
         if port is not None and kind not in ("query", "get"):
+            continue
+        if recall_only and name != RECALL_ROW:
             continue
         lat, got = [], []
         try:
@@ -562,7 +569,7 @@ def api_reopen(lib: str, data: Path, db: Path, out: Path) -> None:
     out.write_text(json.dumps(res))
 
 
-def hnswlib_worker(data: Path, db: Path, out: Path) -> None:
+def hnswlib_worker(data: Path, db: Path, out: Path, recall_only: bool = False) -> None:
     """The rows an ANN library alone can run: no metadata, documents or ids. A filter
     is a mask the application computed beforehand (not timed), passed as a callback."""
     from importlib.metadata import version
@@ -592,7 +599,7 @@ def hnswlib_worker(data: Path, db: Path, out: Path) -> None:
     for row in plan["rows"]:
         name, kind = row["name"], row["kind"]
         lat, got = [], []
-        if kind == "get":
+        if kind == "get" or (recall_only and name != RECALL_ROW):
             continue
         try:
             _hnswlib_row(idx, row, ds, fresh, q, lat, got, next_label)
@@ -892,6 +899,15 @@ def main() -> None:
     ap.add_argument("--http", action="store_true", help="tintdb run vs chroma run, over HTTP")
     ap.add_argument("--json", type=Path, help="also write the raw results here")
     ap.add_argument("--timeout", type=float, default=4 * 3600, help="per library, s")
+    ap.add_argument(
+        "--recall-builds",
+        type=int,
+        default=0,
+        metavar="B",
+        help="also build each library's index B more times (load + single queries only) "
+        "and report recall@10 at the default parameters over all its builds",
+    )
+    ap.add_argument("--recall-only", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--reopen", help=argparse.SUPPRESS)
     ap.add_argument("--port", type=int, help=argparse.SUPPRESS)
@@ -901,9 +917,9 @@ def main() -> None:
     args = ap.parse_args()
     if args.worker:
         if args.worker == "hnswlib":
-            hnswlib_worker(args.data, args.db, args.out)
+            hnswlib_worker(args.data, args.db, args.out, args.recall_only)
         else:
-            api_worker(args.worker, args.data, args.db, args.out, args.port)
+            api_worker(args.worker, args.data, args.db, args.out, args.port, args.recall_only)
         return
     if args.reopen:
         (hnswlib_reopen if args.reopen == "hnswlib" else lambda *a: api_reopen(args.reopen, *a))(
@@ -959,6 +975,19 @@ def main() -> None:
             print(f"{lib}: done in {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
             shutil.rmtree(tmp / f"db-{lib}", ignore_errors=True)
             results[lib] = r
+        builds: dict[str, list[float]] = {}
+        for b in range(args.recall_builds):
+            for lib in libs:
+                print(f"{lib}: build {b + 2} for recall ...", file=sys.stderr, flush=True)
+                base = ["--data", str(tmp / "data"), "--db", str(tmp / f"db-{lib}-{b}")]
+                out = tmp / f"{lib}-build{b}.json"
+                r = _run(
+                    _python_for(lib), ["--worker", lib, "--recall-only", *base], out, args.timeout
+                )
+                shutil.rmtree(tmp / f"db-{lib}-{b}", ignore_errors=True)
+                got = r.get("rows", {}).get(RECALL_ROW, {}).get("ids")
+                if got:
+                    builds.setdefault(lib, []).append(_recall(got, check["truth"][RECALL_ROW]))
         cpu = platform.processor() or platform.machine()
         with open("/proc/cpuinfo") as f:
             cpu = next(
@@ -976,6 +1005,18 @@ def main() -> None:
         if not args.http:
             print()
             print(once_table(results, libs))
+        if builds:
+            print(
+                "\nrecall@10 at the default parameters (ef_search 100, M 16, ef_construction 100)"
+            )
+            print("over the main run's build and the extra ones:\n")
+            for lib in libs:
+                first = results[lib].get("rows", {}).get(RECALL_ROW, {}).get("ids")
+                vals = ([_recall(first, check["truth"][RECALL_ROW])] if first else []) + builds.get(
+                    lib, []
+                )
+                shown = ", ".join(f"{v:.4f}" for v in vals)
+                print(f"- {lib}: mean {np.mean(vals):.4f} over {len(vals)} builds ({shown})")
         errors = [
             f"- {lib}: {k}: {v}"
             for lib, r in results.items()
