@@ -414,4 +414,3 @@ def evaluate_sets(
         among = None if narrowed is None or narrowed[1] else narrowed[0]
         parts.append(walk_document(where_document, among))
     return _combine("$and", parts) if parts else None
-
