@@ -597,6 +597,11 @@ FULL_PASSES = {
         "SQLite's OFFSET walks the records before the page; once the index is in memory "
         "the page is cut from its sorted seqs"
     ),
+    "a page walked in order": (
+        "get(where, limit) of a filter that matched at least a twentieth of an even sample "
+        "of the records: it walks them in order, testing each, until the page is full "
+        "(about (offset + limit) / share records, at most _local.WALK_MAX by the sample)"
+    ),
     "vacuum()": "rewrites the whole file",
     "close()": (
         "writes the index snapshot when more than a fiftieth of a collection changed since "
@@ -918,8 +923,11 @@ def test_no_public_call_walks_a_whole_collection(
         watch.run("close()", client.close)
     conn = sqlite3.connect(path / "tintdb.sqlite3")
     conn.create_function("regexp", 2, lambda p, t: False, deterministic=True)
+    walk = re.compile(r"WHERE r\.coll = \d+ AND .* ORDER BY r\.seq LIMIT \d+ OFFSET \d+$")
     problems = []
     for label, sql in watch.sql:
+        if walk.search(sql) and "SELECT seq FROM meta" not in sql:
+            label = "a page walked in order"
         if label in FULL_PASSES or label == "setup":
             continue
         for line in full_pass_lines(conn, sql):

@@ -35,6 +35,7 @@ __all__ = [
     "KIND_NUMBER",
     "KIND_STR",
     "compile_where",
+    "compile_record_test",
     "compile_where_document",
     "member",
     "sorted_unique",
@@ -235,22 +236,68 @@ def compile_where(where: dict[str, Any], coll: int) -> tuple[str, list[Any]]:
     return f"r.seq {'NOT IN' if negate else 'IN'} ({sub[0]})", sub[1]
 
 
+def compile_record_test(
+    where: dict[str, Any] | None, where_document: dict[str, Any] | None
+) -> tuple[str, list[Any]]:
+    """SQL boolean expression testing one record ``r`` at a time: each metadata
+    condition a lookup of that record's own rows (``meta_by_seq``), documents by
+    ``instr``. For a few records, or a walk that stops early, where the set of every
+    match would cost more."""
+    parts = []
+    if where:
+        parts.append(_record_where(where))
+    if where_document:
+        parts.append(compile_where_document(where_document, indexed=False))
+    if not parts:
+        return "1", []
+    return " AND ".join(p[0] for p in parts), [x for p in parts for x in p[1]]
+
+
+def _record_where(where: dict[str, Any]) -> tuple[str, list[Any]]:
+    key, value = next(iter(where.items()))
+    if key in LOGICAL:
+        parts = [_record_where(c) for c in value]
+        joiner = " AND " if key == "$and" else " OR "
+        return "(" + joiner.join(p[0] for p in parts) + ")", [x for p in parts for x in p[1]]
+    op, operand = next(iter(value.items())) if isinstance(value, dict) else ("$eq", value)
+    negate = op in ("$ne", "$nin", "$not_contains")
+    if op in EQUALITY:
+        kind, cond, params = value_kind(operand), "m.v = ?", [_sql_value(operand)]
+    elif op in COMPARE:
+        kind, cond, params = KIND_NUMBER, f"m.v {COMPARE[op]} ?", [operand]
+    elif op in MEMBERSHIP:
+        items = [_sql_value(v) for v in operand]
+        kind, cond = value_kind(operand[0]), "m.v IN (SELECT value FROM json_each(?))"
+        params = [orjson.dumps(items).decode()]
+    else:
+        kind, cond = KIND_LIST_OFFSET + value_kind(operand), "m.v = ?"
+        params = [_sql_value(operand)]
+    sql = (
+        f"{'NOT ' if negate else ''}EXISTS (SELECT 1 FROM meta m WHERE m.seq = r.seq "
+        f"AND m.key = ? AND m.kind = ? AND {cond})"
+    )
+    return sql, [key, kind, *params]
+
+
 def _fts_phrase(text: str) -> str:
     return '"' + text.replace('"', '""') + '"'
 
 
-def compile_where_document(where_document: dict[str, Any]) -> tuple[str, list[Any]]:
-    """SQL boolean expression over ``records r`` for a validated ``where_document``."""
+def compile_where_document(
+    where_document: dict[str, Any], *, indexed: bool = True
+) -> tuple[str, list[Any]]:
+    """SQL boolean expression over ``records r`` for a validated ``where_document``
+    (``indexed``: a ``$contains`` goes through the full-text index first)."""
     op, value = next(iter(where_document.items()))
     if op in LOGICAL:
-        parts = [compile_where_document(c) for c in value]
+        parts = [compile_where_document(c, indexed=indexed) for c in value]
         joiner = " AND " if op == "$and" else " OR "
         return (
             "(" + joiner.join(p[0] for p in parts) + ")",
             [x for p in parts for x in p[1]],
         )
     if op == "$contains":
-        if len(value) >= _TRIGRAM:
+        if indexed and len(value) >= _TRIGRAM:
             return (
                 "(r.seq IN (SELECT rowid FROM docs WHERE docs MATCH ?) "
                 "AND instr(r.document, ?) > 0)",

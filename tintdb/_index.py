@@ -774,10 +774,17 @@ class VectorIndex:
             return labels.astype(np.int64) & _SEQ_MASK, dists
 
     def knn_postfilter(
-        self, queries: np.ndarray, k: int, allowed: np.ndarray, fetch: int, beam: int
+        self,
+        queries: np.ndarray,
+        k: int,
+        allowed: np.ndarray | Callable[[np.ndarray], np.ndarray],
+        fetch: int,
+        beam: int,
     ) -> list[tuple[np.ndarray, np.ndarray] | None]:
         """Per query, the first ``k`` of its ``fetch`` unfiltered neighbours that are in
         ``allowed`` (sorted seqs), or None where fewer than ``k`` of them are.
+        ``allowed`` may be a function giving, of the sorted neighbours' seqs, the
+        sorted ones that are allowed: then no set of every allowed record is needed.
 
         The allowed neighbours among the true nearest ``fetch`` are exactly the nearest
         allowed records, so this is filtered search at plain HNSW speed whenever enough
@@ -795,8 +802,12 @@ class VectorIndex:
             finally:
                 self._hnsw.set_ef(base)
         out: list[tuple[np.ndarray, np.ndarray] | None] = []
-        last = len(allowed) - 1
         seqs = labels.astype(np.int64) & _SEQ_MASK
+        if callable(allowed):
+            allowed = allowed(np.unique(seqs))
+        if len(allowed) == 0:
+            return [None] * len(queries)
+        last = len(allowed) - 1
         for row_labels, row_dists in zip(seqs, dists, strict=True):
             pos = np.minimum(np.searchsorted(allowed, row_labels), last)
             keep = np.flatnonzero(allowed[pos] == row_labels)[:k]

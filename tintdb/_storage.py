@@ -25,6 +25,7 @@ import orjson
 
 from ._filters import (
     KIND_LIST_OFFSET,
+    compile_record_test,
     compile_where,
     compile_where_document,
     evaluate_sets,
@@ -1153,6 +1154,45 @@ class Store:
         if universe is None:
             return None if negated else seqs
         return complement(universe, seqs) if negated else seqs
+
+    def matching_among(
+        self,
+        seqs: np.ndarray,
+        where: dict[str, Any] | None,
+        where_document: dict[str, Any] | None,
+    ) -> np.ndarray:
+        """The sorted seqs among ``seqs`` that match, tested record by record: for a few
+        hundred records (a sample, a search's neighbours), whatever the filter matches
+        in all."""
+        if len(seqs) == 0:
+            return np.empty(0, dtype=np.int64)
+        cond, params = compile_record_test(where, where_document)
+        return np.sort(
+            self.seq_array(
+                f"SELECT r.seq AS seq FROM records r WHERE r.seq IN "
+                f"(SELECT value FROM json_each(?)) AND {cond}",
+                [_json_ints(seqs), *params],
+            )
+        )
+
+    def fetch_walk(
+        self,
+        coll: int,
+        where: dict[str, Any] | None,
+        where_document: dict[str, Any] | None,
+        limit: int,
+        offset: int | None,
+        columns: Sequence[str],
+    ) -> list[tuple[Any, ...]]:
+        """A page of a filter that matches many records: walk them in storage order,
+        testing each, until the page is full (about (offset + limit) / share records)."""
+        cond, params = compile_record_test(where, where_document)
+        rows = self._conn.execute(
+            f"SELECT r.seq, r.id{_select_columns(columns)} FROM records r "
+            f"WHERE r.coll = ? AND {cond} ORDER BY r.seq LIMIT ? OFFSET ?",
+            (coll, *params, limit, offset or 0),
+        ).fetchall()
+        return self._with_vectors(coll, rows, columns)
 
     def fetch(
         self,
