@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import os
 import sqlite3
 import threading
 import uuid
@@ -66,6 +67,10 @@ IN_PLACE_UPDATES = hasattr(sqlite3.Connection, "blobopen")
 _DEAD = 0xFF  # a slot byte marking a deleted record whose bytes await a rewrite
 # Blocks read per statement when looking up scattered seqs.
 _BLOCKS_PER_READ = 256
+# The WAL is copied into the database file by a thread of its own once it passes this
+# size (see Store._after_commit), not by SQLite inside whichever commit crosses its
+# line: that commit then also wrote and synced the whole file's changed pages.
+WAL_CHECKPOINT_BYTES = 32 << 20
 
 _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS tenants(name TEXT PRIMARY KEY);
@@ -248,6 +253,7 @@ class Store:
         self.lock = threading.RLock()
         self._conn = self._connect(target)
         self._in_tx = False
+        self._checkpointing: threading.Thread | None = None
         self._init_schema()
 
     @staticmethod
@@ -284,6 +290,7 @@ class Store:
             c.execute("PRAGMA auto_vacuum = INCREMENTAL")
             c.execute("PRAGMA journal_mode = WAL")
             c.execute("PRAGMA synchronous = FULL")
+            c.execute("PRAGMA wal_autocheckpoint = 0")  # see WAL_CHECKPOINT_BYTES
         c.execute("PRAGMA cache_size = -16384")
         version = c.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:
@@ -364,6 +371,8 @@ class Store:
 
     def close(self) -> None:
         with self.lock:
+            if self._checkpointing is not None:
+                self._checkpointing.join()
             self._conn.close()
 
     def start_checkpoint(self) -> threading.Thread | None:
@@ -390,6 +399,22 @@ class Store:
         thread.start()
         return thread
 
+    def _after_commit(self) -> None:
+        """Start a checkpoint behind the writes once the WAL has grown past its line.
+
+        Each commit still syncs the WAL (synchronous=FULL): only the copy into the
+        database file moves off the caller's path. PASSIVE, so it never waits for or
+        blocks a writer; a commit finding one still running leaves it be.
+        """
+        if self.path is None or (self._checkpointing and self._checkpointing.is_alive()):
+            return
+        try:
+            size = os.path.getsize(self.path / (DB_FILENAME + "-wal"))
+        except OSError:
+            return
+        if size > WAL_CHECKPOINT_BYTES:
+            self._checkpointing = self.start_checkpoint()
+
     @contextlib.contextmanager
     def write(self) -> Iterator[sqlite3.Connection]:
         """One atomic write: everything inside commits together or not at all."""
@@ -406,6 +431,7 @@ class Store:
                 raise
             else:
                 self._conn.execute("COMMIT")
+                self._after_commit()
             finally:
                 self._in_tx = False
 
