@@ -571,7 +571,9 @@ def api_reopen(lib: str, data: Path, db: Path, out: Path) -> None:
     out.write_text(json.dumps(res))
 
 
-def hnswlib_worker(data: Path, db: Path, out: Path, recall_only: bool = False) -> None:
+def hnswlib_worker(
+    data: Path, db: Path, out: Path, recall_only: bool = False, filters: bool = True
+) -> None:
     """The rows an ANN library alone can run: no metadata, documents or ids. A filter
     is a mask the application computed beforehand (not timed), passed as a callback."""
     from importlib.metadata import version
@@ -602,6 +604,8 @@ def hnswlib_worker(data: Path, db: Path, out: Path, recall_only: bool = False) -
         name, kind = row["name"], row["kind"]
         lat, got = [], []
         if kind == "get" or (recall_only and name != RECALL_ROW):
+            continue
+        if not filters and any("where" in c or "where_document" in c for c in row["calls"]):
             continue
         try:
             _hnswlib_row(idx, row, ds, fresh, q, lat, got, next_label)
@@ -904,6 +908,12 @@ def main() -> None:
     ap.add_argument("--libs", default=",".join(LIBS))
     ap.add_argument("--http", action="store_true", help="tintdb run vs chroma run, over HTTP")
     ap.add_argument("--rows", metavar="REGEX", help="only the rows whose name matches")
+    ap.add_argument(
+        "--no-hnswlib-filters",
+        action="store_true",
+        help="skip raw hnswlib's filtered rows (a Python callback per visited node: slow, "
+        "and no rival at any selectivity)",
+    )
     ap.add_argument("--json", type=Path, help="also write the raw results here")
     ap.add_argument("--timeout", type=float, default=4 * 3600, help="per library, s")
     ap.add_argument(
@@ -924,7 +934,9 @@ def main() -> None:
     args = ap.parse_args()
     if args.worker:
         if args.worker == "hnswlib":
-            hnswlib_worker(args.data, args.db, args.out, args.recall_only)
+            hnswlib_worker(
+                args.data, args.db, args.out, args.recall_only, not args.no_hnswlib_filters
+            )
         else:
             api_worker(args.worker, args.data, args.db, args.out, args.port, args.recall_only)
         return
@@ -956,6 +968,8 @@ def main() -> None:
             load_before = os.getloadavg()
             print(f"{lib}: matrix ...", file=sys.stderr, flush=True)
             base = ["--data", str(tmp / "data"), "--db", str(tmp / f"db-{lib}")]
+            if args.no_hnswlib_filters:
+                base.append("--no-hnswlib-filters")
             if args.http:
                 server, port = _serve(lib, tmp / f"db-{lib}")
                 try:
