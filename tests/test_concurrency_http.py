@@ -27,7 +27,7 @@ JOIN_TIMEOUT = 15.0
 
 
 def _connect(server: TintServer) -> tintdb.Client:
-    return Client(HttpBackend(server.host, server.port, timeout=REQUEST_TIMEOUT))
+    return Client(backend=HttpBackend(server.host, server.port, timeout=REQUEST_TIMEOUT))
 
 
 def _vector(rng: random.Random) -> list[float]:

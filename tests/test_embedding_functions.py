@@ -395,7 +395,7 @@ def test_unknown_names_and_bad_configs_are_errors() -> None:
         embedding_function_from_config("my_custom_function", {})
     with pytest.raises(EmbeddingFunctionError, match="bogus"):
         embedding_function_from_config("default", {"bogus": 1})
-    assert set(ef_module.known_embedding_functions()) >= {
+    assert set(ef_module.known_embedding_functions) >= {
         "default",
         "openai",
         "sentence_transformer",

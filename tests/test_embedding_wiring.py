@@ -118,8 +118,16 @@ def test_failing_function_changes_nothing(client: tintdb.Client) -> None:
     assert got["embeddings"].tolist() == [[1.0, 2.0, 3.0]]
 
 
+class _Constant:
+    """A bare callable: stored as a legacy function, which tintdb cannot rebuild."""
+
+    def __call__(self, input: list[str]) -> list[list[float]]:
+        return [[1.0, 2.0] for _ in input]
+
+
 def test_no_function_means_a_clear_error(client: tintdb.Client) -> None:
-    col = client.create_collection("bare", embedding_function=None)
+    client.create_collection("bare", embedding_function=_Constant())
+    col = client.get_collection("bare", embedding_function=None)
     with pytest.raises(InvalidArgumentError, match="no embedding function"):
         col.add(ids=["a"], documents=["text"])
     with pytest.raises(InvalidArgumentError, match="no embedding function"):

@@ -366,6 +366,9 @@ def test_python_client_workload(server: TintServer) -> None:
     expected = common_expectations(cid) | {
         "create": fruits,
         "get_or_create_new": made(result, "get_or_create_new", "veggies"),
+        "async_heartbeat_positive": True,
+        # copied by the client from the chroma-trace-id header, as Chroma's server sends it
+        "error_trace_id": "0" * 32,
         # tintdb sends the wire name UniqueConstraintError where Chroma sends ChromaError.
         "create_duplicate": Raised("UniqueConstraintError", errors, "[fruits] already exists"),
         "get_missing": Raised("NotFoundError", errors, "[no_such_collection] does not exist"),

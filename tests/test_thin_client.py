@@ -37,6 +37,14 @@ SHIPPED = {
     "tintdb/errors.py",
     "tintdb/py.typed",
     "tintdb/types.py",
+    "tintdb/api/__init__.py",
+    "tintdb/api/types.py",
+    "tintdb/api/collection_configuration.py",
+    "tintdb/api/models/__init__.py",
+    "tintdb/api/models/Collection.py",
+    "tintdb/api/models/AsyncCollection.py",
+    "tintdb/auth/__init__.py",
+    "tintdb/auth/token_authn.py",
 }
 ALLOWED_REQUIRES = {"httpx", "orjson", "numpy"}
 # What the full package needs for storage, serving and the default model.
@@ -154,6 +162,34 @@ print(json.dumps(out))
 """
 
 
+# A function of the user's own, through the protocol the thin client ships, and the
+# server named by Settings as chromadb code names it.
+OWN_FUNCTION = """
+import json
+import sys
+
+import tintdb
+from tintdb.api.types import Documents, EmbeddingFunction, Embeddings
+
+
+class Lengths(EmbeddingFunction[Documents]):
+    def __call__(self, input: Documents) -> Embeddings:
+        return [[float(len(text)), 1.0] for text in input]
+
+
+settings = tintdb.Settings(
+    chroma_api_impl="chromadb.api.fastapi.FastAPI",
+    chroma_server_host=sys.argv[1],
+    chroma_server_http_port=int(sys.argv[2]),
+)
+client = tintdb.Client(settings)
+col = client.get_or_create_collection("own-function", embedding_function=Lengths())
+col.add(ids=["short", "long"], documents=["abc", "abcdefghij"])
+found = col.query(query_texts=["abcdefghi"], n_results=1)
+print(json.dumps({"nearest": found["ids"][0], "legacy": Lengths().is_legacy()}))
+"""
+
+
 def _clean_env() -> dict[str, str]:
     """No PYTHONPATH, no user site: the thin virtualenv must stand on its own."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV"))}
@@ -256,3 +292,31 @@ def test_thin_client_round_trip_against_a_server(thin: dict[str, Path], tmp_path
         assert "Pass embeddings" in out[key]
     assert out["count_after"] == 3
     assert out["async_get"] == ["c"]
+
+
+def test_thin_client_imports_what_chroma_users_write(thin: dict[str, Path]) -> None:
+    from test_imports import statements
+
+    script = thin["base"] / "imports.py"
+    lines = [f"exec({stmt!r}, {{}})" for stmt in statements("thin")]
+    lines += [
+        f"for stmt in {statements('full')!r}:",
+        "    try:",
+        "        exec(stmt, {})",
+        "    except ImportError:",
+        "        continue",
+        "    raise SystemExit('a full-package import worked in the thin client: ' + stmt)",
+        "print('ok')",
+    ]
+    script.write_text("\n".join(lines) + "\n")
+    assert _run([str(thin["python"]), str(script)], thin["base"]).strip() == "ok"
+
+
+def test_thin_client_takes_a_function_of_ones_own(thin: dict[str, Path], tmp_path: Path) -> None:
+    script = thin["base"] / "own_function.py"
+    script.write_text(textwrap.dedent(OWN_FUNCTION))
+    with TintServer(tmp_path / "store") as server:
+        out = _last_json(
+            _run([str(thin["python"]), str(script), server.host, str(server.port)], tmp_path)
+        )
+    assert out == {"nearest": ["long"], "legacy": True}

@@ -143,7 +143,7 @@ BAD_RECORD_CALLS: list[tuple[str, Callable[[tintdb.Collection], Any], type[Excep
         "add set value",
         lambda c: c.add(ids=["x"], embeddings=[[1, 2]], metadatas=[{"a": {1, 2}}]),
         InvalidArgumentError,
-        "expected str",
+        "Expected metadata value to be",
     ),
     (
         "add huge int",
@@ -191,7 +191,7 @@ BAD_RECORD_CALLS: list[tuple[str, Callable[[tintdb.Collection], Any], type[Excep
         "update bad metadata",
         lambda c: c.update(ids=["a"], metadatas=[{"k": object()}]),
         InvalidArgumentError,
-        "expected str",
+        "Expected metadata value to be",
     ),
     (
         "update duplicate",

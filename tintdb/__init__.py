@@ -13,38 +13,91 @@ from . import errors
 from ._client import (
     AdminClient,
     Client,
+    CloudClient,
     Collection,
     EphemeralClient,
     PersistentClient,
+    RustClient,
 )
 from ._http import AsyncHttpClient, HttpClient
-from .config import DEFAULT_DATABASE, DEFAULT_TENANT, Settings
-from .types import GetResult, QueryResult
+from .api import AdminAPI, AsyncClientAPI, ClientAPI
+from .api.types import (
+    URI,
+    CollectionMetadata,
+    Documents,
+    EmbeddingFunction,
+    Embeddings,
+    GetResult,
+    IDs,
+    Include,
+    Metadata,
+    Metadatas,
+    QueryResult,
+    ReadLevel,
+    UpdateCollectionMetadata,
+    UpdateMetadata,
+    URIs,
+    Where,
+    WhereDocument,
+)
+from .config import (
+    DEFAULT_DATABASE,
+    DEFAULT_TENANT,
+    Settings,
+    TokenTransportHeader,
+    configure,
+    get_settings,
+)
 
 __all__ = [
     "DEFAULT_DATABASE",
     "DEFAULT_TENANT",
+    "URI",
+    "AdminAPI",
     "AdminClient",
+    "AsyncClientAPI",
     "AsyncHttpClient",
     "Client",
+    "ClientAPI",
+    "CloudClient",
     "Collection",
+    "CollectionMetadata",
+    "Documents",
+    "EmbeddingFunction",
+    "Embeddings",
     "EphemeralClient",
     "GetResult",
     "HttpClient",
+    "IDs",
+    "Include",
+    "Metadata",
+    "Metadatas",
     "PersistentClient",
     "QueryResult",
+    "ReadLevel",
+    "RustClient",
     "Settings",
+    "TokenTransportHeader",
+    "URIs",
+    "UpdateCollectionMetadata",
+    "UpdateMetadata",
+    "Where",
+    "WhereDocument",
     "__version__",
+    "configure",
     "errors",
+    "get_settings",
 ]
 
 for _name in (
     "AdminClient",
     "AsyncHttpClient",
     "Client",
+    "CloudClient",
     "Collection",
     "EphemeralClient",
     "PersistentClient",
+    "RustClient",
     "Settings",
 ):
     globals()[_name].__module__ = "tintdb"

@@ -7,6 +7,7 @@ checks, embedding functions, and the exact shape of results. Storage is a ``Back
 
 from __future__ import annotations
 
+import logging
 import uuid
 from pathlib import Path
 from typing import Any
@@ -29,26 +30,39 @@ from ._validation import (
     validate_limit_offset,
     validate_n_results,
 )
-from .config import DEFAULT_DATABASE, DEFAULT_TENANT, Settings
+from .config import (
+    ASYNC_HTTP_API_IMPL,
+    DEFAULT_DATABASE,
+    DEFAULT_TENANT,
+    HTTP_API_IMPL,
+    Settings,
+    default_settings,
+    names_server,
+)
 from .errors import (
     EmbeddingFunctionError,
     InvalidArgumentError,
     ResetDisabledError,
     TintError,
 )
-from .types import CollectionModel, GetResult, Include, QueryResult
+from .types import CollectionModel, GetResult, Include, QueryResult, ReadLevel
 
 __all__ = [
     "AdminClient",
     "Client",
+    "CloudClient",
     "Collection",
     "EphemeralClient",
     "PersistentClient",
+    "RustClient",
 ]
+
+log = logging.getLogger("tintdb")
 
 
 class _Default:
-    """Marks "no embedding_function argument given" (None means "no function")."""
+    """Marks "no embedding_function argument given": the collection's stored function,
+    else the default one, is used (None differs only in what a new collection stores)."""
 
     def __repr__(self) -> str:
         return "<default embedding function>"
@@ -94,20 +108,32 @@ def _default_ef() -> Any:
 
 
 def _descriptor(ef: Any) -> dict[str, Any] | None:
+    """What a collection stores about its function (Chroma's ``embedding_function``
+    field): ``{"type": "known", "name": ..., "config": ...}`` for a function that
+    describes itself, ``{"type": "legacy"}`` for a bare callable or one whose
+    ``name``/``get_config`` are not implemented."""
     if ef is None:
         return None
-    module = _ef_module()
-    if module is not None:
-        return dict(module.embedding_function_descriptor(ef))
+    is_legacy = getattr(ef, "is_legacy", None)
+    if callable(is_legacy) and is_legacy():
+        return {"type": "legacy"}
     name = getattr(ef, "name", None)
-    if callable(name) and callable(getattr(ef, "get_config", None)):
-        return {"type": "known", "name": name(), "config": ef.get_config()}
-    return {"type": "legacy"}
+    get_config = getattr(ef, "get_config", None)
+    if not (callable(name) and callable(get_config)):
+        return {"type": "legacy"}
+    try:
+        return {"type": "known", "name": name(), "config": get_config()}
+    except NotImplementedError:
+        return {"type": "legacy"}
 
 
 def _ef_from_descriptor(desc: dict[str, Any] | None) -> Any:
-    """Rebuild a persisted function; None when it cannot be (user-defined, or absent)."""
-    if not desc or desc.get("type") != "known":
+    """The function a collection uses when none is given: its stored one rebuilt, or the
+    default when it stored none (as chromadb 1.5.9 does); None when the stored one cannot
+    be rebuilt (user-defined, or not available in this install)."""
+    if not desc:
+        return _default_ef()
+    if desc.get("type") != "known":
         return None
     module = _ef_module()
     if module is None:
@@ -116,6 +142,32 @@ def _ef_from_descriptor(desc: dict[str, Any] | None) -> Any:
         return module.embedding_function_from_config(desc["name"], desc.get("config") or {})
     except EmbeddingFunctionError:
         return None
+
+
+def _is_default_ef(ef: Any) -> bool:
+    """A plain instance of the default function (no options that change its vectors):
+    like no argument at all, as in chromadb, it gives way to a function the collection
+    stored."""
+    module = _ef_module()
+    return (
+        module is not None
+        and isinstance(ef, module.DefaultEmbeddingFunction)
+        and not ef.get_config()
+    )
+
+
+def _chosen_ef(ef: Any, stored: dict[str, Any] | None) -> Any:
+    """The function a collection object embeds with, given the argument and the stored
+    description. No argument or None: the stored one, else the default (DEFAULT_EF
+    resolves it lazily). An instance of the default function gives way to a different
+    stored one, as in chromadb; otherwise it is used as given (with its options)."""
+    if ef is None or ef is DEFAULT_EF:
+        return DEFAULT_EF
+    if _is_default_ef(ef) and stored and stored.get("type") == "known":
+        given = _descriptor(ef) or {}
+        if stored.get("name") != given.get("name"):
+            return DEFAULT_EF
+    return ef
 
 
 def _check_same_ef(collection: str, stored: dict[str, Any] | None, given: Any) -> None:
@@ -235,6 +287,7 @@ class Collection:
         documents: Any,
         uris: Any,
         images: Any,
+        op: str,
     ) -> tuple[list[str], np.ndarray | None, Any, Any, Any]:
         if images is not None:
             raise InvalidArgumentError(
@@ -245,7 +298,9 @@ class Collection:
         return (
             ids,
             normalize_embeddings(embeddings, n),
-            normalize_metadatas(metadatas, n, allow_none_values=True),
+            # None deletes a key in update/upsert; add() has nothing to delete (chromadb
+            # refuses it there too)
+            normalize_metadatas(metadatas, n, allow_none_values=op != "add"),
             normalize_documents(documents, n),
             normalize_uris(uris, n),
         )
@@ -274,7 +329,7 @@ class Collection:
     ) -> None:
         """Add new records; an id that already exists is an error and nothing is added."""
         ids, vecs, mds, docs, us = self._records(
-            ids, embeddings, metadatas, documents, uris, images
+            ids, embeddings, metadatas, documents, uris, images, "add"
         )
         if vecs is None:
             vecs = self._embed_documents(docs, "add")
@@ -291,7 +346,7 @@ class Collection:
     ) -> None:
         """Insert new ids, update existing ones (metadata merged, document kept if not given)."""
         ids, vecs, mds, docs, us = self._records(
-            ids, embeddings, metadatas, documents, uris, images
+            ids, embeddings, metadatas, documents, uris, images, "upsert"
         )
         if vecs is None:
             vecs = self._embed_documents(docs, "upsert")
@@ -308,7 +363,7 @@ class Collection:
     ) -> None:
         """Change existing records; unknown ids are ignored. New documents are re-embedded."""
         ids, vecs, mds, docs, us = self._records(
-            ids, embeddings, metadatas, documents, uris, images
+            ids, embeddings, metadatas, documents, uris, images, "update"
         )
         if vecs is None and docs is not None:
             given = [i for i, d in enumerate(docs) if d is not None]
@@ -337,8 +392,8 @@ class Collection:
         where_document: Any = None,
         limit: int | None = None,
     ) -> dict[str, int]:
-        """Delete by ids and/or filters; returns ``{"deleted": n}``."""
-        id_list = None if ids is None else normalize_ids(ids, allow_empty=True)
+        """Delete by ids and/or filters; returns ``{"deleted": n}``, n the records deleted."""
+        id_list = None if ids is None else _nonempty_ids(ids, "delete")
         self._check_filters(where, where_document)
         if not id_list and not where and not where_document:
             raise InvalidArgumentError(
@@ -402,7 +457,15 @@ class Collection:
 
     # -------------------------------------------------------- reads
 
-    def count(self) -> int:
+    def count(self, read_level: ReadLevel | str = ReadLevel.INDEX_AND_WAL) -> int:
+        """The number of records; every committed write counts, whatever ``read_level``."""
+        try:
+            ReadLevel(read_level)
+        except ValueError:
+            raise InvalidArgumentError(
+                f"read_level must be one of {', '.join(r.value for r in ReadLevel)}, "
+                f"got {read_level!r}"
+            ) from None
         return self._backend.count(self._model.id)
 
     def _check_filters(self, where: Any, where_document: Any) -> None:
@@ -423,16 +486,19 @@ class Collection:
         include: Include = GET_DEFAULT_INCLUDE,
     ) -> GetResult:
         """Records by id and/or filter, in insertion order; unknown ids are left out."""
-        id_list = None if ids is None else normalize_ids(ids, allow_empty=True)
+        id_list = None if ids is None else _nonempty_ids(ids, "get")
         self._check_filters(where, where_document)
         limit, offset = validate_limit_offset(limit, offset)
         include = normalize_include(include, for_query=False)
-        return self._backend.get(
+        found = self._backend.get(
             self._model.id, id_list, where or None, where_document or None, limit, offset, include
         )
+        found["embeddings"] = _no_rows_flat(found["embeddings"])
+        return found
 
     def peek(self, limit: int = 10) -> GetResult:
-        return self.get(limit=limit, include=["embeddings", "documents", "metadatas"])
+        """The first ``limit`` records, with their embeddings."""
+        return self.get(limit=limit, include=["metadatas", "documents", "embeddings"])
 
     def query(
         self,
@@ -467,13 +533,15 @@ class Collection:
             assert vectors is not None
             if len(vectors) == 0:
                 raise InvalidArgumentError("query_embeddings must not be empty")
-        if id_list is not None and not id_list:
+        if id_list is not None and not id_list:  # no candidates: nothing to search
             empty: dict[str, Any] = {"ids": [[] for _ in vectors]}
             for field in ("embeddings", "documents", "uris", "metadatas", "distances"):
                 empty[field] = [[] for _ in vectors] if field in include else None
+            if "embeddings" in include:
+                empty["embeddings"] = [np.empty(0, dtype=np.float32) for _ in vectors]
             empty["data"], empty["included"] = None, list(include)
             return empty  # type: ignore[return-value]
-        return self._backend.query(
+        found = self._backend.query(
             self._model.id,
             vectors,
             n_results,
@@ -482,6 +550,28 @@ class Collection:
             where_document or None,
             include,
         )
+        if found["embeddings"] is not None:
+            found["embeddings"] = [_no_rows_flat(e) for e in found["embeddings"]]
+        return found
+
+
+def _nonempty_ids(ids: Any, op: str) -> list[str]:
+    """Ids given to get() or delete(): an empty list is refused, as in chromadb, rather
+    than read as "no records" (a delete that deletes nothing, silently)."""
+    found = normalize_ids(ids, allow_empty=True)
+    if not found:
+        raise InvalidArgumentError(
+            f"Expected IDs to be a non-empty list, got 0 IDs in {op}(); pass ids=None to "
+            f"{op} by where/where_document alone"
+        )
+    return found
+
+
+def _no_rows_flat(embeddings: Any) -> Any:
+    """No rows come back as an empty array of shape (0,), as chromadb returns them."""
+    if isinstance(embeddings, np.ndarray) and embeddings.shape[0] == 0:
+        return np.empty(0, dtype=embeddings.dtype)
+    return embeddings
 
 
 # ---------------------------------------------------------------- clients
@@ -498,20 +588,33 @@ class Client:
 
     def __init__(
         self,
-        backend: Backend | None = None,
+        settings: Settings | None = None,
         tenant: str = DEFAULT_TENANT,
         database: str = DEFAULT_DATABASE,
-        settings: Settings | None = None,
+        *,
+        backend: Backend | None = None,
     ) -> None:
+        """``Client(settings, tenant, database)``, chromadb's signature: the settings say
+        whether the store is in memory, on disk (``is_persistent``) or a server
+        (``chroma_api_impl``/``chroma_server_host``). ``backend`` serves an existing one."""
+        _check_settings_type(settings)
+        tenant, database = str(tenant), str(database)
+        owned = backend is None
         if backend is None:
-            LocalBackend = _local_backend_class()
-
-            backend = LocalBackend(None, settings)
+            settings = settings if settings is not None else default_settings()
+            backend = _backend_from_settings(settings, tenant, database)
         self._backend: Backend | None = backend
-        self.settings = settings or Settings()
+        self.settings = settings if settings is not None else Settings()
         self.tenant = tenant
         self.database = database
-        self._live_backend().get_database(database, tenant)
+        try:
+            if getattr(backend, "remote", False):
+                backend.get_tenant(tenant)  # a missing tenant fails here, as in chromadb
+            backend.get_database(database, tenant)
+        except BaseException:
+            if owned:
+                backend.close()
+            raise
 
     def _live_backend(self) -> Backend:
         if self._backend is None:
@@ -539,8 +642,9 @@ class Client:
         return self._live_backend().version()
 
     def reset(self) -> bool:
-        """Delete everything. Refused unless the client was made with allow_reset=True."""
-        if not self.settings.allow_reset:
+        """Delete everything. An embedded store refuses unless the client was made with
+        allow_reset=True; a server decides by its own setting (``tintdb run --allow-reset``)."""
+        if not getattr(self._live_backend(), "remote", False) and not self.settings.allow_reset:
             raise ResetDisabledError(
                 "Resetting is not allowed by this configuration; create the client with "
                 "settings=tintdb.Settings(allow_reset=True)"
@@ -582,34 +686,40 @@ class Client:
         data_loader: Any = None,
         get_or_create: bool = False,
     ) -> Collection:
-        """Create a collection; an existing name raises UniqueConstraintError."""
+        """Create a collection; an existing name raises UniqueConstraintError.
+
+        ``embedding_function=None`` stores no function: the collection then embeds with
+        the default one unless a function is given when it is opened (chromadb 1.5.9).
+        """
         validate_collection_name(name)
         metadata = validate_collection_metadata(metadata)
         config = resolve_configuration(metadata, configuration)
-        explicit_ef = embedding_function is not DEFAULT_EF
-        ef = _default_ef() if embedding_function is DEFAULT_EF else embedding_function
-        if config.get("embedding_function") is None or explicit_ef:
-            config["embedding_function"] = _descriptor(ef)
+        if embedding_function is not None and embedding_function is not DEFAULT_EF:
+            if not _is_default_ef(embedding_function) or config.get("embedding_function") is None:
+                config["embedding_function"] = _descriptor(embedding_function)
+        elif embedding_function is DEFAULT_EF and config.get("embedding_function") is None:
+            config["embedding_function"] = _descriptor(_default_ef())
         model = self._live_backend().create_collection(
             name, metadata, config, get_or_create, self.tenant, self.database
         )
-        stored = model.configuration.get("embedding_function")
-        if get_or_create and explicit_ef:
-            _check_same_ef(name, stored, ef)
-        if not explicit_ef and stored != config["embedding_function"]:
-            ef = DEFAULT_EF  # an existing collection: rebuild its own function lazily
-        return self._wrap(model, ef)
+        return self._opened(model, embedding_function)
 
     def get_collection(
         self, name: str, embedding_function: Any = DEFAULT_EF, data_loader: Any = None
     ) -> Collection:
-        """An existing collection; its embedding function is rebuilt unless one is given."""
+        """An existing collection. Without a function of your own (none, ``None`` or the
+        default), it embeds with the function it was created with, else the default."""
         if not isinstance(name, str):
             raise InvalidArgumentError(f"Collection name must be a str, got {type(name).__name__}")
         model = self._live_backend().get_collection(name, self.tenant, self.database)
-        if embedding_function is not DEFAULT_EF:
-            _check_same_ef(name, model.configuration.get("embedding_function"), embedding_function)
-        return self._wrap(model, embedding_function)
+        return self._opened(model, embedding_function)
+
+    def _opened(self, model: CollectionModel, embedding_function: Any) -> Collection:
+        stored = model.configuration.get("embedding_function")
+        ef = _chosen_ef(embedding_function, stored)
+        if ef is not DEFAULT_EF:
+            _check_same_ef(model.name, stored, ef)
+        return self._wrap(model, ef)
 
     def get_or_create_collection(
         self,
@@ -643,18 +753,18 @@ class Client:
 
 
 class AdminClient:
-    """Tenants and databases."""
+    """Tenants and databases: ``AdminClient(settings)``, chromadb's signature."""
 
-    def __init__(self, backend: Backend | None = None, settings: Settings | None = None) -> None:
+    def __init__(self, settings: Settings | None = None, *, backend: Backend | None = None) -> None:
+        _check_settings_type(settings)
         if backend is None:
-            LocalBackend = _local_backend_class()
-
-            backend = LocalBackend(None, settings)
+            settings = settings if settings is not None else Settings()
+            backend = _backend_from_settings(settings, DEFAULT_TENANT, DEFAULT_DATABASE)
         self._backend = backend
 
     @classmethod
     def from_client(cls, client: Client) -> AdminClient:
-        return cls(client._live_backend())
+        return cls(backend=client._live_backend())
 
     def create_tenant(self, name: str) -> None:
         _check_admin_name(name, "tenant")
@@ -687,15 +797,84 @@ def _check_admin_name(name: Any, what: str) -> None:
         )
 
 
+# ---------------------------------------------------------------- from settings to a store
+
+
+def _check_settings_type(settings: Any) -> None:
+    if settings is not None and not isinstance(settings, Settings):
+        hint = " (a backend goes in backend=...)" if hasattr(settings, "get_database") else ""
+        raise InvalidArgumentError(
+            f"settings must be a tintdb.Settings, got {type(settings).__name__}{hint}"
+        )
+
+
+def _backend_from_settings(settings: Settings, tenant: str, database: str) -> Backend:
+    """The store ``settings`` describe: a server, a directory on disk, or memory."""
+    _raise_open_files_limit(settings.chroma_server_nofile)
+    if names_server(settings):
+        if settings.chroma_api_impl == ASYNC_HTTP_API_IMPL:
+            raise InvalidArgumentError(
+                f"Settings chroma_api_impl={ASYNC_HTTP_API_IMPL!r} is the asynchronous client: "
+                "use `await tintdb.AsyncHttpClient(...)`, or chroma_api_impl="
+                f"{HTTP_API_IMPL!r} for this one"
+            )
+        from ._http import http_backend_from_settings
+
+        return http_backend_from_settings(settings, tenant=tenant, database=database)
+    LocalBackend = _local_backend_class()
+    path = settings.persist_directory if settings.is_persistent else None
+    return LocalBackend(path, settings)  # type: ignore[no-any-return]
+
+
+def _raise_open_files_limit(wanted: int | None) -> None:
+    """``chroma_server_nofile``: raise this process's soft limit of open files, as chromadb
+    does (never above the hard limit, never lowered; logged when it cannot be applied)."""
+    if wanted is None:
+        return
+    try:
+        import resource
+    except ImportError:  # Windows
+        log.warning("chroma_server_nofile is not supported on this platform; not applied")
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and wanted > hard:
+        log.warning(
+            "chroma_server_nofile=%d is above the hard limit of open files (%d); keeping %d",
+            wanted,
+            hard,
+            soft,
+        )
+    elif soft != resource.RLIM_INFINITY and wanted > soft:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+        except (ValueError, OSError) as exc:
+            log.warning("could not raise the open files limit to %d: %s", wanted, exc)
+
+
+def _embedded_only(settings: Settings | None, constructor: str) -> Settings:
+    """The settings of an embedded-store constructor; settings naming a server are an
+    error (chromadb would quietly talk to the server instead)."""
+    _check_settings_type(settings)
+    settings = settings if settings is not None else Settings()
+    if names_server(settings):
+        raise InvalidArgumentError(
+            f"{constructor} is an embedded store, but these settings name a server "
+            f"(chroma_api_impl={settings.chroma_api_impl!r}, "
+            f"chroma_server_host={settings.chroma_server_host!r}): use HttpClient(...) or "
+            "Client(settings) for a server"
+        )
+    return settings
+
+
 def EphemeralClient(
     settings: Settings | None = None,
     tenant: str = DEFAULT_TENANT,
     database: str = DEFAULT_DATABASE,
 ) -> Client:
     """An in-memory store of its own (each call gives a separate, empty store)."""
-    LocalBackend = _local_backend_class()
-
-    return Client(LocalBackend(None, settings), tenant, database, settings)
+    settings = _embedded_only(settings, "EphemeralClient")
+    settings.is_persistent = False
+    return Client(settings, tenant, database)
 
 
 def PersistentClient(
@@ -705,11 +884,39 @@ def PersistentClient(
     database: str = DEFAULT_DATABASE,
 ) -> Client:
     """A store on disk at ``path``; several clients and processes may share it."""
-    LocalBackend = _local_backend_class()
-
     if not isinstance(path, (str, Path)):
         raise InvalidArgumentError(f"path must be a str or Path, got {type(path).__name__}")
-    settings = settings or Settings()
-    settings.is_persistent = True
+    settings = _embedded_only(settings, "PersistentClient")
     settings.persist_directory = str(path)
-    return Client(LocalBackend(path, settings), tenant, database, settings)
+    settings.is_persistent = True
+    return Client(settings, tenant, database)
+
+
+def RustClient(
+    path: str | None = None,
+    settings: Settings | None = None,
+    tenant: str = DEFAULT_TENANT,
+    database: str = DEFAULT_DATABASE,
+) -> Client:
+    """chromadb's name for an embedded store: on disk at ``path``, in memory without one."""
+    if path is None:
+        return EphemeralClient(settings, tenant, database)
+    return PersistentClient(path, settings, tenant, database)
+
+
+def CloudClient(
+    tenant: str | None = None,
+    database: str | None = None,
+    api_key: str | None = None,
+    settings: Settings | None = None,
+    *,
+    cloud_host: str = "api.trychroma.com",
+    cloud_port: int = 443,
+    enable_ssl: bool = True,
+) -> Client:
+    """Refused: tintdb does not connect to Chroma Cloud (its service, not its protocol)."""
+    raise InvalidArgumentError(
+        "CloudClient connects to Chroma Cloud, which tintdb does not support. For a tintdb "
+        "(or Chroma) server, use HttpClient(host=..., port=..., ssl=..., "
+        "headers={'x-chroma-token': <token>}); for a store of your own, PersistentClient(path)."
+    )

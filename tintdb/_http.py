@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import base64
 import functools
+import ssl as ssl_module
+import string
 import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -31,8 +33,16 @@ import httpx
 import numpy as np
 
 from . import _wire
-from .config import DEFAULT_DATABASE, DEFAULT_TENANT, Settings
-from .errors import BatchSizeExceededError, error_from_wire
+from .config import (
+    ASYNC_HTTP_API_IMPL,
+    BASIC_AUTH_PROVIDER,
+    DEFAULT_DATABASE,
+    DEFAULT_TENANT,
+    HTTP_API_IMPL,
+    Settings,
+    names_server,
+)
+from .errors import BatchSizeExceededError, InvalidArgumentError, error_from_wire
 from .types import CollectionModel, GetResult, Metadata, QueryResult, Where, WhereDocument
 
 __all__ = [
@@ -63,20 +73,72 @@ def _base_url(host: str, port: int, ssl: bool) -> str:
     return f"{'https' if ssl else 'http'}://{host}:{port}{_wire.API_PREFIX}"
 
 
-def _auth_headers(settings: Settings | None) -> dict[str, str]:
-    """chromadb's client auth settings, so code that configured them keeps working."""
-    extra: dict[str, Any] = getattr(settings, "extra", None) or {}
-    credentials = extra.get("chroma_client_auth_credentials")
-    if not credentials:
+def _auth_headers(settings: Settings) -> dict[str, str]:
+    """The headers chromadb's client auth providers send, from the same settings.
+
+    Credentials without a provider are sent as a token (chromadb would send nothing).
+    """
+    provider = settings.chroma_client_auth_provider
+    credentials = settings.chroma_client_auth_credentials
+    header = settings.chroma_auth_token_transport_header
+    if credentials is None:
+        if provider is not None or header is not None:
+            name = (
+                "chroma_client_auth_provider"
+                if provider is not None
+                else ("chroma_auth_token_transport_header")
+            )
+            raise InvalidArgumentError(
+                f"Settings {name} is set but chroma_client_auth_credentials is not "
+                "(Missing required config value 'chroma_client_auth_credentials')"
+            )
         return {}
-    provider = str(extra.get("chroma_client_auth_provider") or "token").lower()
-    if "basic" in provider:
-        encoded = base64.b64encode(str(credentials).encode()).decode("ascii")
+    if provider == BASIC_AUTH_PROVIDER:
+        if header is not None:
+            raise InvalidArgumentError(
+                "Settings chroma_auth_token_transport_header applies to token auth, but "
+                f"chroma_client_auth_provider is {BASIC_AUTH_PROVIDER!r}: remove one of them"
+            )
+        encoded = base64.b64encode(credentials.encode("utf-8")).decode("ascii")
         return {"Authorization": f"Basic {encoded}"}
-    header = str(extra.get("chroma_auth_token_transport_header") or "Authorization")
-    if header.lower() == "x-chroma-token":
-        return {"x-chroma-token": str(credentials)}
+    if not credentials or any(c not in _TOKEN_CHARS for c in credentials):
+        raise InvalidArgumentError(
+            "Settings chroma_client_auth_credentials: a token must be ASCII letters, digits "
+            "and punctuation"
+        )
+    if header == "X-Chroma-Token":
+        return {"X-Chroma-Token": credentials}
     return {"Authorization": f"Bearer {credentials}"}
+
+
+_TOKEN_CHARS = frozenset(string.ascii_letters + string.digits + string.punctuation)
+
+
+def _limits(settings: Settings) -> httpx.Limits:
+    """chromadb's connection-pool settings; httpx's own defaults where they are unset."""
+    defaults = httpx.Limits()
+    keepalive = settings.chroma_http_keepalive_secs
+    return httpx.Limits(
+        max_connections=settings.chroma_http_max_connections or defaults.max_connections,
+        max_keepalive_connections=(
+            settings.chroma_http_max_keepalive_connections or defaults.max_keepalive_connections
+        ),
+        keepalive_expiry=defaults.keepalive_expiry if keepalive is None else keepalive,
+    )
+
+
+def _verify(settings: Settings) -> ssl_module.SSLContext | bool:
+    """``chroma_server_ssl_verify``: False, True, or the path of a CA bundle."""
+    verify = settings.chroma_server_ssl_verify
+    if isinstance(verify, str):
+        try:
+            return ssl_module.create_default_context(cafile=verify)
+        except (OSError, ssl_module.SSLError) as exc:
+            raise InvalidArgumentError(
+                f"Settings chroma_server_ssl_verify={verify!r}: cannot load it as a CA bundle: "
+                f"{exc}"
+            ) from exc
+    return True if verify is None else verify
 
 
 def _sendable(configuration: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -106,6 +168,9 @@ def _wire_include(include: list[str]) -> list[str]:
 class _Protocol:
     """Every Backend call as request building plus response parsing; no I/O here."""
 
+    # A server decides for itself whether reset() is allowed (see Client.reset).
+    remote = True
+
     def __init__(
         self,
         host: str,
@@ -116,14 +181,16 @@ class _Protocol:
         tenant: str,
         database: str,
     ) -> None:
-        self.settings = settings or Settings()
+        self.settings = settings if settings is not None else Settings()
         self.base_url = _base_url(host, port, ssl)
         self.headers = {
             "Content-Type": "application/json",
             "User-Agent": f"tintdb/{_version()} (python)",
-            **_auth_headers(settings),
+            **_auth_headers(self.settings),
             **(headers or {}),
         }
+        self.limits = _limits(self.settings)
+        self.verify = _verify(self.settings)
         self.tenant = tenant
         self.database = database
         self._preflight: dict[str, Any] | None = None
@@ -477,7 +544,12 @@ class HttpBackend(_Protocol):
     ) -> None:
         super().__init__(host, port, ssl, headers, settings, tenant, database)
         self._http = httpx.Client(
-            base_url=self.base_url, headers=self.headers, timeout=timeout, transport=transport
+            base_url=self.base_url,
+            headers=self.headers,
+            timeout=timeout,
+            transport=transport,
+            limits=self.limits,
+            verify=self.verify,
         )
 
     def _send(
@@ -518,7 +590,12 @@ class AsyncHttpBackend(_Protocol):
     ) -> None:
         super().__init__(host, port, ssl, headers, settings, tenant, database)
         self._http = httpx.AsyncClient(
-            base_url=self.base_url, headers=self.headers, timeout=timeout, transport=transport
+            base_url=self.base_url,
+            headers=self.headers,
+            timeout=timeout,
+            transport=transport,
+            limits=self.limits,
+            verify=self.verify,
         )
 
     async def _asend(
@@ -543,16 +620,38 @@ class AsyncHttpBackend(_Protocol):
 # ---------------------------------------------------------------- public constructors
 
 
-def _check_tenant(backend: _Protocol, tenant: str) -> None:
-    """Fail at construction, as chromadb does, when the tenant is missing (``Client``
-    itself checks the database)."""
-    backend.get_tenant(tenant)
-
-
-def _client_settings(settings: Settings | None) -> Settings:
-    """Over HTTP the server decides whether reset is allowed (``tintdb run --allow-reset``),
-    so a client made without settings does not refuse it on its own."""
-    return settings if settings is not None else Settings(allow_reset=True)
+def _server_settings(
+    settings: Settings | None,
+    host: Any,
+    port: Any,
+    ssl: Any,
+    headers: dict[str, str] | None,
+    impl: str,
+) -> Settings:
+    """``settings`` with the server's address written in, as chromadb's constructors do
+    (the object given is updated); an address that differs from the settings' is an error."""
+    settings = settings if settings is not None else Settings()
+    if not isinstance(settings, Settings):
+        raise InvalidArgumentError(
+            f"settings must be a tintdb.Settings, got {type(settings).__name__}"
+        )
+    host, port, ssl = str(host), int(port), bool(ssl)
+    if settings.chroma_server_host and settings.chroma_server_host != host:
+        raise InvalidArgumentError(
+            f"Chroma server host provided in settings[{settings.chroma_server_host}] is "
+            f"different to the one provided in HttpClient: [{host}]"
+        )
+    if settings.chroma_server_http_port and settings.chroma_server_http_port != port:
+        raise InvalidArgumentError(
+            f"Chroma server http port provided in settings[{settings.chroma_server_http_port}] "
+            f"is different to the one provided in HttpClient: [{port}]"
+        )
+    settings.chroma_api_impl = impl
+    settings.chroma_server_host = host
+    settings.chroma_server_http_port = port
+    settings.chroma_server_ssl_enabled = ssl
+    settings.chroma_server_headers = headers
+    return settings
 
 
 def HttpClient(
@@ -567,14 +666,8 @@ def HttpClient(
     """A ``Client`` talking to a tintdb (or Chroma) server at ``host:port``."""
     from ._client import Client
 
-    settings = _client_settings(settings)
-    backend = HttpBackend(host, port, ssl, headers, settings, tenant=tenant, database=database)
-    try:
-        _check_tenant(backend, tenant)
-        return Client(backend, tenant=tenant, database=database, settings=settings)
-    except BaseException:
-        backend.close()
-        raise
+    settings = _server_settings(settings, host, port, ssl, headers, HTTP_API_IMPL)
+    return Client(settings, tenant, database)
 
 
 def HttpAdminClient(
@@ -587,20 +680,23 @@ def HttpAdminClient(
     """An ``AdminClient`` (tenants and databases) for a server at ``host:port``."""
     from ._client import AdminClient
 
-    return AdminClient(HttpBackend(host, port, ssl, headers, settings))
+    return AdminClient(_server_settings(settings, host, port, ssl, headers, HTTP_API_IMPL))
 
 
-def http_backend_from_settings(settings: Settings) -> HttpBackend | None:
-    """An HttpBackend when ``settings`` name a server (chromadb style), else None."""
-    host = getattr(settings, "chroma_server_host", None)
-    impl = str((getattr(settings, "extra", None) or {}).get("chroma_api_impl") or "")
-    if not host and "fastapi" not in impl.lower():
-        return None
-    extra: dict[str, Any] = getattr(settings, "extra", None) or {}
-    port = getattr(settings, "chroma_server_http_port", None) or 8000
-    ssl = bool(extra.get("chroma_server_ssl_enabled", False))
-    headers = extra.get("chroma_server_headers") or None
-    return HttpBackend(host or "localhost", int(port), ssl, headers, settings)
+def http_backend_from_settings(
+    settings: Settings,
+    *,
+    tenant: str = DEFAULT_TENANT,
+    database: str = DEFAULT_DATABASE,
+    asynchronous: bool = False,
+) -> HttpBackend | AsyncHttpBackend:
+    """The backend for the server ``settings`` name (see ``config.names_server``)."""
+    host = settings.require("chroma_server_host")
+    port = settings.chroma_server_http_port or 8000
+    ssl = bool(settings.chroma_server_ssl_enabled)
+    headers = settings.chroma_server_headers
+    cls = AsyncHttpBackend if asynchronous else HttpBackend
+    return cls(host, port, ssl, headers, settings, tenant=tenant, database=database)
 
 
 # ---------------------------------------------------------------- async twin
@@ -649,8 +745,8 @@ class AsyncCollection:
     def embedding_function(self) -> Any:
         return getattr(self._collection, "embedding_function", None)
 
-    async def count(self) -> int:
-        return await self._run(self._collection.count)
+    async def count(self, *args: Any, **kwargs: Any) -> int:
+        return await self._run(self._collection.count, *args, **kwargs)
 
     async def peek(self, limit: int = 10) -> GetResult:
         return await self._run(self._collection.peek, limit)
@@ -747,17 +843,20 @@ async def AsyncHttpClient(
     """An awaitable ``Client`` for a tintdb (or Chroma) server; use it inside one event loop."""
     from ._client import Client
 
-    settings = _client_settings(settings)
-    backend = AsyncHttpBackend(host, port, ssl, headers, settings, tenant=tenant, database=database)
+    settings = _server_settings(settings, host, port, ssl, headers, ASYNC_HTTP_API_IMPL)
+    tenant, database = str(tenant), str(database)
+    names_server(settings)  # settings that cannot apply to a server are refused here too
+    backend = http_backend_from_settings(
+        settings, tenant=tenant, database=database, asynchronous=True
+    )
     run = _Runner(max_threads)
 
     def connect() -> Any:
-        _check_tenant(backend, tenant)
-        return Client(backend, tenant=tenant, database=database, settings=settings)
+        return Client(settings, tenant, database, backend=backend)
 
     try:
         client = await run(connect)
     except BaseException:
-        await backend._http.aclose()
+        await backend._http.aclose()  # type: ignore[union-attr]
         raise
     return AsyncClient(client, run)

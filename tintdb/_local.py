@@ -689,10 +689,14 @@ class LocalBackend:
                 seqs = self._apply_update(
                     col, found, ids, rows, embeddings, metadatas, documents, uris
                 )
-                lsn = self.store.log(col, OP_SET, seqs) if embeddings is not None else None
-            self._after_write(
-                col, prev, lsn, seqs, None if embeddings is None else embeddings[rows], None
-            )
+                if embeddings is not None:
+                    lsn = self.store.log(col, OP_SET, seqs)
+                else:  # filters read the new metadata and documents from this version on
+                    lsn = self.store.touch(col)
+            if embeddings is not None:
+                self._after_write(col, prev, lsn, seqs, embeddings[rows], None)
+            elif (index := self._indexes.get(col.id)) is not None and index.lsn == prev:
+                index.lsn = lsn  # nothing to replay; an index behind replays the log later
 
     def upsert(
         self,
@@ -1087,7 +1091,8 @@ class LocalBackend:
         if missing:
             shown = ", ".join(sorted(missing)[:10])
             raise NotFoundError(
-                f"query(ids=...) names {len(missing)} id(s) not in collection {col.name!r}: {shown}"
+                f"Error finding id: query(ids=...) names {len(missing)} id(s) not in "
+                f"collection {col.name!r}: {shown}"
             )
 
     @staticmethod

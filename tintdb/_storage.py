@@ -43,9 +43,12 @@ from .errors import (
 )
 from .types import CollectionModel
 
-__all__ = ["OP_DELETE", "OP_SET", "CollectionRow", "Store"]
+__all__ = ["OP_DELETE", "OP_SET", "OP_TOUCH", "CollectionRow", "Store"]
 
-OP_SET, OP_DELETE = 1, 2
+# The kinds of change in the log: vectors set, records deleted, and records changed
+# without their vectors (metadata, documents or uris only). A touch carries no seqs, so
+# the index has nothing to replay, but its lsn still marks a new version of the records.
+OP_SET, OP_DELETE, OP_TOUCH = 1, 2, 3
 SCHEMA_VERSION = 4
 DB_FILENAME = "tintdb.sqlite3"
 
@@ -992,6 +995,17 @@ class Store:
         lsn = int(c.execute("SELECT last_insert_rowid()").fetchone()[0])
         c.execute("UPDATE collections SET last_lsn = ? WHERE coll = ?", (lsn, col.coll))
         return lsn
+
+    def touch(self, col: CollectionRow) -> int:
+        """Log a change to records that left their vectors alone, so that anything keyed
+        on the collection's lsn (the filter cache, here or in another process) sees a
+        new version. A touch right after another replaces it: nothing replays them, and
+        the log does not grow with metadata-only writes."""
+        self._conn.execute(
+            "DELETE FROM ops WHERE lsn = ? AND coll = ? AND kind = ?",
+            (col.last_lsn, col.coll, OP_TOUCH),
+        )
+        return self.log(col, OP_TOUCH, np.empty(0, dtype=np.int64))
 
     # ------------------------------------------------------------ records: reads
 

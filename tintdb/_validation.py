@@ -54,6 +54,10 @@ HNSW_METADATA_KEYS: dict[str, tuple[str, type]] = {
     "hnsw:resize_factor": ("resize_factor", float),
 }
 
+# How the metadata errors name what is allowed; "Expected metadata value to be" is the
+# phrase chromadb's errors share, on which LangChain keys its filter_complex_metadata hint.
+_VALUE_KINDS = "a str, int, float, bool, or a non-empty list of one of those"
+
 _NAME_CHARS = re.compile(r"^[A-Za-z0-9._-]+$")
 
 
@@ -311,8 +315,8 @@ def _check_scalar(value: Any, where: object) -> Any:
     if isinstance(value, np.bool_):
         return bool(value)
     raise InvalidArgumentError(
-        f"{where}: expected str, int, float, bool or a list of one of those, "
-        f"got {_type_name(value)}"
+        f"{where}: Expected metadata value to be {_VALUE_KINDS}, got {value!r} which is a "
+        f"{_type_name(value)}"
     )
 
 
@@ -350,7 +354,10 @@ def _check_metadata_dict(md: Mapping[str, Any], where: str, *, allow_none: bool)
         at = _Where(where, key)
         if value is None:
             if not allow_none:
-                raise InvalidArgumentError(f"{at}: None is not a metadata value")
+                raise InvalidArgumentError(
+                    f"{at}: Expected metadata value to be {_VALUE_KINDS}, got None (a None "
+                    "value deletes a key in update() and upsert(); elsewhere leave the key out)"
+                )
             out[key] = None
         elif isinstance(value, (list, tuple, np.ndarray)):
             items = [
@@ -366,7 +373,10 @@ def _check_metadata_dict(md: Mapping[str, Any], where: str, *, allow_none: bool)
                 )
             out[key] = items
         elif isinstance(value, Mapping):
-            raise InvalidArgumentError(f"{at}: nested dicts are not allowed as metadata values")
+            raise InvalidArgumentError(
+                f"{at}: Expected metadata value to be {_VALUE_KINDS}, got {value!r} which is a "
+                f"{_type_name(value)}: nested dicts are not allowed, flatten them into keys"
+            )
         else:
             out[key] = _check_scalar(value, at)
     return out

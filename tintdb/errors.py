@@ -13,7 +13,7 @@ also inherits that builtin, so ``except ValueError`` keeps working.
     ├── IDAlreadyExistsError (ValueError)     409  add() of an id that exists
     ├── UniqueConstraintError (ValueError)    409  a name is taken
     ├── NotFoundError (ValueError)            404
-    ├── AuthError                             401
+    ├── AuthError (alias ChromaAuthError)     401
     ├── AuthorizationError                    403
     ├── PayloadTooLargeError                  413
     ├── BatchSizeExceededError                413  compatibility only: no batch limit
@@ -22,6 +22,7 @@ also inherits that builtin, so ``except ValueError`` keeps working.
     ├── RateLimitError                        429
     ├── QuotaError                            400
     ├── VersionMismatchError                  500
+    ├── InvalidHTTPVersion                    500
     └── InternalError                         500  a bug: please report it
 """
 
@@ -31,6 +32,7 @@ __all__ = [
     "AuthError",
     "AuthorizationError",
     "BatchSizeExceededError",
+    "ChromaAuthError",
     "ChromaError",
     "DuplicateIDError",
     "EmbeddingFunctionError",
@@ -38,6 +40,7 @@ __all__ = [
     "InternalError",
     "InvalidArgumentError",
     "InvalidDimensionException",
+    "InvalidHTTPVersion",
     "InvalidUUIDError",
     "NotFoundError",
     "PayloadTooLargeError",
@@ -49,6 +52,7 @@ __all__ = [
     "UniqueConstraintError",
     "VersionMismatchError",
     "error_from_wire",
+    "error_types",
 ]
 
 
@@ -114,6 +118,9 @@ class AuthError(TintError):
     status = 401
 
 
+ChromaAuthError = AuthError  # chromadb's class name for the same error
+
+
 class AuthorizationError(TintError):
     wire_name = "AuthorizationError"
     status = 403
@@ -159,6 +166,13 @@ class InternalError(TintError):
     status = 500
 
 
+class InvalidHTTPVersion(TintError):
+    """A server that does not speak the protocol version asked for."""
+
+    wire_name = "InvalidHTTPVersion"
+    status = 500
+
+
 _BY_WIRE_NAME: dict[str, type[TintError]] = {
     cls.wire_name: cls
     for cls in (
@@ -177,8 +191,11 @@ _BY_WIRE_NAME: dict[str, type[TintError]] = {
         QuotaError,
         VersionMismatchError,
         InternalError,
+        InvalidHTTPVersion,
     )
 }
+# chromadb's name for the table above: wire name -> error class.
+error_types = _BY_WIRE_NAME
 
 _BY_STATUS: dict[int, type[TintError]] = {
     400: InvalidArgumentError,

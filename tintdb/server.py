@@ -52,8 +52,12 @@ DEFAULT_MAX_BODY_BYTES = 256 * 1024 * 1024
 
 # Paths a monitor or a client handshake may call without a token.
 OPEN_PATHS = frozenset(
-    _wire.API_PREFIX + p for p in ("/heartbeat", "/version", "/pre-flight-checks", "/healthcheck")
+    _wire.API_PREFIX + p
+    for p in ("", "/heartbeat", "/version", "/pre-flight-checks", "/healthcheck")
 )
+# Chroma's server puts a trace id on every error response (all zeros without tracing,
+# which tintdb does not do); its Python client copies it onto the exception.
+TRACE_HEADER = (b"chroma-trace-id", b"0" * 32)
 _JSON = "application/json"
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 
@@ -117,6 +121,7 @@ class _Guard:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        send = _traced(send)
         headers = dict(scope["headers"])
         needs_token = self.token is not None and scope["path"] not in OPEN_PATHS
         if needs_token and not self._authorized(headers):
@@ -185,6 +190,17 @@ class _Guard:
             f"({limit_mb:g} MiB). Send fewer records per call, or start the server with a "
             "larger --max-body-mb"
         )
+
+
+def _traced(send: Send) -> Send:
+    """``send`` that adds Chroma's trace id header to error responses."""
+
+    async def traced(message: Message) -> None:
+        if message["type"] == "http.response.start" and message["status"] >= 400:
+            message = {**message, "headers": [*message.get("headers", ()), TRACE_HEADER]}
+        await send(message)
+
+    return traced
 
 
 async def _send_error(send: Send, exc: TintError) -> None:
@@ -468,7 +484,7 @@ class _Service:
         else:
             self.backend = client_or_backend
             self.settings = None
-        self.admin = AdminClient(self.backend)
+        self.admin = AdminClient(backend=self.backend)
         self.allow_reset = allow_reset
         self._clients: dict[tuple[str, str], Any] = {}
         self._lock = threading.Lock()
@@ -478,9 +494,7 @@ class _Service:
         key = (tenant, database)
         client = self._clients.get(key)
         if client is None:
-            client = self._client_cls(
-                self.backend, tenant=tenant, database=database, settings=self.settings
-            )
+            client = self._client_cls(self.settings, tenant, database, backend=self.backend)
             with self._lock:
                 if len(self._clients) >= 1024:  # bounded: names come from request paths
                     self._clients.clear()
@@ -624,7 +638,17 @@ class _Service:
         where, where_document = _filters(body)
         limit = _opt_uint(body, "limit")
         collection = self.collection(tenant, database, collection_id)
-        if ids == [] or (ids is None and where is None and where_document is None):
+        if ids == []:
+            # Chroma's server: an empty id list alone is refused; beside a filter it
+            # selects nothing (the filter is still checked).
+            if where is None and where_document is None:
+                raise InvalidArgumentError(
+                    "Validation error: ids, where: Either ids or where must be specified "
+                    "(an empty ids list selects nothing)"
+                )
+            collection.get(where=where, where_document=where_document, limit=0)
+            return {"deleted": 0}
+        if ids is None and where is None and where_document is None:
             return {"deleted": 0}  # Chroma's answer to a delete without any selector
         kwargs: dict[str, Any] = {"ids": ids, "where": where, "where_document": where_document}
         if limit is not None:
@@ -646,6 +670,8 @@ class _Service:
         offset = _opt_uint(body, "offset")
         include = _include(body, _wire.GET_INCLUDE_DEFAULT)
         collection = self.collection(tenant, database, collection_id)
+        if ids == []:  # Chroma's server answers an empty id list with no records
+            ids, limit = None, 0
         result = collection.get(
             ids=ids,
             where=where,
@@ -797,6 +823,11 @@ def create_app(
     @route("GET", p + "/heartbeat", tags=["server"])
     def heartbeat() -> Response:
         return _ok({"nanosecond heartbeat": int(svc.backend.heartbeat())})
+
+    @route("GET", p, tags=["server"])
+    def root() -> Response:
+        """The API's root answers as the heartbeat, as Chroma's does."""
+        return heartbeat()
 
     @route("GET", p + "/version", tags=["server"])
     def get_version() -> Response:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any, Literal, TypedDict
 
 import numpy as np
@@ -22,6 +23,7 @@ __all__ = [
     "Metadata",
     "MetadataValue",
     "QueryResult",
+    "ReadLevel",
     "Where",
     "WhereDocument",
 ]
@@ -39,6 +41,15 @@ Where = dict[str, Any]
 WhereDocument = dict[str, Any]
 IncludeField = Literal["documents", "embeddings", "metadatas", "distances", "uris", "data"]
 Include = list[IncludeField]
+
+
+class ReadLevel(str, Enum):
+    """How much of the recent writes a read sees, in chromadb's distributed deployments;
+    tintdb reads every committed write whatever the level."""
+
+    INDEX_AND_WAL = "index_and_wal"
+    INDEX_ONLY = "index_only"
+    INDEX_AND_BOUNDED_WAL = "index_and_bounded_wal"
 
 
 class GetResult(TypedDict):

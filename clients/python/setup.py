@@ -2,7 +2,7 @@
 
 ``pyproject.toml`` points the ``tintdb`` package at the repository's ``tintdb/``; this
 keeps the listed modules and nothing else, and refuses to build if one is missing, so
-the wheel's contents are exactly ``THIN_MODULES`` plus ``py.typed``.
+the wheel's contents are exactly ``THIN_PACKAGES`` plus ``py.typed``.
 """
 
 from __future__ import annotations
@@ -28,10 +28,19 @@ THIN_MODULES = frozenset(
         "_http",  # HttpBackend, HttpClient, AsyncHttpClient
     }
 )
+# The import paths chromadb users write (tintdb.api, tintdb.api.types, the
+# EmbeddingFunction protocol for functions of their own, tintdb.api.models.Collection,
+# tintdb.auth.token_authn).
+THIN_PACKAGES = {
+    "tintdb": THIN_MODULES,
+    "tintdb.api": frozenset({"__init__", "types", "collection_configuration"}),
+    "tintdb.api.models": frozenset({"__init__", "Collection", "AsyncCollection"}),
+    "tintdb.auth": frozenset({"__init__", "token_authn"}),
+}
 
 
 class ThinBuildPy(build_py):
-    """``build_py`` limited to THIN_MODULES of the ``tintdb`` package."""
+    """``build_py`` limited to the modules THIN_PACKAGES lists."""
 
     def run(self) -> None:
         # pip builds in this directory: a build/ left by an earlier build must not leak
@@ -41,10 +50,11 @@ class ThinBuildPy(build_py):
 
     def find_package_modules(self, package: str, package_dir: str) -> list[tuple[str, str, str]]:
         found = super().find_package_modules(package, package_dir)
-        if package != "tintdb":
-            raise RuntimeError(f"tintdb-client ships only the tintdb package, not {package}")
-        kept = [entry for entry in found if entry[1] in THIN_MODULES]
-        missing = THIN_MODULES - {entry[1] for entry in kept}
+        wanted = THIN_PACKAGES.get(package)
+        if wanted is None:
+            raise RuntimeError(f"tintdb-client does not ship the package {package}")
+        kept = [entry for entry in found if entry[1] in wanted]
+        missing = wanted - {entry[1] for entry in kept}
         if missing:
             raise RuntimeError(f"tintdb-client: modules not found in {package_dir}: {missing}")
         return kept

@@ -13,6 +13,7 @@ A step that raises does not stop the others, so the test can report every mismat
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sys
 from collections.abc import Callable
@@ -77,6 +78,22 @@ def main(url: str) -> dict[str, Any]:
     client = chromadb.HttpClient(host=parts.hostname, port=parts.port)
     step("heartbeat_positive", lambda: client.heartbeat() > 0)
     step("version", client.get_version)
+
+    async def async_heartbeat() -> bool:
+        # The async client's heartbeat asks for the API root, GET /api/v2.
+        aclient = await chromadb.AsyncHttpClient(host=parts.hostname, port=parts.port)
+        return await aclient.heartbeat() > 0
+
+    step("async_heartbeat_positive", lambda: asyncio.run(async_heartbeat()))
+
+    def trace_id_of_an_error() -> Any:
+        try:
+            client.get_collection("no_such_collection")
+        except chromadb.errors.ChromaError as exc:
+            return getattr(exc, "trace_id", None)
+        return "no error"
+
+    step("error_trace_id", trace_id_of_an_error)
 
     # ------------------------------------------------------------ collections
     step(

@@ -30,10 +30,11 @@ from __future__ import annotations
 import importlib
 import os
 import threading
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from tintdb.api.types import Documents, EmbeddingFunction, Embeddings
 from tintdb.errors import EmbeddingFunctionError, InvalidArgumentError
 
 if TYPE_CHECKING:
@@ -52,57 +53,10 @@ __all__ = [
     "embedding_function_descriptor",
     "embedding_function_from_config",
     "known_embedding_functions",
+    "register_embedding_function",
 ]
 
-Documents = list[str]
-Embeddings = list[np.ndarray]
-
-D = TypeVar("D", contravariant=True)
-
 _SPACES = ["cosine", "l2", "ip"]
-
-
-class EmbeddingFunction(Protocol[D]):
-    """What tintdb calls to embed documents and query texts (chromadb's shape).
-
-    Subclass it (``class Mine(EmbeddingFunction[Documents])``) to inherit the defaults
-    below; implement ``name``, ``get_config`` and ``build_from_config`` as well if the
-    function should be described in the collection's stored configuration.
-    """
-
-    def __call__(self, input: D) -> Embeddings:
-        """One float32 vector per input string, in order."""
-        ...
-
-    def embed_query(self, input: D) -> Embeddings:
-        """Vectors for query texts; the same as for documents unless a model says otherwise."""
-        return self(input)
-
-    @staticmethod
-    def name() -> str:
-        """The name stored with a collection; must be unique among known functions."""
-        raise NotImplementedError
-
-    def get_config(self) -> dict[str, Any]:
-        """JSON-serialisable settings that rebuild this function; never secrets."""
-        raise NotImplementedError
-
-    @staticmethod
-    def build_from_config(config: dict[str, Any]) -> EmbeddingFunction[D]:
-        """The function that ``get_config()`` described."""
-        raise NotImplementedError
-
-    def default_space(self) -> str:
-        """The distance space the model was trained for."""
-        return "cosine"
-
-    def supported_spaces(self) -> list[str]:
-        """Distance spaces that give meaningful results with these vectors."""
-        return list(_SPACES)
-
-    def is_legacy(self) -> bool:
-        """True for functions that cannot describe themselves (no ``get_config``)."""
-        return type(self).get_config is EmbeddingFunction.get_config
 
 
 def _texts(input: Any) -> list[str]:
@@ -495,7 +449,9 @@ class SentenceTransformerEmbeddingFunction(EmbeddingFunction[Documents]):
         )
 
 
-_KNOWN: dict[str, type[EmbeddingFunction[Any]]] = {
+# The stored names this install can rebuild, and their classes (chromadb's dict of the
+# same name); register_embedding_function adds functions of your own.
+known_embedding_functions: dict[str, type[EmbeddingFunction[Any]]] = {
     "default": DefaultEmbeddingFunction,
     # Chroma's name for the same model, as found in collections Chroma created.
     "onnx_mini_lm_l6_v2": DefaultEmbeddingFunction,
@@ -504,9 +460,28 @@ _KNOWN: dict[str, type[EmbeddingFunction[Any]]] = {
 }
 
 
-def known_embedding_functions() -> dict[str, type[EmbeddingFunction[Any]]]:
-    """The stored names tintdb can rebuild by itself, and their classes."""
-    return dict(_KNOWN)
+def register_embedding_function(ef_class: Any = None) -> Any:
+    """Make a function class of your own rebuildable from a collection's stored config.
+
+    Use as a decorator (``@register_embedding_function``) or call it with the class. The
+    class's ``name()`` is the stored name; ``build_from_config`` rebuilds it when a
+    collection that stored that name is opened without an embedding function.
+    """
+
+    def register(cls: Any) -> Any:
+        try:
+            name = cls.name()
+        except Exception as exc:
+            raise InvalidArgumentError(f"Failed to register embedding function: {exc}") from exc
+        if not isinstance(name, str) or not name:
+            raise InvalidArgumentError(
+                f"Failed to register embedding function {cls!r}: name() must return a "
+                f"non-empty str, got {name!r}"
+            )
+        known_embedding_functions[name] = cls
+        return cls
+
+    return register if ef_class is None else register(ef_class)
 
 
 def embedding_function_from_config(name: str, config: dict[str, Any]) -> EmbeddingFunction[Any]:
@@ -516,12 +491,13 @@ def embedding_function_from_config(name: str, config: dict[str, Any]) -> Embeddi
         EmbeddingFunctionError: the name is not one tintdb knows (a function from your
             own code: pass it again to ``get_collection``), or the config is invalid.
     """
-    cls = _KNOWN.get(name)
+    cls = known_embedding_functions.get(name)
     if cls is None:
         raise EmbeddingFunctionError(
             f"The collection's embedding function {name!r} is not one tintdb can rebuild "
-            f"(known: {', '.join(sorted(_KNOWN))}). If it is defined in your own code, pass "
-            "it again: get_collection(name, embedding_function=...)."
+            f"(known: {', '.join(sorted(known_embedding_functions))}). If it is defined in "
+            "your own code, register it (register_embedding_function) or pass it again: "
+            "get_collection(name, embedding_function=...)."
         )
     if not isinstance(config, dict):
         raise EmbeddingFunctionError(
@@ -544,14 +520,6 @@ def embedding_function_descriptor(ef: Any) -> dict[str, Any]:
     ``{"type": "legacy"}`` for a bare callable or one whose ``name``/``get_config`` are
     not implemented.
     """
-    is_legacy = getattr(ef, "is_legacy", None)
-    if callable(is_legacy) and is_legacy():
-        return {"type": "legacy"}
-    name = getattr(ef, "name", None)
-    get_config = getattr(ef, "get_config", None)
-    if not (callable(name) and callable(get_config)):
-        return {"type": "legacy"}
-    try:
-        return {"type": "known", "name": name(), "config": get_config()}
-    except NotImplementedError:
-        return {"type": "legacy"}
+    from tintdb._client import _descriptor
+
+    return _descriptor(ef) or {"type": "legacy"}
