@@ -99,6 +99,8 @@ POSTFILTER_COST_RATIO = 5
 # record, and a get(where, limit) walks the records in order until its page is full
 # (if that takes at most WALK_MAX records), instead of listing every match (at 100k
 # records, 5-30 ms for a filter matching 10-50% of them).
+# A filter that comes again on the same version is listed (and cached) instead: the
+# list then answers its later queries without SQL.
 SAMPLE_SIZE = 128
 SAMPLE_ABOVE = 4096
 DENSE_SHARE = 0.05
@@ -177,6 +179,7 @@ class LocalBackend:
         self._loading_lock = threading.Lock()
         self._closing = False
         self._filter_cache: OrderedDict[tuple[str, int, bytes], _Matches] = OrderedDict()
+        self._sampled: OrderedDict[tuple[str, int, bytes], None] = OrderedDict()
         self._closed = False
         if self.path is not None:
             ref = weakref.ref(self)
@@ -201,6 +204,7 @@ class LocalBackend:
         self._wait_loads()
         with self.store.lock:
             self._filter_cache.clear()
+            self._sampled.clear()
             checkpoint = self.store.start_checkpoint() if self._indexes else None
             for cid in list(self._indexes):
                 # The mirror goes first: writing the snapshot copies hnswlib's state, and
@@ -1052,11 +1056,15 @@ class LocalBackend:
     ) -> float | None:
         """The share of an even sample of the collection that a filter not yet in the
         cache matches; None where listing its matches is cheap anyway (ids, a small
-        collection, a cached filter)."""
+        collection, a cached filter) or pays for itself (a filter seen before)."""
         if ids is not None or len(index) < SAMPLE_ABOVE:
             return None
-        if self._filter_key(col, index, ids, where, where_document) in self._filter_cache:
-            return None
+        key = self._filter_key(col, index, ids, where, where_document)
+        if key in self._filter_cache or key in self._sampled:
+            return None  # seen before: list its matches, once, and keep them
+        self._sampled[key] = None
+        while len(self._sampled) > 4 * FILTER_CACHE_SIZE:
+            self._sampled.popitem(last=False)
         universe = index.universe()
         sample = universe[:: max(1, len(universe) // SAMPLE_SIZE)][:SAMPLE_SIZE]
         return len(self._matching_among(sample, where, where_document)) / len(sample)
