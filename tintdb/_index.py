@@ -418,6 +418,10 @@ def _state_from_file(path: Path, live: np.ndarray) -> tuple[dict[str, Any], dict
             raise ValueError("unexpected hnswlib file layout")
         links = np.empty((n, size - (lab - off)), dtype=np.uint8)
         dead_ids, dead_vecs, deleted = [], [], False
+        # Sorted once; each chunk is then binary searches (np.isin sorted all of `live`
+        # again for every chunk: 2.2 s of a snapshot at 1M records, here).
+        live = np.sort(np.asarray(live, dtype=np.int64))
+        last = max(len(live) - 1, 0)
         for start in range(0, n, _STREAM_ROWS):
             m = min(_STREAM_ROWS, n - start)
             recs = np.frombuffer(f.read(m * size), dtype=np.uint8).reshape(m, size)
@@ -425,7 +429,13 @@ def _state_from_file(path: Path, live: np.ndarray) -> tuple[dict[str, Any], dict
             links[start : start + m, off:] = recs[:, lab:]
             deleted = deleted or bool((recs[:, 2] & 1).any())  # hnswlib's DELETE_MARK
             labels = np.ascontiguousarray(recs[:, lab : lab + 8]).view("<u8").ravel()
-            dead = np.flatnonzero(~np.isin(labels.astype(np.int64), live))
+            labels = labels.astype(np.int64)
+            found = (
+                live[np.minimum(np.searchsorted(live, labels), last)] == labels
+                if len(live)
+                else labels < 0
+            )
+            dead = np.flatnonzero(~found)
             if len(dead):
                 dead_ids.append(dead + start)
                 dead_vecs.append(np.ascontiguousarray(recs[dead, off:lab]))
