@@ -1,7 +1,7 @@
 """LangChain and LlamaIndex on tintdb, step by step against real chromadb 1.5.9.
 
 The frameworks (PyPI ``langchain-chroma``, ``llama-index-vector-stores-chroma``) live in
-``.venv-frameworks`` with chromadb and tintdb (``tests/peers/setup.sh``; missing, the
+``.venv-chromadb`` with chromadb and tintdb (``tests/peers/setup.sh``; missing, the
 tests fail rather than skip). Each workload in ``tests/peers/frameworks/`` runs one script
 of framework calls on every target (see ``_common.py``) and reports what each step gave.
 Each step on each tintdb target must give what the same step gave on its reference:
@@ -30,7 +30,7 @@ from _server import ChromaRun, TintServer
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKLOADS = ROOT / "tests" / "peers" / "frameworks"
-VENV = Path(os.environ.get("TINTDB_FRAMEWORKS_VENV", ROOT / ".venv-frameworks"))
+VENV = Path(os.environ.get("TINTDB_CHROMADB_VENV", ROOT / ".venv-chromadb"))
 HOW_TO_FIX = (
     "run `bash tests/peers/setup.sh` (the Makefile's test target does) and re-run the tests"
 )
