@@ -24,6 +24,7 @@ from hypothesis import strategies as st
 import tintdb
 from tintdb import _index, _local, _planning, _storage
 from tintdb._index import VectorIndex
+from tintdb._local.indexes import IndexKeeper
 from tintdb._planning import (
     POSTFILTER_COST_RATIO,
     POSTFILTER_MAX_FETCH,
@@ -204,13 +205,13 @@ def test_failed_add_after_early_indexing_leaves_nothing(
 
         monkeypatch.setattr(Store, "log", failing_log)
         early = []
-        real_early = _local.LocalBackend._index_early
+        real_early = IndexKeeper.index_early
 
         def spy_early(self: Any, *args: Any) -> Any:
             early.append(real_early(self, *args))
             return early[-1]
 
-        monkeypatch.setattr(_local.LocalBackend, "_index_early", spy_early)
+        monkeypatch.setattr(IndexKeeper, "index_early", spy_early)
         with pytest.raises(OSError, match="injected"):
             col.add(ids=[f"b{i}" for i in range(500)], embeddings=refused)
         assert calls["n"] == 1
@@ -270,7 +271,7 @@ def test_a_filter_that_keeps_coming_up_short_stops_trying_post_filtering(
             q[1:] = rng.normal(size=DIM - 1)
             got = col.query(query_embeddings=q[None], n_results=10, where={"side": 1})
             assert got["ids"][0] == [ids[i] for i in _truth(vecs, mask, q, 10)], n
-        assert len(spy.results) == _local.POSTFILTER_TRIES  # then the plan changed
+        assert len(spy.results) == _local.backend.POSTFILTER_TRIES  # then the plan changed
         assert not any(spy.results)
     finally:
         col.update(
@@ -390,7 +391,7 @@ def test_the_mirror_is_kept_from_the_writes_and_built_from_sqlite_after_a_reopen
     plan, for the mirror; not for queries the graph answers."""
     ids, vecs, mds = _data()
     reads: list[str] = []  # one entry per load of a collection's vectors from SQLite
-    real = _local.LocalBackend._loader
+    real = IndexKeeper.loader
 
     def counted(backend: Any, col: Any, rows: int = 4096) -> Any:
         load = real(backend, col, rows)
@@ -401,7 +402,7 @@ def test_the_mirror_is_kept_from_the_writes_and_built_from_sqlite_after_a_reopen
 
         return counting
 
-    monkeypatch.setattr(_local.LocalBackend, "_loader", counted)
+    monkeypatch.setattr(IndexKeeper, "loader", counted)
     scans: list[int] = []  # every read of vectors out of SQLite, for the index or mirror
     chunks = Store.vector_chunks
 
@@ -424,7 +425,7 @@ def test_the_mirror_is_kept_from_the_writes_and_built_from_sqlite_after_a_reopen
         col = client.get_collection("kept")
         # The first query scans SQLite's vectors; the graph loads behind it.
         assert col.query(query_embeddings=q, n_results=3)["ids"] == [nearest]
-        col._backend._wait_loads()
+        col._backend.keeper.wait_jobs()
         assert reads == ["graph"]
         assert len(scans) == 2
         assert col.query(query_embeddings=q, n_results=3)["ids"][0]  # the graph alone
@@ -527,7 +528,7 @@ def test_a_graph_worn_by_deletes_and_updates_is_rebuilt_at_the_line() -> None:
     with tintdb.EphemeralClient() as client:
         col = client.create_collection("worn", embedding_function=None)
         col.add(ids=ids, embeddings=vecs)
-        first = col._backend._indexes[str(col.id)]
+        first = col._backend.keeper.indexes[str(col.id)]
         live = list(ids)
         churn = 0
         for step in range(200):
@@ -543,11 +544,11 @@ def test_a_graph_worn_by_deletes_and_updates_is_rebuilt_at_the_line() -> None:
             churn += 10
             if churn > max(_index.WORN_MIN, len(live) // _index.WORN_SHARE):
                 break
-            index = col._backend._indexes[str(col.id)]
-            assert not col._backend._rebuilding, f"rebuilt early, at {churn}"
+            index = col._backend.keeper.indexes[str(col.id)]
+            assert not col._backend.keeper.rebuilding, f"rebuilt early, at {churn}"
             assert index is first and index.churn == churn, f"rebuilt early, at {churn}"
-        col._backend._wait_loads()
-        index = col._backend._indexes[str(col.id)]
+        col._backend.keeper.wait_jobs()
+        index = col._backend.keeper.indexes[str(col.id)]
         assert index is not first, "not rebuilt past the line"
         assert index.churn == 0 and index.free_slots == 0 and len(index) == len(live)
         held = np.asarray(index._full_vectors(index.universe()), dtype=np.float32)
@@ -684,7 +685,7 @@ class _Watch:
         counted(VectorIndex, "ensure_mirror", lambda ix, loader: ix._mirror is None)
         # Whole-index work: snapshots, rebuilds, filter complements.
         counted(VectorIndex, "save", None)
-        counted(_local.LocalBackend, "_rebuild", None)
+        counted(IndexKeeper, "rebuild", None)
         counted(Store, "reclaim_space", None)
         # The complement of a set of seqs: a pass over the live seqs.
         real_complement = _storage.complement
@@ -894,7 +895,7 @@ def test_no_public_call_walks_a_whole_collection(
     with tintdb.PersistentClient(path=str(path)) as client:
         col = client.get_collection("plans", embedding_function=None)
         watch.run("first query after opening", lambda: col.query(query_embeddings=vecs[:1]))
-        watch.run("index load behind the first query", col._backend._wait_loads)
+        watch.run("index load behind the first query", col._backend.keeper.wait_jobs)
         watch.run("count()", col.count)
         watch.run(
             "first exact search after the index loads",

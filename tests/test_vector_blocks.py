@@ -193,9 +193,9 @@ def _reopen_answers(path: Path, q: np.ndarray) -> tuple[Any, Any]:
     with tintdb.PersistentClient(path=str(path)) as client:
         col = client.get_collection("links")
         col.query(query_embeddings=q[:1], n_results=10)  # a scan; the graph loads behind it
-        col._backend._wait_loads()
+        col._backend.keeper.wait_jobs()
         got = col.query(query_embeddings=q, n_results=10)
-        index = col._backend._indexes[str(col.id)]
+        index = col._backend.keeper.indexes[str(col.id)]
         held = np.asarray(index._full_vectors(index.universe()), dtype=np.float32)
         return got, held
 

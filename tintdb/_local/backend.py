@@ -11,33 +11,30 @@ from __future__ import annotations
 import atexit
 import contextlib
 import logging
-import os
-import threading
 import time
 import weakref
 from collections import OrderedDict
-from collections.abc import Generator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import orjson
 
-from . import __version__, _planning, _schema
-from ._filters import uses_regex
-from ._index import VectorIndex, scan_knn
-from ._planning import FILTERED_EF_FACTOR, postfilter_beam, postfilter_fetch
-from ._results import columns_for, get_result, query_result
-from ._storage import OP_DELETE, OP_SET, CollectionRow, Store
-from .config import Settings
-from .errors import (
+from .. import __version__, _planning, _schema
+from .._filters import uses_regex
+from .._index import VectorIndex, scan_knn
+from .._planning import FILTERED_EF_FACTOR, postfilter_beam, postfilter_fetch
+from .._results import columns_for, get_result, query_result
+from .._storage import OP_DELETE, OP_SET, CollectionRow, Store
+from ..config import Settings
+from ..errors import (
     IDAlreadyExistsError,
     InvalidArgumentError,
     InvalidDimensionException,
     NotFoundError,
-    TintError,
 )
-from .types import CollectionModel, GetResult, Metadata, QueryResult, Where, WhereDocument
+from ..types import CollectionModel, GetResult, Metadata, QueryResult, Where, WhereDocument
+from .indexes import EarlyIndexing, IndexKeeper
 
 __all__ = ["EXACT_LIMIT", "LocalBackend", "postfilter_fetch"]
 
@@ -53,20 +50,6 @@ FILTER_CACHE_SIZE = 32
 # Larger ones wait for the index: scanning costs grow with queries times records.
 COLD_SCAN_QUERIES = 8
 COLD_SCAN_RESULTS = 1024
-# close() snapshots an index only if more than 1/CLOSE_REPLAY_SHARE of its records
-# changed since its last snapshot; fewer are replayed from the log by the next open, on
-# the load behind its first query. Measured at 100k x 384: a snapshot costs 280-600 ms
-# (3-6 us a record), replaying 500 updates and 500 deletes 300 ms (0.3 ms a change).
-CLOSE_REPLAY_SHARE = 50
-# A worn graph rebuilt behind the writes is filled this many records at a time, so that
-# closing the store never waits long for it. One of at most REBUILD_NOW_BELOW live
-# records is rebuilt inside the write (a few tens of ms).
-REBUILD_STEP = 8192
-REBUILD_NOW_BELOW = 2048
-
-
-# Adds of at least this many records index their vectors while SQLite writes them.
-EARLY_INDEX_MIN = 256
 # A filter whose post-filtered queries came up short this many times, more often than not,
 # goes straight to the fallback plan for the rest of this version of the collection. Each
 # short try costs a wide HNSW search on top of the fallback (about 8 ms at 100k records).
@@ -128,14 +111,7 @@ class LocalBackend:
         self.settings = settings or Settings()
         self.path = None if path is None else Path(path)
         self.store = Store(self.path)
-        self._indexes: dict[str, VectorIndex] = {}
-        # Indexes being loaded on a thread of their own (see _scan_query), and worn
-        # graphs being rebuilt (see _compact), each thread with the lsn it started at
-        # (a rebuild's holds back log pruning; see _snapshot).
-        self._loading: dict[str, tuple[threading.Thread, int]] = {}
-        self._rebuilding: dict[str, tuple[threading.Thread, int]] = {}
-        self._loading_lock = threading.Lock()
-        self._closing = False
+        self.keeper = IndexKeeper(self.store, self.path)
         self._filter_cache: OrderedDict[tuple[str, int, bytes], _Matches] = OrderedDict()
         # Per collection (coll), the (metadata key, value type) pairs known to be stored
         # in collection_keys; loaded on a collection's first write here.
@@ -157,25 +133,15 @@ class LocalBackend:
 
     def close(self) -> None:
         """Snapshot the indexes whose log replay would cost more than the snapshot
-        (see CLOSE_REPLAY_SHARE), then release the files."""
+        (see IndexKeeper.close), then release the files."""
         if self._closed:
             return
-        with self._loading_lock:
-            self._closing = True  # no more loads behind queries
-        self._wait_loads()
+        self.keeper.stop()  # no more loads or rebuilds behind the calls
         with self.store.lock:
             self._filter_cache.clear()
             self._sampled.clear()
-            checkpoint = self.store.start_checkpoint() if self._indexes else None
-            for cid in list(self._indexes):
-                # The mirror goes first: writing the snapshot copies hnswlib's state, and
-                # the two together would set the process's peak memory.
-                self._indexes[cid].drop_mirror()
-                try:
-                    self._snapshot(cid, closing=True)
-                except (TintError, OSError):  # the collection is gone, or the disk refused
-                    log.warning("could not snapshot the index of collection %s", cid)
-                del self._indexes[cid]  # one index in memory at a time while closing
+            checkpoint = self.store.start_checkpoint() if self.keeper.indexes else None
+            self.keeper.close()
             if checkpoint is not None:
                 checkpoint.join()
             self.store.close()
@@ -183,31 +149,19 @@ class LocalBackend:
         if self.path is not None:
             atexit.unregister(self._atexit)
 
-    def _wait_loads(self) -> None:
-        """Return once every index load and rebuild running behind the calls is done
-        (in memory, given up or failed)."""
-        with self._loading_lock:
-            running = [t for t, _ in [*self._loading.values(), *self._rebuilding.values()]]
-        for thread in running:
-            thread.join()
-
     def reset(self) -> bool:
         with self.store.lock:
             self.store.reset()
-            self._indexes.clear()
+            self.keeper.clear()
             self._value_types.clear()
-            if self.path is not None:
-                VectorIndex.discard(self.path / "index")
         return True
 
     def vacuum(self) -> None:
         """Rewrite the database file compactly and re-snapshot every index."""
-        self._wait_loads()  # an index loading behind a query is snapshotted too
+        self.keeper.wait_jobs()  # an index loading behind a query is snapshotted too
         with self.store.lock:
             self.store.reclaim_space(full=True)
-            for cid in list(self._indexes):
-                self._compact(self.store.collection_by_id(cid), wait=True)
-                self._snapshot(cid, force=True)
+            self.keeper.vacuum()
 
     # ------------------------------------------------------------ tenants and databases
 
@@ -231,7 +185,7 @@ class LocalBackend:
     def delete_database(self, name: str, tenant: str) -> None:
         with self.store.lock:
             for cid in self.store.delete_database(name, tenant):
-                self._drop_index(cid)
+                self.keeper.drop(cid)
 
     # ------------------------------------------------------------ collections
 
@@ -297,268 +251,15 @@ class LocalBackend:
                     current = _stored_configuration(self.store.collection_by_id(collection_id))
                     config = _schema.apply_update(current, new_configuration)
                 col = self.store.modify_collection(collection_id, new_name, new_metadata, config)
-            index = self._indexes.get(collection_id)
-            if index is not None and config is not None:
-                index.set_params(col.configuration["hnsw"])
+            if config is not None:
+                self.keeper.set_params(collection_id, col.configuration["hnsw"])
         return self._shown(col)
 
     def delete_collection(self, name: str, tenant: str, database: str) -> None:
         with self.store.lock:
             col = self.store.delete_collection(name, tenant, database)
-            self._drop_index(col.id)
+            self.keeper.drop(col.id)
             self._value_types.pop(col.coll, None)
-
-    def _drop_index(self, collection_id: str) -> None:
-        self._indexes.pop(collection_id, None)
-        if self.path is not None:
-            VectorIndex.discard(self._index_dir(collection_id))
-
-    # ------------------------------------------------------------ the index, kept in step
-
-    def _index_dir(self, collection_id: str) -> Path:
-        assert self.path is not None
-        return self.path / "index" / collection_id
-
-    def _loader(self, col: CollectionRow, rows: int = 4096) -> Any:
-        dim = col.dimension
-        assert dim is not None
-
-        def load() -> Generator[tuple[np.ndarray, np.ndarray], None, None]:
-            with self.store.read():
-                yield from self.store.vector_chunks(col.coll, dim, rows=rows)
-
-        return load
-
-    def _exact(
-        self, col: CollectionRow, index: VectorIndex, q: np.ndarray, k: int, cand: np.ndarray
-    ) -> tuple[list[np.ndarray], list[np.ndarray]]:
-        """Exact search over ``cand``, building the mirror on first use."""
-        # Locks are always taken store first, then index (as writes do): build the
-        # mirror under the store lock so its loader never waits on it from inside.
-        with self.store.lock:
-            index.ensure_mirror(self._loader(col))
-        return index.exact(q, k, cand)
-
-    def _sync(self, col: CollectionRow) -> VectorIndex | None:
-        """The collection's index, caught up with every committed change (None if empty)."""
-        # One read transaction: the log floor and the ops replayed come from one snapshot,
-        # so another process pruning the log in between cannot hide changes.
-        with self.store.lock, self.store.read():
-            state = self.store.lsn_state(col.id)
-            if state is None:
-                self._drop_index(col.id)
-                raise NotFoundError(f"Collection [{col.id}] does not exist.")
-            last_lsn, floor = state
-            index = self._indexes.get(col.id)
-            if index is not None and index.lsn == last_lsn:
-                return index
-            col = self.store.collection_by_id(col.id)
-            if col.dimension is None:
-                return None
-            hnsw = col.configuration["hnsw"]
-            if index is None or index.lsn < floor:
-                index = None
-                if self.path is not None:
-                    # One vector block at a time: no joined copies while loading.
-                    index = VectorIndex.load(
-                        self._index_dir(col.id),
-                        col.space,
-                        col.dimension,
-                        hnsw,
-                        self._loader(col, rows=0),
-                    )
-                if index is None or index.lsn < floor or index.lsn > last_lsn:
-                    index = self._rebuild(col)
-                    assert index is not None
-            self._catch_up(col, index)
-            self._indexes[col.id] = index
-            return index
-
-    def _rebuild(self, col: CollectionRow, *, behind: bool = False) -> VectorIndex | None:
-        """A fresh index of the collection as SQLite holds it, stamped with the lsn read.
-
-        ``behind``: built on a thread of its own while writes go on. SQLite is read on a
-        connection of its own (the store lock stays free), insertion leaves one core to
-        the caller's work, and it gives up (None) when the backend starts closing.
-        """
-        assert col.dimension is not None
-        index = VectorIndex(col.space, col.dimension, col.configuration["hnsw"])
-        own = behind and self.path is not None
-        source = self.store.reader() if own else contextlib.nullcontext(self.store)
-        with source as store, store.read():
-            lsn = store.lsn_state(col.id)
-            seqs, vecs = store.vectors(col.coll, None, col.dimension)
-        step, threads = max(len(seqs), 1), None  # inside a call: at once, num_threads as set
-        if behind:
-            configured = int(col.configuration["hnsw"].get("num_threads") or 0)
-            step, threads = REBUILD_STEP, configured or max(1, (os.cpu_count() or 2) - 1)
-        index.reserve(len(seqs))
-        for start in range(0, len(seqs), step):
-            if behind and self._closing:
-                return None
-            index.upsert(seqs[start : start + step], vecs[start : start + step], threads=threads)
-        index.lsn = lsn[0] if lsn else 0
-        index.unsaved = len(seqs) or 1
-        index.rebuilt = True
-        return index
-
-    def _catch_up(self, col: CollectionRow, index: VectorIndex) -> None:
-        assert col.dimension is not None
-        with self.store.read():
-            ops = self.store.ops_since(col.coll, index.lsn)
-            if not ops:
-                return
-            final: dict[int, int] = {}
-            for _, kind, seqs in ops:
-                for s in seqs.tolist():
-                    final[s] = kind
-            to_set = np.array([s for s, k in final.items() if k == OP_SET], dtype=np.int64)
-            found, vecs = self.store.vectors(col.coll, to_set, col.dimension)
-        gone = np.array(sorted(set(final) - set(found.tolist())), dtype=np.int64)
-        index.remove(gone)
-        index.upsert(found, vecs)
-        index.lsn = ops[-1][0]
-
-    def _after_write(
-        self,
-        col: CollectionRow,
-        prev_lsn: int,
-        lsn: int | None,
-        set_seqs: np.ndarray | None,
-        vectors: np.ndarray | None,
-        deleted: np.ndarray | None,
-    ) -> None:
-        """Apply a committed change to the in-memory index, if it was current before it."""
-        if lsn is None:
-            return
-        index = self._indexes.get(col.id)
-        if index is None or index.lsn != prev_lsn:
-            # Not current (first write, or another process wrote in between): load or
-            # build it and replay the log, so the index never falls behind the data.
-            try:
-                self._sync(col)
-            except Exception:
-                log.exception("index catch-up failed; it will be rebuilt from the log")
-                self._indexes.pop(col.id, None)
-                return
-            self._compact(col)
-            self._snapshot(col.id)
-            return
-        try:
-            if deleted is not None:
-                index.remove(deleted)
-            if set_seqs is not None and vectors is not None:
-                index.upsert(set_seqs, vectors)
-            index.lsn = lsn
-        except Exception:  # the write is durable; a fresh index will be built from the log
-            log.exception("index update failed; it will be rebuilt from the log")
-            self._indexes.pop(col.id, None)
-            return
-        self._compact(col)
-        self._snapshot(col.id)
-
-    def _index_early(
-        self, col: CollectionRow, prev_lsn: int, vectors: np.ndarray
-    ) -> _EarlyIndexing | None:
-        """Start inserting a large add's vectors into the index while SQLite writes them.
-
-        hnswlib releases the GIL, so the graph insertion (most of an add's cost) overlaps
-        the SQLite work instead of following it. The seqs are known before the insert:
-        the write lock is held and seqs only grow. If the transaction then fails, the
-        index is dropped and rebuilt from the log (it is derived data).
-        """
-        index = self._indexes.get(col.id)
-        if index is None or index.lsn != prev_lsn or len(vectors) < EARLY_INDEX_MIN:
-            return None
-        first = self.store.next_seq()
-        return _EarlyIndexing(index, np.arange(first, first + len(vectors)), vectors)
-
-    def _compact(self, col: CollectionRow, *, wait: bool = False) -> None:
-        """Replace a graph worn by deletes (tombstones) and in-place updates (see worn())
-        with a fresh one, built behind the writes unless ``wait``.
-
-        A rebuild takes about as long as adding every record again (tens of seconds at
-        100k); made inside the write that crossed the line, it stalled that write and
-        every call behind it. Behind them, the worn graph keeps answering and taking
-        writes meanwhile, the fresh one replays the log from where it read SQLite, and
-        replaces it. The log is kept from there until then (see _snapshot). A graph of
-        few live records (a collection emptied by deletes, say) is rebuilt at once.
-        """
-        index = self._indexes.get(col.id)
-        if index is None or not index.worn():
-            return
-        if wait or len(index) <= REBUILD_NOW_BELOW:
-            fresh = self._rebuild(col)
-            assert fresh is not None
-            self._indexes[col.id] = fresh
-            return
-        self._behind(self._rebuilding, col.id, lambda: self._rebuild_behind(col, index), index.lsn)
-
-    def _behind(
-        self, jobs: dict[str, tuple[threading.Thread, int]], cid: str, work: Any, lsn: int = 0
-    ) -> None:
-        """Run ``work`` for collection ``cid`` on a thread of its own, listed in ``jobs``
-        (with ``lsn``) while it runs; not if one is listed already or the backend closes.
-        close() and vacuum() wait for them (_wait_loads)."""
-
-        def run() -> None:
-            try:
-                work()
-            finally:
-                with self._loading_lock:
-                    jobs.pop(cid, None)
-
-        with self._loading_lock:
-            if cid in jobs or self._closing:
-                return
-            thread = threading.Thread(target=run, name="tintdb-behind", daemon=True)
-            jobs[cid] = (thread, lsn)
-            thread.start()
-
-    def _rebuild_behind(self, col: CollectionRow, worn: VectorIndex) -> None:
-        try:
-            fresh = self._rebuild(col, behind=True)
-            if fresh is None:
-                return
-            with self.store.lock:
-                state = self.store.lsn_state(col.id)
-                if self._indexes.get(col.id) is not worn or state is None:
-                    return  # dropped, replaced or reloaded meanwhile: nothing to replace
-                if fresh.lsn < state[1]:
-                    # Another process pruned the log past the read: the changes since
-                    # cannot be replayed. The next write past the line tries again.
-                    return
-                self._catch_up(col, fresh)
-                self._indexes[col.id] = fresh
-                self._snapshot(col.id)
-        except Exception:  # the worn graph is still correct; the next write tries again
-            log.exception("background rebuild of collection %s failed", col.id)
-
-    def _snapshot(self, collection_id: str, *, force: bool = False, closing: bool = False) -> None:
-        """Persist the index when enough has changed: half its records while writes go
-        on, a 1/CLOSE_REPLAY_SHARE when closing; whenever it differs, with ``force``."""
-        index = self._indexes.get(collection_id)
-        if self.path is None or index is None:
-            return
-        if index.unsaved == 0:
-            return
-        col = self.store.collection_by_id(collection_id)
-        if force:
-            threshold = 1
-        elif closing:
-            threshold = max(1, len(index) // CLOSE_REPLAY_SHARE)
-        else:
-            threshold = max(
-                int(col.configuration["hnsw"].get("sync_threshold") or 1000), len(index) // 2
-            )
-        if index.unsaved < threshold:
-            return
-        index.save(self._index_dir(collection_id))
-        upto = index.lsn
-        rebuilding = self._rebuilding.get(collection_id)
-        if rebuilding is not None:  # a fresh graph will replay the log from its read
-            upto = min(upto, rebuilding[1])
-        self.store.prune_log(col, upto)
 
     # ------------------------------------------------------------ records: writes
 
@@ -588,7 +289,7 @@ class LocalBackend:
         uris: list[str | None] | None,
     ) -> None:
         with self.store.lock:
-            early: _EarlyIndexing | None = None
+            early: EarlyIndexing | None = None
             try:
                 with self.store.write():
                     if not ids:
@@ -602,22 +303,22 @@ class LocalBackend:
                             f"{shown}. Nothing was added; use upsert() to overwrite."
                         )
                     mds = None if metadatas is None else [_strip_none(m) for m in metadatas]
-                    early = self._index_early(col, prev, embeddings)
+                    early = self.keeper.index_early(col, prev, embeddings)
                     seqs = self.store.insert(col.coll, ids, embeddings, mds, documents, uris)
                     lsn = self.store.log(col, OP_SET, seqs)
                     seen = self._note_value_types(col, mds)
             except BaseException:
                 if early is not None:  # the index holds vectors the store refused: drop it
                     early.join()
-                    self._indexes.pop(col.id, None)
+                    self.keeper.forget(col.id)
                 raise
             self._value_types[col.coll] |= seen
             if early is None:
-                self._after_write(col, prev, lsn, seqs, embeddings, None)
+                self.keeper.after_write(col, prev, lsn, seqs, embeddings, None)
             elif early.finish(seqs):  # the vectors are in: only the lsn and upkeep are left
-                self._after_write(col, prev, lsn, None, None, None)
+                self.keeper.after_write(col, prev, lsn, None, None, None)
             else:  # the next call replays the log into a fresh index
-                self._indexes.pop(col.id, None)
+                self.keeper.forget(col.id)
 
     def _open_vector_write(
         self, collection_id: str, ids: list[str], embeddings: np.ndarray
@@ -626,12 +327,7 @@ class LocalBackend:
         ``ids`` exist; the first vectors written fix the collection's dimension."""
         col = self.store.collection_by_id(collection_id)
         self.store.set_dimension(col, embeddings.shape[1])
-        if col.last_lsn == 0 and col.id not in self._indexes:
-            # The collection's first change: start its (empty) index now, so these vectors
-            # are indexed from the arrays in hand (during the write, for a large add)
-            # rather than read back out of SQLite after it.
-            hnsw = col.configuration["hnsw"]
-            self._indexes[col.id] = VectorIndex(col.space, embeddings.shape[1], hnsw)
+        self.keeper.start_empty(col, embeddings.shape[1])
         return col, col.last_lsn, self.store.existing(col.coll, ids)
 
     def _apply_update(
@@ -706,9 +402,9 @@ class LocalBackend:
                 )
             self._value_types[col.coll] |= seen
             if embeddings is not None:
-                self._after_write(col, prev, lsn, seqs, embeddings[rows], None)
-            elif (index := self._indexes.get(col.id)) is not None and index.lsn == prev:
-                index.lsn = lsn  # nothing to replay; an index behind replays the log later
+                self.keeper.after_write(col, prev, lsn, seqs, embeddings[rows], None)
+            else:
+                self.keeper.touched(col, prev, lsn)
 
     def upsert(
         self,
@@ -752,7 +448,7 @@ class LocalBackend:
                 lsn = self.store.log(col, OP_SET, seqs)
                 seen = self._note_value_types(col, metadatas)
             self._value_types[col.coll] |= seen
-            self._after_write(col, prev, lsn, seqs, vectors, None)
+            self.keeper.after_write(col, prev, lsn, seqs, vectors, None)
 
     def delete(
         self,
@@ -775,7 +471,7 @@ class LocalBackend:
                     return 0
                 self.store.delete_rows(col.coll, seqs)
                 lsn = self.store.log(col, OP_DELETE, seqs)
-            self._after_write(col, prev, lsn, None, None, seqs)
+            self.keeper.after_write(col, prev, lsn, None, None, seqs)
             if len(seqs) > 1000 and len(seqs) * 3 > self.store.count(col.coll):
                 self.store.reclaim_space()
             return len(seqs)
@@ -801,7 +497,7 @@ class LocalBackend:
         filtered = bool(where or where_document)
         paged = ids is None and (limit is not None or bool(offset))
         # Without an index in memory, SQLite answers alone: no load for a get.
-        index = self._sync(col) if (filtered or paged) and col.id in self._indexes else None
+        index = self.keeper.current(col) if (filtered or paged) and col.id in self.keeper else None
         rows = None
         if index is not None:
             # The same (cached) candidate set a filtered query uses, or for a page of
@@ -887,7 +583,7 @@ class LocalBackend:
                 _check_query_dimension(col, query_embeddings)
                 if col.dimension is not None:
                     result = self._scan_query(store, col, *rest)
-                    self._load_behind(col)
+                    self.keeper.load_behind(col)
                     return result
         col = self.store.collection_by_id(collection_id)
         _check_query_dimension(col, query_embeddings)
@@ -918,7 +614,7 @@ class LocalBackend:
         """One search and the read of its records; None if ``whole`` and one of them was
         gone by the time it was read."""
         nq = len(query_embeddings)
-        index = self._sync(col)
+        index = self.keeper.current(col)
         labels: list[np.ndarray]
         dists: list[np.ndarray]
         if ids is not None:
@@ -933,7 +629,7 @@ class LocalBackend:
                 else index.knn(query_embeddings, n_results)
             )
             if found is None:
-                labels, dists = self._exact(
+                labels, dists = self.keeper.exact(
                     col, index, query_embeddings, n_results, index.universe()
                 )
             else:
@@ -949,10 +645,10 @@ class LocalBackend:
         on disk whose index is not in memory (not loaded yet, or loading)."""
         return (
             self.path is not None
-            and not self._closing
+            and not self.keeper.closing
             and nq <= COLD_SCAN_QUERIES
             and n_results <= COLD_SCAN_RESULTS
-            and collection_id not in self._indexes
+            and collection_id not in self.keeper
         )
 
     def _scan_query(
@@ -991,17 +687,6 @@ class LocalBackend:
         result = self._query_result(labels, dists, include, col, whole=False, store=store)
         assert result is not None
         return result
-
-    def _load_behind(self, col: CollectionRow) -> None:
-        """Load (or build) the collection's index on a thread of its own."""
-
-        def load() -> None:
-            try:
-                self._sync(col)
-            except Exception:  # the next call that needs the index loads it, or says why
-                log.debug("background index load failed", exc_info=True)
-
-        self._behind(self._loading, col.id, load)
 
     def _filtered(
         self,
@@ -1112,13 +797,13 @@ class LocalBackend:
         """Exact search over the matches, or HNSW with a filter callback when they are many."""
         cand = matches.seqs
         if len(cand) <= max(EXACT_LIMIT, k):
-            return self._exact(col, index, q, k, cand)
+            return self.keeper.exact(col, index, q, k, cand)
         if matches.allowed is None:
             matches.allowed = set(cand.tolist())
         ef = int(col.configuration["hnsw"]["ef_search"]) * FILTERED_EF_FACTOR
         found = index.knn(q, k, matches.allowed, ef=ef)
         if found is None:
-            return self._exact(col, index, q, k, cand)
+            return self.keeper.exact(col, index, q, k, cand)
         return list(found[0]), list(found[1])
 
     def _check_ids_exist(
@@ -1204,32 +889,3 @@ class _Matches:
         """Whether post-filtering keeps coming up short for this filter (its matches lie
         away from where queries look), so trying it first only costs time."""
         return self.tries >= POSTFILTER_TRIES and self.misses * 2 > self.tries
-
-
-class _EarlyIndexing:
-    """An index insertion running on a worker thread (see LocalBackend._index_early)."""
-
-    def __init__(self, index: VectorIndex, seqs: np.ndarray, vectors: np.ndarray) -> None:
-        self.index, self.seqs = index, seqs
-        self.error: BaseException | None = None
-        self._thread = threading.Thread(
-            target=self._run, args=(index, seqs, vectors), name="tintdb-index", daemon=True
-        )
-        self._thread.start()
-
-    def _run(self, index: VectorIndex, seqs: np.ndarray, vectors: np.ndarray) -> None:
-        try:
-            index.upsert(seqs, vectors)
-        except BaseException as e:  # reported by finish(); the caller drops the index
-            self.error = e
-
-    def join(self) -> None:
-        self._thread.join()
-
-    def finish(self, stored: np.ndarray) -> bool:
-        """Wait; True if the index now holds exactly the records the store wrote."""
-        self.join()
-        if self.error is not None:
-            log.error("index update failed; it will be rebuilt from the log", exc_info=self.error)
-            return False
-        return bool(np.array_equal(self.seqs, stored))
