@@ -271,7 +271,7 @@ def test_a_filter_that_keeps_coming_up_short_stops_trying_post_filtering(
             q[1:] = rng.normal(size=DIM - 1)
             got = col.query(query_embeddings=q[None], n_results=10, where={"side": 1})
             assert got["ids"][0] == [ids[i] for i in _truth(vecs, mask, q, 10)], n
-        assert len(spy.results) == _local.backend.POSTFILTER_TRIES  # then the plan changed
+        assert len(spy.results) == _local.planner.POSTFILTER_TRIES  # then the plan changed
         assert not any(spy.results)
     finally:
         col.update(
@@ -601,7 +601,7 @@ FULL_PASSES = {
     "a page walked in order": (
         "get(where, limit) of a filter that matched at least a twentieth of an even sample "
         "of the records: it walks them in order, testing each, until the page is full "
-        "(about (offset + limit) / share records, at most _local.WALK_MAX by the sample)"
+        "(about (offset + limit) / share records, at most _local.planner.WALK_MAX by the sample)"
     ),
     "vacuum()": "rewrites the whole file",
     "close()": (

@@ -1,9 +1,9 @@
 """``LocalBackend``: the Backend that runs in this process, on SQLite plus a vector index.
 
 It keeps one rule: SQLite is the truth and every index is caught up with the change
-log before it answers (``_sync``). Writes commit to SQLite first and only then touch
-the in-memory index, so a crash between the two loses nothing: the next ``_sync``
-(in this process, another one, or after a restart) replays the log.
+log before it answers (``IndexKeeper.current``). Writes commit to SQLite first and only
+then touch the in-memory index, so a crash between the two loses nothing: the next
+``current`` (in this process, another one, or after a restart) replays the log.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ import contextlib
 import logging
 import time
 import weakref
-from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -35,41 +34,17 @@ from ..errors import (
 )
 from ..types import CollectionModel, GetResult, Metadata, QueryResult, Where, WhereDocument
 from .indexes import EarlyIndexing, IndexKeeper
+from .planner import EXACT_LIMIT, FilterMemory, Matches, dense, exact_among, filter_key, walks
 
 __all__ = ["EXACT_LIMIT", "LocalBackend", "postfilter_fetch"]
 
 log = logging.getLogger("tintdb")
 
-# A filtered query with at most this many matching records is answered by exact search
-# over just those vectors (cheap, and recall is 1.0); above it, by HNSW with a filter.
-EXACT_LIMIT = 20_000
-# Filter results kept per (collection, version, filter): repeated filters skip SQL.
-FILTER_CACHE_SIZE = 32
 # A query of at most this many embeddings and results, on a collection whose index is
 # not in memory, scans SQLite's vectors exactly while the index loads (_scan_query).
 # Larger ones wait for the index: scanning costs grow with queries times records.
 COLD_SCAN_QUERIES = 8
 COLD_SCAN_RESULTS = 1024
-# A filter whose post-filtered queries came up short this many times, more often than not,
-# goes straight to the fallback plan for the rest of this version of the collection. Each
-# short try costs a wide HNSW search on top of the fallback (about 8 ms at 100k records).
-POSTFILTER_TRIES = 2
-
-
-# A filter not seen on this version of a collection is first tried on an even sample of
-# this many of its records (when it has at least SAMPLE_ABOVE): where at least
-# DENSE_SHARE of them match, a query post-filters its neighbours, tested record by
-# record, and a get(where, limit) walks the records in order until its page is full
-# (if that takes at most WALK_MAX records), instead of listing every match (at 100k
-# records, 5-30 ms for a filter matching 10-50% of them).
-# A filter that comes again on the same version is listed (and cached) instead, the
-# list then answering its later queries without SQL, unless its sample put it above
-# LIST_MAX matches (listing 500,000 matches of 1M records took 300 ms).
-SAMPLE_SIZE = 128
-LIST_MAX = 50_000
-SAMPLE_ABOVE = 4096
-DENSE_SHARE = 0.05
-WALK_MAX = 4096
 
 
 def _check_query_dimension(col: CollectionRow, query_embeddings: np.ndarray) -> None:
@@ -112,11 +87,10 @@ class LocalBackend:
         self.path = None if path is None else Path(path)
         self.store = Store(self.path)
         self.keeper = IndexKeeper(self.store, self.path)
-        self._filter_cache: OrderedDict[tuple[str, int, bytes], _Matches] = OrderedDict()
+        self._filters = FilterMemory()
         # Per collection (coll), the (metadata key, value type) pairs known to be stored
         # in collection_keys; loaded on a collection's first write here.
         self._value_types: dict[int, set[tuple[str, str]]] = {}
-        self._sampled: OrderedDict[tuple[str, int, bytes], float] = OrderedDict()
         self._closed = False
         if self.path is not None:
             ref = weakref.ref(self)
@@ -138,8 +112,7 @@ class LocalBackend:
             return
         self.keeper.stop()  # no more loads or rebuilds behind the calls
         with self.store.lock:
-            self._filter_cache.clear()
-            self._sampled.clear()
+            self._filters.clear()
             checkpoint = self.store.start_checkpoint() if self.keeper.indexes else None
             self.keeper.close()
             if checkpoint is not None:
@@ -505,7 +478,7 @@ class LocalBackend:
             share = None
             if filtered and limit is not None:
                 share = self._sampled_share(col, index, ids, where, where_document)
-            if share is not None and share > 0 and ((offset or 0) + limit) / share <= WALK_MAX:
+            if walks(share, offset, limit):
                 # Many match: the page is a short walk in order (no list of every match).
                 with self._scanning(where_document) as store, store.read():
                     return get_result(
@@ -700,7 +673,7 @@ class LocalBackend:
     ) -> tuple[list[np.ndarray], list[np.ndarray]]:
         ef_search = int(col.configuration["hnsw"]["ef_search"])
         share = self._sampled_share(col, index, ids, where, where_document)
-        if share is not None and share >= DENSE_SHARE:
+        if share is not None and dense(share):
             fetch = postfilter_fetch(round(share * len(index)), len(index), k, ef_search)
             if fetch is not None:
                 found = index.knn_postfilter(
@@ -766,24 +739,15 @@ class LocalBackend:
         where: Where | None,
         where_document: WhereDocument | None,
     ) -> float | None:
-        """The share of an even sample of the collection that a filter not yet in the
-        cache matches; None where listing its matches is cheap anyway (ids, a small
-        collection, a cached filter) or pays for itself (a filter seen before)."""
-        if ids is not None or len(index) < SAMPLE_ABOVE:
+        """See FilterMemory.sampled_share; None for a list of ids (cheap to list)."""
+        if ids is not None:
             return None
-        key = self._filter_key(col, index, ids, where, where_document)
-        if key in self._filter_cache:
-            return None
-        seen = self._sampled.get(key)
-        if seen is not None:  # seen before: list its matches, once, and keep them
-            return seen if seen * len(index) > LIST_MAX else None
-        universe = index.universe()
-        sample = universe[:: max(1, len(universe) // SAMPLE_SIZE)][:SAMPLE_SIZE]
-        share = len(self._matching_among(sample, where, where_document)) / len(sample)
-        self._sampled[key] = share
-        while len(self._sampled) > 4 * FILTER_CACHE_SIZE:
-            self._sampled.popitem(last=False)
-        return share
+        return self._filters.sampled_share(
+            filter_key(col.id, index.lsn, ids, where, where_document),
+            index.universe,
+            len(index),
+            lambda seqs: self._matching_among(seqs, where, where_document),
+        )
 
     def _matching_among(
         self, seqs: np.ndarray, where: Where | None, where_document: WhereDocument | None
@@ -792,11 +756,11 @@ class LocalBackend:
             return store.matching_among(seqs, where, where_document)
 
     def _exact_or_callback(
-        self, col: CollectionRow, index: VectorIndex, q: np.ndarray, k: int, matches: _Matches
+        self, col: CollectionRow, index: VectorIndex, q: np.ndarray, k: int, matches: Matches
     ) -> tuple[list[np.ndarray], list[np.ndarray]]:
         """Exact search over the matches, or HNSW with a filter callback when they are many."""
         cand = matches.seqs
-        if len(cand) <= max(EXACT_LIMIT, k):
+        if exact_among(len(cand), k):
             return self.keeper.exact(col, index, q, k, cand)
         if matches.allowed is None:
             matches.allowed = set(cand.tolist())
@@ -819,16 +783,6 @@ class LocalBackend:
                 f"collection {col.name!r}: {shown}"
             )
 
-    @staticmethod
-    def _filter_key(
-        col: CollectionRow, index: VectorIndex, ids: Any, where: Any, where_document: Any
-    ) -> tuple[str, int, bytes]:
-        return (
-            col.id,
-            index.lsn,
-            orjson.dumps([ids, where, where_document], option=orjson.OPT_SORT_KEYS),
-        )
-
     def _candidates(
         self,
         col: CollectionRow,
@@ -836,22 +790,18 @@ class LocalBackend:
         ids: list[str] | None,
         where: Where | None,
         where_document: WhereDocument | None,
-    ) -> _Matches:
+    ) -> Matches:
         """Matching seqs, from the cache when this filter ran on this version before.
 
         The key includes the index's lsn, so any write, from any process, retires it.
         """
-        key = self._filter_key(col, index, ids, where, where_document)
-        cached = self._filter_cache.get(key)
+        key = filter_key(col.id, index.lsn, ids, where, where_document)
+        cached = self._filters.matches(key)
         if cached is not None:
-            self._filter_cache.move_to_end(key)
             return cached
         with self._scanning(where_document) as store, store.read():
             cand = store.candidate_seqs(col.coll, ids, where, where_document, index.universe())
-        entry = self._filter_cache[key] = _Matches(cand)
-        while len(self._filter_cache) > FILTER_CACHE_SIZE:
-            self._filter_cache.popitem(last=False)
-        return entry
+        return self._filters.remember(key, cand)
 
     def _query_result(
         self,
@@ -871,21 +821,3 @@ class LocalBackend:
         if whole and len(rows) < len(wanted):
             return None
         return query_result(labels, dists, rows, include, col.dimension)
-
-
-class _Matches:
-    """The records one filter matches on one version of a collection, and what queries
-    with that filter have learnt: the HNSW filter set and how often post-filtering came
-    up short."""
-
-    __slots__ = ("allowed", "misses", "seqs", "tries")
-
-    def __init__(self, seqs: np.ndarray) -> None:
-        self.seqs = seqs
-        self.allowed: set[int] | None = None
-        self.tries = self.misses = 0
-
-    def correlated(self) -> bool:
-        """Whether post-filtering keeps coming up short for this filter (its matches lie
-        away from where queries look), so trying it first only costs time."""
-        return self.tries >= POSTFILTER_TRIES and self.misses * 2 > self.tries
