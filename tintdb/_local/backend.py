@@ -13,6 +13,7 @@ import contextlib
 import logging
 import time
 import weakref
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -252,6 +253,70 @@ class LocalBackend:
             self.store.add_value_types(col.coll, sorted(new))
         return new
 
+    @contextlib.contextmanager
+    def _write(self, collection_id: str) -> Iterator[_Change]:
+        """The one path of every record mutation.
+
+        Under the store lock, in one ``BEGIN IMMEDIATE`` transaction: the collection is
+        read, the call changes its records and says what it changed (``_Change``), and
+        the change is logged (``ops``) with the metadata value types it brought. Once
+        committed, the index keeper applies it to the in-memory index. A failure
+        anywhere before the commit rolls everything back, and an index that took
+        vectors early (``EarlyIndexing``) is dropped, to be rebuilt from the log.
+        """
+        with self.store.lock:
+            change: _Change | None = None
+            try:
+                with self.store.write():
+                    change = _Change(self.store.collection_by_id(collection_id))
+                    yield change
+                    if change.kind is not None:
+                        col, seqs = change.col, change.seqs
+                        if change.kind == _TOUCH:
+                            change.lsn = self.store.touch(col)
+                        else:
+                            assert seqs is not None
+                            change.lsn = self.store.log(col, change.kind, seqs)
+                        if change.kind != OP_DELETE:
+                            change.seen = self._note_value_types(col, change.metadatas)
+            except BaseException:
+                if change is not None and change.early is not None:
+                    change.early.join()  # the index holds vectors the store refused
+                    self.keeper.forget(change.col.id)
+                raise
+            if change.lsn is not None:
+                self._committed(change)
+
+    def _committed(self, change: _Change) -> None:
+        """After the commit of ``change``, still under the store lock: remember the value
+        types it stored, bring the index up to it, and reclaim space after a bulk delete."""
+        col, lsn, seqs = change.col, change.lsn, change.seqs
+        assert lsn is not None
+        if change.seen:
+            self._value_types[col.coll] |= change.seen
+        if change.kind == _TOUCH:
+            self.keeper.touched(col, change.prev, lsn)
+        elif change.kind == OP_DELETE:
+            assert seqs is not None
+            self.keeper.after_write(col, change.prev, lsn, None, None, seqs)
+            if len(seqs) > 1000 and len(seqs) * 3 > self.store.count(col.coll):
+                self.store.reclaim_space()
+        elif change.early is None:
+            self.keeper.after_write(col, change.prev, lsn, seqs, change.vectors, None)
+        elif change.early.finish(seqs):  # the vectors are in: only the lsn and upkeep left
+            self.keeper.after_write(col, change.prev, lsn, None, None, None)
+        else:  # the next call replays the log into a fresh index
+            self.keeper.forget(col.id)
+
+    def _open_vector_write(
+        self, col: CollectionRow, ids: list[str], embeddings: np.ndarray
+    ) -> dict[str, tuple[int, bytes | None, str | None]]:
+        """In an open write: which of ``ids`` exist; the first vectors written fix the
+        collection's dimension (and start its index, see IndexKeeper.start_empty)."""
+        self.store.set_dimension(col, embeddings.shape[1])
+        self.keeper.start_empty(col, embeddings.shape[1])
+        return self.store.existing(col.coll, ids)
+
     def add(
         self,
         collection_id: str,
@@ -261,47 +326,21 @@ class LocalBackend:
         documents: list[str | None] | None,
         uris: list[str | None] | None,
     ) -> None:
-        with self.store.lock:
-            early: EarlyIndexing | None = None
-            try:
-                with self.store.write():
-                    if not ids:
-                        self.store.collection_by_id(collection_id)  # NotFoundError if gone
-                        return
-                    col, prev, taken = self._open_vector_write(collection_id, ids, embeddings)
-                    if taken:
-                        shown = ", ".join(sorted(taken)[:10]) + (" ..." if len(taken) > 10 else "")
-                        raise IDAlreadyExistsError(
-                            f"{len(taken)} of the ids already exist in collection {col.name!r}: "
-                            f"{shown}. Nothing was added; use upsert() to overwrite."
-                        )
-                    mds = None if metadatas is None else [_strip_none(m) for m in metadatas]
-                    early = self.keeper.index_early(col, prev, embeddings)
-                    seqs = self.store.insert(col.coll, ids, embeddings, mds, documents, uris)
-                    lsn = self.store.log(col, OP_SET, seqs)
-                    seen = self._note_value_types(col, mds)
-            except BaseException:
-                if early is not None:  # the index holds vectors the store refused: drop it
-                    early.join()
-                    self.keeper.forget(col.id)
-                raise
-            self._value_types[col.coll] |= seen
-            if early is None:
-                self.keeper.after_write(col, prev, lsn, seqs, embeddings, None)
-            elif early.finish(seqs):  # the vectors are in: only the lsn and upkeep are left
-                self.keeper.after_write(col, prev, lsn, None, None, None)
-            else:  # the next call replays the log into a fresh index
-                self.keeper.forget(col.id)
-
-    def _open_vector_write(
-        self, collection_id: str, ids: list[str], embeddings: np.ndarray
-    ) -> tuple[CollectionRow, int, dict[str, tuple[int, bytes | None, str | None]]]:
-        """In an open write: the collection, its lsn before this write, and which of
-        ``ids`` exist; the first vectors written fix the collection's dimension."""
-        col = self.store.collection_by_id(collection_id)
-        self.store.set_dimension(col, embeddings.shape[1])
-        self.keeper.start_empty(col, embeddings.shape[1])
-        return col, col.last_lsn, self.store.existing(col.coll, ids)
+        with self._write(collection_id) as change:
+            if not ids:
+                return
+            col = change.col
+            taken = self._open_vector_write(col, ids, embeddings)
+            if taken:
+                shown = ", ".join(sorted(taken)[:10]) + (" ..." if len(taken) > 10 else "")
+                raise IDAlreadyExistsError(
+                    f"{len(taken)} of the ids already exist in collection {col.name!r}: "
+                    f"{shown}. Nothing was added; use upsert() to overwrite."
+                )
+            mds = None if metadatas is None else [_strip_none(m) for m in metadatas]
+            change.early = self.keeper.index_early(col, change.prev, embeddings)
+            seqs = self.store.insert(col.coll, ids, embeddings, mds, documents, uris)
+            change.set_vectors(seqs, embeddings, mds)
 
     def _apply_update(
         self,
@@ -353,31 +392,20 @@ class LocalBackend:
         documents: list[str | None] | None,
         uris: list[str | None] | None,
     ) -> None:
-        with self.store.lock:
-            with self.store.write():
-                col = self.store.collection_by_id(collection_id)
-                prev = col.last_lsn
-                if embeddings is not None and col.dimension is not None:
-                    self.store.set_dimension(col, embeddings.shape[1])
-                found = self.store.existing(col.coll, ids)
-                rows = [i for i, x in enumerate(ids) if x in found]
-                if not rows:
-                    return
-                seqs = self._apply_update(
-                    col, found, ids, rows, embeddings, metadatas, documents, uris
-                )
-                if embeddings is not None:
-                    lsn = self.store.log(col, OP_SET, seqs)
-                else:  # filters read the new metadata and documents from this version on
-                    lsn = self.store.touch(col)
-                seen = self._note_value_types(
-                    col, None if metadatas is None else [metadatas[i] for i in rows]
-                )
-            self._value_types[col.coll] |= seen
+        with self._write(collection_id) as change:
+            col = change.col
+            if embeddings is not None and col.dimension is not None:
+                self.store.set_dimension(col, embeddings.shape[1])
+            found = self.store.existing(col.coll, ids)
+            rows = [i for i, x in enumerate(ids) if x in found]
+            if not rows:
+                return
+            seqs = self._apply_update(col, found, ids, rows, embeddings, metadatas, documents, uris)
+            changed = None if metadatas is None else [metadatas[i] for i in rows]
             if embeddings is not None:
-                self.keeper.after_write(col, prev, lsn, seqs, embeddings[rows], None)
-            else:
-                self.keeper.touched(col, prev, lsn)
+                change.set_vectors(seqs, embeddings[rows], changed)
+            else:  # filters read the new metadata and documents from this version on
+                change.touch(changed)
 
     def upsert(
         self,
@@ -388,40 +416,32 @@ class LocalBackend:
         documents: list[str | None] | None,
         uris: list[str | None] | None,
     ) -> None:
-        with self.store.lock:
-            with self.store.write():
-                if not ids:
-                    self.store.collection_by_id(collection_id)  # NotFoundError if gone
-                    return
-                col, prev, found = self._open_vector_write(collection_id, ids, embeddings)
-                old = [i for i, x in enumerate(ids) if x in found]
-                new = [i for i, x in enumerate(ids) if x not in found]
-                parts, vec_parts = [], []
-                if old:
-                    parts.append(
-                        self._apply_update(
-                            col, found, ids, old, embeddings, metadatas, documents, uris
-                        )
+        with self._write(collection_id) as change:
+            if not ids:
+                return
+            col = change.col
+            found = self._open_vector_write(col, ids, embeddings)
+            old = [i for i, x in enumerate(ids) if x in found]
+            new = [i for i, x in enumerate(ids) if x not in found]
+            parts, vec_parts = [], []
+            if old:
+                parts.append(
+                    self._apply_update(col, found, ids, old, embeddings, metadatas, documents, uris)
+                )
+                vec_parts.append(embeddings[old])
+            if new:
+                parts.append(
+                    self.store.insert(
+                        col.coll,
+                        [ids[i] for i in new],
+                        embeddings[new],
+                        None if metadatas is None else [_strip_none(metadatas[i]) for i in new],
+                        None if documents is None else [documents[i] for i in new],
+                        None if uris is None else [uris[i] for i in new],
                     )
-                    vec_parts.append(embeddings[old])
-                if new:
-                    parts.append(
-                        self.store.insert(
-                            col.coll,
-                            [ids[i] for i in new],
-                            embeddings[new],
-                            None if metadatas is None else [_strip_none(metadatas[i]) for i in new],
-                            None if documents is None else [documents[i] for i in new],
-                            None if uris is None else [uris[i] for i in new],
-                        )
-                    )
-                    vec_parts.append(embeddings[new])
-                seqs = np.concatenate(parts)
-                vectors = np.concatenate(vec_parts)
-                lsn = self.store.log(col, OP_SET, seqs)
-                seen = self._note_value_types(col, metadatas)
-            self._value_types[col.coll] |= seen
-            self.keeper.after_write(col, prev, lsn, seqs, vectors, None)
+                )
+                vec_parts.append(embeddings[new])
+            change.set_vectors(np.concatenate(parts), np.concatenate(vec_parts), metadatas)
 
     def delete(
         self,
@@ -431,23 +451,18 @@ class LocalBackend:
         where_document: WhereDocument | None,
         limit: int | None = None,
     ) -> int:
-        with self.store.lock:
-            with self.store.write():
-                col = self.store.collection_by_id(collection_id)
-                prev = col.last_lsn
-                seqs = self.store.candidate_seqs(col.coll, ids, where, where_document, None)
-                if seqs is None:  # a filter of negations alone: one statement
-                    seqs = self.store.matching_seqs(col.coll, ids, where, where_document, limit)
-                elif limit is not None:
-                    seqs = seqs[:limit]
-                if len(seqs) == 0:
-                    return 0
-                self.store.delete_rows(col.coll, seqs)
-                lsn = self.store.log(col, OP_DELETE, seqs)
-            self.keeper.after_write(col, prev, lsn, None, None, seqs)
-            if len(seqs) > 1000 and len(seqs) * 3 > self.store.count(col.coll):
-                self.store.reclaim_space()
-            return len(seqs)
+        with self._write(collection_id) as change:
+            coll = change.col.coll
+            seqs = self.store.candidate_seqs(coll, ids, where, where_document, None)
+            if seqs is None:  # a filter of negations alone: one statement
+                seqs = self.store.matching_seqs(coll, ids, where, where_document, limit)
+            elif limit is not None:
+                seqs = seqs[:limit]
+            if len(seqs) == 0:
+                return 0
+            self.store.delete_rows(coll, seqs)
+            change.delete(seqs)
+        return len(seqs)
 
     # ------------------------------------------------------------ records: reads
 
@@ -821,3 +836,35 @@ class LocalBackend:
         if whole and len(rows) < len(wanted):
             return None
         return query_result(labels, dists, rows, include, col.dimension)
+
+
+_TOUCH = -1  # a change of metadata, documents or uris alone (Store.touch, not Store.log)
+
+
+class _Change:
+    """What one write call changed, said by the call inside its transaction (see
+    LocalBackend._write): the kind of change, its seqs, and the vectors it set."""
+
+    __slots__ = ("col", "early", "kind", "lsn", "metadatas", "prev", "seen", "seqs", "vectors")
+
+    def __init__(self, col: CollectionRow) -> None:
+        self.col = col
+        self.prev = col.last_lsn  # the collection's version before this write
+        self.kind: int | None = None  # OP_SET, OP_DELETE, _TOUCH; None: nothing changed
+        self.seqs: np.ndarray | None = None
+        self.vectors: np.ndarray | None = None
+        self.metadatas: list[Metadata | None] | None = None
+        self.early: EarlyIndexing | None = None
+        self.lsn: int | None = None  # set when logged
+        self.seen: set[tuple[str, str]] = set()
+
+    def set_vectors(
+        self, seqs: np.ndarray, vectors: np.ndarray, metadatas: list[Metadata | None] | None
+    ) -> None:
+        self.kind, self.seqs, self.vectors, self.metadatas = OP_SET, seqs, vectors, metadatas
+
+    def touch(self, metadatas: list[Metadata | None] | None) -> None:
+        self.kind, self.metadatas = _TOUCH, metadatas
+
+    def delete(self, seqs: np.ndarray) -> None:
+        self.kind, self.seqs = OP_DELETE, seqs
