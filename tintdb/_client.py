@@ -977,3 +977,26 @@ def CloudClient(
         "(or Chroma) server, use HttpClient(host=..., port=..., ssl=..., "
         "headers={'x-chroma-token': <token>}); for a store of your own, PersistentClient(path)."
     )
+
+
+# The seam a server (``tintdb.server``) serves a client through: the backend a client
+# calls, a collection's stored model, and a collection by UUID. Internal, not part of
+# the chromadb API, so that the server needs no private attribute of these classes.
+
+
+def backend_of(client: Client) -> Backend:
+    """The backend ``client`` calls."""
+    return client._live_backend()
+
+
+def model_of(collection: Collection) -> CollectionModel:
+    """The collection as the backend returned it (id, name, configuration ...)."""
+    return collection._model
+
+
+def collection_by_id(
+    client: Client, collection_id: str, embedding_function: Any = None
+) -> Collection:
+    """A collection of ``client`` by UUID, with no embedding function by default (a
+    server never embeds)."""
+    return client._collection_by_id(collection_id, embedding_function)

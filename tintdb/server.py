@@ -34,7 +34,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from . import _wire
+from . import _client, _wire
 from ._filters import MAX_DEPTH
 from ._validation import (
     normalize_documents,
@@ -551,11 +551,11 @@ class _Service:
     """Everything the routes do, as plain blocking calls on the public Client API."""
 
     def __init__(self, client_or_backend: Any, allow_reset: bool) -> None:
-        from ._client import AdminClient, Client
+        from ._client import AdminClient, Client, backend_of
 
         self._client_cls = Client
         if isinstance(client_or_backend, Client):
-            self.backend = client_or_backend._backend
+            self.backend = backend_of(client_or_backend)
             self.settings = client_or_backend.settings
         else:
             self.backend = client_or_backend
@@ -583,7 +583,7 @@ class _Service:
 
     def collection(self, tenant: str, database: str, collection_id: str) -> Any:
         _check_uuid(collection_id)
-        return self.client(tenant, database)._collection_by_id(collection_id)
+        return _client.collection_by_id(self.client(tenant, database), collection_id)
 
     # -- server
 
@@ -618,7 +618,7 @@ class _Service:
             embedding_function=DEFAULT_EF if described else None,
             get_or_create=get_or_create,
         )
-        return _wire.collection_to_json(collection._model)
+        return _wire.collection_to_json(_client.model_of(collection))
 
     def list_collections(
         self, tenant: str, database: str, limit: int | None, offset: int | None
@@ -695,7 +695,7 @@ class _Service:
             # it with. Like Chroma's server, store the documents and keep the vectors.
             n = len(ids)
             self.backend.update(
-                collection._model.id,
+                _client.model_of(collection).id,
                 normalize_ids(ids),
                 None,
                 normalize_metadatas(metadatas, n, allow_none_values=True),
