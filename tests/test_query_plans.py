@@ -22,7 +22,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import tintdb
-from tintdb import _index, _local, _planning, _storage
+from tintdb import _exact, _index, _local, _planning, _storage
 from tintdb._index import VectorIndex
 from tintdb._local.indexes import IndexKeeper
 from tintdb._planning import (
@@ -319,8 +319,8 @@ def test_exact_search_is_brute_force(
     seqs = np.arange(1, n + 1, dtype=np.int64) * 3  # labels are not row numbers
     params = {"ef_construction": 100, "max_neighbors": 16, "ef_search": 10}
     with pytest.MonkeyPatch.context() as mp, tempfile.TemporaryDirectory() as tmp:
-        mp.setattr(_index, "COMPACT_ABOVE", compact_above)
-        mp.setattr(_index, "_EXACT_BLOCK", block)
+        mp.setattr(_exact, "COMPACT_ABOVE", compact_above)
+        mp.setattr(_exact, "EXACT_BLOCK", block)
         index = VectorIndex(space, 8, params)
         index.upsert(seqs, vecs)
         gone = seqs[rng.random(n) < drop]

@@ -153,7 +153,7 @@ def test_state_read_from_hnswlib_file_equals_getstate(
     """Snapshots read hnswlib's state from its index file (streamed, so closing never
     holds a second copy of the index); it must be exactly what ``__getstate__`` gives,
     minus the live vectors, or the graph put back together from it would differ."""
-    from tintdb import _index
+    from tintdb import _index, _snapshot
 
     rng = np.random.default_rng(deletes)
     params = {"ef_construction": 50, "max_neighbors": 8, "ef_search": 20}
@@ -162,12 +162,12 @@ def test_state_read_from_hnswlib_file_equals_getstate(
     index.upsert(seqs, rng.normal(size=(len(seqs), 16)).astype(np.float32))
     index.remove(rng.choice(seqs, size=deletes, replace=False))
     index._hnsw.save_index(str(tmp_path / "g.hnsw"))
-    state, parts = _index._state_from_file(tmp_path / "g.hnsw", index.universe())
+    state, parts = _snapshot.state_from_file(tmp_path / "g.hnsw", index.universe())
     want = index._hnsw.__getstate__()[0]
     for key, value in state.items():
         assert want[key] == value, key
     # The in-memory load derives the pickled state's arrays from the links and the tail.
-    arrays = _index._tail_arrays(state, parts["links"], parts["tail"])
+    arrays = _snapshot.tail_arrays(state, parts["links"], parts["tail"])
     assert arrays["element_levels"].tolist() == want["element_levels"].tolist()
     assert arrays["link_lists"].tobytes() == want["link_lists"].tobytes()
     ext, internal = want["label_lookup_external"], want["label_lookup_internal"]
