@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import orjson
 
+from . import _vblocks as vblocks
 from ._filters import (
     KIND_LIST_OFFSET,
     compile_record_test,
@@ -35,6 +36,7 @@ from ._filters import (
     text_list,
     value_kind,
 )
+from ._vblocks import BLOCK_SHIFT, block_runs
 from .config import DEFAULT_DATABASE, DEFAULT_DATABASE_ID, DEFAULT_TENANT
 from .errors import (
     InvalidArgumentError,
@@ -58,8 +60,6 @@ DB_FILENAME = "tintdb.sqlite3"
 # vectors in that order. Reading 100k x 384 back costs about 100 ms in blocks against
 # 400-550 ms at one row per vector, which is what lets the index snapshot leave the
 # vectors out (stored once, in SQLite) and still reopen quickly.
-BLOCK_SHIFT = 6
-_BLOCK = 1 << BLOCK_SHIFT
 _VBLOCKS_TABLE = (
     "CREATE TABLE IF NOT EXISTS vblocks(coll INTEGER NOT NULL, blk INTEGER NOT NULL, "
     "slots BLOB NOT NULL, data BLOB NOT NULL, PRIMARY KEY(coll, blk))"
@@ -68,7 +68,6 @@ _VBLOCKS_TABLE = (
 # deleted record's slot is marked dead in place (Python 3.11's incremental blob I/O);
 # without it, the block is rewritten. Tests switch it.
 IN_PLACE_UPDATES = hasattr(sqlite3.Connection, "blobopen")
-_DEAD = 0xFF  # a slot byte marking a deleted record whose bytes await a rewrite
 # Blocks read per statement when looking up scattered seqs.
 _BLOCKS_PER_READ = 256
 # The WAL is copied into the database file by a thread of its own once it passes this
@@ -231,17 +230,6 @@ def _by_collection(
             vecs = np.frombuffer(b"".join(r[2] for r in run), np.float32).reshape(len(run), -1)
             yield run[0][0], (seqs, vecs)
             start = i
-
-
-def _block_runs(seqs: np.ndarray) -> list[tuple[int, int, int]]:
-    """(blk, start, stop) for each run of equal blocks in sorted ``seqs``."""
-    if len(seqs) == 0:
-        return []
-    blks = seqs >> BLOCK_SHIFT
-    cuts = np.flatnonzero(np.diff(blks)) + 1
-    starts = np.concatenate(([0], cuts)).tolist()
-    stops = np.concatenate((cuts, [len(seqs)])).tolist()
-    return [(int(blks[a]), a, b) for a, b in zip(starts, stops, strict=True)]
 
 
 def _joined(parts: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
@@ -780,7 +768,7 @@ class Store:
         for long."""
         keys = self._conn.execute(
             "SELECT coll, blk FROM vblocks WHERE instr(slots, ?) > 0 ORDER BY coll, blk",
-            (bytes([_DEAD]),),
+            (bytes([vblocks.DEAD]),),
         ).fetchall()
         by_coll: dict[int, list[int]] = {}
         for coll, blk in keys:
@@ -789,7 +777,10 @@ class Store:
             for i in range(0, len(blks), 256):
                 with self.write():
                     old = self._blocks(coll, blks[i : i + 256], "slots, data")
-                    live = {b: np.frombuffer(v[0], dtype=np.uint8) != _DEAD for b, v in old.items()}
+                    live = {
+                        b: np.frombuffer(v[0], dtype=np.uint8) != vblocks.DEAD
+                        for b, v in old.items()
+                    }
                     holed = {b: k for b, k in live.items() if k.any() and not k.all()}
                     self._keep_slots(coll, holed, old)
                     self._delete_blocks(coll, [b for b, k in live.items() if not k.any()])
@@ -947,32 +938,21 @@ class Store:
         order = np.argsort(seqs, kind="stable")
         seqs = np.asarray(seqs, dtype=np.int64)[order]
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)[order]
-        dim = vectors.shape[1]
-        runs = _block_runs(seqs)
+        runs = block_runs(seqs)
         if IN_PLACE_UPDATES:
             runs = self._overwrite_in_place(coll, seqs, vectors, runs)
             if not runs:
                 return
         old = self._blocks(coll, [blk for blk, _, _ in runs], "slots, data")
-        present = np.zeros(_BLOCK, dtype=bool)
-        buf = np.empty((_BLOCK, dim), dtype=np.float32)
         rows = []
         for blk, a, b in runs:
-            slots = (seqs[a:b] & (_BLOCK - 1)).astype(np.uint8)
-            if blk not in old and (len(slots) == 1 or bool(np.all(np.diff(slots) > 0))):
-                rows.append((coll, blk, slots.tobytes(), vectors[a:b].tobytes()))
-                continue
-            present[:] = False
-            if blk in old:
-                have = np.frombuffer(old[blk][0], dtype=np.uint8)
-                live = have != _DEAD  # dead slots' bytes are dropped by the rewrite
-                data = np.frombuffer(old[blk][1], dtype=np.float32).reshape(len(have), dim)
-                buf[have[live]] = data[live]
-                present[have[live]] = True
-            buf[slots] = vectors[a:b]  # a repeated seq keeps its last vector
-            present[slots] = True
-            keep = np.flatnonzero(present)
-            rows.append((coll, blk, keep.astype(np.uint8).tobytes(), buf[keep].tobytes()))
+            before = old.get(blk)
+            slots, data = vblocks.merged(
+                None if before is None else (before[0], before[1]),
+                vblocks.slots_of(seqs[a:b]),
+                vectors[a:b],
+            )
+            rows.append((coll, blk, slots, data))
         self._conn.executemany(
             "INSERT OR REPLACE INTO vblocks(coll, blk, slots, data) VALUES (?, ?, ?, ?)", rows
         )
@@ -995,10 +975,8 @@ class Store:
             if head is None:
                 rest.append((blk, a, b))
                 continue
-            where = np.full(256, -1, dtype=np.int64)
-            where[np.frombuffer(head[1], dtype=np.uint8)] = np.arange(len(head[1]))
-            at = where[(seqs[a:b] & (_BLOCK - 1))]
-            if bool((at < 0).any()):
+            at = vblocks.positions(head[1], vblocks.slots_of(seqs[a:b]))
+            if at is None:
                 rest.append((blk, a, b))  # a slot to add: the row changes length
                 continue
             with self._conn.blobopen("vblocks", "data", head[0]) as blob:
@@ -1015,7 +993,7 @@ class Store:
         if len(seqs) == 0:
             return
         seqs = np.sort(np.asarray(seqs, dtype=np.int64))
-        runs = _block_runs(seqs)
+        runs = block_runs(seqs)
         heads = self._blocks(coll, [blk for blk, _, _ in runs], "rowid, slots")
         compact: dict[int, np.ndarray] = {}
         gone = []
@@ -1023,18 +1001,16 @@ class Store:
             if blk not in heads:
                 continue
             rowid, slots = heads[blk]
-            have = np.frombuffer(slots, dtype=np.uint8)
-            drop = np.isin(have, (seqs[a:b] & (_BLOCK - 1)).astype(np.uint8))
+            drop, live = vblocks.dropped(slots, vblocks.slots_of(seqs[a:b]))
             if not drop.any():
                 continue
-            live = (have != _DEAD) & ~drop
             if not live.any():
                 gone.append(blk)
-            elif IN_PLACE_UPDATES and 2 * int(live.sum()) >= len(have):
+            elif IN_PLACE_UPDATES and 2 * int(live.sum()) >= len(drop):
                 with self._conn.blobopen("vblocks", "slots", rowid) as blob:
                     for j in np.flatnonzero(drop).tolist():
                         blob.seek(j)
-                        blob.write(bytes([_DEAD]))
+                        blob.write(bytes([vblocks.DEAD]))
             else:
                 compact[blk] = live
         if compact:
@@ -1048,9 +1024,7 @@ class Store:
         holds the blocks' current slots and data, read in this transaction."""
         rows = []
         for blk, live in keep.items():
-            have = np.frombuffer(old[blk][0], dtype=np.uint8)
-            data = np.frombuffer(old[blk][1], dtype=np.float32).reshape(len(have), -1)
-            rows.append((have[live].tobytes(), data[live].tobytes(), coll, blk))
+            rows.append((*vblocks.kept(old[blk][0], old[blk][1], live), coll, blk))
         self._conn.executemany(
             "UPDATE vblocks SET slots = ?, data = ? WHERE coll = ? AND blk = ?", rows
         )
@@ -1159,27 +1133,20 @@ class Store:
             for blk, slots, data in self._conn.execute(
                 "SELECT blk, slots, data FROM vblocks WHERE coll = ? ORDER BY blk", (coll,)
             ):
-                have = np.frombuffer(slots, dtype=np.uint8)
-                vecs = np.frombuffer(data, dtype=np.float32).reshape(len(slots), -1)
-                if b"\xff" in slots:  # dead slots (see _drop_vectors)
-                    live = have != _DEAD
-                    have, vecs = have[live], vecs[live]
-                yield np.int64(blk << BLOCK_SHIFT) + have, vecs
+                yield vblocks.live(blk, slots, data)
             return
         wanted = np.unique(np.asarray(seqs, dtype=np.int64))
-        runs = _block_runs(wanted)
+        runs = block_runs(wanted)
         for i in range(0, len(runs), _BLOCKS_PER_READ):
             chunk = runs[i : i + _BLOCKS_PER_READ]
             got = self._blocks(coll, [blk for blk, _, _ in chunk], "slots, data")
             for blk, a, b in chunk:
                 if blk not in got:
                     continue
-                have = np.frombuffer(got[blk][0], dtype=np.uint8).astype(np.int64)
-                want = wanted[a:b] & (_BLOCK - 1)
-                hit = np.isin(have, want)
+                have, vecs = vblocks.decode(got[blk][0], got[blk][1])
+                hit = np.isin(have, vblocks.slots_of(wanted[a:b]))
                 if hit.any():
-                    vecs = np.frombuffer(got[blk][1], dtype=np.float32).reshape(len(have), -1)
-                    yield (blk << BLOCK_SHIFT) + have[hit], vecs[hit]
+                    yield (blk << BLOCK_SHIFT) + have[hit].astype(np.int64), vecs[hit]
 
     def vector_bytes(self, coll: int, seqs: Sequence[int]) -> dict[int, bytes]:
         """seq -> float32 vector bytes, for ``include=["embeddings"]``."""

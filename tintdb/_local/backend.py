@@ -25,7 +25,7 @@ from .._filters import uses_regex
 from .._index import VectorIndex, scan_knn
 from .._planning import FILTERED_EF_FACTOR, postfilter_beam, postfilter_fetch
 from .._results import columns_for, get_result, query_result
-from .._storage import OP_DELETE, OP_SET, CollectionRow, Store
+from .._storage import OP_DELETE, OP_SET, OP_TOUCH, CollectionRow, Store
 from ..config import Settings
 from ..errors import (
     IDAlreadyExistsError,
@@ -272,7 +272,7 @@ class LocalBackend:
                     yield change
                     if change.kind is not None:
                         col, seqs = change.col, change.seqs
-                        if change.kind == _TOUCH:
+                        if change.kind == OP_TOUCH:
                             change.lsn = self.store.touch(col)
                         else:
                             assert seqs is not None
@@ -294,7 +294,7 @@ class LocalBackend:
         assert lsn is not None
         if change.seen:
             self._value_types[col.coll] |= change.seen
-        if change.kind == _TOUCH:
+        if change.kind == OP_TOUCH:
             self.keeper.touched(col, change.prev, lsn)
         elif change.kind == OP_DELETE:
             assert seqs is not None
@@ -838,9 +838,6 @@ class LocalBackend:
         return query_result(labels, dists, rows, include, col.dimension)
 
 
-_TOUCH = -1  # a change of metadata, documents or uris alone (Store.touch, not Store.log)
-
-
 class _Change:
     """What one write call changed, said by the call inside its transaction (see
     LocalBackend._write): the kind of change, its seqs, and the vectors it set."""
@@ -850,7 +847,7 @@ class _Change:
     def __init__(self, col: CollectionRow) -> None:
         self.col = col
         self.prev = col.last_lsn  # the collection's version before this write
-        self.kind: int | None = None  # OP_SET, OP_DELETE, _TOUCH; None: nothing changed
+        self.kind: int | None = None  # OP_SET, OP_DELETE, OP_TOUCH; None: nothing changed
         self.seqs: np.ndarray | None = None
         self.vectors: np.ndarray | None = None
         self.metadatas: list[Metadata | None] | None = None
@@ -864,7 +861,7 @@ class _Change:
         self.kind, self.seqs, self.vectors, self.metadatas = OP_SET, seqs, vectors, metadatas
 
     def touch(self, metadatas: list[Metadata | None] | None) -> None:
-        self.kind, self.metadatas = _TOUCH, metadatas
+        self.kind, self.metadatas = OP_TOUCH, metadatas
 
     def delete(self, seqs: np.ndarray) -> None:
         self.kind, self.seqs = OP_DELETE, seqs
