@@ -21,8 +21,8 @@ from hypothesis import strategies as st
 
 import tintdb
 from tintdb._index import VectorIndex, scan_knn
-from tintdb._local import backend as local_backend
 from tintdb._local import indexes as keeper
+from tintdb._local import reads as local_reads
 from tintdb.errors import InvalidDimensionException, NotFoundError
 
 DIM = 12
@@ -212,16 +212,16 @@ def test_large_batches_and_wide_queries_use_the_graph(
     call waits for the graph instead, and no load runs behind it."""
     _, vecs, _ = _store(tmp_path, "l2")
     scans: list[int] = []
-    real = local_backend.scan_knn
+    real = local_reads.scan_knn
 
     def counted(*args: Any) -> Any:
         scans.append(1)
         return real(*args)
 
-    monkeypatch.setattr(local_backend, "scan_knn", counted)
+    monkeypatch.setattr(local_reads, "scan_knn", counted)
     wide = [
-        (vecs[: local_backend.COLD_SCAN_QUERIES + 1], 5),
-        (vecs[:1], local_backend.COLD_SCAN_RESULTS + 1),
+        (vecs[: local_reads.COLD_SCAN_QUERIES + 1], 5),
+        (vecs[:1], local_reads.COLD_SCAN_RESULTS + 1),
     ]
     for q, k in wide:
         with tintdb.PersistentClient(path=str(tmp_path)) as client:

@@ -25,6 +25,7 @@ import tintdb
 from tintdb import _exact, _index, _local, _planning, _storage
 from tintdb._index import VectorIndex
 from tintdb._local.indexes import IndexKeeper
+from tintdb._local.reads import Reads
 from tintdb._planning import (
     POSTFILTER_COST_RATIO,
     POSTFILTER_MAX_FETCH,
@@ -443,7 +444,7 @@ def test_a_record_deleted_between_search_and_read_back_does_not_shorten_the_answ
     read: the query must still return n_results records, none of them the deleted one."""
     ids, vecs, mds = _data()
     raced: list[str] = []
-    real = _local.LocalBackend._query_result
+    real = Reads._query_result
 
     def racing(backend: Any, labels: Any, *args: Any, **kwargs: Any) -> Any:
         if not raced:  # the first read back only: delete the nearest record first
@@ -451,13 +452,13 @@ def test_a_record_deleted_between_search_and_read_back_does_not_shorten_the_answ
                 coll = backend.store.collection_by_id(str(col.id)).coll
                 row = backend.store.fetch_seqs(coll, [int(labels[0][0])], [])
             raced.append(row[int(labels[0][0])][1])
-            backend.delete(str(col.id), [raced[0]], None, None)
+            col._backend.delete(str(col.id), [raced[0]], None, None)
         return real(backend, labels, *args, **kwargs)
 
     with tintdb.PersistentClient(path=str(tmp_path)) as client:
         col = client.create_collection("race", embedding_function=None)
         col.add(ids=ids[:1000], embeddings=vecs[:1000], metadatas=mds[:1000])
-        monkeypatch.setattr(_local.LocalBackend, "_query_result", racing)
+        monkeypatch.setattr(Reads, "_query_result", racing)
         got = col.query(query_embeddings=vecs[:1], n_results=5, where=where)
         assert raced and len(got["ids"][0]) == 5 and raced[0] not in got["ids"][0]
         mask = np.array([i < 1000 and ids[i] != raced[0] for i in range(N)])
@@ -475,7 +476,7 @@ def test_a_record_deleted_between_filtering_and_read_back_does_not_shorten_a_get
     not a shorter one."""
     ids, vecs, mds = _data()
     raced: list[str] = []
-    real = _local.LocalBackend._candidates
+    real = Reads._candidates
 
     def racing(backend: Any, *args: Any, **kwargs: Any) -> Any:
         matches = real(backend, *args, **kwargs)
@@ -484,14 +485,14 @@ def test_a_record_deleted_between_filtering_and_read_back_does_not_shorten_a_get
                 coll = backend.store.collection_by_id(str(col.id)).coll
                 seq = int(matches.seqs[2])
                 raced.append(backend.store.fetch_seqs(coll, [seq], [])[seq][1])
-            backend.delete(str(col.id), [raced[0]], None, None)
+            col._backend.delete(str(col.id), [raced[0]], None, None)
         return matches
 
     with tintdb.PersistentClient(path=str(tmp_path)) as client:
         col = client.create_collection("race", embedding_function=None)
         col.add(ids=ids[:1000], embeddings=vecs[:1000], metadatas=mds[:1000])
         col.query(query_embeddings=vecs[:1], n_results=1)  # the index is in memory
-        monkeypatch.setattr(_local.LocalBackend, "_candidates", racing)
+        monkeypatch.setattr(Reads, "_candidates", racing)
         got = col.get(where={"half": 1}, limit=5, offset=2, include=["metadatas"])
         assert raced
         want = [ids[i] for i in range(1000) if mds[i]["half"] == 1 and ids[i] != raced[0]]
