@@ -3,6 +3,10 @@
 This layer owns everything that does not depend on where the data lives: argument
 checks, embedding functions, and the exact shape of results. Storage is a ``Backend``
 (see ``_backend``), so the same classes serve the embedded store and a server.
+
+Long because it is chromadb's whole public surface (clients, collections, admin,
+constructors) in one place, each method's checks beside it; the rules themselves live
+in ``_validation``, ``_filters`` and ``_schema``.
 """
 
 from __future__ import annotations

@@ -9,6 +9,10 @@ need after a snapshot is loaded.
 Snapshots (``_snapshot`` for their file format) are written to a temporary directory,
 fsynced and renamed, so a snapshot is either complete or absent; one that fails its
 checksum is ignored (and the caller rebuilds), so hnswlib never reads a damaged file.
+
+Over 500 lines because ``VectorIndex`` is one object with one lock: changes, the three
+searches (graph, post-filtered window, exact) and saving/loading all guard the same
+graph and label map, and splitting the class would split its lock.
 """
 
 from __future__ import annotations

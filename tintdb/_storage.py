@@ -7,6 +7,10 @@ their writes through SQLite's own lock.
 
 Alongside the records, each write appends one row to ``ops``, the change log that the
 vector index replays (see ``_local``).
+
+Its size (over 1,300 lines) is a debt, not a design: the schema and its migrations,
+the catalog, the change log and the filtered reads still share the class. The vector
+block codec is out (``_vblocks``); the rest is to follow.
 """
 
 from __future__ import annotations
