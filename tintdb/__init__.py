@@ -20,6 +20,7 @@ from ._client import (
     RustClient,
 )
 from ._http import AsyncHttpClient, HttpClient
+from ._search import K, Key, Knn, Rrf, Search, SparseVector
 from .api import AdminAPI, AsyncClientAPI, ClientAPI
 from .api.types import (
     URI,
@@ -34,6 +35,8 @@ from .api.types import (
     Metadatas,
     QueryResult,
     ReadLevel,
+    SparseEmbeddingFunction,
+    SparseVectors,
     UpdateCollectionMetadata,
     UpdateMetadata,
     URIs,
@@ -70,13 +73,21 @@ __all__ = [
     "HttpClient",
     "IDs",
     "Include",
+    "K",
+    "Key",
+    "Knn",
     "Metadata",
     "Metadatas",
     "PersistentClient",
     "QueryResult",
     "ReadLevel",
+    "Rrf",
     "RustClient",
+    "Search",
     "Settings",
+    "SparseEmbeddingFunction",
+    "SparseVector",
+    "SparseVectors",
     "TokenTransportHeader",
     "URIs",
     "UpdateCollectionMetadata",
