@@ -31,6 +31,8 @@ SHIPPED = {
     "tintdb/_client.py",
     "tintdb/_filters.py",
     "tintdb/_http.py",
+    "tintdb/_schema.py",
+    "tintdb/_schema_api.py",
     "tintdb/_validation.py",
     "tintdb/_wire.py",
     "tintdb/config.py",
