@@ -629,7 +629,7 @@ class Schema:
                 "Cannot create index on special key '#document' with this config: only "
                 "FtsIndexConfig goes there"
             )
-        if key is not None and key.startswith("#"):
+        if key is not None and key.startswith("#") and key != DOCUMENT_KEY:
             raise _fail(
                 f"key cannot begin with '#' ({key!r}): such keys are reserved for the system"
             )
@@ -684,7 +684,7 @@ class Schema:
                 "Cannot delete index on special key '#document' with this config: only "
                 "FtsIndexConfig goes there"
             )
-        if key is not None and key.startswith("#"):
+        if key is not None and key.startswith("#") and key != DOCUMENT_KEY:
             raise _fail(
                 f"key cannot begin with '#' ({key!r}): such keys are reserved for the system"
             )
