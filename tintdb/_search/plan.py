@@ -308,8 +308,16 @@ def _knn(data: Any, where: str, n: int) -> KnnSpec:
             "collection's functions before sending, a raw request must send a vector"
         )
     if isinstance(query, Mapping):
-        if not is_wire_sparse(query):
-            raise _fail(f"{what}: a dict query must be a sparse vector ('#type': 'sparse_vector')")
+        # Chroma's Python client tags a sparse query ("#type"), its JavaScript client
+        # sends bare {"indices", "values"}; both are read, as Chroma's server reads them.
+        if not is_wire_sparse(query) and (
+            "#type" in query or not {"indices", "values"} <= set(query)
+        ):
+            raise _fail(
+                f"{what}: a dict query must be a sparse vector: "
+                "{'indices': [...], 'values': [...]}"
+            )
+        query = {**query, "#type": "sparse_vector"}
         if key == EMBEDDING:
             raise _fail(
                 f"{what}: a sparse query searches a metadata key with a sparse vector index, "
