@@ -416,10 +416,10 @@ def _metadatas(body: dict[str, Any]) -> list[dict[str, Any] | None] | None:
         if not isinstance(item, dict):
             raise _wrong(f"metadatas[{i}]", "an object or null", item)
         for key, md_value in item.items():
-            if isinstance(md_value, dict):
+            if isinstance(md_value, dict) and md_value.get("#type") != "sparse_vector":
                 raise UnprocessableError(
-                    f"metadatas[{i}].{key}: a metadata value is a string, number, boolean or an "
-                    "array of one of those; objects are not allowed"
+                    f"metadatas[{i}].{key}: a metadata value is a string, number, boolean, a "
+                    "sparse vector or an array of one of those; other objects are not allowed"
                 )
     return value
 
