@@ -105,7 +105,7 @@ def main() -> None:
         client = tintdb.PersistentClient(root)
         schema = Schema().create_index(
             SparseVectorIndexConfig(
-                embedding_function=ChromaBm25EmbeddingFunction(), source_key=K.DOCUMENT
+                embedding_function=ChromaBm25EmbeddingFunction(), source_key=K.DOCUMENT, bm25=True
             ),
             key="bm25",
         )

@@ -352,6 +352,26 @@ def test_bm25_fills_the_key_from_documents() -> None:
     assert c.get(ids=["5"], include=["metadatas"])["metadatas"][0]["sp"] == sparse([1], [1.0])
 
 
+def test_bm25_flag_weighs_the_query_by_inverse_document_frequency() -> None:
+    c = make(tintdb.EphemeralClient(), "idf", bm25=True)
+    # term 1 in 3 of 4 records, term 2 in 1: the rare term counts for more
+    c.add(
+        ids=["a", "b", "c", "d"],
+        embeddings=[[0.0], [1.0], [2.0], [3.0]],
+        metadatas=[
+            {"sp": sparse([1], [1.0])},
+            {"sp": sparse([1], [1.0])},
+            {"sp": sparse([1, 2], [1.0, 1.0])},
+            {"other": 1},
+        ],
+    )
+    got = c.search(Search().rank(Knn(query=sparse([1, 2], [1.0, 1.0]), key="sp")).select(K.SCORE))
+    idf1 = math.log1p((4 - 3 + 0.5) / (3 + 0.5))
+    idf2 = math.log1p((4 - 1 + 0.5) / (1 + 0.5))
+    assert [i for i, _ in rows(got)] == ["c", "a", "b"]
+    assert [v for _, v in rows(got)] == pytest.approx([1.0 - idf1 - idf2, 1.0 - idf1, 1.0 - idf1])
+
+
 # ---------------------------------------------------------------- dense Knn keeps query's promises
 
 

@@ -36,7 +36,7 @@ from .plan import (
     sparse_index_configs,
 )
 
-__all__ = ["Source", "as_lookup", "filter_seqs", "run"]
+__all__ = ["Source", "as_lookup", "filter_seqs", "idf_weights", "run"]
 
 
 class Source(Protocol):
@@ -46,6 +46,9 @@ class Source(Protocol):
 
     def universe(self) -> np.ndarray:
         """Every record's seq, sorted."""
+
+    def count(self) -> int:
+        """How many records the collection holds."""
 
     def lookup(
         self,
@@ -134,13 +137,28 @@ def _check_knns(plan: Plan, source: Source, configuration: Mapping[str, Any]) ->
             )
 
 
+def idf_weights(
+    q_indices: np.ndarray, q_values: np.ndarray, posting_dims: np.ndarray, n: int
+) -> np.ndarray:
+    """A BM25 query weighted by each term's inverse document frequency, Chroma's
+    ``ln(1 + (n - n_t + 0.5) / (n_t + 0.5))``: ``n`` the collection's records, ``n_t``
+    those with a posting on the term (filters do not change either)."""
+    dims, counts = np.unique(posting_dims, return_counts=True)
+    per_dim = dict(zip(dims.tolist(), counts.tolist(), strict=True))
+    n_t = np.array([per_dim.get(int(d), 0) for d in q_indices], dtype=np.float64)
+    return q_values * np.log1p((n - n_t + 0.5) / (n_t + 0.5))
+
+
 def _knn_result(
-    spec: KnnSpec, source: Source, matches: Any, cand: np.ndarray | None
+    spec: KnnSpec, source: Source, matches: Any, cand: np.ndarray | None, bm25: bool
 ) -> tuple[np.ndarray, np.ndarray]:
     if spec.sparse:
         assert spec.indices is not None and spec.values is not None
         dims, seqs, values = source.postings(spec.key, spec.indices)
-        return ranking.sparse_top_k(spec.indices, spec.values, dims, seqs, values, spec.limit, cand)
+        weights = spec.values
+        if bm25:
+            weights = idf_weights(spec.indices, spec.values, dims, source.count())
+        return ranking.sparse_top_k(spec.indices, weights, dims, seqs, values, spec.limit, cand)
     assert spec.dense is not None
     if source.dimension is None:
         return np.empty(0, np.int64), np.empty(0, np.float64)
@@ -155,6 +173,7 @@ def run(plans: list[Plan], source: Source, configuration: Mapping[str, Any]) -> 
     """The column-major answer to a batch of searches (Chroma's SearchResponse)."""
     for plan in plans:
         _check_knns(plan, source, configuration)
+    bm25 = {key: config.get("bm25") for key, config in sparse_index_configs(configuration).items()}
     out: dict[str, list[Any]] = {
         "ids": [],
         "documents": [],
@@ -177,7 +196,9 @@ def run(plans: list[Plan], source: Source, configuration: Mapping[str, Any]) -> 
         else:
             domains = [
                 ranking.knn_domain(
-                    _knn_result(spec, source, matches, cand), spec.default, spec.return_rank
+                    _knn_result(spec, source, matches, cand, bool(bm25.get(spec.key))),
+                    spec.default,
+                    spec.return_rank,
                 )
                 for spec in plan.knns
             ]

@@ -56,6 +56,9 @@ class SqlSource:
             self._universe = np.sort(found)
         return self._universe
 
+    def count(self) -> int:
+        return len(self.universe())
+
     def lookup(self, ids: Any, where: Any, where_document: Any) -> np.ndarray:
         return self.store.candidate_seqs(self.col.coll, ids, where, where_document, self.universe())
 
