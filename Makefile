@@ -4,7 +4,7 @@ PYTHON ?= python3
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-py310 lint bench clean official-clients
+.PHONY: demo test test-py310 lint bench clean official-clients chromadb-env peers test-peers chroma-suite chroma-suite-update
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,9 +21,31 @@ demo: $(STAMP)
 official-clients:
 	bash tests/official/setup.sh
 
-test: $(STAMP) official-clients
+# The full chromadb 1.5.9 (with `chroma run`) and tintdb, for the migration tests.
+chromadb-env:
+	bash tests/migrate/setup.sh
+
+# Chroma's own test suite, and LangChain and LlamaIndex, each in a virtualenv of its own.
+peers:
+	bash tests/peers/setup.sh
+
+# loadgroup: the tests of one xdist_group (the framework workloads) share one worker.
+test: $(STAMP) official-clients chromadb-env peers
 	$(PY) -m ruff check tintdb tests bench examples
-	$(PY) -m pytest -q -n 2
+	$(PY) -m pytest -q -n 2 --dist loadgroup
+
+# Only the peer suites: the frameworks, and Chroma's tests against `tintdb run`.
+test-peers: $(STAMP) peers
+	$(PY) -m pytest -q -n 2 --dist loadgroup tests/test_frameworks.py tests/test_chroma_suite.py
+
+# Chroma's tests against `tintdb run`: every outcome against the list of expected failures
+# (CHROMA_SUITE_ARGS="--server URL" for another server, "--file api/test_collection.py" ...).
+chroma-suite: $(STAMP) peers
+	$(PY) tests/peers/chroma_tests/chroma_suite.py $(CHROMA_SUITE_ARGS)
+
+# The same, rewriting tests/peers/chroma_tests/expected_failures.txt from what happened.
+chroma-suite-update: $(STAMP) peers
+	$(PY) tests/peers/chroma_tests/chroma_suite.py --update $(CHROMA_SUITE_ARGS)
 
 # The oldest Python supported (3.10: no SQLite blob I/O, so blocks are rewritten), in a
 # virtualenv of its own. PYTHON310 names the interpreter if python3.10 is not on PATH.
@@ -39,4 +61,5 @@ bench: $(STAMP)
 	$(PY) bench/bench_core.py
 
 clean:
-	rm -rf $(VENV) .venv-py310 .pytest_cache .hypothesis .venv-chroma-client tests/official/js/node_modules
+	rm -rf $(VENV) .venv-py310 .pytest_cache .hypothesis .venv-chroma-client .venv-chromadb tests/official/js/node_modules
+	rm -rf .venv-chroma-tests .venv-frameworks

@@ -42,6 +42,10 @@ class TintServer:
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
+    @property
+    def pid(self) -> int | None:
+        return None if self._proc is None else self._proc.pid
+
     def _drain(self, stream: Any, sink: list[str], watch: bool) -> None:
         for line in stream:
             sink.append(line)
@@ -113,6 +117,82 @@ class TintServer:
         return "".join(self.stdout) + "".join(self.stderr)
 
     def __enter__(self) -> TintServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class ChromaRun:
+    """A real ``chroma run`` (chromadb's own server) from ``chroma``, the CLI of a
+    virtualenv that has chromadb installed: the reference that tests compare with.
+
+    It is told port 0 in a config file and does not print the port it got, so the
+    port is read from the process's listening socket.
+    """
+
+    def __init__(self, chroma: str | Path, path: str | Path) -> None:
+        self.chroma = Path(chroma)
+        self.path = Path(path)
+        self.host = "127.0.0.1"
+        self.port = 0
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._log = self.path / "chroma-run.log"
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def start(self) -> ChromaRun:
+        import psutil
+
+        self.path.mkdir(parents=True, exist_ok=True)
+        config = self.path / "chroma.yaml"
+        config.write_text(
+            f'port: 0\nlisten_address: "{self.host}"\n'
+            f'persist_path: "{self.path / "data"}"\nallow_reset: true\n'
+        )
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CHROMA_")}
+        with self._log.open("wb") as log:
+            self._proc = subprocess.Popen(
+                [str(self.chroma), "run", str(config)], stdout=log, stderr=log, env=env
+            )
+        deadline = time.monotonic() + START_TIMEOUT
+        while True:
+            if self._proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"chroma run did not start:\n{self.output()}")
+            listening = [
+                c.laddr.port
+                for c in psutil.Process(self._proc.pid).net_connections(kind="tcp")
+                if c.status == psutil.CONN_LISTEN
+            ]
+            if listening:
+                self.port = listening[0]
+                try:
+                    if httpx.get(self.url + "/api/v2/heartbeat", timeout=2).status_code == 200:
+                        return self
+                except httpx.TransportError:
+                    pass
+            time.sleep(0.05)
+
+    def stop(self, timeout: float = 20.0) -> int | None:
+        proc = self._proc
+        if proc is None:
+            return None
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        return proc.returncode
+
+    def output(self) -> str:
+        return self._log.read_text(errors="replace") if self._log.exists() else ""
+
+    def __enter__(self) -> ChromaRun:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

@@ -73,6 +73,7 @@ PUBLIC = [
     "WhereDocument",
     "__version__",
     "configure",
+    "copy",
     "errors",
     "get_settings",
 ]

@@ -9,6 +9,8 @@ docs.query(query_texts=["hi"], n_results=1)
 
 __version__ = "0.1.0"
 
+from typing import Any
+
 from . import errors
 from ._client import (
     AdminClient,
@@ -120,6 +122,7 @@ __all__ = [
     "WhereDocument",
     "__version__",
     "configure",
+    "copy",
     "errors",
     "get_settings",
 ]
@@ -137,3 +140,14 @@ for _name in (
 ):
     globals()[_name].__module__ = "tintdb"
 del _name
+
+
+def copy(source: Any, dest: Any, **options: Any) -> Any:
+    """Copy collections and their records between tintdb stores, Chroma directories and
+    servers, and export files, as ``tintdb copy`` does; options and the report it
+    returns are described in ``tintdb._copy.copy`` and docs/moving-data.md."""
+    try:
+        from ._copy import copy as run
+    except ModuleNotFoundError as exc:  # the thin HTTP client ships without it
+        raise ImportError("tintdb.copy needs the full package: pip install tintdb") from exc
+    return run(source, dest, **options)

@@ -844,6 +844,14 @@ class Client:
             raise InvalidArgumentError("vacuum() runs on the server: use `tintdb vacuum --path`")
         vacuum()
 
+    def backup(self, dest: str | Path) -> Any:
+        """A consistent copy of this store in the new directory ``dest``, taken while it
+        is in use: it holds exactly the writes committed before the backup began
+        (``BackupInfo.lsn``); open it as a store. Embedded stores only."""
+        from ._backup import backup_backend
+
+        return backup_backend(self._live_backend(), Path(dest))
+
 
 class AdminClient:
     """Tenants and databases: ``AdminClient(settings)``, chromadb's signature."""

@@ -169,7 +169,120 @@ def build_parser(env: Mapping[str, str] | None = None) -> argparse.ArgumentParse
         help=f"directory of the store (TINTDB_PATH; default {DEFAULT_PATH})",
     )
     vacuum.set_defaults(handler=_vacuum)
+    _moving_commands(commands, env)
     return parser
+
+
+def _moving_commands(commands: Any, env: Mapping[str, str]) -> None:
+    """copy / export / import (any store to any other) and backup / restore."""
+    described = {
+        "copy": "Copy collections and their records from SOURCE to DEST, any of: a tintdb "
+        "store directory, a Chroma persistent directory (read only), a tintdb or Chroma "
+        "server (http://host:port), an export file (*.jsonl, *.jsonl.gz). Run it again "
+        "after an interruption: records already at DEST are skipped.",
+        "export": "Write collections to an export file (DEST: *.jsonl or *.jsonl.gz); the "
+        "same as copy, described in docs/export-format.md.",
+        "import": "Read an export file (SOURCE) into a store or server; the same as copy.",
+    }
+    for name, description in described.items():
+        sub = commands.add_parser(
+            name, help=description.split(";")[0].split(", any")[0], description=description
+        )
+        sub.add_argument("source", metavar="SOURCE")
+        sub.add_argument("dest", metavar="DEST")
+        sub.add_argument(
+            "-c",
+            "--collection",
+            dest="collections",
+            action="append",
+            metavar="PATTERN",
+            help="copy only collections whose name (or "
+            "tenant/database/name) matches; shell patterns (*, ?); repeatable",
+        )
+        sub.add_argument(
+            "--tenant",
+            dest="tenants",
+            action="append",
+            metavar="TENANT",
+            help="tenants to read (a server cannot list them: default "
+            "default_tenant there, every tenant elsewhere); repeatable",
+        )
+        sub.add_argument(
+            "--dry-run",
+            action="store_true",
+            help="show what would be copied (collections, records, sizes); write nothing",
+        )
+        sub.add_argument(
+            "--no-verify",
+            dest="verify",
+            action="store_false",
+            help="skip the check at the end (counts, and a sample compared field by field)",
+        )
+        sub.add_argument(
+            "--sample",
+            type=int,
+            default=200,
+            help="records per collection compared at the end (default 200)",
+        )
+        sub.add_argument(
+            "--batch-size",
+            type=int,
+            default=None,
+            help="records per write (default: about 8 MiB of vectors)",
+        )
+        sub.add_argument(
+            "--source-token",
+            default=env.get("TINTDB_SOURCE_TOKEN") or None,
+            help="token for a SOURCE server, sent as x-chroma-token (TINTDB_SOURCE_TOKEN)",
+        )
+        sub.add_argument(
+            "--dest-token",
+            default=env.get("TINTDB_DEST_TOKEN") or None,
+            help="token for a DEST server, sent as x-chroma-token (TINTDB_DEST_TOKEN)",
+        )
+        sub.add_argument(
+            "--chroma-reader",
+            choices=["auto", "chromadb", "files"],
+            default="auto",
+            help="how to read a Chroma directory: through the chromadb package, "
+            "its files directly, or auto (chromadb if installed; default)",
+        )
+        sub.add_argument(
+            "--report",
+            metavar="FILE",
+            default=None,
+            help="write the full outcome as JSON (every refused id, every problem)",
+        )
+        sub.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+        sub.set_defaults(handler=_copy, verb=name)
+
+    backup = commands.add_parser(
+        "backup",
+        help="copy a store consistently while it is in use",
+        description="Copy the store at --path to DEST (a new or empty directory) while "
+        "servers and clients go on writing to it. The copy holds exactly the writes "
+        "committed before the backup began; it is a store (open it, or restore it).",
+    )
+    backup.add_argument(
+        "--path",
+        default=env.get("TINTDB_PATH") or DEFAULT_PATH,
+        help=f"directory of the store (TINTDB_PATH; default {DEFAULT_PATH})",
+    )
+    backup.add_argument("dest", metavar="DEST")
+    backup.set_defaults(handler=_backup)
+    restore = commands.add_parser(
+        "restore",
+        help="put a backup in place as a store",
+        description="Copy the backup BACKUP to --path, which must be new or empty (move an "
+        "old store aside first, with its servers stopped). The backup is left untouched.",
+    )
+    restore.add_argument("backup", metavar="BACKUP")
+    restore.add_argument(
+        "--path",
+        default=env.get("TINTDB_PATH") or DEFAULT_PATH,
+        help=f"directory to restore into (TINTDB_PATH; default {DEFAULT_PATH})",
+    )
+    restore.set_defaults(handler=_restore)
 
 
 def _check_run_args(args: argparse.Namespace) -> None:
@@ -350,6 +463,91 @@ def _vacuum(args: argparse.Namespace) -> int:
     after = _store_bytes(path)
     print(f"vacuumed {path}: {before / 1e6:.1f} MB -> {after / 1e6:.1f} MB", flush=True)
     return 0
+
+
+def _copy(args: argparse.Namespace) -> int:
+    from . import _copy as copying
+    from .errors import TintError
+
+    if args.verb == "export" and not args.dest.lower().endswith((".jsonl", ".jsonl.gz")):
+        raise UsageError(f"export writes a *.jsonl or *.jsonl.gz file, not {args.dest!r}")
+    if args.verb == "import" and not args.source.lower().endswith((".jsonl", ".jsonl.gz")):
+        raise UsageError(f"import reads a *.jsonl or *.jsonl.gz file, not {args.source!r}")
+    if args.batch_size is not None and args.batch_size < 1:
+        raise UsageError("--batch-size must be at least 1")
+    if args.sample < 0:
+        raise UsageError("--sample must not be negative")
+    try:
+        report = copying.copy(
+            args.source,
+            args.dest,
+            collections=args.collections,
+            tenants=args.tenants,
+            dry_run=args.dry_run,
+            verify=args.verify,
+            sample=args.sample,
+            batch_size=args.batch_size,
+            source_token=args.source_token,
+            dest_token=args.dest_token,
+            chroma_reader=args.chroma_reader,
+            progress=not args.quiet,
+        )
+    except (TintError, OSError) as exc:
+        print(f"tintdb {args.verb}: {exc}", file=sys.stderr)
+        return 1
+    if args.report:
+        import orjson
+
+        Path(args.report).write_bytes(
+            orjson.dumps(report.as_dict(), option=orjson.OPT_INDENT_2) + b"\n"
+        )
+    print(
+        copying.describe_plan(report) if args.dry_run else copying.describe_result(report),
+        flush=True,
+    )
+    return 0 if report.ok else 1
+
+
+def _backup(args: argparse.Namespace) -> int:
+    from ._backup import backup_store
+    from .errors import TintError
+
+    try:
+        info = backup_store(Path(args.path), Path(args.dest))
+    except (TintError, OSError, sqlite3_error()) as exc:
+        print(f"tintdb backup: {exc}", file=sys.stderr)
+        return 1
+    print(
+        f"backed up {Path(args.path).resolve()} to {info.path.resolve()}: "
+        f"{info.bytes / 1e6:.1f} MB, {info.collections} collections "
+        f"({info.index_snapshots} index snapshots copied), every write up to change "
+        f"{info.lsn}, in {info.seconds:.1f} s",
+        flush=True,
+    )
+    return 0
+
+
+def _restore(args: argparse.Namespace) -> int:
+    from ._backup import restore_store
+    from .errors import TintError
+
+    try:
+        info = restore_store(Path(args.backup), Path(args.path))
+    except (TintError, OSError, sqlite3_error()) as exc:
+        print(f"tintdb restore: {exc}", file=sys.stderr)
+        return 1
+    print(
+        f"restored {Path(args.backup).resolve()} to {info.path.resolve()}: "
+        f"{info.bytes / 1e6:.1f} MB, {info.collections} collections, in {info.seconds:.1f} s",
+        flush=True,
+    )
+    return 0
+
+
+def sqlite3_error() -> type[Exception]:
+    import sqlite3
+
+    return sqlite3.Error
 
 
 def _store_bytes(path: Path) -> int:
