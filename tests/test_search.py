@@ -492,3 +492,19 @@ def test_http_answers_as_embedded(tmp_path: Path) -> None:
             embedded = local.get_collection("docs").search(searches)
     assert remote == embedded
     assert remote["metadatas"][1][0]["sp"] == sparse([1], [1.0])
+
+
+def test_tintdb_copy_carries_sparse_vectors(tmp_path: Path) -> None:
+    from tintdb.cli import main
+
+    with tintdb.PersistentClient(str(tmp_path / "src")) as client:
+        c = client.create_collection("sparse_copy", embedding_function=None)
+        c.add(
+            ids=["a", "b"],
+            embeddings=[[1.0], [2.0]],
+            metadatas=[{"sp": sparse([1, 2], [0.5, 1.0]), "x": 1}, {"x": 2}],
+        )
+    assert main(["copy", "-q", str(tmp_path / "src"), str(tmp_path / "dst")]) == 0
+    with tintdb.PersistentClient(str(tmp_path / "dst")) as client:
+        got = client.get_collection("sparse_copy").get(include=["metadatas"])["metadatas"]
+    assert got == [{"sp": sparse([1, 2], [0.5, 1.0]), "x": 1}, {"x": 2}]
