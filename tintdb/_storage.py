@@ -1400,9 +1400,11 @@ class Store:
         self, coll: int, seqs: Sequence[int], columns: Sequence[str]
     ) -> dict[int, tuple[Any, ...]]:
         """seq -> (seq, id, *columns) for the given seqs of collection ``coll``."""
+        # ``+r.coll``: look each seq up by its key. Asked for ids alone, SQLite otherwise
+        # scans the covering (coll, id) index over the whole collection (14 ms at 100k).
         rows = self._conn.execute(
             f"SELECT r.seq, r.id{_select_columns(columns)} FROM records r WHERE r.seq IN "
-            "(SELECT value FROM json_each(?)) AND r.coll = ?",
+            "(SELECT value FROM json_each(?)) AND +r.coll = ?",
             (_json_ints(seqs), coll),
         ).fetchall()
         return {r[0]: r for r in self._with_vectors(coll, rows, columns)}

@@ -10,6 +10,7 @@ checks it on the way in (embedded and over HTTP alike).
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -459,10 +460,11 @@ class Knn(Rank):
             query = query.tolist()
         elif is_sparse(query):
             query = sparse_from_any(query, "Knn query")
-        elif isinstance(query, (list, tuple)) and all(
-            isinstance(x, (int, float, np.number)) and not isinstance(x, bool) for x in query
-        ):
-            query = [float(x) for x in query]  # numpy scalars too: JSON holds plain numbers
+        elif isinstance(query, (list, tuple)) and not any(type(x) is bool for x in query):
+            # numpy scalars too: JSON holds plain numbers (anything else is left as given,
+            # for the checks to name)
+            with contextlib.suppress(TypeError, ValueError):
+                query = np.asarray(query, dtype=np.float64).tolist()
         out: dict[str, Any] = {"query": query, "key": _key_name(self.key), "limit": self.limit}
         if self.default is not None:
             out["default"] = self.default

@@ -336,9 +336,13 @@ def _knn(data: Any, where: str, n: int) -> KnnSpec:
         )
     if not isinstance(query, (list, tuple)) or not query:
         raise _fail(f"{what}: the query must be a non-empty list of numbers or a sparse vector")
-    if not all(_number(x) for x in query):
+    try:
+        dense = np.asarray(query, dtype=np.float32)
+    except (TypeError, ValueError):
+        dense = np.empty(0, np.float32)
+    if dense.ndim != 1 or len(dense) != len(query) or any(type(x) is bool for x in query):
         raise _fail(f"{what}: the query must hold numbers only")
-    dense = np.asarray(query, dtype=np.float32).reshape(1, -1)
+    dense = dense.reshape(1, -1)
     if not np.isfinite(dense).all():
         raise _fail(f"{what}: the query holds NaN or infinity")
     return KnnSpec(**common, dense=dense)
