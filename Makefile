@@ -4,7 +4,7 @@ PYTHON ?= python3
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-py310 lint bench clean official-clients chromadb-env peers test-peers chroma-suite chroma-suite-update
+.PHONY: demo test test-py310 lint bench clean official-clients peers test-peers chroma-suite chroma-suite-update
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,16 +21,13 @@ demo: $(STAMP)
 official-clients:
 	bash tests/official/setup.sh
 
-# The full chromadb 1.5.9 (with `chroma run`) and tintdb, for the migration tests.
-chromadb-env:
-	bash tests/migrate/setup.sh
-
-# Chroma's own test suite, and LangChain and LlamaIndex, each in a virtualenv of its own.
+# Chroma's own test suite; and the full chromadb with LangChain, LlamaIndex and tintdb (the
+# framework and migration tests), each in a virtualenv of its own.
 peers:
 	bash tests/peers/setup.sh
 
 # loadgroup: the tests of one xdist_group (the framework workloads) share one worker.
-test: $(STAMP) official-clients chromadb-env peers
+test: $(STAMP) official-clients peers
 	$(PY) -m ruff check tintdb tests bench examples
 	$(PY) -m pytest -q -n 2 --dist loadgroup
 
@@ -61,5 +58,5 @@ bench: $(STAMP)
 	$(PY) bench/bench_core.py
 
 clean:
-	rm -rf $(VENV) .venv-py310 .pytest_cache .hypothesis .venv-chroma-client .venv-chromadb tests/official/js/node_modules
-	rm -rf .venv-chroma-tests .venv-frameworks
+	rm -rf $(VENV) .venv-py310 .pytest_cache .hypothesis .venv-chroma-client tests/official/js/node_modules
+	rm -rf .venv-chroma-tests .venv-chromadb

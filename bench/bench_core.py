@@ -331,7 +331,7 @@ def hnswlib_reopen(data: Path, db: Path, out: Path) -> None:
 
 def _python_for(lib: str) -> Path:
     if lib == "chromadb":
-        return wl.ensure_venv(CHROMA_VENV, ["chromadb", "numpy"], "import chromadb, numpy")
+        return wl.ensure_venv(CHROMA_VENV, ["chromadb==1.5.9", "numpy"], "import chromadb, numpy")
     project = ROOT / ".venv" / "bin" / "python"
     return project if project.exists() else Path(sys.executable)
 

@@ -3,7 +3,7 @@
     .venv/bin/python bench/bench_moving.py                 # 100k x 384, 1 GB backup
     .venv/bin/python bench/bench_moving.py --records 20000 --backup-gb 0.2   # quick
 
-Needs .venv-chromadb (bash tests/migrate/setup.sh): chromadb 1.5.9 writes the Chroma
+Needs .venv-chromadb (bash tests/peers/setup.sh): chromadb 1.5.9 writes the Chroma
 directory (its own ``add``, timed: the floor for migration), serves it with
 ``chroma run``, and reads it through the chromadb package. Rows:
 
@@ -125,7 +125,7 @@ def main() -> None:
     args = parser.parse_args()
     chroma_py = VENV / "bin" / "python"
     if not chroma_py.exists():
-        sys.exit(f"{chroma_py} is missing: bash tests/migrate/setup.sh")
+        sys.exit(f"{chroma_py} is missing: bash tests/peers/setup.sh")
     n = args.records
     rows = []
     before = uptime()

@@ -195,7 +195,7 @@ def index_contents(col: Any) -> str | None:
     live = index.universe()
     if not np.array_equal(live, seqs):
         return f"index labels differ: {len(live)} in the index, {len(seqs)} in SQLite"
-    held = np.asarray(index._hnsw.get_items(seqs), dtype=np.float32).reshape(vecs.shape)
+    held = np.asarray(index._full_vectors(seqs), dtype=np.float32).reshape(vecs.shape)
     wrong = seqs[~np.all(held == vecs, axis=1)]
     if len(wrong):
         return f"{len(wrong)} records hold a vector SQLite does not, seqs {wrong[:8].tolist()}"

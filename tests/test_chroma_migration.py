@@ -1,5 +1,5 @@
 """Migrating from real Chroma: a persistent directory and a ``chroma run`` server made by
-chromadb 1.5.9 (in .venv-chromadb, installed by tests/migrate/setup.sh; ``make test``
+chromadb 1.5.9 (in .venv-chromadb, installed by tests/peers/setup.sh; ``make test``
 runs it). Without that virtualenv these tests fail, never skip.
 
 The directory is built once per test run (tests/migrate/make_chroma.py), shared by the
@@ -39,7 +39,7 @@ TENANTS = ["default_tenant", "acme"]
 def _venv_bin(name: str) -> Path:
     path = VENV / "bin" / name
     if not path.exists():
-        pytest.fail(f"{path} is missing: run `bash tests/migrate/setup.sh` (make test does)")
+        pytest.fail(f"{path} is missing: run `bash tests/peers/setup.sh` (make test does)")
     return path
 
 

@@ -380,14 +380,17 @@ def test_a_schema_sets_the_vector_index(client: tintdb.Client) -> None:
     assert vector["hnsw"]["ef_search"] == 100
 
 
-def test_a_schema_and_a_changed_configuration_do_not_mix(client: tintdb.Client) -> None:
-    schema = Schema().create_index(IntInvertedIndexConfig(), key="k")
-    for kwargs in (
-        {"configuration": {"hnsw": {"space": "ip"}}},
-        {"configuration": {"hnsw": {"ef_search": 5}}},
-        {"metadata": {"hnsw:space": "cosine"}},
+def test_a_schema_and_a_configuration_must_agree(client: tintdb.Client) -> None:
+    schema = Schema().delete_index(IntInvertedIndexConfig(), key="k")
+    for kwargs, why in (
+        (
+            {"configuration": {"hnsw": {"space": "ip"}}},
+            "space \\('ip' against the schema's 'l2'\\)",
+        ),
+        ({"configuration": {"hnsw": {"ef_search": 5}}}, "ef_search \\(5 against"),
+        ({"metadata": {"hnsw:space": "cosine"}}, "space \\('cosine' against"),
     ):
-        with pytest.raises(InvalidArgumentError, match="both a schema and a configuration"):
+        with pytest.raises(InvalidArgumentError, match="set the vector index differently: " + why):
             client.create_collection("mix", schema=schema, embedding_function=None, **kwargs)  # type: ignore[arg-type]
     assert client.count_collections() == 0
     # defaults in the configuration or metadata are no conflict; a default schema never is
@@ -398,6 +401,35 @@ def test_a_schema_and_a_changed_configuration_do_not_mix(client: tintdb.Client) 
         "ok2", schema=Schema(), configuration={"hnsw": {"space": "ip"}}, embedding_function=None
     )
     assert hnsw_of(col)["space"] == "ip"
+    # A collection's own configuration and schema, given together, make it again (Chroma
+    # refuses any configuration next to a schema; an agreeing one is accepted here).
+    source = client.create_collection(
+        "src", schema=schema, configuration=None, metadata={"hnsw:space": "l2"}
+    )
+    vector = Schema().delete_index(IntInvertedIndexConfig(), key="k")
+    vector.create_index(VectorIndexConfig(space="ip", hnsw=HnswIndexConfig(ef_search=50)))
+    for name, declared in (("src2", vector), ("src3", None)):
+        source = client.create_collection(name, schema=declared, embedding_function=None)
+        source.add(ids=["a"], embeddings=[[1.0, 2.0]], metadatas=[{"seen": 1.5}])
+        source = client.get_collection(name)
+        again = client.create_collection(
+            name + "b",
+            schema=source._model.schema,
+            configuration=source.configuration,
+            metadata={"hnsw:space": hnsw_of(source)["space"]},
+            embedding_function=None,
+        )
+        assert again.configuration == source.configuration
+        assert shown(again) == shown(source)  # keys seen in records come along, declared
+    # A key declared with exactly the default indexes asks for nothing beyond the default
+    # schema: no clash with a configuration (Chroma refuses this one too).
+    plain = Schema().create_index(IntInvertedIndexConfig(), key="n")
+    col = client.create_collection(
+        "plainkey", schema=plain, configuration={"hnsw": {"space": "ip"}}, embedding_function=None
+    )
+    assert hnsw_of(col)["space"] == "ip"
+    assert shown(col)["keys"]["n"] == {"int": {"int_inverted_index": _index(True)}}
+    assert shown(col)["defaults"]["float_list"]["vector_index"]["config"]["space"] == "ip"
 
 
 def test_the_schemas_embedding_function_is_the_collections(client: tintdb.Client) -> None:
@@ -700,3 +732,37 @@ def test_a_file_from_before_collection_keys_is_filled_on_open(tmp_path: Path) ->
         "tags": {"string"},
         "ok": {"bool"},
     }
+
+
+def test_a_copied_collection_keeps_its_schema(tmp_path: Path) -> None:
+    """tintdb copy carries a declared schema (with the vector index it sets) along."""
+    schema = (
+        Schema()
+        .delete_index(StringInvertedIndexConfig(), key="secret")
+        .create_index(VectorIndexConfig(space="cosine", hnsw=HnswIndexConfig(ef_search=40)))
+    )
+    with tintdb.PersistentClient(path=str(tmp_path / "a")) as client:
+        col = client.create_collection("kept", schema=schema, embedding_function=None)
+        col.add(ids=["a"], embeddings=[[1.0, 2.0]], metadatas=[{"secret": "s", "n": 1}])
+        plain = client.create_collection(
+            "plain", metadata={"hnsw:space": "ip"}, embedding_function=None
+        )
+        plain.add(ids=["b"], embeddings=[[1.0, 2.0]], metadatas=[{"n": 1}])
+        source = {c.name: (shown(c), c.configuration) for c in client.list_collections()}
+    report = tintdb.copy(str(tmp_path / "a"), str(tmp_path / "b"), progress=False)
+    assert report.ok, report.as_dict()
+    with tintdb.PersistentClient(path=str(tmp_path / "b")) as client:
+        for name, (schema_json, configuration) in source.items():
+            copied = client.get_collection(name)
+            assert shown(copied) == schema_json
+            assert copied.configuration == configuration
+        with pytest.raises(InvalidArgumentError, match="'secret' with type 'Str'"):
+            client.get_collection("kept").get(where={"secret": "s"})
+
+
+def test_the_schema_of_a_closed_clients_collection_is_a_clear_error(tmp_path: Path) -> None:
+    client = tintdb.PersistentClient(path=str(tmp_path / "store"))
+    col = client.create_collection("late", embedding_function=None)
+    client.close()
+    with pytest.raises(InvalidArgumentError, match="closed"):
+        col.schema  # noqa: B018 (built on first access)

@@ -36,6 +36,7 @@ from _workers import (
 )
 
 import tintdb
+from tintdb import _storage
 from tintdb._index import GRAPH_FILE as GRAPH
 from tintdb._index import LABELS_FILE as LABELS
 
@@ -439,3 +440,28 @@ def test_damaged_index_is_rebuilt_not_trusted(
         assert server.exit() == 0, log.read_text()
     finally:
         server.kill()
+
+
+def test_the_wal_is_copied_back_behind_the_writes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No commit copies the WAL into the database file itself (SQLite's automatic
+    checkpoint is off); once the WAL passes its line a thread does, and the WAL then
+    starts over instead of growing with every write."""
+    monkeypatch.setattr(_storage, "WAL_CHECKPOINT_BYTES", 512 << 10)
+    rng = np.random.default_rng(2)
+    wal = tmp_path / "tintdb.sqlite3-wal"
+    with tintdb.PersistentClient(path=str(tmp_path)) as client:
+        store = client._backend.store  # type: ignore[attr-defined]
+        assert store._conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
+        col = client.create_collection("wal", embedding_function=None)
+        sizes = []
+        for i in range(60):
+            col.add(ids=[f"{i}-{j}" for j in range(50)], embeddings=rng.random((50, 64)))
+            if store._checkpointing is not None:
+                store._checkpointing.join()
+            sizes.append(wal.stat().st_size)
+        assert col.count() == 3000
+    assert max(sizes) < 4 * (512 << 10)  # 60 writes of ~13 pages each, yet bounded
+    with tintdb.PersistentClient(path=str(tmp_path)) as client:
+        assert client.get_collection("wal").count() == 3000

@@ -1,7 +1,7 @@
 """LangChain and LlamaIndex on tintdb, step by step against real chromadb 1.5.9.
 
 The frameworks (PyPI ``langchain-chroma``, ``llama-index-vector-stores-chroma``) live in
-``.venv-frameworks`` with chromadb and tintdb (``tests/peers/setup.sh``; missing, the
+``.venv-chromadb`` with chromadb and tintdb (``tests/peers/setup.sh``; missing, the
 tests fail rather than skip). Each workload in ``tests/peers/frameworks/`` runs one script
 of framework calls on every target (see ``_common.py``) and reports what each step gave.
 Each step on each tintdb target must give what the same step gave on its reference:
@@ -30,7 +30,7 @@ from _server import ChromaRun, TintServer
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKLOADS = ROOT / "tests" / "peers" / "frameworks"
-VENV = Path(os.environ.get("TINTDB_FRAMEWORKS_VENV", ROOT / ".venv-frameworks"))
+VENV = Path(os.environ.get("TINTDB_CHROMADB_VENV", ROOT / ".venv-chromadb"))
 HOW_TO_FIX = (
     "run `bash tests/peers/setup.sh` (the Makefile's test target does) and re-run the tests"
 )
@@ -137,49 +137,8 @@ MESSAGES: dict[tuple[str, str], str] = {
     ("langchain", "nested_metadata"): "filter_complex_metadata",
 }
 
-# LangChain always passes embedding_function=None; the steps that then need the
-# collection's own function to embed documents or queries:
-_NO_EF_STEPS = (
-    "noef_add",
-    "noef_search",
-    "noef_search_score",
-    "noef_filter",
-    "noef_where_document",
-    "noef_by_vector",
-    "noef_mmr_by_vector",
-    "noef_count",
-    "reopen_noef_search",
-)
 PENDING: dict[tuple[str, str, str], str] = {
-    **{
-        ("langchain", target, step): (
-            "pending: embedding_function=None means the collection's own function, as in chromadb"
-        )
-        for target in TINTDB_CLIENTS
-        for step in _NO_EF_STEPS
-    },
-    **{
-        ("langchain", "chromadb-http", step): (
-            'pending: tintdb run describes collections with "schema": null, so chromadb\'s '
-            "HttpClient finds no embedding function (from Chroma's server it gets the schema, "
-            "whose default is all-MiniLM-L6-v2)"
-        )
-        for step in _NO_EF_STEPS
-    },
-    **{
-        ("langchain", target, "nested_metadata"): (
-            "pending: a nested metadata value's error says 'Expected metadata value to be', "
-            "on which LangChain adds its filter_complex_metadata hint"
-        )
-        for target in TINTDB_CLIENTS
-    },
-    **{
-        ("llamaindex", target, "delete_nodes_filter"): (
-            "pending: delete(ids=[], where=...) refuses the empty id list, as chromadb does "
-            "(tintdb deletes nothing and reports success)"
-        )
-        for target in TINTDB_CLIENTS
-    },
+    # None open: each entry is (framework, target, step) -> "pending: <why>".
 }
 
 

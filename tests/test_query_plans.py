@@ -8,6 +8,8 @@ closely as HNSW finds them) and never short when enough records match.
 from __future__ import annotations
 
 import os
+import re
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -20,7 +22,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import tintdb
-from tintdb import _index, _local
+from tintdb import _index, _local, _storage
 from tintdb._index import VectorIndex
 from tintdb._local import (
     POSTFILTER_COST_RATIO,
@@ -548,5 +550,424 @@ def test_a_graph_worn_by_deletes_and_updates_is_rebuilt_at_the_line() -> None:
         index = col._backend._indexes[str(col.id)]
         assert index is not first, "not rebuilt past the line"
         assert index.churn == 0 and index.free_slots == 0 and len(index) == len(live)
-        held = np.asarray(index._hnsw.get_items(index.universe()), dtype=np.float32)
+        held = np.asarray(index._full_vectors(index.universe()), dtype=np.float32)
         assert np.array_equal(held, vecs[[int(i) for i in live]])
+
+
+# ---------------------------------------------------------------- no full pass on a hot path
+#
+# Every public read and write runs over a collection of 20,000 records while every SQL
+# statement is captured and explained, and while the Python functions whose work grows
+# with the collection are counted. A statement that walks a whole collection (a SCAN of
+# one of its tables, or a SEARCH constrained by the collection alone) or a call into one
+# of those functions fails the test, unless the call is one listed in FULL_PASSES, each
+# with the reason it must read everything. Run with and without planner statistics
+# (sqlite_stat1): the plans must not depend on them.
+
+PLAN_N = 20_000
+# Tables (and the FTS5 index) whose rows belong to collections: walking one of them
+# whole costs time in proportion to the data.
+_PER_COLLECTION = {"records", "meta", "vblocks", "ops", "docs"}
+_SQL_WORDS = {"WHERE", "SET", "JOIN", "ON", "ORDER", "GROUP", "LIMIT", "AND", "OR", "USING"}
+_SQL_WORDS |= {"INDEXED", "NOT", "AS", "LEFT", "INNER", "UNION", "VALUES", "SELECT"}
+
+# The calls that must read every record, by name, and why. Nothing else may.
+FULL_PASSES = {
+    "get()": "no filter and no limit: the answer is every record",
+    "get(include=[embeddings])": "no filter and no limit: every record and vector",
+    "where_document $regex": "a regular expression cannot use an index: every document",
+    "where_document $not_regex": "a regular expression cannot use an index: every document",
+    "where_document $not_contains": "every document, to find those without the text",
+    "where_document $contains of 2 chars": "shorter than a trigram: every document",
+    "first query after opening": (
+        "the index is not in memory yet: the query scans every stored vector exactly "
+        "while the index loads behind it"
+    ),
+    "index load behind the first query": "reads every vector once to put the graph back",
+    "first exact search after the index loads": (
+        "builds the exact-search copy of the vectors (the mirror) from SQLite, once per "
+        "loaded index; later exact searches read only the rows they score"
+    ),
+    "where of negations alone": (
+        "$ne, $nin and $not_contains alone match the records a lookup does not find: the "
+        "answer is the complement, listed by a pass over the live seqs (or, before the "
+        "index is in memory, by SQLite walking the records in order until the page is full)"
+    ),
+    "get(limit, offset) before the index is in memory": (
+        "SQLite's OFFSET walks the records before the page; once the index is in memory "
+        "the page is cut from its sorted seqs"
+    ),
+    "a page walked in order": (
+        "get(where, limit) of a filter that matched at least a twentieth of an even sample "
+        "of the records: it walks them in order, testing each, until the page is full "
+        "(about (offset + limit) / share records, at most _local.WALK_MAX by the sample)"
+    ),
+    "vacuum()": "rewrites the whole file",
+    "close()": (
+        "writes the index snapshot when more than a fiftieth of a collection changed since "
+        "the last one: work in proportion to those changes"
+    ),
+}
+
+# Python functions whose work grows with the collection, and the condition under which a
+# call to them is such work (None: always).
+_PER_RECORD: dict[str, tuple[Any, str, Any]] = {}
+
+
+def _aliases(sql: str) -> dict[str, str]:
+    found = re.findall(r"\b(records|meta|vblocks|ops|docs)\s+(?:AS\s+)?([A-Za-z_]\w*)", sql)
+    return {alias: table for table, alias in found if alias.upper() not in _SQL_WORDS}
+
+
+def full_pass_lines(conn: sqlite3.Connection, sql: str) -> list[str]:
+    """The lines of ``sql``'s query plan that walk a whole collection."""
+    try:
+        plan = conn.execute("EXPLAIN QUERY PLAN " + sql).fetchall()
+    except sqlite3.Error:
+        return []  # not explainable (BEGIN, PRAGMA, ...)
+    aliases = _aliases(sql)
+    bad = []
+    for *_, detail in plan:
+        m = re.match(r"(SCAN|SEARCH) (\S+)(.*)", detail)
+        if not m:
+            continue
+        kind, name, rest = m.groups()
+        table = aliases.get(name, name)
+        if table not in _PER_COLLECTION:
+            continue
+        if table == "docs":  # FTS5: the index string says what constrains it
+            used = re.search(r"INDEX \d+:(\S*)", rest)
+            if kind == "SCAN" and not (used and re.search(r"[M=]", used.group(1))):
+                bad.append(detail)
+            continue
+        if kind == "SCAN":
+            bad.append(detail)
+            continue
+        cons = re.search(r"\(([^()]*)\)\s*$", rest)
+        columns = set(re.findall(r"(\w+)\s*(?:=|>|<)", cons.group(1))) if cons else set()
+        if columns <= {"coll", "key", "kind"}:  # the collection (or one key of it) whole
+            bad.append(detail)
+    return bad
+
+
+class _Watch:
+    """Captures the SQL of every connection the store opens, and counts calls into the
+    per-record Python paths, attributed to the public call running at the time."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.label = "setup"
+        self.sql: list[tuple[str, str]] = []
+        self.per_record: list[tuple[str, str]] = []
+        real_connect = Store._connect
+
+        def connect(target: str) -> sqlite3.Connection:
+            conn = real_connect(target)
+            conn.set_trace_callback(self._trace)
+            return conn
+
+        monkeypatch.setattr(Store, "_connect", staticmethod(connect))
+
+        def counted(owner: Any, name: str, when: Any) -> None:
+            real = getattr(owner, name)
+
+            def wrapper(obj: Any, *args: Any, **kwargs: Any) -> Any:
+                if when is None or when(obj, *args, **kwargs):
+                    self.per_record.append((self.label, f"{owner.__name__}.{name}"))
+                return real(obj, *args, **kwargs)
+
+            monkeypatch.setattr(owner, name, wrapper)
+
+        # Reads of every vector of a collection.
+        counted(Store, "vector_chunks", lambda s, coll, dim, seqs=None, **_: seqs is None)
+        counted(Store, "vectors", lambda s, coll, seqs, dim: seqs is None)
+        # Building the exact-search copy of the vectors.
+        counted(VectorIndex, "ensure_mirror", lambda ix, loader: ix._mirror is None)
+        # Whole-index work: snapshots, rebuilds, filter complements.
+        counted(VectorIndex, "save", None)
+        counted(_local.LocalBackend, "_rebuild", None)
+        counted(Store, "reclaim_space", None)
+        # The complement of a set of seqs: a pass over the live seqs.
+        real_complement = _storage.complement
+
+        def complement(universe: np.ndarray, seqs: np.ndarray) -> np.ndarray:
+            self.per_record.append((self.label, "complement"))
+            return real_complement(universe, seqs)
+
+        monkeypatch.setattr(_storage, "complement", complement)
+
+    def _trace(self, sql: str) -> None:
+        if not sql.startswith("--"):  # "--": statements SQLite runs inside (FTS5, triggers)
+            self.sql.append((self.label, sql))
+
+    def run(self, label: str, call: Any, category: str | None = None) -> Any:
+        """Run one public call; its full passes are checked against ``category`` (by
+        default the label itself) in FULL_PASSES."""
+        self.label = category or label
+        try:
+            return call()
+        finally:
+            self.label = "setup"
+
+
+def _plan_data() -> tuple[list[str], np.ndarray, list[dict[str, Any]], list[str]]:
+    rng = np.random.default_rng(21)
+    vecs = rng.normal(size=(PLAN_N, DIM)).astype(np.float32)
+    ids = [f"id{i}" for i in range(PLAN_N)]
+    words = ["amber", "birch", "cobalt", "dune", "ember"]
+    mds = [
+        {
+            "cat": f"c{i % 10}",
+            "n": i % 1000,
+            "f": (i % 97) / 7,
+            "flag": i % 3 == 0,
+            "tags": [words[i % 5], words[(i // 5) % 5]],
+            "nums": [i % 7, i % 11],
+        }
+        for i in range(PLAN_N)
+    ]
+    docs = [f"{words[i % 5]} note {i} of the {words[(i // 7) % 5]}" for i in range(PLAN_N)]
+    return ids, vecs, mds, docs
+
+
+_WHERES: list[dict[str, Any]] = [
+    {"cat": "c3"},
+    {"cat": {"$eq": "c3"}},
+    {"n": 7},
+    {"f": {"$eq": 1.0}},
+    {"flag": True},
+    {"cat": {"$ne": "c3"}},
+    {"n": {"$gt": 990}},
+    {"n": {"$gte": 990}},
+    {"n": {"$lt": 5}},
+    {"n": {"$lte": 5}},
+    {"cat": {"$in": ["c1", "c2"]}},
+    {"n": {"$nin": [1, 2, 3]}},
+    {"tags": {"$contains": "amber"}},
+    {"nums": {"$not_contains": 3}},
+    {"$and": [{"cat": "c3"}, {"n": {"$lt": 500}}]},
+    {"$or": [{"cat": "c3"}, {"n": {"$gte": 995}}]},
+    {"$and": [{"$or": [{"cat": "c1"}, {"cat": "c2"}]}, {"flag": {"$ne": True}}]},
+]
+_DOC_WHERES: list[tuple[str, dict[str, Any]]] = [
+    ("where_document $contains", {"$contains": "note 12"}),
+    ("where_document $contains of 2 chars", {"$contains": "12"}),
+    ("where_document $not_contains", {"$not_contains": "amber"}),
+    ("where_document $regex", {"$regex": "note 1[0-9]+ "}),
+    ("where_document $not_regex", {"$not_regex": "^amber"}),
+    (
+        "where_document $and of $contains",
+        {"$and": [{"$contains": "amber"}, {"$contains": "note 1"}]},
+    ),
+    (
+        "where_document $or of $contains",
+        {"$or": [{"$contains": "note 17"}, {"$contains": "note 5"}]},
+    ),
+]
+_GET_FIELDS = ["embeddings", "documents", "metadatas", "uris"]
+
+
+def _negations_only(where: dict[str, Any]) -> bool:
+    key, value = next(iter(where.items()))
+    if key in ("$and", "$or"):
+        return all(_negations_only(c) for c in value)
+    return isinstance(value, dict) and next(iter(value)) in ("$ne", "$nin", "$not_contains")
+
+
+def _kind(where: dict[str, Any]) -> str | None:
+    """The FULL_PASSES entry a where falls under, if any."""
+    return "where of negations alone" if _negations_only(where) else None
+
+
+def _includes(fields: list[str]) -> list[list[str]]:
+    return [[f for j, f in enumerate(fields) if mask >> j & 1] for mask in range(1 << len(fields))]
+
+
+def _battery(col: Any, watch: _Watch, vecs: np.ndarray, ids: list[str]) -> None:
+    """Every public read and write, each labelled."""
+    rng = np.random.default_rng(4)
+    q1, q5 = vecs[:1] + 0.01, vecs[100:105] + 0.01
+    some = [ids[i] for i in rng.choice(PLAN_N, 100, replace=False)]
+    run = watch.run
+    run("count()", col.count)
+    run("peek()", col.peek)
+    for inc in _includes(_GET_FIELDS):
+        run(f"get(ids=1, include={inc})", lambda inc=inc: col.get(ids=ids[5], include=inc))
+        run(f"get(ids=100, include={inc})", lambda inc=inc: col.get(ids=some, include=inc))
+        run(f"get(limit=10, include={inc})", lambda inc=inc: col.get(limit=10, include=inc))
+    run("get(limit=100, offset=15000)", lambda: col.get(limit=100, offset=15_000))
+    run(
+        "get(where, limit=10, offset=5000)",
+        lambda: col.get(where={"n": {"$lt": 900}}, limit=10, offset=5000),
+    )
+    for w in _WHERES:
+        run(f"get(where={w})", lambda w=w: col.get(where=w), _kind(w))
+        run(f"get(where={w}, limit=10)", lambda w=w: col.get(where=w, limit=10), _kind(w))
+        run(f"get(ids=100, where={w})", lambda w=w: col.get(ids=some, where=w))
+    for label, wd in _DOC_WHERES:
+        run(label, lambda wd=wd: col.get(where_document=wd, limit=10))
+        run(label, lambda wd=wd: col.get(where_document=wd))
+    for label, wd in _DOC_WHERES:  # narrowed by a selective where: no longer a full pass
+        run(f"get(where, {label[15:]})", lambda wd=wd: col.get(where={"n": 7}, where_document=wd))
+    for inc in _includes([*_GET_FIELDS, "distances"]):
+        run(f"query(include={inc})", lambda inc=inc: col.query(query_embeddings=q1, include=inc))
+    for k in (1, 10, 100):
+        for q, nq in ((q1, 1), (q5, 5)):
+            run(
+                f"query(n_results={k}, {nq} vectors)",
+                lambda q=q, k=k: col.query(query_embeddings=q, n_results=k),
+            )
+    for w in _WHERES:
+        run(f"query(where={w})", lambda w=w: col.query(query_embeddings=q5, where=w), _kind(w))
+    for label, wd in _DOC_WHERES:
+        run(label, lambda wd=wd: col.query(query_embeddings=q1, where_document=wd))
+        run(
+            f"query(where, {label[15:]})",
+            lambda wd=wd: col.query(query_embeddings=q1, where={"n": 7}, where_document=wd),
+        )
+    run("query(ids=100)", lambda: col.query(query_embeddings=q1, ids=some, n_results=5))
+    run(
+        "query(ids=100, where)",
+        lambda: col.query(query_embeddings=q1, ids=some, where={"cat": {"$ne": "c1"}}),
+    )
+    # Writes.
+    new = rng.normal(size=(100, DIM)).astype(np.float32)
+    run(
+        "add(1)",
+        lambda: col.add(
+            ids=["new0"], embeddings=new[:1], metadatas=[{"cat": "c1"}], documents=["fresh"]
+        ),
+    )
+    run(
+        "add(100)",
+        lambda: col.add(
+            ids=[f"new{i}" for i in range(1, 100)], embeddings=new[1:], documents=["fresh"] * 99
+        ),
+    )
+    run("update(1, embeddings)", lambda: col.update(ids=[ids[7]], embeddings=new[:1]))
+    run("update(100, metadatas)", lambda: col.update(ids=some, metadatas=[{"n": 5}] * 100))
+    run(
+        "update(100, documents and embeddings)",
+        lambda: col.update(ids=some, embeddings=new, documents=["changed"] * 100),
+    )
+    run("upsert(1 existing)", lambda: col.upsert(ids=[ids[9]], embeddings=new[:1]))
+    run(
+        "upsert(100, half new)",
+        lambda: col.upsert(ids=some[:50] + [f"up{i}" for i in range(50)], embeddings=new),
+    )
+    run("query after writes", lambda: col.query(query_embeddings=q1, where={"cat": "c3"}))
+    run("get after writes", lambda: col.get(where={"cat": "c3"}, limit=10))
+    run("count after writes", col.count)
+    run("delete(ids=1)", lambda: col.delete(ids=[ids[11]]))
+    run(
+        "delete(ids=100)",
+        lambda: col.delete(ids=[f"up{i}" for i in range(50)] + [f"new{i}" for i in range(50)]),
+    )
+    run("delete(where)", lambda: col.delete(where={"n": 999}))
+    run("delete(where, limit)", lambda: col.delete(where={"n": 998}, limit=3))
+    run("delete(where_document)", lambda: col.delete(where_document={"$contains": "note 1234 "}))
+    run("query after deletes", lambda: col.query(query_embeddings=q5, where={"cat": "c3"}))
+    run("count after deletes", col.count)
+
+
+@pytest.mark.parametrize("stats", [False, True], ids=["no-stats", "analyzed"])
+def test_no_public_call_walks_a_whole_collection(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, stats: bool
+) -> None:
+    watch = _Watch(monkeypatch)
+    ids, vecs, mds, docs = _plan_data()
+    path = tmp_path / "store"
+    with tintdb.PersistentClient(path=str(path)) as client:
+        col = client.create_collection("plans", embedding_function=None)
+        for s in range(0, PLAN_N, 5000):
+            sl = slice(s, s + 5000)
+            col.add(ids=ids[sl], embeddings=vecs[sl], metadatas=mds[sl], documents=docs[sl])
+        # Other collections: with statistics, a collection is then a small part of a table.
+        for c in range(3):
+            other = client.create_collection(f"other{c}", embedding_function=None)
+            other.add(ids=ids[:50], embeddings=vecs[:50], metadatas=mds[:50], documents=docs[:50])
+    if stats:
+        with sqlite3.connect(path / "tintdb.sqlite3") as conn:
+            conn.execute("ANALYZE")
+            assert conn.execute("SELECT count(*) FROM sqlite_stat1").fetchone()[0] > 0
+    watch.sql.clear()
+    watch.per_record.clear()
+    with tintdb.PersistentClient(path=str(path)) as client:
+        col = client.get_collection("plans", embedding_function=None)
+        watch.run("first query after opening", lambda: col.query(query_embeddings=vecs[:1]))
+        watch.run("index load behind the first query", col._backend._wait_loads)
+        watch.run("count()", col.count)
+        watch.run(
+            "first exact search after the index loads",
+            lambda: col.query(query_embeddings=vecs[:1], where={"n": 3}),
+        )
+        _battery(col, watch, vecs, ids)
+        watch.run("close()", client.close)
+    with tintdb.PersistentClient(path=str(path)) as client:  # SQLite alone: no index loaded
+        col = client.get_collection("plans", embedding_function=None)
+        for w in _WHERES:
+            watch.run(
+                f"get(where={w}, limit=10) before any query",
+                lambda w=w: col.get(where=w, limit=10),
+                _kind(w),
+            )
+            watch.run(f"get(where={w}) before any query", lambda w=w: col.get(where=w), _kind(w))
+        watch.run(
+            "get(limit=100, offset=15000) before any query",
+            lambda: col.get(limit=100, offset=15_000),
+            "get(limit, offset) before the index is in memory",
+        )
+        watch.run("count() before any query", col.count)
+        watch.run("get()", col.get)
+        watch.run("get(include=[embeddings])", lambda: col.get(include=["embeddings"]))
+        watch.run("vacuum()", client.vacuum)
+        watch.run("close()", client.close)
+    conn = sqlite3.connect(path / "tintdb.sqlite3")
+    conn.create_function("regexp", 2, lambda p, t: False, deterministic=True)
+    walk = re.compile(r"WHERE r\.coll = \d+ AND .* ORDER BY r\.seq LIMIT \d+ OFFSET \d+$")
+    problems = []
+    for label, sql in watch.sql:
+        if walk.search(sql) and "SELECT seq FROM meta" not in sql:
+            label = "a page walked in order"
+        if label in FULL_PASSES or label == "setup":
+            continue
+        for line in full_pass_lines(conn, sql):
+            problems.append(f"{label}: {line}\n    {sql[:300]}")
+    for label, name in watch.per_record:
+        if label not in FULL_PASSES and label != "setup":
+            problems.append(f"{label}: Python {name}")
+    conn.close()
+    assert not problems, f"{len(problems)} full passes:\n" + "\n".join(dict.fromkeys(problems))
+    assert {label for label, _ in watch.sql} >= {"count()", "get()", "vacuum()"}
+
+
+def test_the_plan_check_sees_walks_of_a_collection(tmp_path: Path) -> None:
+    """The check above is only as good as its reading of a plan: these statements walk a
+    whole collection (the first is the read-back that once did so for every query with
+    include=[]), and these do not."""
+    store = Store(tmp_path)
+    store.close()
+    conn = sqlite3.connect(tmp_path / "tintdb.sqlite3")
+    walks = [
+        "SELECT r.seq, r.id FROM records r INDEXED BY records_by_id "
+        "WHERE r.seq IN (SELECT value FROM json_each('[1,2]')) AND r.coll = 1",
+        "SELECT count(*) FROM records WHERE coll = 1",
+        "SELECT seq FROM records WHERE coll = 1 AND instr(document, 'ab') > 0",
+        "SELECT blk, slots, data FROM vblocks WHERE coll = 1 ORDER BY blk",
+        "SELECT rowid FROM docs",
+        "SELECT seq FROM meta NOT INDEXED WHERE coll = 1 AND key = 'a' AND v = 2",
+    ]
+    lookups = [
+        "SELECT r.seq, r.id FROM records r "
+        "WHERE r.seq IN (SELECT value FROM json_each('[1,2]')) AND +r.coll = 1",
+        "SELECT seq FROM meta WHERE coll = 1 AND key = 'a' AND kind = 1 AND v > 2",
+        "SELECT rowid FROM docs WHERE docs MATCH '\"abc\"'",
+        "SELECT slots FROM vblocks WHERE coll = 1 AND blk IN (SELECT value FROM json_each('[3]'))",
+        "SELECT n_records FROM collections WHERE coll = 1",
+    ]
+    try:
+        for sql in walks:
+            assert full_pass_lines(conn, sql), sql
+        for sql in lookups:
+            assert not full_pass_lines(conn, sql), sql
+    finally:
+        conn.close()

@@ -329,3 +329,30 @@ def test_filtered_query_is_never_short(client: tintdb.Client) -> None:
             truth = {str(members[j]) for j in np.argsort(d)[:25]}
             assert len(res["ids"][qi]) == 25
             assert set(res["ids"][qi]) == truth
+
+
+def test_filters_never_reach_into_another_collection(client: tintdb.Client) -> None:
+    """The full-text index and the change log are shared by every collection: a
+    where_document match, a filtered get, query or delete must act on its own
+    collection's records only, however the two interleave in storage."""
+    a = client.create_collection("aaa", embedding_function=None)
+    b = client.create_collection("bbb", embedding_function=None)
+    for i in range(0, 40, 10):  # interleaved seqs
+        for col, tag in ((a, "a"), (b, "b")):
+            col.add(
+                ids=[f"{tag}{j}" for j in range(i, i + 10)],
+                embeddings=[[float(j), 1.0] for j in range(i, i + 10)],
+                documents=[f"shared words {j}" for j in range(i, i + 10)],
+                metadatas=[{"n": j} for j in range(i, i + 10)],
+            )
+    wd = {"$or": [{"$contains": "words 1"}, {"$contains": "words 2"}]}
+    want = [f"a{j}" for j in range(40) if str(j).startswith(("1", "2"))]
+    assert a.get(where_document=wd)["ids"] == want
+    assert a.get(where_document={"$contains": "shared"}, limit=5, offset=30)["ids"] == [
+        f"a{j}" for j in range(30, 35)
+    ]
+    got = a.query(query_embeddings=[[12.0, 1.0]], n_results=40, where_document=wd)["ids"][0]
+    assert sorted(got) == sorted(want)
+    assert a.delete(where_document=wd) == {"deleted": len(want)}
+    assert a.count() == 40 - len(want) and b.count() == 40
+    assert len(b.get(where_document=wd)["ids"]) == len(want)

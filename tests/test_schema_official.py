@@ -122,7 +122,7 @@ def test_python_client_schema_workload(server: TintServer) -> None:  # noqa: F81
         "vector_query": [[0.0, 1.0]],
         "spann_schema_vector": _vector("ip"),
         "schema_and_configuration": Raised(
-            "InvalidArgumentError", ERRORS, "both a schema and a configuration"
+            "InvalidArgumentError", ERRORS, "set the vector index differently"
         ),
         "schema_with_cmek": Raised("InvalidArgumentError", ERRORS, "cmek"),
         "names": ["declared", "plain", "precedence", "spann_schema", "spanned", "vectored"],

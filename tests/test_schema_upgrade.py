@@ -56,7 +56,7 @@ def test_old_store_opens_with_every_record_intact(old_store: Path) -> None:
         assert hits["ids"] == [["a", "b"]]
         assert col.get(where_document={"$contains": "moon"})["ids"] == ["a"]
     version, columns, triggers = _schema(old_store)
-    assert version == 3
+    assert version == 4
     assert "embedding" not in columns
     assert "docs_insert" not in triggers
 
@@ -161,7 +161,7 @@ def test_v2_store_opens_with_every_vector_intact_and_answers_exactly(v2_store: P
         notes.add(ids=["new"], embeddings=[[1.0, 2.0, 3.0, 4.0]])
         assert notes.count() == len(want_notes) + 1
     version, tables = _tables(v2_store)
-    assert version == 3 and "vectors" not in tables and "vblocks" in tables
+    assert version == 4 and "vectors" not in tables and "vblocks" in tables
     # close() wrote snapshots of the current format; the old ones are gone.
     assert not list(v2_store.glob("index/*/v*/graph.hnsw"))
     assert len(list(v2_store.glob("index/*/v*/graph.npz"))) == 2
@@ -185,3 +185,51 @@ def test_upgraded_stores_show_the_metadata_keys_their_records_use(
     with tintdb.PersistentClient(path=str(v2_store)) as client:
         assert _record_keys(client, "notes") == {"i": {"int"}, "even": {"bool"}}
         assert _record_keys(client, "other") == {}
+
+
+# ---------------------------------------------------------------- schema 3
+
+# ``fixtures/store-v3`` was written by tintdb at schema 3 (no record count kept with the
+# collection) by this recipe: ``notes`` (l2, 4 dimensions) took n0..n119 with documents
+# and ``other`` (cosine, 3 dimensions) o0..o29, in three rounds of 40 and 10; then every
+# 7th note was deleted, n1 and n200 were upserted (one new record) and o3 deleted; and
+# ``empty`` was created with no records.
+FIXTURE_V3 = Path(__file__).parent / "fixtures" / "store-v3"
+
+
+@pytest.fixture
+def v3_store(tmp_path: Path) -> Path:
+    path = tmp_path / "store-v3"
+    shutil.copytree(FIXTURE_V3, path)
+    return path
+
+
+def test_v3_fixture_is_schema_3(v3_store: Path) -> None:
+    version, _ = _tables(v3_store)
+    db = sqlite3.connect(v3_store / "tintdb.sqlite3")
+    try:
+        columns = [r[1] for r in db.execute("PRAGMA table_info(collections)")]
+    finally:
+        db.close()
+    assert version == 3 and "n_records" not in columns
+
+
+def test_v3_store_gets_its_counts_and_keeps_them_through_writes(v3_store: Path) -> None:
+    notes_ids = sorted({f"n{i}" for i in range(120) if i % 7} | {"n200"})
+    with tintdb.PersistentClient(path=str(v3_store)) as client:
+        notes, other = client.get_collection("notes"), client.get_collection("other")
+        assert notes.count() == len(notes_ids) == 103
+        assert sorted(notes.get()["ids"]) == notes_ids
+        assert other.count() == 29
+        assert client.get_collection("empty").count() == 0
+        notes.add(ids=["x1", "x2"], embeddings=[[1.0, 2.0, 3.0, 4.0], [0.0, 1.0, 0.0, 1.0]])
+        notes.upsert(ids=["x2", "x3"], embeddings=[[1.0, 1.0, 1.0, 1.0]] * 2)
+        notes.delete(ids=["n1", "n2", "not-there"])
+        other.delete(where={"$and": [{"a": 1}, {"b": 2}]})  # matches nothing
+        assert notes.count() == 103 + 3 - 2
+        assert other.count() == 29
+    version, _ = _tables(v3_store)
+    assert version == 4
+    with tintdb.PersistentClient(path=str(v3_store)) as client:
+        notes = client.get_collection("notes")
+        assert notes.count() == len(notes.get()["ids"]) == 104

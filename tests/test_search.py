@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 from _server import TintServer
+from conftest import hnsw_for_every_size
 
 import tintdb
 from tintdb import K, Knn, Rrf, Schema, Search, SparseVector, SparseVectorIndexConfig
@@ -440,6 +441,49 @@ def test_fork_copies_and_then_lives_apart(tmp_path: Path) -> None:
         assert f.search(Search().rank(Knn(query=[9.0, 1.0], limit=1)))["ids"] == [["9"]]
         client.delete_collection("copy")
         assert client.get_collection("src").fork_count() == 1  # copy2 still exists
+
+
+def test_fork_keeps_the_graph_of_updated_vectors(tmp_path: Path) -> None:
+    """The fork's graph is the source's with its labels shifted, including the labels of
+    records whose vector changed (a new node under a new generation): searched through
+    the graph, fork and source agree, before and after a reopen and later writes."""
+    rng = np.random.default_rng(7)
+    vecs = rng.random((400, 8), dtype=np.float32)
+    ids = [str(i) for i in range(400)]
+    probes = rng.random((5, 8), dtype=np.float32).tolist()
+
+    def nearest(c: Any) -> list[list[str]]:
+        return c.query(query_embeddings=probes, n_results=10)["ids"]
+
+    with hnsw_for_every_size():
+        with tintdb.PersistentClient(str(tmp_path)) as client:
+            c = client.create_collection("src", embedding_function=None)
+            c.add(ids=ids, embeddings=vecs)
+            moved = rng.random((50, 8), dtype=np.float32)
+            c.update(ids=ids[:50], embeddings=moved)  # new nodes for these records
+            c.delete(ids=ids[50:60])
+            f = c.fork("copy")
+            graph = f._backend._indexes[str(f.id)]  # the copied graph, in place at once
+            assert len(graph) == 390 and len(graph._moved) == 50
+            assert nearest(f) == nearest(c)
+            assert f._backend._indexes[str(f.id)] is graph  # no rebuild was needed
+            one = f.search(Search().rank(Knn(query=moved[3].tolist(), limit=1)))["ids"]
+            assert one == [["3"]]
+            f.update(ids=["3"], embeddings=[vecs[200].tolist()])  # moved again, in the fork
+            assert f.get(ids=["3"], include=["embeddings"])["embeddings"][0].tolist() == (
+                vecs[200].tolist()
+            )
+            assert c.query(query_embeddings=[moved[3].tolist()], n_results=1)["ids"] == [["3"]]
+            expected = nearest(f)
+        with tintdb.PersistentClient(str(tmp_path)) as client:
+            f = client.get_collection("copy")
+            assert nearest(f) == expected
+            assert sorted(
+                f.query(query_embeddings=[vecs[200].tolist()], n_results=2)["ids"][0]
+            ) == [
+                "200",
+                "3",
+            ]
 
 
 def test_fork_of_an_empty_collection_and_errors() -> None:

@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 
 import tintdb
 from tintdb import _storage
+from tintdb._index import VectorIndex
 from tintdb._storage import BLOCK_SHIFT, Store
 
 DIM = 3
@@ -195,7 +196,7 @@ def _reopen_answers(path: Path, q: np.ndarray) -> tuple[Any, Any]:
         col._backend._wait_loads()
         got = col.query(query_embeddings=q, n_results=10)
         index = col._backend._indexes[str(col.id)]
-        held = np.asarray(index._hnsw.get_items(index.universe()), dtype=np.float32)
+        held = np.asarray(index._full_vectors(index.universe()), dtype=np.float32)
         return got, held
 
 
@@ -318,3 +319,52 @@ def test_the_checkpoint_thread_copies_the_wal_into_the_database_file(tmp_path: P
         assert checkpoint is not None
         checkpoint.join()
         assert records_in_main_file("after") == 301
+
+
+@pytest.mark.parametrize("space", ["l2", "cosine"])
+def test_changed_vectors_get_fresh_nodes_that_a_snapshot_keeps(tmp_path: Path, space: str) -> None:
+    """A record whose vector changes gets a new node (its seq plus a generation) and its
+    old node is marked deleted, however often it changes; a snapshot and a reload keep
+    every live record at its current vector, the old nodes never come back as results,
+    and a deleted changed record is gone."""
+    rng = np.random.default_rng(12)
+    params = {"ef_construction": 100, "max_neighbors": 16, "ef_search": 50}
+    seqs = np.arange(1, 601, dtype=np.int64) * 2
+    current = {
+        int(s): v for s, v in zip(seqs, rng.normal(size=(600, 8)).astype(np.float32), strict=True)
+    }
+    index = VectorIndex(space, 8, params)
+    index.upsert(seqs, np.stack([current[int(s)] for s in seqs]))
+    moved = seqs[:150]
+    for round_ in range(3):  # three generations for some
+        part = moved[: 150 - 50 * round_]
+        new = (rng.normal(size=(len(part), 8)) + 20 + round_).astype(np.float32)
+        index.upsert(part, new)
+        current.update({int(s): v for s, v in zip(part, new, strict=True)})
+    gone = moved[::7]
+    index.remove(gone)
+    for s in gone.tolist():
+        del current[s]
+    assert index.free_slots == 150 + 100 + 50 + len(gone)
+
+    def chunks() -> Any:
+        live = np.array(sorted(current), dtype=np.int64)
+        yield live, np.stack([current[int(s)] for s in live])
+
+    index.save(tmp_path)
+    loaded = VectorIndex.load(tmp_path, space, 8, params, chunks)
+    assert loaded is not None
+    for ix in (index, loaded):
+        live = ix.universe()
+        assert live.tolist() == sorted(current)
+        want = np.stack([current[int(s)] for s in live])
+        if space == "cosine":
+            want = want / np.linalg.norm(want, axis=1, keepdims=True)
+        assert np.allclose(ix._full_vectors(live), want, atol=1e-6)
+        probe = np.array([s for s in moved.tolist() if s in current], dtype=np.int64)
+        labels, _ = ix.knn(np.stack([current[int(s)] for s in probe]), 1)
+        assert (labels[:, 0] == probe).mean() > 0.98
+        found, _ = ix.knn(np.stack(list(current.values())), 5)
+        assert set(found.ravel().tolist()) <= set(current)  # no old node, nothing deleted
+        ix.upsert(probe[:3], np.zeros((3, 8), np.float32) + 1)  # and it goes on changing
+        assert len(ix) == len(current)

@@ -243,11 +243,11 @@ class Collection:
 
     @property
     def configuration(self) -> dict[str, Any]:
-        return {k: v for k, v in self._model.configuration.items() if k != "schema"}
+        return self._model.configuration
 
     @property
     def configuration_json(self) -> dict[str, Any]:
-        return self.configuration
+        return self._model.configuration
 
     @property
     def schema(self) -> Schema:
@@ -503,8 +503,10 @@ class Collection:
             validate_where(where, single_clause_ok=single)
         if where_document is not None:
             validate_where_document(where_document, single_clause_ok=single)
-        # Filters on an index the schema disabled are refused, as Chroma does.
-        _schema.check_filters(self._model.configuration.get("schema"), where, where_document)
+        # Filters on an index the schema disabled are refused, as Chroma does (a store's
+        # collections carry their declared schema; a server checks its own).
+        declared = getattr(self._model, "declared_schema", None)
+        _schema.check_filters(declared, where, where_document)
 
     def get(
         self,

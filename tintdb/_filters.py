@@ -26,15 +26,19 @@ from . import _regex
 from .errors import InvalidArgumentError
 
 __all__ = [
+    "Found",
     "Leaf",
-    "evaluate",
+    "evaluate_sets",
     "KIND_BOOL",
     "KIND_LIST_OFFSET",
     "KIND_NUMBER",
     "KIND_STR",
     "MAX_DEPTH",
     "compile_where",
+    "compile_record_test",
     "compile_where_document",
+    "member",
+    "sorted_unique",
     "regexp",
     "text_list",
     "uses_regex",
@@ -286,6 +290,48 @@ def compile_where(where: dict[str, Any], coll: int) -> tuple[str, list[Any]]:
     return f"r.seq {'NOT IN' if negate else 'IN'} ({sub[0]})", sub[1]
 
 
+def compile_record_test(
+    where: dict[str, Any] | None, where_document: dict[str, Any] | None
+) -> tuple[str, list[Any]]:
+    """SQL boolean expression testing one record ``r`` at a time: each metadata
+    condition a lookup of that record's own rows (``meta_by_seq``), documents by
+    ``instr``. For a few records, or a walk that stops early, where the set of every
+    match would cost more."""
+    parts = []
+    if where:
+        parts.append(_record_where(where))
+    if where_document:
+        parts.append(compile_where_document(where_document, indexed=False))
+    if not parts:
+        return "1", []
+    return " AND ".join(p[0] for p in parts), [x for p in parts for x in p[1]]
+
+
+def _record_where(where: dict[str, Any]) -> tuple[str, list[Any]]:
+    key, value = next(iter(where.items()))
+    if key in LOGICAL:
+        parts = [_record_where(c) for c in value]
+        joiner = " AND " if key == "$and" else " OR "
+        return "(" + joiner.join(p[0] for p in parts) + ")", [x for p in parts for x in p[1]]
+    op, operand = next(iter(value.items())) if isinstance(value, dict) else ("$eq", value)
+    negate = op in ("$ne", "$nin", "$not_contains")
+    if op in EQUALITY:
+        kind, cond, params = value_kind(operand), "m.v = ?", [_sql_value(operand)]
+    elif op in COMPARE:
+        kind, cond, params = KIND_NUMBER, f"m.v {COMPARE[op]} ?", [operand]
+    elif op in MEMBERSHIP:
+        listed, params = text_list([_sql_value(v) for v in operand])
+        kind, cond = value_kind(operand[0]), f"m.v IN ({listed})"
+    else:
+        kind, cond = KIND_LIST_OFFSET + value_kind(operand), "m.v = ?"
+        params = [_sql_value(operand)]
+    sql = (
+        f"{'NOT ' if negate else ''}EXISTS (SELECT 1 FROM meta m WHERE m.seq = r.seq "
+        f"AND m.key = ? AND m.kind = ? AND {cond})"
+    )
+    return sql, [key, kind, *params]
+
+
 def _fts_phrase(text: str) -> str:
     return '"' + text.replace('"', '""') + '"'
 
@@ -296,18 +342,21 @@ def _indexable(needle: str) -> bool:
     return len(needle) >= _TRIGRAM and "\0" not in needle
 
 
-def compile_where_document(where_document: dict[str, Any]) -> tuple[str, list[Any]]:
-    """SQL boolean expression over ``records r`` for a validated ``where_document``."""
+def compile_where_document(
+    where_document: dict[str, Any], *, indexed: bool = True
+) -> tuple[str, list[Any]]:
+    """SQL boolean expression over ``records r`` for a validated ``where_document``
+    (``indexed``: a ``$contains`` goes through the full-text index first)."""
     op, value = next(iter(where_document.items()))
     if op in LOGICAL:
-        parts = [compile_where_document(c) for c in value]
+        parts = [compile_where_document(c, indexed=indexed) for c in value]
         joiner = " AND " if op == "$and" else " OR "
         return (
             "(" + joiner.join(p[0] for p in parts) + ")",
             [x for p in parts for x in p[1]],
         )
     if op == "$contains":
-        if _indexable(value):
+        if indexed and _indexable(value):
             return (
                 "(r.seq IN (SELECT rowid FROM docs WHERE docs MATCH ?) "
                 "AND instr(r.document, ?) > 0)",
@@ -326,6 +375,8 @@ def compile_where_document(where_document: dict[str, Any]) -> tuple[str, list[An
 # A leaf condition: SQL selecting the ``seq`` of every record satisfying its positive
 # form, its parameters, and whether the condition is the complement of that set.
 Leaf = tuple[str, list[Any], bool]
+# A set of records as sorted unique seqs, and whether it stands for its complement.
+Found = tuple[np.ndarray, bool]
 
 
 def _where_leaf(key: str, value: Any, coll: int) -> Leaf:
@@ -335,62 +386,152 @@ def _where_leaf(key: str, value: Any, coll: int) -> Leaf:
     return subquery, params, sql.startswith("r.seq NOT IN")
 
 
-def _document_leaf(op: str, value: str, coll: int) -> Leaf:
+def _range_leaf(key: str, bounds: list[tuple[str, Any]], coll: int) -> Leaf:
+    """Several bounds on one number key in one lookup: ``a <= x < b`` reads the records
+    between the bounds, where one lookup per bound read about the whole collection."""
+    cond = " AND ".join(f"v {COMPARE[op]} ?" for op, _ in bounds)
+    sql, params = _meta_set(coll, key, KIND_NUMBER, cond, [v for _, v in bounds])
+    return sql, params, False
+
+
+def _document_leaf(op: str, value: str, coll: int, within: np.ndarray | None = None) -> Leaf:
+    """``within``: the only records that can still match (sorted seqs); a condition
+    that no index serves then tests those alone instead of every document."""
     negate = op in ("$not_contains", "$not_regex")
     if op in ("$contains", "$not_contains") and _indexable(value):
-        # A trigram phrase match is exactly a substring match.
-        return "SELECT rowid AS seq FROM docs WHERE docs MATCH ?", [_fts_phrase(value)], negate
+        # A trigram phrase match is exactly a substring match. The full-text index holds
+        # every collection's documents: its matches are kept to this one's records.
+        sql = (
+            "SELECT seq FROM records WHERE seq IN (SELECT rowid FROM docs WHERE docs MATCH ?) "
+            "AND +coll = ?"
+        )
+        return sql, [_fts_phrase(value), coll], negate
     if op in ("$contains", "$not_contains"):
         cond = "instr(document, ?) > 0"
     else:
         cond = "regexp(?, document)"
+    if within is not None:
+        among = "SELECT seq FROM records WHERE seq IN (SELECT value FROM json_each(?))"
+        return f"{among} AND {cond}", [orjson.dumps(within.tolist()).decode(), value], negate
     return f"SELECT seq FROM records WHERE coll = ? AND {cond}", [coll, value], negate
 
 
-def evaluate(
+def _scans(clause: dict[str, Any]) -> bool:
+    """Whether a where_document clause has a condition that no index serves."""
+    op, value = next(iter(clause.items()))
+    if op in LOGICAL:
+        return any(_scans(c) for c in value)
+    return op in ("$regex", "$not_regex") or not _indexable(value)
+
+
+def sorted_unique(seqs: np.ndarray) -> np.ndarray:
+    """``seqs`` sorted, without repeats. np.unique hashes first: 47 ms for 50,000 seqs
+    here, against 3 ms for a sort."""
+    out = np.sort(seqs)
+    if len(out) > 1:
+        out = out[np.concatenate(([True], out[1:] != out[:-1]))]
+    return out
+
+
+def member(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Which of sorted ``a`` are in sorted ``b`` (binary searches: no pass over ``b``)."""
+    if len(a) == 0 or len(b) == 0:
+        return np.zeros(len(a), dtype=bool)
+    pos = np.minimum(np.searchsorted(b, a), len(b) - 1)
+    return b[pos] == a
+
+
+def _combine(op: str, parts: list[Found]) -> Found:
+    """$and / $or of sets, some standing for their complement, without ever forming a
+    complement: the work is in proportion to the sets, not to the collection."""
+    pos = [p for p, neg in parts if not neg]
+    neg = [p for p, negated in parts if negated]
+    if op == "$and":
+        if pos:
+            out = min(pos, key=len)
+            for p in pos:
+                if p is not out:
+                    out = out[member(out, p)]
+            for n in neg:
+                out = out[~member(out, n)]
+            return out, False
+        out = neg[0]
+        for n in neg[1:]:
+            out = np.union1d(out, n)
+        return out, True
+    if not neg:
+        out = pos[0]
+        for p in pos[1:]:
+            out = np.union1d(out, p)
+        return out, False
+    out = min(neg, key=len)  # A or not B or not C = not ((B and C) minus A)
+    for n in neg:
+        if n is not out:
+            out = out[member(out, n)]
+    for p in pos:
+        out = out[~member(out, p)]
+    return out, True
+
+
+def evaluate_sets(
     where: dict[str, Any] | None,
     where_document: dict[str, Any] | None,
     coll: int,
     fetch: Callable[[str, list[Any]], np.ndarray],
-    universe: np.ndarray,
-) -> np.ndarray:
-    """The sorted seqs among ``universe`` (sorted, unique) that satisfy both filters.
+    within: np.ndarray | None = None,
+) -> Found | None:
+    """The records satisfying both filters (and in sorted ``within``, if given), as a
+    set or the complement of one; None when there is no filter at all.
 
     Each leaf is one indexed SQL lookup returned in bulk by ``fetch``; ``$and``, ``$or``
-    and negation are numpy set operations. Far cheaper than one big SQL statement when
-    many records match, which is exactly when a filtered vector search needs it.
+    and negation are set operations on sorted arrays. A condition no index serves
+    (``$regex``, a ``$contains`` shorter than a trigram) reads only the records the
+    indexed conditions beside it leave, when they leave a set rather than a complement.
     """
 
-    def leaf(found: Leaf) -> np.ndarray:
+    def leaf(found: Leaf) -> Found:
         sql, params, negate = found
-        seqs = fetch(sql, params)
-        if len(seqs) == 0 or len(universe) == 0:
-            mask = np.zeros(len(universe), dtype=bool)
-        else:  # linear time: a lookup table over the seq range
-            mask = np.isin(universe, seqs, kind="table")
-        return ~mask if negate else mask
+        return sorted_unique(fetch(sql, params)), negate
 
-    def combine(op: str, parts: list[np.ndarray]) -> np.ndarray:
-        out = parts[0]
-        for part in parts[1:]:
-            out = out & part if op == "$and" else out | part
-        return out
-
-    def walk_where(clause: dict[str, Any]) -> np.ndarray:
+    def walk_where(clause: dict[str, Any]) -> Found:
         key, value = next(iter(clause.items()))
+        if key == "$and":
+            bounds: dict[str, list[tuple[str, Any]]] = {}
+            others = []
+            for c in value:
+                k, v = next(iter(c.items()))
+                if k not in LOGICAL and isinstance(v, dict) and next(iter(v)) in COMPARE:
+                    bounds.setdefault(k, []).append(next(iter(v.items())))
+                else:
+                    others.append(c)
+            ranges = [leaf(_range_leaf(k, b, coll)) for k, b in bounds.items()]
+            return _combine(key, ranges + [walk_where(c) for c in others])
         if key in LOGICAL:
-            return combine(key, [walk_where(c) for c in value])
+            return _combine(key, [walk_where(c) for c in value])
         return leaf(_where_leaf(key, value, coll))
 
-    def walk_document(clause: dict[str, Any]) -> np.ndarray:
+    def walk_document(clause: dict[str, Any], among: np.ndarray | None) -> Found:
         op, value = next(iter(clause.items()))
-        if op in LOGICAL:
-            return combine(op, [walk_document(c) for c in value])
-        return leaf(_document_leaf(op, value, coll))
+        if op == "$and":
+            # Indexed conditions first: what they leave narrows the others.
+            done = [walk_document(c, among) for c in value if not _scans(c)]
+            if done:
+                narrowed, negated = _combine("$and", done)
+                if not negated:
+                    among = narrowed if among is None else narrowed[member(narrowed, among)]
+            rest = [walk_document(c, among) for c in value if _scans(c)]
+            return _combine("$and", done + rest)
+        if op == "$or":
+            return _combine("$or", [walk_document(c, among) for c in value])
+        return leaf(_document_leaf(op, value, coll, among if _scans(clause) else None))
 
-    mask = np.ones(len(universe), dtype=bool)
+    parts: list[Found] = []
+    if within is not None:
+        parts.append((within, False))
     if where:
-        mask &= walk_where(where)
+        parts.append(walk_where(where))
     if where_document:
-        mask &= walk_document(where_document)
-    return universe[mask]
+        narrowed = _combine("$and", parts) if parts else None
+        among = None if narrowed is None or narrowed[1] else narrowed[0]
+        parts.append(walk_document(where_document, among))
+    return _combine("$and", parts) if parts else None

@@ -38,6 +38,7 @@ __all__ = [
     "check_update",
     "collection_schema",
     "create_request",
+    "declares_indexes",
     "metadata_value_types",
     "parse_schema",
     "resolve_create",
@@ -292,9 +293,9 @@ def resolve_create(
       is not read at all; otherwise ``hnsw:space`` applies, and the other ``hnsw:*`` keys
       fill the parameters the configuration left out;
     * a ``spann`` section gives an HNSW index in its space, with HNSW's defaults;
-    * a schema that differs from the default one may not come with a configuration (or
-      metadata) that differs from the defaults: the schema then decides the vector
-      index and, when it names one, the embedding function.
+    * a schema that differs from the default one decides the vector index and, when it
+      names one, the embedding function; a configuration (or metadata) that chooses
+      otherwise is refused (Chroma refuses any choice at all next to such a schema).
     """
     request = dict(request or {})
     schema_in = request.pop("schema", None)
@@ -327,33 +328,45 @@ def resolve_create(
                 field = HNSW_METADATA_KEYS[key][0]
                 if field == "space" or field not in given:
                     hnsw[field] = value
-    spann_default = spann is None or (set(spann) <= {"space"} and spann.get("space", "l2") == "l2")
-    config_default = (
-        all(_is_default_hnsw(k, v) for k, v in hnsw.items() if k != "space")
-        and hnsw["space"] == "l2"
-        and spann_default
-        and _is_default_ef(ef)
-    )
-
     out: dict[str, Any] = {"hnsw": hnsw, "spann": None, "embedding_function": ef}
     if schema_in is None:
         return out
     raw, merged = parse_schema(schema_in)
     if _is_default_schema(raw):
+        if any(key not in (DOCUMENT_KEY, EMBEDDING_KEY) for key in raw["keys"]):
+            # Keys that only list default indexes: kept so that they show from the
+            # start, with the vector index of the configuration.
+            defaults = merged["defaults"]["float_list"]["vector_index"]
+            vector = {"space": hnsw["space"], "hnsw": {f: hnsw[f] for f in HNSW_FIELDS}}
+            defaults["config"] = _vector_out({**vector, "embedding_function": ef})
+            out["schema"] = merged
         return out
-    if not config_default:
+    vector = merged["keys"][EMBEDDING_KEY]["float_list"]["vector_index"]["config"]
+    from_schema = dict(HNSW_DEFAULTS)
+    from_schema["space"] = vector.get("space") or "l2"
+    from_schema.update(vector.get("hnsw") or {})
+    if from_schema["num_threads"] == _cpu_count():  # how a schema shows "all cores" (0)
+        from_schema["num_threads"] = 0
+    schema_ef = vector.get("embedding_function")
+    # What the configuration (or metadata) chose must agree with the schema. Chroma
+    # refuses any such choice next to a schema; agreeing ones are accepted here, so
+    # that a collection's own configuration and schema, copied together, make it again.
+    clashes = [
+        f"{field} ({value!r} against the schema's {from_schema[field]!r})"
+        for field, value in hnsw.items()
+        if value != from_schema[field]
+        and (value != "l2" if field == "space" else not _is_default_hnsw(field, value))
+    ]
+    if not _is_default_ef(ef) and schema_ef is not None and ef != schema_ef:
+        clashes.append(f"embedding_function ({ef!r} against the schema's {schema_ef!r})")
+    if clashes:
         raise _fail(
-            "A collection cannot be given both a schema and a configuration (or hnsw:* "
-            "metadata) that changes the defaults: put the vector index settings in the "
+            "The schema and the configuration (or hnsw:* metadata) set the vector index "
+            f"differently: {'; '.join(clashes)}. Put the vector index settings in the "
             "schema, with Schema().create_index(VectorIndexConfig(...)), and leave "
             "configuration out"
         )
-    vector = merged["keys"][EMBEDDING_KEY]["float_list"]["vector_index"]["config"]
-    hnsw = dict(HNSW_DEFAULTS)
-    hnsw["space"] = vector.get("space") or "l2"
-    hnsw.update(vector.get("hnsw") or {})
-    out["hnsw"] = hnsw
-    schema_ef = vector.get("embedding_function")
+    out["hnsw"] = from_schema
     if schema_ef is not None:
         out["embedding_function"] = schema_ef
     out["schema"] = merged
@@ -648,6 +661,16 @@ def parse_schema(data: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     return raw, merged
 
 
+def declares_indexes(data: Any) -> bool:
+    """Whether a schema sets indexes beyond the default ones (disabled indexes, FTS off,
+    a sparse vector index...): what no configuration can say. Its vector index, and keys
+    listing only default indexes (a shown schema's discovered keys), do not count."""
+    raw, _ = parse_schema(data)
+    raw["defaults"].pop("float_list", None)
+    raw["keys"].get(EMBEDDING_KEY, {}).pop("float_list", None)
+    return not _is_default_schema(raw)
+
+
 def _vector_out(config: Mapping[str, Any]) -> dict[str, Any]:
     """A vector index config as kept: a space, the HNSW parameters filled in (a SPANN
     request becomes HNSW's defaults), the embedding function and source key if any."""
@@ -699,7 +722,11 @@ def _is_default_schema(raw: Mapping[str, Any]) -> bool:
                 return False
     for key, entry in raw["keys"].items():
         if key not in (DOCUMENT_KEY, EMBEDDING_KEY):
-            return False
+            # A key holding exactly the default indexes of its value types (as a shown
+            # schema lists the keys records use) asks for nothing either.
+            if any(indexes != skeleton["defaults"][vt] for vt, indexes in entry.items()):
+                return False
+            continue
         for value_type, indexes in entry.items():
             for index, spec in indexes.items():
                 if index == "vector_index":

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import os
 import sqlite3
 import threading
 import uuid
@@ -25,10 +26,12 @@ import orjson
 
 from ._filters import (
     KIND_LIST_OFFSET,
+    compile_record_test,
     compile_where,
     compile_where_document,
-    evaluate,
+    evaluate_sets,
     regexp,
+    sorted_unique,
     text_list,
     value_kind,
 )
@@ -47,7 +50,7 @@ __all__ = ["OP_DELETE", "OP_SET", "OP_TOUCH", "CollectionRow", "Store"]
 # without their vectors (metadata, documents or uris only). A touch carries no seqs, so
 # the index has nothing to replay, but its lsn still marks a new version of the records.
 OP_SET, OP_DELETE, OP_TOUCH = 1, 2, 3
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 DB_FILENAME = "tintdb.sqlite3"
 
 # Vectors are stored in blocks: one row per collection and run of 2**BLOCK_SHIFT seqs,
@@ -70,6 +73,10 @@ _DEAD = 0xFF  # a slot byte marking a deleted record whose bytes await a rewrite
 _BLOCKS_PER_READ = 256
 # How a sparse vector shows in a record's stored metadata JSON (orjson writes it compactly).
 _SPARSE_TAG = b'"#type":"sparse_vector"'
+# The WAL is copied into the database file by a thread of its own once it passes this
+# size (see Store._after_commit), not by SQLite inside whichever commit crosses its
+# line: that commit then also wrote and synced the whole file's changed pages.
+WAL_CHECKPOINT_BYTES = 32 << 20
 
 # The metadata keys a collection's records have used, with each value type seen
 # ('string', 'int', 'float', 'bool'; list values count as their elements' type): the
@@ -100,6 +107,8 @@ CREATE TABLE IF NOT EXISTS collections(
     dimension INTEGER,
     last_lsn INTEGER NOT NULL DEFAULT 0,
     log_floor INTEGER NOT NULL DEFAULT 0,
+    -- Kept by every write in its own transaction: count() reads it instead of a pass.
+    n_records INTEGER NOT NULL DEFAULT 0,
     UNIQUE(database_id, name));
 CREATE TABLE IF NOT EXISTS records(
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -157,14 +166,17 @@ _COLLECTION_COLUMNS = (
 class CollectionRow(CollectionModel):
     """A collection as stored, plus the internal fields the local backend needs.
 
-    ``schema`` (the wire form, with the keys the records use) costs a read and some
-    JSON to build, and most calls never look at it: the backend sets ``schema_source``
-    and the schema is built on first access.
+    ``declared_schema`` is the schema the collection was created with, when not the
+    default one (stored under "schema" in the configuration column, and left out of
+    ``configuration``, which holds Chroma's three sections). ``schema`` (the wire form,
+    with the keys the records use) costs a read and some JSON to build, and most calls
+    never look at it: the backend sets ``schema_source`` and it is built on first access.
     """
 
     coll: int = 0
     last_lsn: int = 0
     log_floor: int = 0
+    declared_schema: dict[str, Any] | None = None
     schema_source: Callable[[], dict[str, Any]] | None = None
     _schema: dict[str, Any] | None = None
 
@@ -184,16 +196,19 @@ def _loads(blob: bytes | None) -> Any:
 
 
 def _collection(row: Sequence[Any]) -> CollectionRow:
+    configuration = _loads(row[6])
+    declared = configuration.pop("schema", None)  # kept in the same column; see _schema
     c = CollectionRow(
         id=row[1],
         name=row[2],
         tenant=row[3],
         database=row[4],
         metadata=_loads(row[5]),
-        configuration=_loads(row[6]),
+        configuration=configuration,
         dimension=row[7],
     )
     c.coll, c.last_lsn, c.log_floor = row[0], row[8], row[9]
+    c.declared_schema = declared
     return c
 
 
@@ -250,6 +265,14 @@ def _json_ints(values: Sequence[int] | np.ndarray) -> str:
     return orjson.dumps(np.asarray(values, dtype=np.int64).tolist()).decode()
 
 
+def complement(universe: np.ndarray, seqs: np.ndarray) -> np.ndarray:
+    """The seqs of sorted ``universe`` not in ``seqs``: a pass over the universe, which
+    only a filter made of negations alone needs (its answer is most records)."""
+    if len(seqs) == 0:
+        return universe
+    return universe[~np.isin(universe, seqs, kind="table")]
+
+
 def pack_seqs(seqs: Sequence[int] | np.ndarray) -> bytes:
     return np.asarray(seqs, dtype="<i8").tobytes()
 
@@ -287,6 +310,7 @@ class Store:
         self.lock = threading.RLock()
         self._conn = self._connect(target)
         self._in_tx = False
+        self._checkpointing: threading.Thread | None = None
         self._init_schema()
 
     @staticmethod
@@ -328,13 +352,14 @@ class Store:
             c.execute("PRAGMA auto_vacuum = INCREMENTAL")
             c.execute("PRAGMA journal_mode = WAL")
             c.execute("PRAGMA synchronous = FULL")
+            c.execute("PRAGMA wal_autocheckpoint = 0")  # see WAL_CHECKPOINT_BYTES
         c.execute("PRAGMA cache_size = -16384")
         version = c.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:
             raise InvalidArgumentError(
                 f"{self.path} was written by a newer tintdb (schema {version}); upgrade tintdb"
             )
-        migrated = version in (1, 2)
+        migrated = version in (1, 2, 3)
         if migrated:
             self._migrate(version)
         # A file from before collection_keys gets it filled once, in the script below.
@@ -371,28 +396,14 @@ class Store:
 
         Schema 1 kept vectors inside ``records`` and fed FTS5 from a per-row trigger;
         schema 2 kept one row per vector in ``vectors``. Both become vector blocks.
+        Schemas 1 to 3 counted a collection's records at every count(); the count is
+        now kept with the collection.
         """
         c = self._conn
         c.execute("BEGIN IMMEDIATE")
         try:
             if c.execute("PRAGMA user_version").fetchone()[0] == version:  # not done meanwhile
-                c.execute(_VBLOCKS_TABLE)
-                source = (
-                    "SELECT coll, seq, embedding FROM records"
-                    if version == 1
-                    else "SELECT r.coll, r.seq, v.embedding FROM records r "
-                    "JOIN vectors v ON v.seq = r.seq"
-                )
-                cur = c.execute(f"{source} ORDER BY 1, 2")
-                while rows := cur.fetchmany(4096):
-                    for coll, part in _by_collection(rows):
-                        self._put_vectors(coll, *part)
-                if version == 1:
-                    c.execute("ALTER TABLE records DROP COLUMN embedding")
-                    c.execute("DROP TRIGGER IF EXISTS docs_insert")
-                else:
-                    c.execute("DROP TABLE vectors")
-                c.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                self._migrate_steps(version)
         except sqlite3.OperationalError as e:
             c.execute("ROLLBACK")
             raise InvalidArgumentError(
@@ -405,8 +416,36 @@ class Store:
             raise
         c.execute("COMMIT")
 
+    def _migrate_steps(self, version: int) -> None:
+        c = self._conn
+        if version in (1, 2):
+            c.execute(_VBLOCKS_TABLE)
+            source = (
+                "SELECT coll, seq, embedding FROM records"
+                if version == 1
+                else "SELECT r.coll, r.seq, v.embedding FROM records r "
+                "JOIN vectors v ON v.seq = r.seq"
+            )
+            cur = c.execute(f"{source} ORDER BY 1, 2")
+            while rows := cur.fetchmany(4096):
+                for coll, part in _by_collection(rows):
+                    self._put_vectors(coll, *part)
+            if version == 1:
+                c.execute("ALTER TABLE records DROP COLUMN embedding")
+                c.execute("DROP TRIGGER IF EXISTS docs_insert")
+            else:
+                c.execute("DROP TABLE vectors")
+        c.execute("ALTER TABLE collections ADD COLUMN n_records INTEGER NOT NULL DEFAULT 0")
+        c.execute(
+            "UPDATE collections SET n_records = "
+            "(SELECT count(*) FROM records r WHERE r.coll = collections.coll)"
+        )
+        c.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
     def close(self) -> None:
         with self.lock:
+            if self._checkpointing is not None:
+                self._checkpointing.join()
             self._conn.close()
 
     def start_checkpoint(self) -> threading.Thread | None:
@@ -433,6 +472,22 @@ class Store:
         thread.start()
         return thread
 
+    def _after_commit(self) -> None:
+        """Start a checkpoint behind the writes once the WAL has grown past its line.
+
+        Each commit still syncs the WAL (synchronous=FULL): only the copy into the
+        database file moves off the caller's path. PASSIVE, so it never waits for or
+        blocks a writer; a commit finding one still running leaves it be.
+        """
+        if self.path is None or (self._checkpointing and self._checkpointing.is_alive()):
+            return
+        try:
+            size = os.path.getsize(self.path / (DB_FILENAME + "-wal"))
+        except OSError:
+            return
+        if size > WAL_CHECKPOINT_BYTES:
+            self._checkpointing = self.start_checkpoint()
+
     @contextlib.contextmanager
     def write(self) -> Iterator[sqlite3.Connection]:
         """One atomic write: everything inside commits together or not at all."""
@@ -449,6 +504,7 @@ class Store:
                 raise
             else:
                 self._conn.execute("COMMIT")
+                self._after_commit()
             finally:
                 self._in_tx = False
 
@@ -664,9 +720,9 @@ class Store:
             raise UniqueConstraintError(f"Collection [{new_name}] already exists")
         cid = str(uuid.uuid4())
         cur = c.execute(
-            "INSERT INTO collections(id, name, database_id, metadata, configuration, dimension) "
-            "SELECT ?, ?, database_id, metadata, configuration, dimension FROM collections "
-            "WHERE coll = ?",
+            "INSERT INTO collections(id, name, database_id, metadata, configuration, dimension, "
+            "n_records) SELECT ?, ?, database_id, metadata, configuration, dimension, n_records "
+            "FROM collections WHERE coll = ?",
             (cid, new_name, col.coll),
         )
         new = int(cur.lastrowid)  # type: ignore[arg-type]
@@ -894,6 +950,7 @@ class Store:
             ),
         )
         last = c.execute("SELECT last_insert_rowid()").fetchone()[0]
+        self._add_count(coll, n)
         if last - first + 1 == n:
             seqs = np.arange(first, last + 1, dtype=np.int64)
         else:  # never expected under the write lock; stay correct anyway
@@ -959,7 +1016,10 @@ class Store:
         c = self._conn
         self._drop_sparse(coll, seqs)
         param = _json_ints(seqs)
-        c.execute("DELETE FROM records WHERE seq IN (SELECT value FROM json_each(?))", (param,))
+        gone = c.execute(
+            "DELETE FROM records WHERE seq IN (SELECT value FROM json_each(?))", (param,)
+        ).rowcount
+        self._add_count(coll, -gone)
         c.execute("DELETE FROM meta WHERE seq IN (SELECT value FROM json_each(?))", (param,))
         self._drop_vectors(coll, seqs)
 
@@ -1043,6 +1103,12 @@ class Store:
             np.array(dim_col, dtype=np.int64),
             np.array(seq_col, dtype=np.int64),
             np.array(v_col, dtype=np.float64),
+        )
+
+    def _add_count(self, coll: int, change: int) -> None:
+        """Keep the collection's record count, in the transaction of the write."""
+        self._conn.execute(
+            "UPDATE collections SET n_records = n_records + ? WHERE coll = ?", (change, coll)
         )
 
     # ------------------------------------------------------------ vector blocks
@@ -1364,18 +1430,71 @@ class Store:
         ids: Sequence[str] | None,
         where: dict[str, Any] | None,
         where_document: dict[str, Any] | None,
-        universe: np.ndarray,
-    ) -> np.ndarray:
-        """Sorted seqs among ``universe`` matching every filter (see _filters.evaluate)."""
+        universe: np.ndarray | None,
+    ) -> np.ndarray | None:
+        """Sorted seqs matching every filter (see _filters.evaluate_sets).
+
+        ``universe`` (the sorted live seqs of the index) lists the complement of what
+        the conditions found, for a filter of negations alone. Without one, that case
+        gives None (only a pass over the collection could list it); the caller then
+        asks SQLite in one statement. A set is not cut down to the universe: what
+        SQLite holds is the truth, and a search skips seqs its index does not have.
+        """
+        within = None
         if ids is not None:
             listed, params = _id_list(ids)
-            found = self.seq_array(
-                f"SELECT seq FROM records WHERE coll = ? AND id IN ({listed})", [coll, *params]
+            within = sorted_unique(
+                self.seq_array(
+                    f"SELECT seq FROM records WHERE coll = ? AND id IN ({listed})",
+                    [coll, *params],
+                )
             )
-            universe = np.intersect1d(universe, found)
-        if not where and not where_document:
+        found = evaluate_sets(where, where_document, coll, self.seq_array, within)
+        if found is None:
             return universe
-        return evaluate(where, where_document, coll, self.seq_array, universe)
+        seqs, negated = found
+        if universe is None:
+            return None if negated else seqs
+        return complement(universe, seqs) if negated else seqs
+
+    def matching_among(
+        self,
+        seqs: np.ndarray,
+        where: dict[str, Any] | None,
+        where_document: dict[str, Any] | None,
+    ) -> np.ndarray:
+        """The sorted seqs among ``seqs`` that match, tested record by record: for a few
+        hundred records (a sample, a search's neighbours), whatever the filter matches
+        in all."""
+        if len(seqs) == 0:
+            return np.empty(0, dtype=np.int64)
+        cond, params = compile_record_test(where, where_document)
+        return np.sort(
+            self.seq_array(
+                f"SELECT r.seq AS seq FROM records r WHERE r.seq IN "
+                f"(SELECT value FROM json_each(?)) AND {cond}",
+                [_json_ints(seqs), *params],
+            )
+        )
+
+    def fetch_walk(
+        self,
+        coll: int,
+        where: dict[str, Any] | None,
+        where_document: dict[str, Any] | None,
+        limit: int,
+        offset: int | None,
+        columns: Sequence[str],
+    ) -> list[tuple[Any, ...]]:
+        """A page of a filter that matches many records: walk them in storage order,
+        testing each, until the page is full (about (offset + limit) / share records)."""
+        cond, params = compile_record_test(where, where_document)
+        rows = self._conn.execute(
+            f"SELECT r.seq, r.id{_select_columns(columns)} FROM records r "
+            f"WHERE r.coll = ? AND {cond} ORDER BY r.seq LIMIT ? OFFSET ?",
+            (coll, *params, limit, offset or 0),
+        ).fetchall()
+        return self._with_vectors(coll, rows, columns)
 
     def fetch(
         self,
@@ -1399,9 +1518,12 @@ class Store:
     def fetch_seqs(
         self, coll: int, seqs: Sequence[int], columns: Sequence[str]
     ) -> dict[int, tuple[Any, ...]]:
-        """seq -> (seq, id, *columns) for the given seqs of collection ``coll``."""
-        # ``+r.coll``: look each seq up by its key. Asked for ids alone, SQLite otherwise
-        # scans the covering (coll, id) index over the whole collection (14 ms at 100k).
+        """seq -> (seq, id, *columns) for the given seqs of collection ``coll``.
+
+        One primary-key lookup per seq. The unary + keeps SQLite from serving
+        ``coll = ?`` from an index instead: it chose a covering walk of records_by_id
+        for ``include=[]`` (25 of 31 ms of a query at 20k records, growing with them).
+        """
         rows = self._conn.execute(
             f"SELECT r.seq, r.id{_select_columns(columns)} FROM records r WHERE r.seq IN "
             "(SELECT value FROM json_each(?)) AND +r.coll = ?",
@@ -1421,9 +1543,9 @@ class Store:
         return [(*r[:pos], vecs[r[0]], *r[pos + 1 :]) for r in rows if r[0] in vecs]
 
     def count(self, coll: int) -> int:
+        """The number of records, as kept by every write (no pass over them)."""
         with self.lock:
-            return int(
-                self._conn.execute(
-                    "SELECT count(*) FROM records WHERE coll = ?", (coll,)
-                ).fetchone()[0]
-            )
+            row = self._conn.execute(
+                "SELECT n_records FROM collections WHERE coll = ?", (coll,)
+            ).fetchone()
+        return 0 if row is None else int(row[0])

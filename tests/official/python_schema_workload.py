@@ -167,7 +167,7 @@ def main(url: str) -> dict[str, Any]:
         lambda: (
             client.create_collection(
                 "mixed",
-                schema=Schema().create_index(config=IntInvertedIndexConfig(), key="k"),
+                schema=Schema().delete_index(config=IntInvertedIndexConfig(), key="k"),
                 configuration={"hnsw": {"space": "ip"}},
                 embedding_function=None,
             ).name

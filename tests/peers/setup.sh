@@ -2,7 +2,7 @@
 # Install the two peer environments, each a virtualenv of its own (never the project's):
 #   - .venv-chroma-tests: chromadb 1.5.9 with pytest and hypothesis, for Chroma's own tests
 #     (tests/test_chroma_suite.py), from tests/peers/chroma_tests/requirements.txt;
-#   - .venv-frameworks: langchain-chroma and llama-index-vector-stores-chroma with chromadb
+#   - .venv-chromadb: langchain-chroma and llama-index-vector-stores-chroma with chromadb
 #     1.5.9 and tintdb itself (editable, so the tests see this tree), for
 #     tests/test_frameworks.py, from tests/peers/frameworks/requirements.txt.
 # Idempotent: each writes a stamp and is skipped while the stamp is newer than its inputs.
@@ -36,7 +36,7 @@ if ! fresh "$chroma_stamp" "$chroma_reqs"; then
     touch "$chroma_stamp"
 fi
 
-fw_venv="${TINTDB_FRAMEWORKS_VENV:-$root/.venv-frameworks}"
+fw_venv="${TINTDB_CHROMADB_VENV:-$root/.venv-chromadb}"
 fw_reqs="$here/frameworks/requirements.txt"
 fw_stamp="$fw_venv/.installed"
 if ! fresh "$fw_stamp" "$fw_reqs" "$root/pyproject.toml"; then

@@ -91,13 +91,22 @@ def _call(fn: Any, texts: list[str], key: str) -> list[Any]:
         ) from exc
 
 
+def _schema_of(model: Any) -> dict[str, Any] | None:
+    """A collection's schema JSON, as far as its sparse indexes go: a store's collection
+    carries the schema it was declared with (None for the default one), which is cheaper
+    than the shown one; a collection from a server carries the shown one."""
+    if hasattr(model, "declared_schema"):
+        return model.declared_schema
+    return model.schema
+
+
 def sparse_function(collection: Any, key: str) -> Any:
     """The sparse embedding function the schema names for ``key``, rebuilt once per
     collection object; None if there is none."""
     cache = collection.__dict__.setdefault("_sparse_functions", {})
     if key in cache:
         return cache[key]
-    config = sparse_index_configs(collection._model.configuration).get(key) or {}
+    config = sparse_index_configs(_schema_of(collection._model)).get(key) or {}
     fn = _build(config.get("embedding_function"), key)
     cache[key] = fn
     return fn
@@ -137,7 +146,7 @@ def fill_sparse(
     another metadata key) by the schema's function, where the caller gave no vector."""
     targets = {
         key: config
-        for key, config in sparse_index_configs(collection._model.configuration).items()
+        for key, config in sparse_index_configs(_schema_of(collection._model)).items()
         if config.get("source_key") and config.get("embedding_function")
     }
     if not targets:

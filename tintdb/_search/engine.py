@@ -114,7 +114,7 @@ def as_lookup(node: FilterNode) -> tuple[Any, Any, Any] | None:
     return ids, where, where_document
 
 
-def _check_knns(plan: Plan, source: Source, configuration: Mapping[str, Any]) -> None:
+def _check_knns(plan: Plan, source: Source, schema: Mapping[str, Any] | None) -> None:
     indexed = None
     for i, knn in enumerate(plan.knns):
         if not knn.sparse:
@@ -127,7 +127,7 @@ def _check_knns(plan: Plan, source: Source, configuration: Mapping[str, Any]) ->
                 )
             continue
         if indexed is None:
-            indexed = sparse_index_configs(configuration)
+            indexed = sparse_index_configs(schema)
         if knn.key not in indexed:
             have = f" (it has one on {sorted(indexed)[0]!r})" if indexed else ""
             raise InvalidArgumentError(
@@ -169,11 +169,12 @@ def _knn_result(
     return seqs[best], dists[best]
 
 
-def run(plans: list[Plan], source: Source, configuration: Mapping[str, Any]) -> dict[str, Any]:
-    """The column-major answer to a batch of searches (Chroma's SearchResponse)."""
+def run(plans: list[Plan], source: Source, schema: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The column-major answer to a batch of searches (Chroma's SearchResponse);
+    ``schema`` is the collection's declared one (JSON), which names its sparse indexes."""
     for plan in plans:
-        _check_knns(plan, source, configuration)
-    bm25 = {key: config.get("bm25") for key, config in sparse_index_configs(configuration).items()}
+        _check_knns(plan, source, schema)
+    bm25 = {key: config.get("bm25") for key, config in sparse_index_configs(schema).items()}
     out: dict[str, list[Any]] = {
         "ids": [],
         "documents": [],

@@ -133,13 +133,13 @@ def search(backend: LocalBackend, collection_id: str, payloads: list[Any]) -> di
         with store.reader() as own, own.read():
             col = own.collection_by_id(collection_id)
             if col.dimension is not None:
-                result = engine.run(plans, SqlSource(backend, own, col), col.configuration)
+                result = engine.run(plans, SqlSource(backend, own, col), col.declared_schema)
                 backend._load_behind(col)
                 return result
     col = store.collection_by_id(collection_id)
     with store.read():
         col = store.collection_by_id(collection_id)
         if not dense:  # no dense Knn: no index needed
-            return engine.run(plans, SqlSource(backend, store, col), col.configuration)
+            return engine.run(plans, SqlSource(backend, store, col), col.declared_schema)
         index = backend._sync(col)
-        return engine.run(plans, IndexSource(backend, store, col, index), col.configuration)
+        return engine.run(plans, IndexSource(backend, store, col, index), col.declared_schema)

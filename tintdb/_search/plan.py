@@ -141,10 +141,10 @@ def parse_read_level(value: Any) -> str:
     raise _fail(f"read_level must be one of {', '.join(READ_LEVELS)}, got {value!r}")
 
 
-def sparse_index_configs(configuration: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
-    """The metadata keys of a collection's schema with an enabled sparse vector index,
-    each with its config (embedding_function, source_key, bm25)."""
-    schema = configuration.get("schema") or {}
+def sparse_index_configs(schema: Mapping[str, Any] | None) -> dict[str, dict[str, Any]]:
+    """The metadata keys of a collection's schema (its JSON form) with an enabled sparse
+    vector index, each with its config (embedding_function, source_key, bm25)."""
+    schema = schema or {}
     out = {}
     for key, entry in (schema.get("keys") or {}).items():
         spec = ((entry or {}).get("sparse_vector") or {}).get("sparse_vector_index")
