@@ -10,12 +10,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import orjson
 import pytest
 from _server import TintServer
 from conftest import hnsw_for_every_size
 
 import tintdb
-from tintdb import K, Knn, Rrf, Schema, Search, SparseVector, SparseVectorIndexConfig
+from tintdb import K, Knn, Rrf, Schema, Search, SparseVector, SparseVectorIndexConfig, _local
 from tintdb._search.bm25 import ChromaBm25EmbeddingFunction, murmur3_32
 from tintdb.errors import (
     InvalidArgumentError,
@@ -397,6 +398,43 @@ def test_dense_knn_answers_as_query_does(tmp_path: Path) -> None:
                     if not reopened:
                         assert len(got["ids"][0]) == 20  # never short: 60 records match {"p": 3}
             reopened = False
+
+
+def test_a_filtered_dense_knn_takes_querys_sampled_plan(tmp_path: Path) -> None:
+    """Above the sampling size, a new filter that many records pass is post-filtered
+    after testing a sample, without listing its matches, in search as in query; and
+    the answers are query's."""
+    rng = np.random.default_rng(11)
+    n = _local.SAMPLE_ABOVE + 1000
+    vectors = rng.normal(size=(n, 8)).astype(np.float32)
+    with tintdb.PersistentClient(str(tmp_path)) as client:
+        c = make(client, "wide")
+        c.add(
+            ids=[str(i) for i in range(n)],
+            embeddings=vectors,
+            metadatas=[{"p": i % 50, "sp": sparse([i % 5], [1.0])} for i in range(n)],
+        )
+        backend = c._backend
+        for q, where in zip(
+            vectors[:3], ({"p": {"$lt": 20}}, {"p": {"$gte": 5}}, {"p": {"$ne": 1}}), strict=True
+        ):
+            got = c.search(
+                Search(where=where).rank(Knn(query=q.tolist(), limit=20)).select(K.SCORE)
+            )
+            key = orjson.dumps([None, where, None], option=orjson.OPT_SORT_KEYS)
+            listed = [k for k in backend._filter_cache if k[2] == key]
+            assert listed == []  # post-filtered from the sample: the matches were not listed
+            want = c.query(query_embeddings=[q], n_results=20, where=where)  # seen again
+            assert got["ids"][0] == want["ids"][0] and len(got["ids"][0]) == 20
+            assert got["scores"][0] == pytest.approx(want["distances"][0], rel=1e-6)
+        # a sparse Knn beside it needs the matches listed, and still agrees
+        both = Search(where={"p": {"$lt": 20}}).rank(
+            Knn(query=vectors[0].tolist(), limit=20)
+            + Knn(query=sparse([0], [1.0]), key="sp", limit=n)
+        )
+        ids = c.search(both)["ids"][0]
+        want = c.query(query_embeddings=[vectors[0]], n_results=20, where={"p": {"$lt": 20}})
+        assert ids == [i for i in want["ids"][0] if int(i) % 5 == 0]
 
 
 # ---------------------------------------------------------------- fork

@@ -150,10 +150,11 @@ def idf_weights(
 
 
 def _knn_result(
-    spec: KnnSpec, source: Source, matches: Any, cand: np.ndarray | None, bm25: bool
+    spec: KnnSpec, source: Source, matches: Any, bm25: bool
 ) -> tuple[np.ndarray, np.ndarray]:
     if spec.sparse:
         assert spec.indices is not None and spec.values is not None
+        cand = None if matches is None else matches.seqs
         dims, seqs, values = source.postings(spec.key, spec.indices)
         weights = spec.values
         if bm25:
@@ -185,19 +186,21 @@ def run(plans: list[Plan], source: Source, schema: Mapping[str, Any] | None) -> 
     }
     universe: np.ndarray | None = None
     for plan in plans:
+        # A handle; its .seqs may be listed only when asked for (a dense Knn may not).
         matches = None if plan.filter is None else source.matches(plan.filter)
-        cand = None if matches is None else matches.seqs
         if plan.rank is None:
-            if cand is None:
+            if matches is None:
                 if universe is None:
                     universe = source.universe()
                 cand = universe
+            else:
+                cand = matches.seqs
             chosen = [int(s) for s in ranking.page(cand.tolist(), plan.offset, plan.limit)]
             scored = [(s, float(i)) for i, s in enumerate(chosen)]
         else:
             domains = [
                 ranking.knn_domain(
-                    _knn_result(spec, source, matches, cand, bool(bm25.get(spec.key))),
+                    _knn_result(spec, source, matches, bool(bm25.get(spec.key))),
                     spec.default,
                     spec.return_rank,
                 )

@@ -3,9 +3,10 @@
 Two sources of data, chosen as ``query`` chooses:
 
 * ``IndexSource``: the collection's vector index is in memory. Dense Knn goes through
-  the backend's own query planning (``LocalBackend._knn_all`` / ``_knn_matches``:
-  HNSW, post-filtering, exact search over the matches), and filters through its
-  filter cache, so a search keeps every promise ``query`` makes.
+  the backend's own query planning (``LocalBackend._knn_all`` / ``_filtered`` for a
+  filter ``query`` could take, ``_knn_matches`` over any other filter's matches: HNSW,
+  sampled or listed post-filtering, exact search over the matches), and filters through
+  its filter cache, so a search keeps every promise ``query`` makes.
 * ``SqlSource``: SQLite alone. For a store whose index is not in memory yet (dense
   Knn scans the stored vectors exactly, as a first ``query`` does, and the index loads
   behind), and for searches without a dense Knn, which need no index at all.
@@ -40,6 +41,26 @@ class _Seqs:
 
     def __init__(self, seqs: np.ndarray) -> None:
         self.seqs = seqs
+
+
+class _Lookup:
+    """A filter that is one lookup, as ``query`` takes it: its matches are listed (and
+    cached) only when asked for, so that a dense Knn can take ``query``'s own plan,
+    which may test a sample and post-filter instead of listing them."""
+
+    __slots__ = ("_listed", "args", "backend", "col", "index")
+
+    def __init__(
+        self, backend: LocalBackend, col: CollectionRow, index: VectorIndex, args: tuple
+    ) -> None:
+        self.backend, self.col, self.index, self.args = backend, col, index, args
+        self._listed: Any = None
+
+    @property
+    def seqs(self) -> np.ndarray:
+        if self._listed is None:
+            self._listed = self.backend._candidates(self.col, self.index, *self.args)
+        return self._listed.seqs  # type: ignore[no-any-return]
 
 
 class SqlSource:
@@ -102,8 +123,8 @@ class IndexSource(SqlSource):
         if self.index is None:
             return _Seqs(np.empty(0, np.int64))
         single = engine.as_lookup(node)
-        if single is not None:  # the very entry a query with this filter uses
-            return self.backend._candidates(self.col, self.index, *single)
+        if single is not None:  # the very plan and cache entry a query with it uses
+            return _Lookup(self.backend, self.col, self.index, single)
         key = orjson.dumps(["search", node], option=orjson.OPT_SORT_KEYS)
         return self.backend._cached_matches(
             self.col, self.index, key, lambda: engine.filter_seqs(node, self)
@@ -115,6 +136,8 @@ class IndexSource(SqlSource):
             return np.empty(0, np.int64), np.empty(0, np.float32)
         if matches is None:
             labels, dists = self.backend._knn_all(self.col, index, query, k)
+        elif isinstance(matches, _Lookup):
+            labels, dists = self.backend._filtered(self.col, index, query, k, *matches.args)
         elif len(matches.seqs) == 0:
             return np.empty(0, np.int64), np.empty(0, np.float32)
         else:
