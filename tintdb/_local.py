@@ -13,6 +13,7 @@ import contextlib
 import logging
 import math
 import os
+import tempfile
 import threading
 import time
 import weakref
@@ -360,6 +361,27 @@ class LocalBackend:
             col = self.store.delete_collection(name, tenant, database)
             self._drop_index(col.id)
             self._value_types.pop(col.coll, None)
+
+    def fork(self, collection_id: str, new_name: str) -> CollectionModel:
+        """A copy of the collection under ``new_name`` (see Store.fork_collection); its
+        vector index is the source's graph with its labels shifted, not a rebuild."""
+        with self.store.lock:
+            with self.store.write():
+                col = self.store.collection_by_id(collection_id)
+                index = None if col.dimension is None else self._sync(col)
+                forked, shift = self.store.fork_collection(col, new_name)
+            if index is not None:
+                scratch = self.path / "index" if self.path is not None else None
+                try:
+                    self._indexes[forked.id] = index.relabeled(
+                        shift, forked.last_lsn, scratch or Path(tempfile.gettempdir())
+                    )
+                except Exception:  # derived data: built from SQLite on first need instead
+                    log.exception("could not copy the index of %s into its fork", collection_id)
+        return forked
+
+    def fork_count(self, collection_id: str) -> int:
+        return self.store.fork_count(self.store.collection_by_id(collection_id))
 
     def _drop_index(self, collection_id: str) -> None:
         self._indexes.pop(collection_id, None)
@@ -980,18 +1002,21 @@ class LocalBackend:
             labels = [np.empty(0, np.int64)] * nq
             dists = [np.empty(0, np.float32)] * nq
         elif ids is None and not where and not where_document:
-            found = None if len(index) <= EXACT_BELOW else index.knn(query_embeddings, n_results)
-            if found is None:
-                labels, dists = self._exact(
-                    col, index, query_embeddings, n_results, index.universe()
-                )
-            else:
-                labels, dists = list(found[0]), list(found[1])
+            labels, dists = self._knn_all(col, index, query_embeddings, n_results)
         else:
             labels, dists = self._filtered(
                 col, index, query_embeddings, n_results, ids, where, where_document
             )
         return self._query_result(labels, dists, include, col, whole=whole)
+
+    def search(
+        self, collection_id: str, searches: list[dict[str, Any]], read_level: str = ""
+    ) -> dict[str, Any]:
+        """A batch of Search API payloads (see tintdb._search). Every read level reads
+        every committed write: there is no unindexed log to skip here."""
+        from ._search.local import search
+
+        return search(self, collection_id, searches)
 
     def _cold(self, collection_id: str, nq: int, n_results: int) -> bool:
         """Whether to answer by scanning SQLite rather than wait for the index: a store
@@ -1052,6 +1077,15 @@ class LocalBackend:
 
         self._behind(self._loading, col.id, load)
 
+    def _knn_all(
+        self, col: CollectionRow, index: VectorIndex, q: np.ndarray, k: int
+    ) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """The ``k`` nearest records to each query: HNSW, or exact below EXACT_BELOW."""
+        found = None if len(index) <= EXACT_BELOW else index.knn(q, k)
+        if found is None:
+            return self._exact(col, index, q, k, index.universe())
+        return list(found[0]), list(found[1])
+
     def _filtered(
         self,
         col: CollectionRow,
@@ -1076,6 +1110,14 @@ class LocalBackend:
                 )
                 return self._answer_rest(col, index, q, k, found, ids, where, where_document)
         matches = self._candidates(col, index, ids, where, where_document)
+        return self._knn_matches(col, index, q, k, matches)
+
+    def _knn_matches(
+        self, col: CollectionRow, index: VectorIndex, q: np.ndarray, k: int, matches: _Matches
+    ) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """The ``k`` nearest records to each query among a filter's listed ``matches``,
+        by cost (post-filtering, exact search, or hnswlib's filter callback)."""
+        ef_search = int(col.configuration["hnsw"]["ef_search"])
         fetch = postfilter_fetch(len(matches.seqs), len(index), k, ef_search)
         if fetch is None or matches.correlated():
             return self._exact_or_callback(col, index, q, k, matches)
@@ -1205,14 +1247,24 @@ class LocalBackend:
 
         The key includes the index's lsn, so any write, from any process, retires it.
         """
+
+        def compute() -> np.ndarray:
+            with self._scanning(where_document) as store, store.read():
+                return store.candidate_seqs(col.coll, ids, where, where_document, index.universe())
+
         key = self._filter_key(col, index, ids, where, where_document)
-        cached = self._filter_cache.get(key)
+        return self._cached_matches(col, index, key[2], compute)
+
+    def _cached_matches(
+        self, col: CollectionRow, index: VectorIndex, key: bytes, compute: Any
+    ) -> _Matches:
+        """The cache entry of filter ``key`` on the index's version, ``compute()``d once."""
+        full = (col.id, index.lsn, key)
+        cached = self._filter_cache.get(full)
         if cached is not None:
-            self._filter_cache.move_to_end(key)
+            self._filter_cache.move_to_end(full)
             return cached
-        with self._scanning(where_document) as store, store.read():
-            cand = store.candidate_seqs(col.coll, ids, where, where_document, index.universe())
-        entry = self._filter_cache[key] = _Matches(cand)
+        entry = self._filter_cache[full] = _Matches(compute())
         while len(self._filter_cache) > FILTER_CACHE_SIZE:
             self._filter_cache.popitem(last=False)
         return entry
