@@ -44,7 +44,9 @@ from ._exact import (
 from ._snapshot import (
     GENERATION_SHIFT,
     GRAPH_FILE,
+    HEADER,
     LABELS_FILE,
+    LOAD_PREFIX,
     READABLE_FORMATS,
     SEQ_MASK,
     SNAPSHOT_FORMAT,
@@ -554,6 +556,48 @@ class VectorIndex:
         index.unsaved = 0
         index.rebuilt = False
         return index
+
+    def relabeled(self, delta: int, lsn: int, scratch_dir: Path) -> VectorIndex:
+        """A copy of this index whose labels are shifted by ``delta`` (a fork's records
+        are the same vectors under new seqs), stamped ``lsn``: the graph is reused, not
+        rebuilt. hnswlib's own file is written to ``scratch_dir``, each record's label
+        patched in place there, and read back (hnswlib rebuilds its label map on load)."""
+        scratch_dir.mkdir(parents=True, exist_ok=True)
+        scratch = scratch_dir / f"{LOAD_PREFIX}{os.getpid()}-{uuid.uuid4().hex}"
+        try:
+            with self.lock:
+                self._hnsw.save_index(str(scratch))
+                universe = self.universe()
+                moved = dict(self._moved)
+                churn = self.churn
+            head = np.fromfile(scratch, dtype=HEADER, count=1)[0]
+            n, size = int(head["cur_element_count"]), int(head["size_data_per_element"])
+            lab = int(head["label_offset"])
+            if n:
+                records = np.memmap(
+                    scratch, dtype=np.uint8, mode="r+", offset=HEADER.itemsize, shape=(n, size)
+                )
+                labels = records[:, lab : lab + 8].view("<u8")
+                labels += np.uint64(delta)
+                records.flush()
+                del labels, records
+            graph = hnswlib.Index(space=self.space, dim=self.dim)
+            graph.load_index(str(scratch))
+        finally:
+            scratch.unlink(missing_ok=True)
+        copy = VectorIndex.__new__(VectorIndex)
+        copy.space, copy.dim, copy.params = self.space, self.dim, self.params
+        copy.lock = threading.RLock()
+        copy.lsn, copy.churn = lsn, churn
+        # A label is a seq plus its generation in the bits from 40 up: shifted alike.
+        copy._live = _LiveSeqs(universe + delta)
+        copy._moved = {seq + delta: label + delta for seq, label in moved.items()}
+        copy._hnsw = graph
+        copy._apply_ef()
+        copy._mirror = None
+        copy.unsaved = len(universe) or 1
+        copy.rebuilt = False
+        return copy
 
     @staticmethod
     def discard(directory: Path) -> None:

@@ -74,6 +74,8 @@ _VBLOCKS_TABLE = (
 IN_PLACE_UPDATES = hasattr(sqlite3.Connection, "blobopen")
 # Blocks read per statement when looking up scattered seqs.
 _BLOCKS_PER_READ = 256
+# How a sparse vector shows in a record's stored metadata JSON (orjson writes it compactly).
+_SPARSE_TAG = b'"#type":"sparse_vector"'
 # The WAL is copied into the database file by a thread of its own once it passes this
 # size (see Store._after_commit), not by SQLite inside whichever commit crosses its
 # line: that commit then also wrote and synced the whole file's changed pages.
@@ -143,6 +145,15 @@ CREATE TRIGGER IF NOT EXISTS docs_update AFTER UPDATE OF document ON records BEG
         SELECT new.seq, new.document WHERE new.document IS NOT NULL;
 END;
 {_KEYS_TABLE};
+-- Sparse vectors (metadata values), an inverted index: one posting per (metadata key of
+-- a collection, dimension, record). A search reads only its query's dimensions.
+CREATE TABLE IF NOT EXISTS sparse_keys(
+    slot INTEGER PRIMARY KEY, coll INTEGER NOT NULL, key TEXT NOT NULL, UNIQUE(coll, key));
+CREATE TABLE IF NOT EXISTS sparse(
+    slot INTEGER NOT NULL, dim INTEGER NOT NULL, seq INTEGER NOT NULL, v REAL NOT NULL,
+    PRIMARY KEY(slot, dim, seq)) WITHOUT ROWID;
+-- Which collection each fork was made from (Collection.fork), for fork_count.
+CREATE TABLE IF NOT EXISTS forks(child INTEGER PRIMARY KEY, parent INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS ops(
     lsn INTEGER PRIMARY KEY AUTOINCREMENT,
     coll INTEGER NOT NULL, kind INTEGER NOT NULL, seqs BLOB NOT NULL);
@@ -263,9 +274,11 @@ def unpack_seqs(blob: bytes) -> np.ndarray:
 
 
 def meta_rows(coll: int, seq: int, md: dict[str, Any] | None) -> list[tuple[Any, ...]]:
-    """Rows of the typed metadata index for one record."""
+    """Rows of the typed metadata index for one record (sparse vectors have their own)."""
     rows: list[tuple[Any, ...]] = []
     for key, value in (md or {}).items():
+        if isinstance(value, dict):
+            continue
         if isinstance(value, list):
             for item in value:
                 kind = KIND_LIST_OFFSET + value_kind(item)
@@ -682,6 +695,85 @@ class Store:
                 )
             return self.collection_by_id(collection_id)
 
+    def fork_collection(self, col: CollectionRow, new_name: str) -> tuple[CollectionRow, int]:
+        """Inside a write: a new collection named ``new_name`` beside ``col`` holding a
+        copy of its records, vectors, metadata index, documents' text index and sparse
+        postings, all copied by SQL statements (nothing decoded, nothing re-embedded).
+
+        The copies get new seqs, ``seq + shift`` with ``shift`` a multiple of the block
+        size past every seq in use, so each vector block is copied byte for byte under a
+        new block number. Returns the new collection and ``shift``.
+        """
+        c = self._conn
+        db_id = c.execute(
+            "SELECT database_id FROM collections WHERE coll = ?", (col.coll,)
+        ).fetchone()[0]
+        if self._select_collection("c.database_id = ? AND c.name = ?", (db_id, new_name)):
+            raise UniqueConstraintError(f"Collection [{new_name}] already exists")
+        cid = str(uuid.uuid4())
+        cur = c.execute(
+            "INSERT INTO collections(id, name, database_id, metadata, configuration, dimension, "
+            "n_records) SELECT ?, ?, database_id, metadata, configuration, dimension, n_records "
+            "FROM collections WHERE coll = ?",
+            (cid, new_name, col.coll),
+        )
+        new = int(cur.lastrowid)  # type: ignore[arg-type]
+        c.execute("INSERT INTO forks(child, parent) VALUES (?, ?)", (new, col.coll))
+        low = c.execute("SELECT min(seq) FROM records WHERE coll = ?", (col.coll,)).fetchone()[0]
+        shift = 0
+        if low is not None:
+            shift = -(-(self.next_seq() - low) // vblocks.BLOCK) * vblocks.BLOCK
+            c.execute(
+                "INSERT INTO records(seq, coll, id, document, uri, metadata) "
+                "SELECT seq + ?, ?, id, document, uri, metadata FROM records WHERE coll = ? "
+                "ORDER BY seq",
+                (shift, new, col.coll),
+            )
+            c.execute(
+                "INSERT INTO vblocks(coll, blk, slots, data) "
+                "SELECT ?, blk + ?, slots, data FROM vblocks WHERE coll = ?",
+                (new, shift >> BLOCK_SHIFT, col.coll),
+            )
+            c.execute(
+                "INSERT INTO meta(coll, seq, key, kind, v) "
+                "SELECT ?, seq + ?, key, kind, v FROM meta WHERE coll = ?",
+                (new, shift, col.coll),
+            )
+            c.execute(
+                "INSERT INTO docs(rowid, document) SELECT seq, document FROM records "
+                "WHERE coll = ? AND document IS NOT NULL",
+                (new,),
+            )
+            c.execute(
+                "INSERT INTO collection_keys(coll, key, vtype) "
+                "SELECT ?, key, vtype FROM collection_keys WHERE coll = ?",
+                (new, col.coll),
+            )
+            for slot, key in c.execute(
+                "SELECT slot, key FROM sparse_keys WHERE coll = ?", (col.coll,)
+            ).fetchall():
+                copy = self._sparse_slot(new, key, create=True)
+                c.execute(
+                    "INSERT INTO sparse(slot, dim, seq, v) "
+                    "SELECT ?, dim, seq + ?, v FROM sparse WHERE slot = ?",
+                    (copy, shift, slot),
+                )
+        forked = self.collection_by_id(cid)
+        self.touch(forked)  # its first version: an lsn of its own for the index to carry
+        return self.collection_by_id(cid), shift
+
+    def fork_count(self, col: CollectionRow) -> int:
+        """Collections that exist and were forked from ``col``, or from its forks."""
+        with self.read() as c:
+            return int(
+                c.execute(
+                    "WITH RECURSIVE made(coll) AS (SELECT child FROM forks WHERE parent = ? "
+                    "UNION SELECT f.child FROM forks f JOIN made ON f.parent = made.coll) "
+                    "SELECT count(*) FROM made JOIN collections USING (coll)",
+                    (col.coll,),
+                ).fetchone()[0]
+            )
+
     def value_types(self, coll: int) -> list[tuple[str, str]]:
         """The (metadata key, value type) pairs the records of ``coll`` have used."""
         with self.read() as c:
@@ -702,6 +794,11 @@ class Store:
         c.execute("DELETE FROM vblocks WHERE coll = ?", (col.coll,))
         c.execute("DELETE FROM records WHERE coll = ?", (col.coll,))
         c.execute("DELETE FROM meta WHERE coll = ?", (col.coll,))
+        c.execute(
+            "DELETE FROM sparse WHERE slot IN (SELECT slot FROM sparse_keys WHERE coll = ?)",
+            (col.coll,),
+        )
+        c.execute("DELETE FROM sparse_keys WHERE coll = ?", (col.coll,))
         c.execute("DELETE FROM collection_keys WHERE coll = ?", (col.coll,))
         c.execute("DELETE FROM ops WHERE coll = ?", (col.coll,))
         c.execute("DELETE FROM collections WHERE coll = ?", (col.coll,))
@@ -719,6 +816,9 @@ class Store:
                 "records",
                 "vblocks",
                 "meta",
+                "sparse",
+                "sparse_keys",
+                "forks",
                 "collection_keys",
                 "ops",
                 "collections",
@@ -861,6 +961,7 @@ class Store:
             "INSERT INTO meta(coll, seq, key, kind, v) VALUES (?, ?, ?, ?, ?)",
             (r for i in range(n) for r in meta_rows(coll, int(seqs[i]), mds[i])),
         )
+        self._put_sparse(coll, seqs.tolist(), mds)
         return seqs
 
     def update_rows(
@@ -887,6 +988,8 @@ class Store:
                 ((u, int(s)) for u, s in zip(uris, seqs, strict=False) if u is not None),
             )
         if metadatas is not None:
+            self._drop_sparse(coll, seqs)
+            self._put_sparse(coll, [int(x) for x in seqs], metadatas)
             c.executemany(
                 "UPDATE records SET metadata = ? WHERE seq = ?",
                 (
@@ -906,6 +1009,7 @@ class Store:
 
     def delete_rows(self, coll: int, seqs: np.ndarray) -> None:
         c = self._conn
+        self._drop_sparse(coll, seqs)
         param = _json_ints(seqs)
         gone = c.execute(
             "DELETE FROM records WHERE seq IN (SELECT value FROM json_each(?))", (param,)
@@ -913,6 +1017,88 @@ class Store:
         self._add_count(coll, -gone)
         c.execute("DELETE FROM meta WHERE seq IN (SELECT value FROM json_each(?))", (param,))
         self._drop_vectors(coll, seqs)
+
+    # ------------------------------------------------------------ sparse postings
+
+    def _sparse_slot(self, coll: int, key: str, *, create: bool) -> int | None:
+        row = self._conn.execute(
+            "SELECT slot FROM sparse_keys WHERE coll = ? AND key = ?", (coll, key)
+        ).fetchone()
+        if row is not None or not create:
+            return None if row is None else int(row[0])
+        cur = self._conn.execute("INSERT INTO sparse_keys(coll, key) VALUES (?, ?)", (coll, key))
+        return int(cur.lastrowid)  # type: ignore[arg-type]
+
+    def _put_sparse(
+        self, coll: int, seqs: Sequence[int], metadatas: Sequence[dict[str, Any] | None]
+    ) -> None:
+        """Postings of the sparse vectors (tagged dicts) in ``metadatas[i]`` of ``seqs[i]``."""
+        slots: dict[str, int] = {}
+        rows: list[tuple[int, int, int, float]] = []
+        for seq, md in zip(seqs, metadatas, strict=True):
+            for key, value in (md or {}).items():
+                if isinstance(value, dict):
+                    if key not in slots:
+                        slots[key] = self._sparse_slot(coll, key, create=True)  # type: ignore[assignment]
+                    slot = slots[key]
+                    rows.extend(
+                        (slot, d, seq, v)
+                        for d, v in zip(value["indices"], value["values"], strict=True)
+                    )
+        if rows:
+            self._conn.executemany(
+                "INSERT INTO sparse(slot, dim, seq, v) VALUES (?, ?, ?, ?)", rows
+            )
+
+    def _drop_sparse(self, coll: int, seqs: Sequence[int] | np.ndarray) -> None:
+        """Remove the postings of ``seqs``, read from their stored metadata (before it
+        changes): only the records holding a sparse vector are looked at."""
+        if not self._conn.execute(
+            "SELECT 1 FROM sparse_keys WHERE coll = ? LIMIT 1", (coll,)
+        ).fetchone():
+            return
+        found = self._conn.execute(
+            "SELECT seq, metadata FROM records WHERE seq IN (SELECT value FROM json_each(?)) "
+            "AND instr(metadata, ?) > 0",
+            (_json_ints(seqs), _SPARSE_TAG),
+        ).fetchall()
+        slots: dict[str, int | None] = {}
+        rows: list[tuple[int, int, int]] = []
+        for seq, blob in found:
+            for key, value in orjson.loads(blob).items():
+                if isinstance(value, dict):
+                    if key not in slots:
+                        slots[key] = self._sparse_slot(coll, key, create=False)
+                    slot = slots[key]
+                    if slot is not None:
+                        rows.extend((slot, d, seq) for d in value["indices"])
+        if rows:
+            self._conn.executemany(
+                "DELETE FROM sparse WHERE slot = ? AND dim = ? AND seq = ?", rows
+            )
+
+    def sparse_postings(
+        self, coll: int, key: str, dims: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(dims, seqs, values) of every posting of ``key`` on the given dimensions."""
+        slot = self._sparse_slot(coll, key, create=False)
+        if slot is None or len(dims) == 0:
+            empty = np.empty(0, np.int64)
+            return empty, empty, np.empty(0, np.float64)
+        rows = self._conn.execute(
+            "SELECT dim, seq, v FROM sparse WHERE slot = ? AND dim IN "
+            "(SELECT value FROM json_each(?))",
+            (slot, _json_ints(dims)),
+        ).fetchall()
+        if not rows:
+            empty = np.empty(0, np.int64)
+            return empty, empty, np.empty(0, np.float64)
+        dim_col, seq_col, v_col = zip(*rows, strict=True)
+        return (
+            np.array(dim_col, dtype=np.int64),
+            np.array(seq_col, dtype=np.int64),
+            np.array(v_col, dtype=np.float64),
+        )
 
     def _add_count(self, coll: int, change: int) -> None:
         """Keep the collection's record count, in the transaction of the write."""

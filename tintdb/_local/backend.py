@@ -215,6 +215,21 @@ class LocalBackend:
             self.keeper.drop(col.id)
             self._value_types.pop(col.coll, None)
 
+    def fork(self, collection_id: str, new_name: str) -> CollectionModel:
+        """A copy of the collection under ``new_name`` (see Store.fork_collection); its
+        vector index is the source's graph with its labels shifted, not a rebuild."""
+        with self.store.lock:
+            with self.store.write():
+                col = self.store.collection_by_id(collection_id)
+                index = None if col.dimension is None else self.keeper.current(col)
+                forked, shift = self.store.fork_collection(col, new_name)
+            if index is not None:
+                self.keeper.adopt_fork(forked, index, shift)
+        return forked
+
+    def fork_count(self, collection_id: str) -> int:
+        return self.store.fork_count(self.store.collection_by_id(collection_id))
+
     # ------------------------------------------------------------ records: writes
 
     def _note_value_types(
@@ -474,6 +489,15 @@ class LocalBackend:
         return self.reads.query(
             collection_id, query_embeddings, n_results, ids, where, where_document, include
         )
+
+    def search(
+        self, collection_id: str, searches: list[dict[str, Any]], read_level: str = ""
+    ) -> dict[str, Any]:
+        """A batch of Search API payloads (see tintdb._search). Every read level reads
+        every committed write: there is no unindexed log to skip here."""
+        from .._search.local import search
+
+        return search(self.reads, collection_id, searches)
 
 
 class _Change:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import tempfile
 import threading
 from collections.abc import Generator
 from pathlib import Path
@@ -82,6 +83,18 @@ class IndexKeeper:
         index = self.indexes.get(col.id)
         if index is not None and index.lsn == prev_lsn:
             index.lsn = lsn
+
+    def adopt_fork(self, forked: CollectionRow, index: VectorIndex, shift: int) -> None:
+        """After a fork committed: the fork's index is ``index`` (the source's, current)
+        with its labels shifted by ``shift``. Derived data: if the copy fails, the fork's
+        index is built from SQLite on first need instead."""
+        scratch = self.path / "index" if self.path is not None else None
+        try:
+            self.indexes[forked.id] = index.relabeled(
+                shift, forked.last_lsn, scratch or Path(tempfile.gettempdir())
+            )
+        except Exception:
+            log.exception("could not copy the index of its source into fork %s", forked.id)
 
     def set_params(self, collection_id: str, hnsw: dict[str, Any]) -> None:
         index = self.indexes.get(collection_id)

@@ -118,6 +118,10 @@ class FilterMemory:
         self._matches.clear()
         self._shares.clear()
 
+    def listed(self) -> list[FilterKey]:
+        """The keys whose matches are listed, least recently used first."""
+        return list(self._matches)
+
     def matches(self, key: FilterKey) -> Matches | None:
         found = self._matches.get(key)
         if found is not None:

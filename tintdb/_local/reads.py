@@ -197,17 +197,7 @@ class Reads:
             labels = [np.empty(0, np.int64)] * nq
             dists = [np.empty(0, np.float32)] * nq
         elif ids is None and not where and not where_document:
-            found = (
-                None
-                if _planning.searched_exactly(len(index))
-                else index.knn(query_embeddings, n_results)
-            )
-            if found is None:
-                labels, dists = self.keeper.exact(
-                    col, index, query_embeddings, n_results, index.universe()
-                )
-            else:
-                labels, dists = list(found[0]), list(found[1])
+            labels, dists = self._knn_all(col, index, query_embeddings, n_results)
         else:
             labels, dists = self._filtered(
                 col, index, query_embeddings, n_results, ids, where, where_document
@@ -286,6 +276,23 @@ class Reads:
                 )
                 return self._answer_rest(col, index, q, k, found, ids, where, where_document)
         matches = self._candidates(col, index, ids, where, where_document)
+        return self._knn_matches(col, index, q, k, matches)
+
+    def _knn_all(
+        self, col: CollectionRow, index: VectorIndex, q: np.ndarray, k: int
+    ) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """The ``k`` nearest records to each query: HNSW, or exact for a small collection."""
+        found = None if _planning.searched_exactly(len(index)) else index.knn(q, k)
+        if found is None:
+            return self.keeper.exact(col, index, q, k, index.universe())
+        return list(found[0]), list(found[1])
+
+    def _knn_matches(
+        self, col: CollectionRow, index: VectorIndex, q: np.ndarray, k: int, matches: Matches
+    ) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """The ``k`` nearest records to each query among a filter's listed ``matches``,
+        by cost (post-filtering, exact search, or hnswlib's filter callback)."""
+        ef_search = int(col.configuration["hnsw"]["ef_search"])
         fetch = postfilter_fetch(len(matches.seqs), len(index), k, ef_search)
         if fetch is None or matches.correlated():
             return self._exact_or_callback(col, index, q, k, matches)
@@ -396,13 +403,23 @@ class Reads:
 
         The key includes the index's lsn, so any write, from any process, retires it.
         """
+
+        def compute() -> np.ndarray:
+            with self._scanning(where_document) as store, store.read():
+                return store.candidate_seqs(col.coll, ids, where, where_document, index.universe())
+
         key = filter_key(col.id, index.lsn, ids, where, where_document)
-        cached = self.filters.matches(key)
+        return self._cached_matches(col, index, key[2], compute)
+
+    def _cached_matches(
+        self, col: CollectionRow, index: VectorIndex, key: bytes, compute: Any
+    ) -> Matches:
+        """The memory's entry of filter ``key`` on the index's version, ``compute()``d once."""
+        full = (col.id, index.lsn, key)
+        cached = self.filters.matches(full)
         if cached is not None:
             return cached
-        with self._scanning(where_document) as store, store.read():
-            cand = store.candidate_seqs(col.coll, ids, where, where_document, index.universe())
-        return self.filters.remember(key, cand)
+        return self.filters.remember(full, compute())
 
     def _query_result(
         self,

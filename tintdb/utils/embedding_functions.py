@@ -12,6 +12,8 @@ Functions that ship with tintdb:
 * :class:`OpenAIEmbeddingFunction`: any server that speaks the OpenAI embeddings API.
 * :class:`SentenceTransformerEmbeddingFunction`: any sentence-transformers model, when
   that package is installed.
+* :class:`ChromaBm25EmbeddingFunction`: BM25 term weights as sparse vectors, offline,
+  the same vectors as chromadb's function of that name (for a sparse vector index).
 
 These are rebuilt from a collection's stored configuration by
 :func:`embedding_function_from_config`. A function defined in your own code is stored
@@ -34,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from tintdb._search.bm25 import ChromaBm25EmbeddingFunction
 from tintdb.api.types import Documents, EmbeddingFunction, Embeddings
 from tintdb.errors import EmbeddingFunctionError, InvalidArgumentError
 
@@ -43,6 +46,7 @@ if TYPE_CHECKING:
     from tintdb._minilm import MiniLM
 
 __all__ = [
+    "ChromaBm25EmbeddingFunction",
     "DefaultEmbeddingFunction",
     "Documents",
     "EmbeddingFunction",
@@ -452,6 +456,7 @@ class SentenceTransformerEmbeddingFunction(EmbeddingFunction[Documents]):
 # The stored names this install can rebuild, and their classes (chromadb's dict of the
 # same name); register_embedding_function adds functions of your own.
 known_embedding_functions: dict[str, type[EmbeddingFunction[Any]]] = {
+    "chroma_bm25": ChromaBm25EmbeddingFunction,  # type: ignore[dict-item] (sparse)
     "default": DefaultEmbeddingFunction,
     # Chroma's name for the same model, as found in collections Chroma created.
     "onnx_mini_lm_l6_v2": DefaultEmbeddingFunction,
