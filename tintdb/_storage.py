@@ -351,7 +351,7 @@ class Store:
             raise InvalidArgumentError(
                 f"{self.path} was written by a newer tintdb (schema {version}); upgrade tintdb"
             )
-        migrated = version in (1, 2, 3)
+        migrated = 0 < version < SCHEMA_VERSION
         if migrated:
             self._migrate(version)
         # A file from before collection_keys gets it filled once, in the script below.
@@ -409,30 +409,14 @@ class Store:
         c.execute("COMMIT")
 
     def _migrate_steps(self, version: int) -> None:
-        c = self._conn
-        if version in (1, 2):
-            c.execute(_VBLOCKS_TABLE)
-            source = (
-                "SELECT coll, seq, embedding FROM records"
-                if version == 1
-                else "SELECT r.coll, r.seq, v.embedding FROM records r "
-                "JOIN vectors v ON v.seq = r.seq"
-            )
-            cur = c.execute(f"{source} ORDER BY 1, 2")
-            while rows := cur.fetchmany(4096):
-                for coll, part in _by_collection(rows):
-                    self._put_vectors(coll, *part)
-            if version == 1:
-                c.execute("ALTER TABLE records DROP COLUMN embedding")
-                c.execute("DROP TRIGGER IF EXISTS docs_insert")
-            else:
-                c.execute("DROP TABLE vectors")
-        c.execute("ALTER TABLE collections ADD COLUMN n_records INTEGER NOT NULL DEFAULT 0")
-        c.execute(
-            "UPDATE collections SET n_records = "
-            "(SELECT count(*) FROM records r WHERE r.coll = collections.coll)"
-        )
-        c.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        """Run the MIGRATIONS that lead from ``version`` to SCHEMA_VERSION, in order."""
+        for source, target, step in MIGRATIONS:
+            if source == version:
+                step(self)
+                version = target
+        if version != SCHEMA_VERSION:
+            raise InvalidArgumentError(f"no upgrade leads from schema {version}")
+        self._conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     def close(self) -> None:
         with self.lock:
@@ -1520,3 +1504,53 @@ class Store:
                 "SELECT n_records FROM collections WHERE coll = ?", (coll,)
             ).fetchone()
         return 0 if row is None else int(row[0])
+
+
+# ---------------------------------------------------------------- schema migrations
+# Each upgrades a file of one schema version to a later one, inside the transaction
+# Store._migrate opens; MIGRATIONS lists them in the order they run.
+
+
+def _copy_vectors_into_blocks(store: Store, source: str) -> None:
+    c = store._conn
+    c.execute(_VBLOCKS_TABLE)
+    cur = c.execute(f"{source} ORDER BY 1, 2")
+    while rows := cur.fetchmany(4096):
+        for coll, part in _by_collection(rows):
+            store._put_vectors(coll, *part)
+
+
+def vectors_from_records_into_blocks(store: Store) -> None:
+    """1 -> 3: schema 1 kept each vector in its ``records`` row and fed FTS5 from a
+    per-row trigger; the vectors move into blocks, the column and trigger go."""
+    _copy_vectors_into_blocks(store, "SELECT coll, seq, embedding FROM records")
+    store._conn.execute("ALTER TABLE records DROP COLUMN embedding")
+    store._conn.execute("DROP TRIGGER IF EXISTS docs_insert")
+
+
+def vector_rows_into_blocks(store: Store) -> None:
+    """2 -> 3: schema 2 kept one row per vector in ``vectors``; they move into blocks."""
+    _copy_vectors_into_blocks(
+        store,
+        "SELECT r.coll, r.seq, v.embedding FROM records r JOIN vectors v ON v.seq = r.seq",
+    )
+    store._conn.execute("DROP TABLE vectors")
+
+
+def record_counts_in_collections(store: Store) -> None:
+    """3 -> 4: schemas 1 to 3 counted a collection's records at every count(); the
+    count is kept with the collection from now on."""
+    c = store._conn
+    c.execute("ALTER TABLE collections ADD COLUMN n_records INTEGER NOT NULL DEFAULT 0")
+    c.execute(
+        "UPDATE collections SET n_records = "
+        "(SELECT count(*) FROM records r WHERE r.coll = collections.coll)"
+    )
+
+
+# (from version, to version, step), in the order they run.
+MIGRATIONS: list[tuple[int, int, Callable[[Store], None]]] = [
+    (1, 3, vectors_from_records_into_blocks),
+    (2, 3, vector_rows_into_blocks),
+    (3, 4, record_counts_in_collections),
+]
