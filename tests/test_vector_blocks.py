@@ -368,3 +368,29 @@ def test_changed_vectors_get_fresh_nodes_that_a_snapshot_keeps(tmp_path: Path, s
         assert set(found.ravel().tolist()) <= set(current)  # no old node, nothing deleted
         ix.upsert(probe[:3], np.zeros((3, 8), np.float32) + 1)  # and it goes on changing
         assert len(ix) == len(current)
+
+
+def test_row_level_store_methods_refuse_to_run_outside_a_write(tmp_path: Path) -> None:
+    """insert, log and the other row-level methods assume the caller's transaction: called
+    outside Store.write() they refuse, and the store is left as it was."""
+    from tintdb._storage import OP_SET
+
+    store = Store(tmp_path)
+    try:
+        col, _ = store.create_collection(
+            "c", None, {"hnsw": {}}, False, "default_tenant", "default_database"
+        )
+        vec = np.ones((1, 3), np.float32)
+        for call in (
+            lambda: store.insert(col.coll, ["a"], vec, None, None, None),
+            lambda: store.log(col, OP_SET, np.array([1], np.int64)),
+            lambda: store.set_dimension(col, 3),
+        ):
+            with pytest.raises(RuntimeError, match=r"inside Store\.write"):
+                call()
+        with store.write():
+            store.set_dimension(col, 3)
+            store.insert(col.coll, ["a"], vec, None, None, None)
+        assert store.count(col.coll) == 1
+    finally:
+        store.close()

@@ -8,22 +8,25 @@ their writes through SQLite's own lock.
 Alongside the records, each write appends one row to ``ops``, the change log that the
 vector index replays (see ``_local``).
 
-Its size (over 1,300 lines) is a debt, not a design: the schema and its migrations,
+Its size (over 1,500 lines) is a debt, not a design: the schema and its migrations,
 the catalog, the change log and the filtered reads still share the class. The vector
-block codec is out (``_vblocks``); the rest is to follow.
+block codec is out (``_vblocks``), the migrations are named steps (``MIGRATIONS``), and
+the row-level methods refuse to run outside ``write()`` (``_inside_write``); the rest
+is to follow.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import os
 import sqlite3
 import threading
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import orjson
@@ -289,6 +292,22 @@ def meta_rows(coll: int, seq: int, md: dict[str, Any] | None) -> list[tuple[Any,
     return rows
 
 
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _inside_write(method: _F) -> _F:
+    """A row-level method of Store: it changes rows (or relies on a write's lock) and
+    so runs only inside ``Store.write()``, never in a transaction of its own."""
+
+    @functools.wraps(method)
+    def checked(self: Store, *args: Any, **kwargs: Any) -> Any:
+        if not self._writing:
+            raise RuntimeError(f"Store.{method.__name__} runs only inside Store.write()")
+        return method(self, *args, **kwargs)
+
+    return checked  # type: ignore[return-value]
+
+
 class Store:
     """SQLite storage for tenants, databases, collections and records."""
 
@@ -302,6 +321,7 @@ class Store:
         self.lock = threading.RLock()
         self._conn = self._connect(target)
         self._in_tx = False
+        self._writing = False  # inside write(): the row-level methods may run
         self._checkpointing: threading.Thread | None = None
         self._init_schema()
 
@@ -323,7 +343,7 @@ class Store:
         one: a query answered while an index loads under ``lock`` (see _local)."""
         assert self.path is not None, "an in-memory database has one connection"
         other = copy.copy(self)
-        other.lock, other._in_tx = threading.RLock(), False
+        other.lock, other._in_tx, other._writing = threading.RLock(), False, False
         other._conn = self._connect(str(self.path / DB_FILENAME))
         try:
             yield other
@@ -472,7 +492,7 @@ class Store:
                 yield self._conn
                 return
             self._conn.execute("BEGIN IMMEDIATE")
-            self._in_tx = True
+            self._in_tx = self._writing = True
             try:
                 yield self._conn
             except BaseException:
@@ -482,7 +502,7 @@ class Store:
                 self._conn.execute("COMMIT")
                 self._after_commit()
             finally:
-                self._in_tx = False
+                self._in_tx = self._writing = False
 
     @contextlib.contextmanager
     def read(self) -> Iterator[sqlite3.Connection]:
@@ -679,6 +699,7 @@ class Store:
                 )
             return self.collection_by_id(collection_id)
 
+    @_inside_write
     def fork_collection(self, col: CollectionRow, new_name: str) -> tuple[CollectionRow, int]:
         """Inside a write: a new collection named ``new_name`` beside ``col`` holding a
         copy of its records, vectors, metadata index, documents' text index and sparse
@@ -875,6 +896,7 @@ class Store:
 
     # ------------------------------------------------------------ records: writes
 
+    @_inside_write
     def set_dimension(self, col: CollectionRow, dim: int) -> None:
         """Fix the dimension on first write; afterwards refuse any other length."""
         if col.dimension is None:
@@ -898,6 +920,7 @@ class Store:
         ).fetchall()
         return {r[0]: (r[1], r[2], r[3]) for r in rows}
 
+    @_inside_write
     def next_seq(self) -> int:
         """The seq the next inserted record gets (stable while this write is open)."""
         row = self._conn.execute(
@@ -905,6 +928,7 @@ class Store:
         ).fetchone()
         return (row[0] if row else 0) + 1
 
+    @_inside_write
     def insert(
         self,
         coll: int,
@@ -948,6 +972,7 @@ class Store:
         self._put_sparse(coll, seqs.tolist(), mds)
         return seqs
 
+    @_inside_write
     def update_rows(
         self,
         coll: int,
@@ -991,6 +1016,7 @@ class Store:
                 ),
             )
 
+    @_inside_write
     def delete_rows(self, coll: int, seqs: np.ndarray) -> None:
         c = self._conn
         self._drop_sparse(coll, seqs)
@@ -1209,6 +1235,7 @@ class Store:
             (coll, _json_ints(blks)),
         )
 
+    @_inside_write
     def log(self, col: CollectionRow, kind: int, seqs: np.ndarray) -> int:
         """Append one change to the log and stamp the collection with its lsn."""
         c = self._conn
@@ -1219,6 +1246,7 @@ class Store:
         c.execute("UPDATE collections SET last_lsn = ? WHERE coll = ?", (lsn, col.coll))
         return lsn
 
+    @_inside_write
     def touch(self, col: CollectionRow) -> int:
         """Log a change to records that left their vectors alone, so that anything keyed
         on the collection's lsn (the filter cache, here or in another process) sees a
