@@ -31,13 +31,23 @@ import uuid
 import zlib
 from collections.abc import Callable, Generator, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, cast
 
 import hnswlib
 import numpy as np
 import orjson
 
 __all__ = ["Loader", "VectorIndex", "plain_empty", "scan_knn", "space_distances"]
+
+HnswSpace = Literal["l2", "ip", "cosine"]
+
+
+def _hnsw_space(space: str) -> HnswSpace:
+    """The space as hnswlib's type names it (tintdb checks spaces before any index exists)."""
+    if space not in ("l2", "ip", "cosine"):
+        raise ValueError(f"hnswlib has no space {space!r}")
+    return cast(HnswSpace, space)
+
 
 # Yields (seqs, vectors) chunks of every record of the collection, in seq order.
 Loader = Callable[[], Generator[tuple[np.ndarray, np.ndarray], None, None]]
@@ -397,6 +407,7 @@ _HEADER = np.dtype(
         ("ef_construction", "<u8"),
     ]
 )
+_HEADER_NAMES: tuple[str, ...] = _HEADER.names or ()  # a structured dtype always has names
 _STREAM_ROWS = 4096  # records read per step when cutting the vectors out
 
 
@@ -411,7 +422,7 @@ def _state_from_file(path: Path, live: np.ndarray) -> tuple[dict[str, Any], dict
     they are, so that loading can write the file back without parsing them."""
     with path.open("rb") as f:
         head = np.frombuffer(f.read(_HEADER.itemsize), dtype=_HEADER)[0]
-        state: dict[str, Any] = {name: head[name].item() for name in _HEADER.names}
+        state: dict[str, Any] = {name: head[name].item() for name in _HEADER_NAMES}
         n, size = state["cur_element_count"], state["size_data_per_element"]
         off, lab = state["offset_data"], state["label_offset"]
         if state["offset_level0"] != 0 or not off < lab <= size - 8:
@@ -605,7 +616,7 @@ class VectorIndex:
         self.lock = threading.RLock()
         self._live = _LiveSeqs()
         self._moved: dict[int, int] = {}  # seq -> its label, where that is not the seq
-        self._hnsw = hnswlib.Index(space=space, dim=dim)
+        self._hnsw = hnswlib.Index(space=_hnsw_space(space), dim=dim)
         self._hnsw.init_index(
             max_elements=_MIN_CAPACITY,
             ef_construction=int(params["ef_construction"]),
@@ -958,7 +969,13 @@ class VectorIndex:
             ef=int(self._hnsw.ef),
         )
         with path.open("wb") as f:
-            np.savez(f, **parts)
+            np.savez(
+                f,
+                links=parts["links"],
+                tail=parts["tail"],
+                dead=parts["dead"],
+                dead_vectors=parts["dead_vectors"],
+            )
         return state
 
     @staticmethod
@@ -985,7 +1002,7 @@ class VectorIndex:
         scratch = path.parent.parent / f"{_LOAD_PREFIX}{os.getpid()}-{uuid.uuid4().hex}"
         body = _HEADER.itemsize + n * size
         head = np.zeros(1, dtype=_HEADER)
-        for name in _HEADER.names:
+        for name in _HEADER_NAMES:
             head[name] = state[name]
         fd = -1
         try:
@@ -1004,7 +1021,7 @@ class VectorIndex:
                 _fill_level0(level0.reshape(n, size), *parts)
                 del level0  # the mapping closes only once no array points into it
             del links, parts
-            index = hnswlib.Index(space=space, dim=dim)
+            index = hnswlib.Index(space=_hnsw_space(space), dim=dim)
             index.load_index(str(scratch))
             return index
         finally:

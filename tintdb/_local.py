@@ -197,7 +197,13 @@ class LocalBackend:
         self._closed = False
         if self.path is not None:
             ref = weakref.ref(self)
-            self._atexit = lambda: (b := ref()) is not None and b.close()
+
+            def close_at_exit() -> None:
+                backend = ref()
+                if backend is not None:
+                    backend.close()
+
+            self._atexit = close_at_exit
             atexit.register(self._atexit)
 
     # ------------------------------------------------------------ lifecycle
@@ -705,7 +711,7 @@ class LocalBackend:
             if change:
                 merged_rows = [
                     _merge_metadata(
-                        orjson.loads(found[ids[i]][1]) if found[ids[i]][1] else None,
+                        orjson.loads(raw) if (raw := found[ids[i]][1]) else None,
                         metadatas[i] or {},
                     )
                     for i in change
@@ -862,7 +868,12 @@ class LocalBackend:
             share = None
             if filtered and limit is not None:
                 share = self._sampled_share(col, index, ids, where, where_document)
-            if share is not None and share > 0 and ((offset or 0) + limit) / share <= WALK_MAX:
+            if (
+                share is not None
+                and limit is not None
+                and share > 0
+                and ((offset or 0) + limit) / share <= WALK_MAX
+            ):
                 # Many match: the page is a short walk in order (no list of every match).
                 with self._scanning(where_document) as store, store.read():
                     return _get_result(
@@ -882,9 +893,9 @@ class LocalBackend:
         if rows is None and filtered:
             # Candidates and records from one snapshot.
             with self._scanning(where_document) as store, store.read():
-                cand = store.candidate_seqs(col.coll, ids, where, where_document, None)
-                if cand is not None:
-                    rows = self._page(store, col, cand, limit, offset, columns)
+                listed = store.candidate_seqs(col.coll, ids, where, where_document, None)
+                if listed is not None:
+                    rows = self._page(store, col, listed, limit, offset, columns)
         if rows is None:  # no filter, or one of negations alone: one statement
             with self._scanning(where_document) as store, store.read():
                 rows = store.fetch(col.coll, ids, where, where_document, limit, offset, columns)
@@ -939,9 +950,9 @@ class LocalBackend:
                 col = store.collection_by_id(collection_id)
                 _check_query_dimension(col, query_embeddings)
                 if col.dimension is not None:
-                    result = self._scan_query(store, col, *rest)
+                    scanned = self._scan_query(store, col, *rest)
                     self._load_behind(col)
-                    return result
+                    return scanned
         col = self.store.collection_by_id(collection_id)
         _check_query_dimension(col, query_embeddings)
         args = (col, *rest)
@@ -1246,7 +1257,7 @@ class LocalBackend:
             out_dists.append([float(row_dists[i]) for i in keep])
         result: dict[str, Any] = {"ids": [g["ids"] for g in per_query]}
         for field in ("embeddings", "documents", "uris", "metadatas"):
-            result[field] = [g[field] for g in per_query] if field in include else None  # type: ignore[literal-required]
+            result[field] = [g[field] for g in per_query] if field in include else None
         result["distances"] = out_dists if "distances" in include else None
         result["data"] = None
         result["included"] = list(include)

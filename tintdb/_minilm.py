@@ -99,11 +99,12 @@ def resolve_model_path(model_path: str | os.PathLike[str] | None = None) -> Path
     elif os.environ.get(MODEL_ENV_VAR):
         folder, origin = Path(os.environ[MODEL_ENV_VAR]), f"${MODEL_ENV_VAR}"
     else:
-        folder = _package_model_folder()
-        if folder is None:
+        installed = _package_model_folder()
+        if installed is None:
             raise EmbeddingFunctionError(
                 "The default embedding model (all-MiniLM-L6-v2) is not installed. " + INSTALL_HINT
             )
+        folder = installed
         origin = f"the installed {MODEL_PACKAGE} package"
     missing = [name for name in MODEL_FILES if not (folder / name).is_file()]
     if missing:

@@ -19,7 +19,7 @@ import threading
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
 import orjson
@@ -169,7 +169,7 @@ class CollectionRow(CollectionModel):
     schema_source: Callable[[], dict[str, Any]] | None = None
     _schema: dict[str, Any] | None = None
 
-    @property  # type: ignore[override]
+    @property
     def schema(self) -> dict[str, Any] | None:
         if self._schema is None and self.schema_source is not None:
             self._schema = self.schema_source()
@@ -446,10 +446,11 @@ class Store:
         """
         if self.path is None:
             return None
+        db_file = str(self.path / DB_FILENAME)
 
         def checkpoint() -> None:
             with contextlib.suppress(sqlite3.Error):
-                conn = sqlite3.connect(str(self.path / DB_FILENAME), timeout=0.1)
+                conn = sqlite3.connect(db_file, timeout=0.1)
                 try:
                     conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
                 finally:
@@ -1001,7 +1002,8 @@ class Store:
             if bool((at < 0).any()):
                 rest.append((blk, a, b))  # a slot to add: the row changes length
                 continue
-            with self._conn.blobopen("vblocks", "data", head[0]) as blob:
+            # Connection.blobopen is Python 3.11's; this runs only when IN_PLACE_UPDATES.
+            with self._conn.blobopen("vblocks", "data", head[0]) as blob:  # type: ignore[attr-defined,unused-ignore]
                 for j, row in zip(at.tolist(), vectors[a:b], strict=True):
                     blob.seek(j * width)
                     blob.write(row.tobytes())  # in seq order: a repeated seq ends last
@@ -1031,7 +1033,8 @@ class Store:
             if not live.any():
                 gone.append(blk)
             elif IN_PLACE_UPDATES and 2 * int(live.sum()) >= len(have):
-                with self._conn.blobopen("vblocks", "slots", rowid) as blob:
+                # Python 3.11's Connection.blobopen (IN_PLACE_UPDATES is checked above).
+                with self._conn.blobopen("vblocks", "slots", rowid) as blob:  # type: ignore[attr-defined,unused-ignore]
                     for j in np.flatnonzero(drop).tolist():
                         blob.seek(j)
                         blob.write(bytes([_DEAD]))
@@ -1238,6 +1241,24 @@ class Store:
             return np.empty(0, dtype=np.int64)
         return np.fromstring(row[0], dtype=np.int64, sep=",")
 
+    @overload
+    def candidate_seqs(
+        self,
+        coll: int,
+        ids: Sequence[str] | None,
+        where: dict[str, Any] | None,
+        where_document: dict[str, Any] | None,
+        universe: np.ndarray,
+    ) -> np.ndarray: ...
+    @overload
+    def candidate_seqs(
+        self,
+        coll: int,
+        ids: Sequence[str] | None,
+        where: dict[str, Any] | None,
+        where_document: dict[str, Any] | None,
+        universe: None,
+    ) -> np.ndarray | None: ...
     def candidate_seqs(
         self,
         coll: int,
