@@ -62,9 +62,9 @@ _SNAPSHOT_FORMAT = 5
 _READABLE_FORMATS = (4, 5)
 # A record whose vector changes gets a new node under a new label, its seq plus the next
 # generation above this many bits, and its old node is marked deleted: inserting a node
-# costs a third to a tenth of hnswlib's in-place update, which also re-selects the links
-# of every neighbour (measured 1.8 against 0.6 ms a vector at 100k x 384), and a fresh
-# node is reached like any other, where a moved one could be left with no way in.
+# costs a fraction of hnswlib's in-place update, which also re-selects the links of
+# every neighbour (docs/benchmarks.md), and a fresh node is reached like any other,
+# where a moved one could be left with no way in.
 GENERATION_SHIFT = 40
 _SEQ_MASK = (1 << GENERATION_SHIFT) - 1
 _LOAD_PREFIX = ".load-"  # scratch files of loads in progress, named by pid
@@ -92,8 +92,8 @@ def plain_empty(shape: tuple[int, ...], dtype: Any) -> np.ndarray:
 
     numpy asks the kernel for transparent huge pages for arrays of 4 MiB and more. Where
     the kernel must compact memory to find them (defrag=madvise, a common default), the
-    first touch of a 154 MB mirror measured 300 ms instead of 100 ms, and huge pages
-    were not obtained anyway. The mirror is long-lived and filled once, so it opts out.
+    first touch of a large mirror waits for that compaction, and huge pages were not
+    obtained anyway. The mirror is long-lived and filled once, so it opts out.
     """
     count = math.prod(shape)
     nbytes = count * np.dtype(dtype).itemsize
@@ -430,7 +430,7 @@ def _state_from_file(path: Path, live: np.ndarray) -> tuple[dict[str, Any], dict
         links = np.empty((n, size - (lab - off)), dtype=np.uint8)
         dead_ids, dead_vecs, deleted = [], [], False
         # Sorted once; each chunk is then binary searches (np.isin sorted all of `live`
-        # again for every chunk: 2.2 s of a snapshot at 1M records, here).
+        # again for every chunk, most of a large snapshot's time).
         live = np.sort(np.asarray(live, dtype=np.int64))
         last = max(len(live) - 1, 0)
         for start in range(0, n, _STREAM_ROWS):
@@ -556,7 +556,7 @@ class _LiveSeqs:
     Seqs only grow, so a new record's label goes after every other one: adding is an
     append, membership a binary search, and the sorted array a filter or a page needs
     is always at hand. Rebuilding it from a set after every write cost a pass over the
-    collection on the next filtered query (8 ms at 100k). An array handed out stays
+    collection on the next filtered query. An array handed out stays
     valid: appending writes past its end, and removing builds a new array.
     """
 
@@ -878,7 +878,7 @@ class VectorIndex:
 
     def _full_vectors(self, seqs: np.ndarray) -> np.ndarray:
         """float32 vectors of live labels, from hnswlib's copy (normalised for cosine,
-        as the mirror's are). About 40 µs each: for the few rows a bound leaves open."""
+        as the mirror's are). Slow per row: for the few rows a bound leaves open."""
         if len(seqs) == 0:
             return np.empty((0, self.dim), np.float32)
         labels = self._label_of(seqs)
@@ -988,8 +988,8 @@ class VectorIndex:
         the snapshots, which hnswlib then loads: the assembled copy sits in the page
         cache, not in this process, so the index is in memory once. Handing hnswlib the
         records in memory instead (its pickled state) held them twice for a moment,
-        which set the peak of a whole workload (630 MB at 100k x 384, against 470 MB
-        for the open index). Where the file cannot be made (no room), that is the way.
+        which set the peak memory of a whole workload. Where the file cannot be made (no
+        room), that is the way.
         """
         with np.load(path) as arrays:
             links, tail = arrays["links"], arrays["tail"]
@@ -1027,7 +1027,7 @@ class VectorIndex:
         finally:
             if fd >= 0:
                 os.close(fd)
-                # Dropping 160 MB of page cache takes 20 ms; nothing waits for it. A file
+                # Dropping a large file's page cache takes a moment; nothing waits. A file
                 # left by a process that exits first goes with the next load.
                 threading.Thread(target=scratch.unlink, args=(True,), daemon=True).start()
 

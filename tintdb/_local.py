@@ -56,12 +56,12 @@ COLD_SCAN_QUERIES = 8
 COLD_SCAN_RESULTS = 1024
 # close() snapshots an index only if more than 1/CLOSE_REPLAY_SHARE of its records
 # changed since its last snapshot; fewer are replayed from the log by the next open, on
-# the load behind its first query. Measured at 100k x 384: a snapshot costs 280-600 ms
-# (3-6 us a record), replaying 500 updates and 500 deletes 300 ms (0.3 ms a change).
+# the load behind its first query. A snapshot costs about as much as replaying that
+# share of changes (docs/benchmarks.md).
 CLOSE_REPLAY_SHARE = 50
 # A worn graph rebuilt behind the writes is filled this many records at a time, so that
 # closing the store never waits long for it. One of at most REBUILD_NOW_BELOW live
-# records is rebuilt inside the write (a few tens of ms).
+# records is rebuilt inside the write (quick at that size).
 REBUILD_STEP = 8192
 REBUILD_NOW_BELOW = 2048
 
@@ -88,7 +88,7 @@ POSTFILTER_OVERFETCH = 2
 POSTFILTER_MAX_FETCH = 2048
 # A filter whose post-filtered queries came up short this many times, more often than not,
 # goes straight to the fallback plan for the rest of this version of the collection. Each
-# short try costs a wide HNSW search on top of the fallback (about 8 ms at 100k records).
+# short try costs a wide HNSW search on top of the fallback.
 POSTFILTER_TRIES = 2
 # Measured cost ratio: widening the HNSW beam by one costs about as much as exact search
 # over this many more matching records.
@@ -99,11 +99,11 @@ POSTFILTER_COST_RATIO = 5
 # this many of its records (when it has at least SAMPLE_ABOVE): where at least
 # DENSE_SHARE of them match, a query post-filters its neighbours, tested record by
 # record, and a get(where, limit) walks the records in order until its page is full
-# (if that takes at most WALK_MAX records), instead of listing every match (at 100k
-# records, 5-30 ms for a filter matching 10-50% of them).
+# (if that takes at most WALK_MAX records), instead of listing every match (which, when
+# many match, costs more than the search).
 # A filter that comes again on the same version is listed (and cached) instead, the
 # list then answering its later queries without SQL, unless its sample put it above
-# LIST_MAX matches (listing 500,000 matches of 1M records took 300 ms).
+# LIST_MAX matches (listing that many costs more than the query it would serve).
 SAMPLE_SIZE = 128
 LIST_MAX = 50_000
 SAMPLE_ABOVE = 4096

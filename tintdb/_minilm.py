@@ -16,7 +16,7 @@ Why it is fast without torch:
   each with single-threaded BLAS. Letting BLAS split every product across its own
   threads instead makes each of the hundreds of products per chunk wait for all
   cores: harmless on an idle machine, but on a busy one it made a single short query
-  take 50-130 ms instead of about 10. So while chunks run, numpy's OpenBLAS is held
+  several times slower (docs/benchmarks.md). So while chunks run, numpy's OpenBLAS is held
   to one thread (see :class:`_BlasThreads`); where that library cannot be found,
   chunks run one after another and BLAS keeps its own threads.
 
