@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
+from _profiles import examples
 from _server import TintServer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -625,7 +626,7 @@ _FIELDS = [
 
 
 @settings(
-    max_examples=150,
+    max_examples=examples(150),
     derandomize=True,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
