@@ -57,12 +57,12 @@ COLD_SCAN_QUERIES = 8
 COLD_SCAN_RESULTS = 1024
 # close() snapshots an index only if more than 1/CLOSE_REPLAY_SHARE of its records
 # changed since its last snapshot; fewer are replayed from the log by the next open, on
-# the load behind its first query. Measured at 100k x 384: a snapshot costs 280-600 ms
-# (3-6 us a record), replaying 500 updates and 500 deletes 300 ms (0.3 ms a change).
+# the load behind its first query. A snapshot costs about as much as replaying that
+# share of changes (docs/benchmarks.md).
 CLOSE_REPLAY_SHARE = 50
 # A worn graph rebuilt behind the writes is filled this many records at a time, so that
 # closing the store never waits long for it. One of at most REBUILD_NOW_BELOW live
-# records is rebuilt inside the write (a few tens of ms).
+# records is rebuilt inside the write (quick at that size).
 REBUILD_STEP = 8192
 REBUILD_NOW_BELOW = 2048
 
@@ -89,7 +89,7 @@ POSTFILTER_OVERFETCH = 2
 POSTFILTER_MAX_FETCH = 2048
 # A filter whose post-filtered queries came up short this many times, more often than not,
 # goes straight to the fallback plan for the rest of this version of the collection. Each
-# short try costs a wide HNSW search on top of the fallback (about 8 ms at 100k records).
+# short try costs a wide HNSW search on top of the fallback.
 POSTFILTER_TRIES = 2
 # Measured cost ratio: widening the HNSW beam by one costs about as much as exact search
 # over this many more matching records.
@@ -100,11 +100,11 @@ POSTFILTER_COST_RATIO = 5
 # this many of its records (when it has at least SAMPLE_ABOVE): where at least
 # DENSE_SHARE of them match, a query post-filters its neighbours, tested record by
 # record, and a get(where, limit) walks the records in order until its page is full
-# (if that takes at most WALK_MAX records), instead of listing every match (at 100k
-# records, 5-30 ms for a filter matching 10-50% of them).
+# (if that takes at most WALK_MAX records), instead of listing every match (which, when
+# many match, costs more than the search).
 # A filter that comes again on the same version is listed (and cached) instead, the
 # list then answering its later queries without SQL, unless its sample put it above
-# LIST_MAX matches (listing 500,000 matches of 1M records took 300 ms).
+# LIST_MAX matches (listing that many costs more than the query it would serve).
 SAMPLE_SIZE = 128
 LIST_MAX = 50_000
 SAMPLE_ABOVE = 4096
@@ -198,7 +198,13 @@ class LocalBackend:
         self._closed = False
         if self.path is not None:
             ref = weakref.ref(self)
-            self._atexit = lambda: (b := ref()) is not None and b.close()
+
+            def close_at_exit() -> None:
+                backend = ref()
+                if backend is not None:
+                    backend.close()
+
+            self._atexit = close_at_exit
             atexit.register(self._atexit)
 
     # ------------------------------------------------------------ lifecycle
@@ -727,7 +733,7 @@ class LocalBackend:
             if change:
                 merged_rows = [
                     _merge_metadata(
-                        orjson.loads(found[ids[i]][1]) if found[ids[i]][1] else None,
+                        orjson.loads(raw) if (raw := found[ids[i]][1]) else None,
                         metadatas[i] or {},
                     )
                     for i in change
@@ -884,7 +890,12 @@ class LocalBackend:
             share = None
             if filtered and limit is not None:
                 share = self._sampled_share(col, index, ids, where, where_document)
-            if share is not None and share > 0 and ((offset or 0) + limit) / share <= WALK_MAX:
+            if (
+                share is not None
+                and limit is not None
+                and share > 0
+                and ((offset or 0) + limit) / share <= WALK_MAX
+            ):
                 # Many match: the page is a short walk in order (no list of every match).
                 with self._scanning(where_document) as store, store.read():
                     return _get_result(
@@ -904,9 +915,9 @@ class LocalBackend:
         if rows is None and filtered:
             # Candidates and records from one snapshot.
             with self._scanning(where_document) as store, store.read():
-                cand = store.candidate_seqs(col.coll, ids, where, where_document, None)
-                if cand is not None:
-                    rows = self._page(store, col, cand, limit, offset, columns)
+                listed = store.candidate_seqs(col.coll, ids, where, where_document, None)
+                if listed is not None:
+                    rows = self._page(store, col, listed, limit, offset, columns)
         if rows is None:  # no filter, or one of negations alone: one statement
             with self._scanning(where_document) as store, store.read():
                 rows = store.fetch(col.coll, ids, where, where_document, limit, offset, columns)
@@ -961,9 +972,9 @@ class LocalBackend:
                 col = store.collection_by_id(collection_id)
                 _check_query_dimension(col, query_embeddings)
                 if col.dimension is not None:
-                    result = self._scan_query(store, col, *rest)
+                    scanned = self._scan_query(store, col, *rest)
                     self._load_behind(col)
-                    return result
+                    return scanned
         col = self.store.collection_by_id(collection_id)
         _check_query_dimension(col, query_embeddings)
         args = (col, *rest)
@@ -1298,7 +1309,7 @@ class LocalBackend:
             out_dists.append([float(row_dists[i]) for i in keep])
         result: dict[str, Any] = {"ids": [g["ids"] for g in per_query]}
         for field in ("embeddings", "documents", "uris", "metadatas"):
-            result[field] = [g[field] for g in per_query] if field in include else None  # type: ignore[literal-required]
+            result[field] = [g[field] for g in per_query] if field in include else None
         result["distances"] = out_dists if "distances" in include else None
         result["data"] = None
         result["included"] = list(include)

@@ -22,7 +22,7 @@ import logging
 import threading
 import uuid
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import orjson
@@ -54,6 +54,10 @@ from .errors import (
     ServiceUnavailableError,
     TintError,
 )
+
+if TYPE_CHECKING:
+    from ._backend import Backend
+    from .config import Settings
 
 __all__ = [
     "DEFAULT_BODY_TIMEOUT",
@@ -555,8 +559,10 @@ class _Service:
         from ._client import AdminClient, Client
 
         self._client_cls = Client
+        self.backend: Backend
+        self.settings: Settings | None
         if isinstance(client_or_backend, Client):
-            self.backend = client_or_backend._backend
+            self.backend = client_or_backend._live_backend()
             self.settings = client_or_backend.settings
         else:
             self.backend = client_or_backend
