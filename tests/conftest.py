@@ -6,11 +6,14 @@ import contextlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import _profiles
 import pytest
 from _server import TintServer
 
 import tintdb
 from tintdb import _planning
+
+_profiles.register()
 
 CLIENT_KINDS = ["ephemeral", "persistent", "http"]
 

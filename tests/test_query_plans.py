@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from _profiles import examples
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -230,7 +231,7 @@ def test_failed_add_after_early_indexing_leaves_nothing(
         assert col.query(query_embeddings=refused[:2], n_results=1)["ids"] == [["c0"], ["c1"]]
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=examples(25), deadline=None)
 @given(data=st.data())
 def test_overlapped_adds_match_the_store(data: st.DataObject) -> None:
     """Batches above and below the overlap threshold, in any order: every record is found
@@ -286,7 +287,7 @@ def test_a_filter_that_keeps_coming_up_short_stops_trying_post_filtering(
         )
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60), deadline=None)
 @given(
     n=st.integers(1, 300),
     block=st.integers(1, 64),

@@ -16,10 +16,10 @@ earlier record, in both.
 from __future__ import annotations
 
 import math
-import os
 from typing import Any
 
 import pytest
+from _profiles import examples
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
@@ -524,7 +524,7 @@ def build(coll: dict[str, Any]) -> Any:
 
 
 @settings(
-    max_examples=int(os.environ.get("TINTDB_SEARCH_EXAMPLES", "150")),
+    max_examples=examples(150),
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )

@@ -7,7 +7,7 @@ docs.add(ids=["a"], documents=["hello world"])
 docs.query(query_texts=["hi"], n_results=1)
 """
 
-__version__ = "0.1.0"
+__version__ = "0.1.0"  # the one place it is written: both pyproject.toml files read it
 
 from typing import Any
 

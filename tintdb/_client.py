@@ -525,9 +525,9 @@ class Collection:
         id_list = None if ids is None else _nonempty_ids(ids, "get")
         self._check_filters(where, where_document)
         limit, offset = validate_limit_offset(limit, offset)
-        include = normalize_include(include, for_query=False)
+        fields = normalize_include(include, for_query=False)
         found = self._backend.get(
-            self._model.id, id_list, where or None, where_document or None, limit, offset, include
+            self._model.id, id_list, where or None, where_document or None, limit, offset, fields
         )
         found["embeddings"] = _no_rows_flat(found["embeddings"])
         _search_api.sparse_results(found["metadatas"])
@@ -558,8 +558,9 @@ class Collection:
             )
         n_results = validate_n_results(n_results)
         self._check_filters(where, where_document)
-        include = normalize_include(include, for_query=True)
+        fields = normalize_include(include, for_query=True)
         id_list = None if ids is None else normalize_ids(ids, allow_empty=True)
+        vectors: np.ndarray | None
         if query_texts is not None:
             texts = [query_texts] if isinstance(query_texts, str) else list(query_texts)
             if not texts or not all(isinstance(t, str) for t in texts):
@@ -573,10 +574,10 @@ class Collection:
         if id_list is not None and not id_list:  # no candidates: nothing to search
             empty: dict[str, Any] = {"ids": [[] for _ in vectors]}
             for field in ("embeddings", "documents", "uris", "metadatas", "distances"):
-                empty[field] = [[] for _ in vectors] if field in include else None
-            if "embeddings" in include:
+                empty[field] = [[] for _ in vectors] if field in fields else None
+            if "embeddings" in fields:
                 empty["embeddings"] = [np.empty(0, dtype=np.float32) for _ in vectors]
-            empty["data"], empty["included"] = None, list(include)
+            empty["data"], empty["included"] = None, list(fields)
             return empty  # type: ignore[return-value]
         found = self._backend.query(
             self._model.id,
@@ -585,7 +586,7 @@ class Collection:
             id_list,
             where or None,
             where_document or None,
-            include,
+            fields,
         )
         if found["embeddings"] is not None:
             found["embeddings"] = [_no_rows_flat(e) for e in found["embeddings"]]

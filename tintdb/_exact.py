@@ -44,8 +44,8 @@ def plain_empty(shape: tuple[int, ...], dtype: Any) -> np.ndarray:
 
     numpy asks the kernel for transparent huge pages for arrays of 4 MiB and more. Where
     the kernel must compact memory to find them (defrag=madvise, a common default), the
-    first touch of a 154 MB mirror measured 300 ms instead of 100 ms, and huge pages
-    were not obtained anyway. The mirror is long-lived and filled once, so it opts out.
+    first touch of a large mirror waits for that compaction, and huge pages were not
+    obtained anyway. The mirror is long-lived and filled once, so it opts out.
     """
     count = math.prod(shape)
     nbytes = count * np.dtype(dtype).itemsize

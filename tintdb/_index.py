@@ -54,6 +54,7 @@ from ._snapshot import (
     Loader,
     crc,
     fsync_path,
+    hnsw_space,
     load_graph,
     remove_abandoned,
     snapshot_format,
@@ -87,7 +88,7 @@ class _LiveSeqs:
     Seqs only grow, so a new record's label goes after every other one: adding is an
     append, membership a binary search, and the sorted array a filter or a page needs
     is always at hand. Rebuilding it from a set after every write cost a pass over the
-    collection on the next filtered query (8 ms at 100k). An array handed out stays
+    collection on the next filtered query. An array handed out stays
     valid: appending writes past its end, and removing builds a new array.
     """
 
@@ -147,7 +148,7 @@ class VectorIndex:
         self.lock = threading.RLock()
         self._live = _LiveSeqs()
         self._moved: dict[int, int] = {}  # seq -> its label, where that is not the seq
-        self._hnsw = hnswlib.Index(space=space, dim=dim)
+        self._hnsw = hnswlib.Index(space=hnsw_space(space), dim=dim)
         self._hnsw.init_index(
             max_elements=_MIN_CAPACITY,
             ef_construction=int(params["ef_construction"]),
@@ -413,7 +414,7 @@ class VectorIndex:
 
     def _full_vectors(self, seqs: np.ndarray) -> np.ndarray:
         """float32 vectors of live labels, from hnswlib's copy (normalised for cosine,
-        as the mirror's are). About 40 µs each: for the few rows a bound leaves open."""
+        as the mirror's are). Slow per row: for the few rows a bound leaves open."""
         if len(seqs) == 0:
             return np.empty((0, self.dim), np.float32)
         labels = self._label_of(seqs)
@@ -504,7 +505,13 @@ class VectorIndex:
             ef=int(self._hnsw.ef),
         )
         with path.open("wb") as f:
-            np.savez(f, **parts)
+            np.savez(
+                f,
+                links=parts["links"],
+                tail=parts["tail"],
+                dead=parts["dead"],
+                dead_vectors=parts["dead_vectors"],
+            )
         return state
 
     @classmethod
@@ -581,7 +588,7 @@ class VectorIndex:
                 labels += np.uint64(delta)
                 records.flush()
                 del labels, records
-            graph = hnswlib.Index(space=self.space, dim=self.dim)
+            graph = hnswlib.Index(space=hnsw_space(self.space), dim=self.dim)
             graph.load_index(str(scratch))
         finally:
             scratch.unlink(missing_ok=True)

@@ -21,7 +21,7 @@ import uuid
 import zlib
 from collections.abc import Callable, Generator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, cast
 
 import hnswlib
 import numpy as np
@@ -31,14 +31,27 @@ from ._exact import plain_empty, unit
 
 __all__ = [
     "GENERATION_SHIFT",
+    "HEADER",
+    "HEADER_NAMES",
     "GRAPH_FILE",
     "LABELS_FILE",
     "Loader",
+    "hnsw_space",
     "load_graph",
     "state_from_file",
 ]
 
 log = logging.getLogger("tintdb._index")
+
+HnswSpace = Literal["l2", "ip", "cosine"]
+
+
+def hnsw_space(space: str) -> HnswSpace:
+    """The space as hnswlib's type names it (tintdb checks spaces before any index exists)."""
+    if space not in ("l2", "ip", "cosine"):
+        raise ValueError(f"hnswlib has no space {space!r}")
+    return cast(HnswSpace, space)
+
 
 # Yields (seqs, vectors) chunks of every record of the collection, in seq order.
 Loader = Callable[[], Generator[tuple[np.ndarray, np.ndarray], None, None]]
@@ -54,7 +67,7 @@ READABLE_FORMATS = (4, 5)
 # A record whose vector changes gets a new node under a new label, its seq plus the next
 # generation above this many bits, and its old node is marked deleted: inserting a node
 # costs a third to a tenth of hnswlib's in-place update, which also re-selects the links
-# of every neighbour (measured 1.8 against 0.6 ms a vector at 100k x 384), and a fresh
+# of every neighbour (docs/benchmarks.md), and a fresh
 # node is reached like any other, where a moved one could be left with no way in.
 GENERATION_SHIFT = 40
 SEQ_MASK = (1 << GENERATION_SHIFT) - 1
@@ -123,6 +136,7 @@ HEADER = np.dtype(
 )
 
 
+HEADER_NAMES: tuple[str, ...] = HEADER.names or ()  # a structured dtype always has names
 _STREAM_ROWS = 4096  # records read per step when cutting the vectors out
 
 
@@ -137,7 +151,7 @@ def state_from_file(path: Path, live: np.ndarray) -> tuple[dict[str, Any], dict[
     they are, so that loading can write the file back without parsing them."""
     with path.open("rb") as f:
         head = np.frombuffer(f.read(HEADER.itemsize), dtype=HEADER)[0]
-        state: dict[str, Any] = {name: head[name].item() for name in HEADER.names}
+        state: dict[str, Any] = {name: head[name].item() for name in HEADER_NAMES}
         n, size = state["cur_element_count"], state["size_data_per_element"]
         off, lab = state["offset_data"], state["label_offset"]
         if state["offset_level0"] != 0 or not off < lab <= size - 8:
@@ -145,7 +159,7 @@ def state_from_file(path: Path, live: np.ndarray) -> tuple[dict[str, Any], dict[
         links = np.empty((n, size - (lab - off)), dtype=np.uint8)
         dead_ids, dead_vecs, deleted = [], [], False
         # Sorted once; each chunk is then binary searches (np.isin sorted all of `live`
-        # again for every chunk: 2.2 s of a snapshot at 1M records, here).
+        # again for every chunk, most of a large snapshot's time).
         live = np.sort(np.asarray(live, dtype=np.int64))
         last = max(len(live) - 1, 0)
         for start in range(0, n, _STREAM_ROWS):
@@ -277,8 +291,8 @@ def load_graph(
     the snapshots, which hnswlib then loads: the assembled copy sits in the page
     cache, not in this process, so the index is in memory once. Handing hnswlib the
     records in memory instead (its pickled state) held them twice for a moment,
-    which set the peak of a whole workload (630 MB at 100k x 384, against 470 MB
-    for the open index). Where the file cannot be made (no room), that is the way.
+    which set the peak memory of a whole workload. Where the file cannot be made (no
+    room), that is the way.
     """
     with np.load(path) as arrays:
         links, tail = arrays["links"], arrays["tail"]
@@ -291,7 +305,7 @@ def load_graph(
     scratch = path.parent.parent / f"{LOAD_PREFIX}{os.getpid()}-{uuid.uuid4().hex}"
     body = HEADER.itemsize + n * size
     head = np.zeros(1, dtype=HEADER)
-    for name in HEADER.names:
+    for name in HEADER_NAMES:
         head[name] = state[name]
     fd = -1
     try:
@@ -310,13 +324,13 @@ def load_graph(
             fill_level0(level0.reshape(n, size), *parts)
             del level0  # the mapping closes only once no array points into it
         del links, parts
-        index = hnswlib.Index(space=space, dim=dim)
+        index = hnswlib.Index(space=hnsw_space(space), dim=dim)
         index.load_index(str(scratch))
         return index
     finally:
         if fd >= 0:
             os.close(fd)
-            # Dropping 160 MB of page cache takes 20 ms; nothing waits for it. A file
+            # Dropping a large file's page cache takes a moment; nothing waits. A file
             # left by a process that exits first goes with the next load.
             threading.Thread(target=scratch.unlink, args=(True,), daemon=True).start()
 

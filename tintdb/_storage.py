@@ -26,7 +26,7 @@ import threading
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 
 import numpy as np
 import orjson
@@ -64,8 +64,8 @@ DB_FILENAME = "tintdb.sqlite3"
 
 # Vectors are stored in blocks: one row per collection and run of 2**BLOCK_SHIFT seqs,
 # holding the slots present (seq % 64, ascending, one byte each) and their float32
-# vectors in that order. Reading 100k x 384 back costs about 100 ms in blocks against
-# 400-550 ms at one row per vector, which is what lets the index snapshot leave the
+# vectors in that order. Reading vectors back in blocks is several times faster than at
+# one row per vector (docs/benchmarks.md), which is what lets the index snapshot leave the
 # vectors out (stored once, in SQLite) and still reopen quickly.
 _VBLOCKS_TABLE = (
     "CREATE TABLE IF NOT EXISTS vblocks(coll INTEGER NOT NULL, blk INTEGER NOT NULL, "
@@ -134,7 +134,7 @@ CREATE INDEX IF NOT EXISTS meta_lookup ON meta(coll, key, kind, v, seq);
 CREATE INDEX IF NOT EXISTS meta_by_seq ON meta(seq);
 CREATE VIRTUAL TABLE IF NOT EXISTS docs USING fts5(
     document, content='records', content_rowid='seq', tokenize='trigram case_sensitive 1');
--- Inserts reach the FTS index in bulk from Store.insert (a per-row trigger cost 4x more);
+-- Inserts reach the FTS index in bulk from Store.insert (a per-row trigger cost more);
 -- schema 1 files had that trigger.
 DROP TRIGGER IF EXISTS docs_insert;
 CREATE TRIGGER IF NOT EXISTS docs_delete AFTER DELETE ON records
@@ -186,7 +186,7 @@ class CollectionRow(CollectionModel):
     schema_source: Callable[[], dict[str, Any]] | None = None
     _schema: dict[str, Any] | None = None
 
-    @property  # type: ignore[override]
+    @property
     def schema(self) -> dict[str, Any] | None:
         if self._schema is None and self.schema_source is not None:
             self._schema = self.schema_source()
@@ -226,7 +226,7 @@ def _id_list(ids: Sequence[str]) -> tuple[str, list[Any]]:
 
 def _order(ids: Sequence[str] | None) -> str:
     """With ids, look them up by (coll, id) and sort after; the unary + stops SQLite from
-    walking the whole collection in seq order instead (60x slower for 1,000 ids)."""
+    walking the whole collection in seq order instead (far slower for a list of ids)."""
     return "+r.seq" if ids is not None else "r.seq"
 
 
@@ -357,8 +357,8 @@ class Store:
         if self.path is not None:
             # Both must precede the first table, page_size first (auto_vacuum fixes it):
             # 16 KiB pages: a 384-dimension vector block spans 6 overflow pages, not 12
-            # (reading 100k vectors back measured 95-140 ms against 120-330 ms with 8
-            # KiB pages), and deletes hand pages back to the OS. Existing files keep
+            # (it reads back faster than with 8 KiB pages), and deletes hand pages back
+            # to the OS. Existing files keep
             # their page size.
             c.execute("PRAGMA page_size = 16384")
             c.execute("PRAGMA auto_vacuum = INCREMENTAL")
@@ -448,17 +448,18 @@ class Store:
         """Copy the WAL into the database file on a thread of its own, now.
 
         Closing the last connection checkpoints the WAL, which after a day of writes is
-        most of close() (266 of 637 ms after 1,000 changes at 100k x 384). Started
+        most of close(). Started
         before the index snapshots are written, it runs beside them, and the close
         finds little left to copy. PASSIVE: it never blocks a writer, and what it
         cannot copy now is copied at close as before.
         """
         if self.path is None:
             return None
+        db_file = str(self.path / DB_FILENAME)
 
         def checkpoint() -> None:
             with contextlib.suppress(sqlite3.Error):
-                conn = sqlite3.connect(str(self.path / DB_FILENAME), timeout=0.1)
+                conn = sqlite3.connect(db_file, timeout=0.1)
                 try:
                     conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
                 finally:
@@ -1163,9 +1164,9 @@ class Store:
         """Write new vectors of seqs a block already holds straight into its bytes.
 
         A rewritten block is a whole row (about 100 KB at 384 dimensions) in the WAL;
-        incremental blob I/O writes only the pages the vector lies on: updating 500
-        scattered records wrote 49 MB to the WAL as rewrites. Returns the runs left for
-        a rewrite (blocks that are new or gain slots).
+        incremental blob I/O writes only the pages the vector lies on, a fraction of
+        that for scattered updates. Returns the runs left for a rewrite (blocks that are
+        new or gain slots).
         """
         heads = self._blocks(coll, [blk for blk, _, _ in runs], "rowid, slots")
         width = vectors.shape[1] * 4
@@ -1179,7 +1180,8 @@ class Store:
             if at is None:
                 rest.append((blk, a, b))  # a slot to add: the row changes length
                 continue
-            with self._conn.blobopen("vblocks", "data", head[0]) as blob:
+            # Connection.blobopen is Python 3.11's; this runs only when IN_PLACE_UPDATES.
+            with self._conn.blobopen("vblocks", "data", head[0]) as blob:  # type: ignore[attr-defined,unused-ignore]
                 for j, row in zip(at.tolist(), vectors[a:b], strict=True):
                     blob.seek(j * width)
                     blob.write(row.tobytes())  # in seq order: a repeated seq ends last
@@ -1207,7 +1209,8 @@ class Store:
             if not live.any():
                 gone.append(blk)
             elif IN_PLACE_UPDATES and 2 * int(live.sum()) >= len(drop):
-                with self._conn.blobopen("vblocks", "slots", rowid) as blob:
+                # Python 3.11's Connection.blobopen (IN_PLACE_UPDATES is checked above).
+                with self._conn.blobopen("vblocks", "slots", rowid) as blob:  # type: ignore[attr-defined,unused-ignore]
                     for j in np.flatnonzero(drop).tolist():
                         blob.seek(j)
                         blob.write(bytes([vblocks.DEAD]))
@@ -1331,7 +1334,7 @@ class Store:
         """(seqs, vectors) of each block, in seq order, restricted to ``seqs`` if given."""
         if seqs is None:
             # Row by row, not fetchmany: each block's bytes are freed before the next
-            # arrives, so they are allocated in the same, cache-warm memory (2x faster).
+            # arrives, so they are allocated in the same, cache-warm memory.
             for blk, slots, data in self._conn.execute(
                 "SELECT blk, slots, data FROM vblocks WHERE coll = ? ORDER BY blk", (coll,)
             ):
@@ -1399,14 +1402,32 @@ class Store:
     def seq_array(self, sql: str, params: Sequence[Any]) -> np.ndarray:
         """Run ``sql`` (selecting a ``seq`` column) and return the seqs as one int64 array.
 
-        group_concat hands the whole column over as one string: several times faster
-        than fetching one Python tuple per row when tens of thousands match.
+        group_concat hands the whole column over as one string, where fetching one
+        Python tuple per row costs far more when tens of thousands match.
         """
         row = self._conn.execute(f"SELECT group_concat(seq) FROM ({sql})", params).fetchone()
         if not row or not row[0]:
             return np.empty(0, dtype=np.int64)
         return np.fromstring(row[0], dtype=np.int64, sep=",")
 
+    @overload
+    def candidate_seqs(
+        self,
+        coll: int,
+        ids: Sequence[str] | None,
+        where: dict[str, Any] | None,
+        where_document: dict[str, Any] | None,
+        universe: np.ndarray,
+    ) -> np.ndarray: ...
+    @overload
+    def candidate_seqs(
+        self,
+        coll: int,
+        ids: Sequence[str] | None,
+        where: dict[str, Any] | None,
+        where_document: dict[str, Any] | None,
+        universe: None,
+    ) -> np.ndarray | None: ...
     def candidate_seqs(
         self,
         coll: int,
@@ -1505,7 +1526,7 @@ class Store:
 
         One primary-key lookup per seq. The unary + keeps SQLite from serving
         ``coll = ?`` from an index instead: it chose a covering walk of records_by_id
-        for ``include=[]`` (25 of 31 ms of a query at 20k records, growing with them).
+        for ``include=[]``, most of a query's time, and growing with the collection.
         """
         rows = self._conn.execute(
             f"SELECT r.seq, r.id{_select_columns(columns)} FROM records r WHERE r.seq IN "

@@ -193,9 +193,10 @@ def _check_hnsw_value(key: str, value: Any) -> None:
     least = {"hnsw:num_threads": 0, "hnsw:M": 2}.get(key)
     too_small = value <= 0 if least is None else value < least
     if not ok or too_small:
-        what = {0: "non-negative int", 2: "positive int of at least 2"}.get(
-            least, f"positive {kind.__name__}"
-        )
+        if least is None:
+            what = f"positive {kind.__name__}"
+        else:
+            what = {0: "non-negative int", 2: "positive int of at least 2"}[least]
         raise InvalidArgumentError(f"{key} must be a {what}, got {value!r}")
 
 

@@ -25,7 +25,7 @@ import logging
 import threading
 import uuid
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import orjson
@@ -57,6 +57,10 @@ from .errors import (
     ServiceUnavailableError,
     TintError,
 )
+
+if TYPE_CHECKING:
+    from ._backend import Backend
+    from .config import Settings
 
 __all__ = [
     "DEFAULT_BODY_TIMEOUT",
@@ -558,6 +562,8 @@ class _Service:
         from ._client import AdminClient, Client, backend_of
 
         self._client_cls = Client
+        self.backend: Backend
+        self.settings: Settings | None
         if isinstance(client_or_backend, Client):
             self.backend = backend_of(client_or_backend)
             self.settings = client_or_backend.settings

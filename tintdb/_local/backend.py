@@ -75,7 +75,13 @@ class LocalBackend:
         self._closed = False
         if self.path is not None:
             ref = weakref.ref(self)
-            self._atexit = lambda: (b := ref()) is not None and b.close()
+
+            def close_at_exit() -> None:
+                backend = ref()
+                if backend is not None:
+                    backend.close()
+
+            self._atexit = close_at_exit
             atexit.register(self._atexit)
 
     # ------------------------------------------------------------ lifecycle
@@ -298,7 +304,7 @@ class LocalBackend:
                 self.store.reclaim_space()
         elif change.early is None:
             self.keeper.after_write(col, change.prev, lsn, seqs, change.vectors, None)
-        elif change.early.finish(seqs):  # the vectors are in: only the lsn and upkeep left
+        elif seqs is not None and change.early.finish(seqs):  # only the lsn and upkeep left
             self.keeper.after_write(col, change.prev, lsn, None, None, None)
         else:  # the next call replays the log into a fresh index
             self.keeper.forget(col.id)
@@ -355,7 +361,7 @@ class LocalBackend:
             if change:
                 merged_rows = [
                     _merge_metadata(
-                        orjson.loads(found[ids[i]][1]) if found[ids[i]][1] else None,
+                        orjson.loads(raw) if (raw := found[ids[i]][1]) else None,
                         metadatas[i] or {},
                     )
                     for i in change

@@ -36,7 +36,7 @@ log = logging.getLogger("tintdb")
 CLOSE_REPLAY_SHARE = 50
 # A worn graph rebuilt behind the writes is filled this many records at a time, so that
 # closing the store never waits long for it. One of at most REBUILD_NOW_BELOW live
-# records is rebuilt inside the write (a few tens of ms).
+# records is rebuilt inside the write (quick at that size).
 REBUILD_STEP = 8192
 REBUILD_NOW_BELOW = 2048
 # Adds of at least this many records index their vectors while SQLite writes them.

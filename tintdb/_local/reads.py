@@ -79,7 +79,7 @@ class Reads:
             share = None
             if filtered and limit is not None:
                 share = self._sampled_share(col, index, ids, where, where_document)
-            if walks(share, offset, limit):
+            if limit is not None and walks(share, offset, limit):
                 # Many match: the page is a short walk in order (no list of every match).
                 with self._scanning(where_document) as store, store.read():
                     return get_result(
@@ -99,9 +99,9 @@ class Reads:
         if rows is None and filtered:
             # Candidates and records from one snapshot.
             with self._scanning(where_document) as store, store.read():
-                cand = store.candidate_seqs(col.coll, ids, where, where_document, None)
-                if cand is not None:
-                    rows = self._page(store, col, cand, limit, offset, columns)
+                listed = store.candidate_seqs(col.coll, ids, where, where_document, None)
+                if listed is not None:
+                    rows = self._page(store, col, listed, limit, offset, columns)
         if rows is None:  # no filter, or one of negations alone: one statement
             with self._scanning(where_document) as store, store.read():
                 rows = store.fetch(col.coll, ids, where, where_document, limit, offset, columns)
@@ -156,9 +156,9 @@ class Reads:
                 col = store.collection_by_id(collection_id)
                 _check_query_dimension(col, query_embeddings)
                 if col.dimension is not None:
-                    result = self._scan_query(store, col, *rest)
+                    scanned = self._scan_query(store, col, *rest)
                     self.keeper.load_behind(col)
-                    return result
+                    return scanned
         col = self.store.collection_by_id(collection_id)
         _check_query_dimension(col, query_embeddings)
         args = (col, *rest)

@@ -138,10 +138,10 @@ class ChromaBm25EmbeddingFunction:
     # -------------------------------------------------------- embedding
 
     def _tokens(self, text: str, stem: Any) -> list[tuple[int, str]]:
-        out = []
+        out: list[tuple[int, str]] = []
         cache = self._terms
         for raw in _NOT_WORD.sub(" ", text).lower().split():
-            found = cache.get(raw, False)
+            found: tuple[int, str] | bool | None = cache.get(raw, False)
             if found is False:
                 found = None
                 if raw not in self._stop and len(raw) <= self.token_max_length:
@@ -151,7 +151,7 @@ class ChromaBm25EmbeddingFunction:
                 if len(cache) >= _CACHE_LIMIT:
                     cache.clear()
                 cache[raw] = found
-            if found is not None:
+            if isinstance(found, tuple):
                 out.append(found)
         return out
 

@@ -122,7 +122,7 @@ def _build(descriptor: Any, key: str) -> Any:
             f"The sparse embedding function of {key!r} was defined in user code and cannot "
             "be rebuilt here; pass SparseVectors yourself"
         )
-    name, config = descriptor.get("name"), descriptor.get("config") or {}
+    name, config = str(descriptor.get("name")), descriptor.get("config") or {}
     if name == "chroma_bm25":
         from .bm25 import ChromaBm25EmbeddingFunction
 

@@ -221,7 +221,7 @@ def _metadata(raw: Any) -> dict[str, Any] | None:
     if raw is None:
         return None
     if isinstance(raw, (bytes, str)):
-        return orjson.loads(raw)  # type: ignore[no-any-return]
+        return orjson.loads(raw)
     return dict(raw)
 
 

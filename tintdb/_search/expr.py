@@ -611,8 +611,8 @@ class Aggregate:
     def __eq__(self, other: object) -> bool:
         return (
             type(other) is type(self)
-            and _key_list(self.keys) == _key_list(other.keys)  # type: ignore[attr-defined]
-            and self.k == other.k  # type: ignore[attr-defined]
+            and _key_list(self.keys) == _key_list(other.keys)
+            and self.k == other.k
         )
 
     __hash__ = None  # type: ignore[assignment]

@@ -58,7 +58,7 @@ class _Lookup:
     def seqs(self) -> np.ndarray:
         if self._listed is None:
             self._listed = self.reads._candidates(self.col, self.index, *self.args)
-        return self._listed.seqs  # type: ignore[no-any-return]
+        return self._listed.seqs
 
 
 class SqlSource:

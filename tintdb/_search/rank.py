@@ -40,7 +40,8 @@ __all__ = [
 ]
 
 Domain = tuple[dict[int, float], float | None]
-KnnResult = tuple[Sequence[int], Sequence[float]]  # seqs and measures, best first
+# seqs and measures, best first (lists, or the numpy arrays the index returns)
+KnnResult = tuple[Sequence[int] | np.ndarray, Sequence[float] | np.ndarray]
 
 
 def _safe(fn: Callable[..., float]) -> Callable[..., float]:

@@ -17,7 +17,7 @@ class SearchResultRow(TypedDict, total=False):
     score: float | None
 
 
-class SearchResult(dict):  # type: ignore[type-arg]
+class SearchResult(dict[str, Any]):
     """One entry per search in each field: ``ids[i]`` the records of search i, best
     first; ``documents``/``embeddings``/``metadatas``/``scores`` ``[i]`` their fields, or
     None when search i did not select them; ``select[i]`` the keys it selected."""
