@@ -141,7 +141,7 @@ class ChromaBm25EmbeddingFunction:
         out: list[tuple[int, str]] = []
         cache = self._terms
         for raw in _NOT_WORD.sub(" ", text).lower().split():
-            found: tuple[int, str] | None | bool = cache.get(raw, False)
+            found: tuple[int, str] | bool | None = cache.get(raw, False)
             if found is False:
                 found = None
                 if raw not in self._stop and len(raw) <= self.token_max_length:
