@@ -19,6 +19,7 @@ from ._client import (
     Collection,
     EphemeralClient,
     PersistentClient,
+    PostgresClient,
     RustClient,
 )
 from ._http import AsyncHttpClient, HttpClient
@@ -75,6 +76,7 @@ __all__ = [
     "Metadata",
     "Metadatas",
     "PersistentClient",
+    "PostgresClient",
     "QueryResult",
     "ReadLevel",
     "RustClient",
@@ -100,6 +102,7 @@ for _name in (
     "Collection",
     "EphemeralClient",
     "PersistentClient",
+    "PostgresClient",
     "RustClient",
     "Settings",
 ):
