@@ -912,7 +912,9 @@ def PostgresClient(
     try:
         from ._postgres import PostgresBackend
     except ModuleNotFoundError as exc:  # the thin HTTP client ships without it
-        raise ImportError("PostgresClient needs the full package: pip install 'tintdb[postgres]'") from exc
+        raise ImportError(
+            "PostgresClient needs the full package: pip install 'tintdb[postgres]'"
+        ) from exc
     backend = PostgresBackend(dsn, settings, pool_size=pool_size)
     try:
         return Client(settings, tenant, database, backend=backend)

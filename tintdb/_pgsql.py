@@ -236,10 +236,12 @@ class FilterSQL:
             seqs = self._regex(t.value)
             sql = f"r.seq = ANY({self._p(seqs)}::bigint[])"
             return sql if t.op == "$regex" else f"NOT ({sql})"
+        # Parameters are numbered in the order they appear in the SQL.
+        like = None if "\0" in t.value else self._p(like_pattern(t.value))
         raw = self._p(t.value.encode("utf-8"))
         found = f"coalesce(position({raw}::bytea in r.document_bytes) > 0, false)"
-        if "\0" not in t.value:
-            found = f"(r.document LIKE {self._p(like_pattern(t.value))} OR {found})"
+        if like is not None:
+            found = f"(r.document LIKE {like} OR {found})"
         return found if t.op == "$contains" else f"NOT coalesce({found}, false)"
 
 

@@ -66,7 +66,7 @@ from .errors import (
 )
 from .types import CollectionModel, GetResult, Metadata, QueryResult, Where, WhereDocument
 
-__all__ = ["PostgresBackend"]
+__all__ = ["PostgresBackend", "redacted"]
 
 log = logging.getLogger("tintdb")
 
@@ -160,7 +160,7 @@ class PostgresBackend:
         try:
             self.pool.open(wait=True, timeout=30)
         except psycopg_pool.PoolTimeout as exc:
-            raise TintError(f"cannot connect to PostgreSQL at {_redacted(dsn)}: {exc}") from None
+            raise TintError(f"cannot connect to PostgreSQL at {redacted(dsn)}: {exc}") from None
         self._closed = False
 
     # ------------------------------------------------------------ connections
@@ -171,7 +171,7 @@ class PostgresBackend:
             conn = psycopg.connect(self.dsn, autocommit=True, connect_timeout=30)
         except psycopg.OperationalError as exc:
             raise TintError(
-                f"cannot connect to PostgreSQL at {_redacted(self.dsn)}: {exc}"
+                f"cannot connect to PostgreSQL at {redacted(self.dsn)}: {exc}"
             ) from None
         with conn, conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
@@ -1038,7 +1038,7 @@ def _exact_below() -> int:
     return int(getattr(_local, "EXACT_BELOW", EXACT_BELOW_DEFAULT))
 
 
-def _redacted(dsn: str) -> str:
+def redacted(dsn: str) -> str:
     """A DSN without its password, for messages."""
     if "@" in dsn and "://" in dsn:
         scheme, rest = dsn.split("://", 1)
