@@ -274,6 +274,11 @@ class PostgresBackend:
             self._check_tenant(cur, name)
         return {"name": name}
 
+    def list_tenants(self) -> list[str]:
+        """Every tenant's name (for ``tintdb copy``; not part of Chroma's API)."""
+        with self._tx(read=True) as cur:
+            return [r[0] for r in cur.execute("SELECT name FROM tintdb.tenants ORDER BY name")]
+
     def create_database(self, name: str, tenant: str) -> None:
         with self._tx() as cur:
             self._check_tenant(cur, tenant)
@@ -870,6 +875,23 @@ class PostgresBackend:
                 (*params, limit, offset or 0),
             ).fetchall()
         return get_result(self._rows(raw, columns, col.dimension), columns, include, col.dimension)
+
+    def page_after(self, collection_id: str, after: int, size: int) -> tuple[int, GetResult]:
+        """Up to ``size`` records after seq ``after``, in storage order, with every field,
+        and the last seq read: ``tintdb copy`` reads a collection this way, one index
+        range read per page however deep into it."""
+        columns = _columns(["embeddings", "documents", "uris", "metadatas"])
+        with self._tx(read=True) as cur:
+            col = self._by_id(cur, collection_id)
+            raw = cur.execute(
+                f"SELECT r.seq, r.id{self._select_list(columns)} FROM tintdb.records r "
+                "WHERE r.coll = %s AND r.seq > %s ORDER BY r.seq LIMIT %s",
+                (col.coll, after, size),
+            ).fetchall()
+        last = int(raw[-1][0]) if raw else after
+        include = ["embeddings", "documents", "uris", "metadatas"]
+        rows = self._rows(raw, columns, col.dimension)
+        return last, get_result(rows, columns, include, col.dimension)
 
     def query(
         self,
