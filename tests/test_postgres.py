@@ -379,3 +379,15 @@ def test_unreachable_database_is_a_clear_error(tmp_path: Path) -> None:
         node.start()
     assert "cannot connect to PostgreSQL" in str(failed.value)
     assert "secret" not in str(failed.value)
+
+
+def test_vacuum_and_backup_say_what_postgresql_does(postgres_dsn: str) -> None:
+    with tintdb.PostgresClient(postgres_dsn, settings=RESET) as client:
+        client.reset()
+        col = client.create_collection("vac", embedding_function=None)
+        col.add(ids=["a", "b"], embeddings=[[1.0, 0.0], [0.0, 1.0]])
+        col.delete(ids=["a"])
+        client.vacuum()
+        assert col.get()["ids"] == ["b"]
+        with pytest.raises(errors.InvalidArgumentError, match="pg_dump"):
+            client.backup("/nonexistent/backup")

@@ -243,6 +243,16 @@ class PostgresBackend:
             self._closed = True
             self.pool.close()
 
+    def vacuum(self) -> None:
+        """``client.vacuum()``: PostgreSQL's VACUUM (and ANALYZE) of every collection's
+        records, which makes the space of deleted and updated rows reusable. It does not
+        shrink the files (VACUUM FULL would, locking each collection while it runs);
+        deleting a collection drops its partition and frees its space at once."""
+        if self._closed:
+            raise InvalidArgumentError("This client is closed; create a new one")
+        with self.pool.connection() as conn:  # autocommit: VACUUM runs outside a transaction
+            conn.execute("VACUUM (ANALYZE) tintdb.records")
+
     def reset(self) -> bool:
         with self._tx() as cur:
             for (coll,) in cur.execute("SELECT coll FROM tintdb.collections").fetchall():
