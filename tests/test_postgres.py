@@ -249,8 +249,8 @@ def test_concurrent_writers_on_several_nodes_lose_nothing(
     two_nodes: tuple[TintServer, TintServer],
 ) -> None:
     """Eight writers over two nodes: disjoint adds all land; adds racing for the same
-    ids land once each (the others are refused whole); upserts racing on new ids never
-    make two records of one id."""
+    ids, in either order, land once each (the others are refused whole); upserts racing
+    on new ids never make two records of one id."""
     nodes = list(two_nodes)
     setup = _client(nodes[0]).create_collection("race", embedding_function=None)
     cid = setup.id
@@ -265,6 +265,8 @@ def test_concurrent_writers_on_several_nodes_lose_nothing(
                 ids = [f"w{w}-{b}-{j}" for j in range(40)]
                 col.add(ids=ids, embeddings=np.full((40, 3), w, np.float32))
                 contested = [f"c{b}-{j}" for j in range(10)]
+                if w % 2:  # in the opposite order: two inserts may wait on each other
+                    contested.reverse()
                 try:
                     col.add(ids=contested, embeddings=np.full((10, 3), w, np.float32))
                 except errors.IDAlreadyExistsError:

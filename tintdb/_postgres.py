@@ -544,7 +544,8 @@ class PostgresBackend:
         """id -> (seq, metadata JSON) for the ids that exist (rows locked with ``lock``)."""
         rows = cur.execute(
             "SELECT id, seq, metadata_json FROM tintdb.records WHERE coll = %s AND id = ANY(%s)"
-            + (" FOR NO KEY UPDATE" if lock else ""),
+            # Locked in one order (seq) by every call, so two calls never wait on each other.
+            + (" ORDER BY seq FOR NO KEY UPDATE" if lock else ""),
             (coll, [encode_text(i) for i in ids]),
         ).fetchall()
         return {decode_text(r[0]): (int(r[1]), r[2]) for r in rows}
@@ -655,6 +656,36 @@ class PostgresBackend:
         documents: list[str | None] | None,
         uris: list[str | None] | None,
     ) -> None:
+        self._retrying(
+            lambda: self._add_once(collection_id, ids, embeddings, metadatas, documents, uris)
+        )
+
+    def _retrying(self, call: Any, *, on_unique: bool = False) -> Any:
+        """Run a write, again if PostgreSQL aborted it for a deadlock with a concurrent
+        call (two adds inserting the same ids in opposite orders, say) or, with
+        ``on_unique``, for a new id another call inserted after this one looked. An
+        aborted call wrote nothing, so running it again is safe."""
+        errors = self._psycopg.errors
+        retry: tuple[type[BaseException], ...] = (errors.DeadlockDetected,)
+        if on_unique:
+            retry += (errors.UniqueViolation,)
+        for attempt in range(WRITE_RETRIES):
+            try:
+                return call()
+            except retry:
+                if attempt == WRITE_RETRIES - 1:
+                    raise
+                time.sleep(0.01 * (attempt + 1))
+
+    def _add_once(
+        self,
+        collection_id: str,
+        ids: list[str],
+        embeddings: np.ndarray,
+        metadatas: list[Metadata | None] | None,
+        documents: list[str | None] | None,
+        uris: list[str | None] | None,
+    ) -> None:
         unique_violation = self._psycopg.errors.UniqueViolation
         try:
             with self._tx() as cur:
@@ -692,6 +723,19 @@ class PostgresBackend:
         documents: list[str | None] | None,
         uris: list[str | None] | None,
     ) -> None:
+        self._retrying(
+            lambda: self._update_once(collection_id, ids, embeddings, metadatas, documents, uris)
+        )
+
+    def _update_once(
+        self,
+        collection_id: str,
+        ids: list[str],
+        embeddings: np.ndarray | None,
+        metadatas: list[Metadata | None] | None,
+        documents: list[str | None] | None,
+        uris: list[str | None] | None,
+    ) -> None:
         with self._tx() as cur:
             col = self._writing(cur, collection_id)
             if embeddings is not None and col.dimension is not None:
@@ -712,17 +756,12 @@ class PostgresBackend:
         documents: list[str | None] | None,
         uris: list[str | None] | None,
     ) -> None:
-        unique_violation = self._psycopg.errors.UniqueViolation
-        for attempt in range(WRITE_RETRIES):
-            try:
-                self._upsert_once(collection_id, ids, embeddings, metadatas, documents, uris)
-                return
-            except unique_violation:
-                # A new id was inserted by a concurrent call after this one looked: the
-                # whole call was rolled back; look again (it is an update now).
-                if attempt == WRITE_RETRIES - 1:
-                    raise
-                time.sleep(0.01 * (attempt + 1))
+        # A new id inserted by a concurrent call after this one looked rolls this one
+        # back whole; looking again, it is an update.
+        self._retrying(
+            lambda: self._upsert_once(collection_id, ids, embeddings, metadatas, documents, uris),
+            on_unique=True,
+        )
 
     def _upsert_once(
         self,
@@ -796,6 +835,20 @@ class PostgresBackend:
         where: Where | None,
         where_document: WhereDocument | None,
         limit: int | None = None,
+    ) -> int:
+        return int(
+            self._retrying(
+                lambda: self._delete_once(collection_id, ids, where, where_document, limit)
+            )
+        )
+
+    def _delete_once(
+        self,
+        collection_id: str,
+        ids: list[str] | None,
+        where: Where | None,
+        where_document: WhereDocument | None,
+        limit: int | None,
     ) -> int:
         with self._tx() as cur:
             col = self._writing(cur, collection_id)
