@@ -42,6 +42,7 @@ PUBLIC = [
     "Metadata",
     "Metadatas",
     "PersistentClient",
+    "PostgresClient",
     "QueryResult",
     "ReadLevel",
     "RustClient",
