@@ -45,6 +45,7 @@ __all__ = [
     "hnsw_index_sql",
     "like_pattern",
     "partition_name",
+    "partition_sql",
     "vector_dumper",
 ]
 
@@ -72,6 +73,8 @@ CREATE TABLE IF NOT EXISTS tintdb.collections(
     -- Whether the partition has its HNSW index (built once the dimension is known,
     -- after a bulk load, or never above pgvector's 2,000 dimensions).
     indexed boolean NOT NULL DEFAULT false,
+    -- n_records when the partition's statistics were last gathered (see _postgres).
+    analyzed bigint NOT NULL DEFAULT 0,
     UNIQUE(database_id, name));
 CREATE SEQUENCE IF NOT EXISTS tintdb.record_seq;
 CREATE TABLE IF NOT EXISTS tintdb.records(
@@ -87,6 +90,10 @@ CREATE TABLE IF NOT EXISTS tintdb.records(
     PRIMARY KEY (coll, seq),
     UNIQUE (coll, id)
 ) PARTITION BY LIST (coll);
+-- Vectors out of line (in the TOAST table, uncompressed): a row is then a few hundred
+-- bytes, so that a filter that reads every record of a collection reads about a tenth
+-- of the pages (partitions also set toast_tuple_target, see partition_sql).
+ALTER TABLE tintdb.records ALTER COLUMN embedding SET STORAGE EXTERNAL;
 CREATE INDEX IF NOT EXISTS records_metadata ON tintdb.records
     USING gin (metadata jsonb_path_ops);
 CREATE INDEX IF NOT EXISTS records_document ON tintdb.records
@@ -98,6 +105,10 @@ HNSW_MAX_DIMENSION = 2000
 # pgvector's largest hnsw.ef_search; an index scan returns at most that many rows.
 MAX_EF_SEARCH = 1000
 
+# $in / $nin lists up to this long become an OR of containments, which PostgreSQL
+# serves from the metadata index; longer ones one array parameter (no index).
+IN_AS_OR = 64
+
 OPERATORS = {"l2": "<->", "ip": "<#>", "cosine": "<=>"}
 OPCLASSES = {"l2": "vector_l2_ops", "ip": "vector_ip_ops", "cosine": "vector_cosine_ops"}
 
@@ -107,6 +118,18 @@ _DECODE = re.compile("\x01(.)", re.DOTALL)
 
 def partition_name(coll: int) -> str:
     return f"tintdb.records_{int(coll)}"
+
+
+def partition_sql(coll: int) -> list[str]:
+    """A collection's partition: a table of its own, then attached (attaching takes a
+    lock that lets reads and writes of other collections go on; CREATE ... PARTITION OF
+    would not). Rows past 256 bytes move their vector out of line."""
+    part = partition_name(coll)
+    return [
+        f"CREATE TABLE {part} (LIKE tintdb.records INCLUDING DEFAULTS INCLUDING STORAGE, "
+        f"CHECK (coll = {int(coll)})) WITH (toast_tuple_target = 256)",
+        f"ALTER TABLE tintdb.records ATTACH PARTITION {part} FOR VALUES IN ({int(coll)})",
+    ]
 
 
 def hnsw_index_sql(coll: int, dim: int, space: str, hnsw: dict[str, Any]) -> str:
@@ -215,7 +238,10 @@ class FilterSQL:
             sql = self._contains(key, operand)
         elif op in ("$in", "$nin"):
             listed = [orjson.dumps({key: v}).decode() for v in operand]
-            sql = f"r.metadata @> ANY({self._p(listed)}::jsonb[])"
+            if len(listed) <= IN_AS_OR:  # each one a lookup in the metadata index
+                sql = "(" + " OR ".join(f"r.metadata @> {self._p(v)}::jsonb" for v in listed) + ")"
+            else:  # one parameter, whatever the length; read against every record
+                sql = f"r.metadata @> ANY({self._p(listed)}::jsonb[])"
         elif op in ("$contains", "$not_contains"):
             sql = self._contains(key, [operand])
         else:

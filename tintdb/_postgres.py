@@ -51,6 +51,7 @@ from ._pgsql import (
     encode_text,
     hnsw_index_sql,
     partition_name,
+    partition_sql,
     vector_dumper,
 )
 from ._results import get_result, query_result
@@ -72,13 +73,15 @@ log = logging.getLogger("tintdb")
 
 # Taken around schema creation, so that nodes starting together create it once.
 _SCHEMA_LOCK = 0x74696E7464620001
-# Matches counted at most, per filtered query: past this many, the filter is dense and
-# the exact count no longer changes the plan much.
+# Matches counted at most, per filtered query (see _Planner.search).
 COUNT_CAP = 100_000
 # Writes that meet a concurrent insert of the same new id (upsert) start again, at most
 # this many times.
 WRITE_RETRIES = 8
 DEFAULT_POOL_SIZE = 10
+# A partition's statistics are gathered again once its records have doubled (and grown
+# by at least this many) since the last time.
+ANALYZE_STEP = 1000
 
 _COLLECTION_SELECT = (
     "SELECT c.coll, c.id, c.name, d.tenant, d.name, c.metadata, c.configuration, "
@@ -381,16 +384,8 @@ class PostgresBackend:
                     return existing
                 raise UniqueConstraintError(f"Collection [{name}] already exists")
             coll = int(row[0])
-            part = partition_name(coll)
-            # A table of its own, then attached: attaching takes a lock that lets reads
-            # and writes of other collections go on (CREATE ... PARTITION OF would not).
-            cur.execute(
-                f"CREATE TABLE {part} (LIKE tintdb.records INCLUDING DEFAULTS, "
-                f"CHECK (coll = {coll}))"
-            )
-            cur.execute(
-                f"ALTER TABLE tintdb.records ATTACH PARTITION {part} FOR VALUES IN ({coll})"
-            )
+            for sql in partition_sql(coll):
+                cur.execute(sql)
             return self._by_id_coll(cur, coll)
 
     def _by_id_coll(self, cur: Any, coll: int) -> _Collection:
@@ -587,8 +582,20 @@ class PostgresBackend:
                     )
                 )
         cur.execute(
-            "UPDATE tintdb.collections SET n_records = n_records + %s WHERE coll = %s", (n, coll)
+            "UPDATE tintdb.collections SET n_records = n_records + %s WHERE coll = %s "
+            "RETURNING n_records, analyzed",
+            (n, coll),
         )
+        count, analyzed = cur.fetchone()
+        if count >= 2 * analyzed + ANALYZE_STEP:
+            # PostgreSQL plans by statistics that autovacuum gathers only after a while:
+            # a partition that doubled since they were taken gets them now, or its
+            # filters are planned as if it were nearly empty (every record read, the
+            # metadata index unused). ANALYZE reads a bounded sample.
+            cur.execute(f"ANALYZE {partition_name(coll)}")
+            cur.execute(
+                "UPDATE tintdb.collections SET analyzed = %s WHERE coll = %s", (count, coll)
+            )
 
     def _update_rows(
         self,
@@ -1035,11 +1042,15 @@ class _Planner:
         fetch: int | None = None
         matches = total
         if filtered:
+            # Counted up to the point past which the plan no longer changes: with at
+            # least ``cap`` matches, a window of at most ef_search neighbours holds
+            # enough of them (postfilter_fetch), so a larger count only narrows it.
+            cap = min(COUNT_CAP, max(10 * self.ef, 2 * k * total // self.ef + 1))
             matches = int(
                 self.cur.execute(
                     f"SELECT count(*) FROM (SELECT 1 FROM tintdb.records r WHERE {cond} "
                     "LIMIT %s) m",
-                    (*params, COUNT_CAP),
+                    (*params, cap),
                 ).fetchone()[0]
             )
             if graph:
