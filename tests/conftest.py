@@ -15,7 +15,7 @@ from _postgres import PostgresServer, PostgresUnavailable
 from _server import TintServer
 
 import tintdb
-from tintdb import _local
+from tintdb import _planning
 
 # postgres: PostgresClient in this process; postgres-http: a `tintdb run --postgres` node.
 CLIENT_KINDS = ["ephemeral", "persistent", "http", "postgres", "postgres-http"]
@@ -123,7 +123,7 @@ def hnsw_for_every_size(below: int = 0) -> Iterator[None]:
     """Search the HNSW graph even in collections small enough for exact search, here and
     in every process started meanwhile: for tests whose subject is the derived index."""
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(_local, "EXACT_BELOW", below)
+        mp.setattr(_planning, "EXACT_BELOW", below)
         mp.setenv("TINTDB_EXACT_BELOW", str(below))
         yield
 

@@ -50,7 +50,7 @@ from test_filter_properties import (
 )
 
 import tintdb
-from tintdb import _index, _local, errors
+from tintdb import _index, _planning, errors
 
 ID_POOL = (*(f"id{i}" for i in range(8)), "é-ü", "x y")
 NAME = "machine"
@@ -319,7 +319,7 @@ def test_collection_matches_model_on_postgres(space: str, plan: str, postgres_ds
         (CollectionMachine,),
         {"space": space, "persistent": True, "dsn": postgres_dsn},
     )
-    below = 0 if plan == "graph" else _local.EXACT_BELOW
+    below = 0 if plan == "graph" else _planning.EXACT_BELOW
     with hnsw_for_every_size(below):
         run_state_machine_as_test(machine, settings=settings(MACHINE_SETTINGS, max_examples=8))
 

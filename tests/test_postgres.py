@@ -24,7 +24,7 @@ from _postgres import PostgresServer
 from _server import TintServer
 
 import tintdb
-from tintdb import _local, _postgres, errors
+from tintdb import _planning, _postgres, errors
 
 RESET = tintdb.Settings(allow_reset=True)
 
@@ -77,7 +77,7 @@ def test_filtered_plans_on_the_index_are_never_short_and_find_the_nearest(
     of neighbours; one correlated with position (its matches lie away from the queries)
     comes up short there and falls back to exact search. Either way: exactly k
     answers, and the true nearest matches (recall >= 0.99)."""
-    monkeypatch.setattr(_local, "EXACT_BELOW", 0)
+    monkeypatch.setattr(_planning, "EXACT_BELOW", 0)
     spy = _Spy(monkeypatch)
     rng = np.random.default_rng(7)
     n, dim, k = 3000, 16, 10
@@ -117,7 +117,7 @@ def test_filtered_plans_on_the_index_are_never_short_and_find_the_nearest(
 def test_unfiltered_queries_use_the_index_and_match_exact_search(
     postgres_dsn: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(_local, "EXACT_BELOW", 0)
+    monkeypatch.setattr(_planning, "EXACT_BELOW", 0)
     spy = _Spy(monkeypatch)
     rng = np.random.default_rng(3)
     data = rng.standard_normal((2000, 8)).astype(np.float32)

@@ -7,10 +7,10 @@ acknowledged by one node is what the next call on any node reads, and a failed c
 (or a killed node) leaves nothing behind.
 
 Filtered queries are planned here, not by PostgreSQL, whose filtered HNSW scan returns
-short answers: count the matches; search exactly among them when they are few; when
-they are many, look at a window of the nearest neighbours (``postfilter_fetch`` and
-``postfilter_beam``, shared with the embedded backend) and fall back to exact search for
-a query whose window holds fewer than it needs. Every answer's distances are computed
+short answers: count the matches, then decide as the embedded backend does
+(``_planning``): exact search among them when they are few; when they are many, a
+window of the nearest neighbours, with exact search for a query whose window holds
+fewer than it needs. Every answer's distances are computed
 from the float32 vectors exactly as the embedded backend computes them.
 """
 
@@ -29,15 +29,7 @@ import orjson
 from . import __version__, _regex
 from ._conditions import condition_tree
 from ._index import _RERANK_EXTRA, _unit, space_distances
-from ._local import (
-    EXACT_BELOW_DEFAULT,
-    _check_query_dimension,
-    _columns,
-    _merge_metadata,
-    _strip_none,
-    postfilter_beam,
-    postfilter_fetch,
-)
+from ._local import _check_query_dimension, _merge_metadata, _strip_none
 from ._pgsql import (
     HNSW_MAX_DIMENSION,
     MAX_EF_SEARCH,
@@ -54,7 +46,8 @@ from ._pgsql import (
     partition_sql,
     vector_dumper,
 )
-from ._results import get_result, query_result
+from ._planning import postfilter_beam, postfilter_fetch, searched_exactly, window_short
+from ._results import columns_for, get_result, query_result
 from ._storage import CollectionRow
 from .config import DEFAULT_DATABASE, DEFAULT_DATABASE_ID, DEFAULT_TENANT, Settings
 from .errors import (
@@ -935,7 +928,7 @@ class PostgresBackend:
         offset: int | None,
         include: list[str],
     ) -> GetResult:
-        columns = _columns(include)
+        columns = columns_for(include)
         with self._tx(read=True) as cur:
             col = self._by_id(cur, collection_id)
             cond, params = self._filter(cur, col, ids, where, where_document)
@@ -950,7 +943,7 @@ class PostgresBackend:
         """Up to ``size`` records after seq ``after``, in storage order, with every field,
         and the last seq read: ``tintdb copy`` reads a collection this way, one index
         range read per page however deep into it."""
-        columns = _columns(["embeddings", "documents", "uris", "metadatas"])
+        columns = columns_for(["embeddings", "documents", "uris", "metadatas"])
         with self._tx(read=True) as cur:
             col = self._by_id(cur, collection_id)
             raw = cur.execute(
@@ -991,7 +984,7 @@ class PostgresBackend:
                     query_embeddings, n_results, ids, where, where_document
                 )
             wanted = sorted({int(s) for row in labels for s in row.tolist()})
-            columns = _columns(include)
+            columns = columns_for(include)
             rows: dict[int, tuple[Any, ...]] = {}
             if wanted:
                 raw = cur.execute(
@@ -1038,7 +1031,7 @@ class _Planner:
         col, total = self.col, self.col.n_records
         cond, params = self.backend._filter(self.cur, col, ids, where, where_document)
         filtered = ids is not None or bool(where) or bool(where_document)
-        graph = col.indexed and total > _exact_below()
+        graph = col.indexed and not searched_exactly(total)
         fetch: int | None = None
         matches = total
         if filtered:
@@ -1054,9 +1047,7 @@ class _Planner:
                 ).fetchone()[0]
             )
             if graph:
-                fetch = postfilter_fetch(matches, total, k, self.ef)
-                if fetch is not None and postfilter_beam(fetch, self.ef) > MAX_EF_SEARCH:
-                    fetch = None
+                fetch = postfilter_fetch(matches, total, k, self.ef, max_beam=MAX_EF_SEARCH)
         elif graph and k <= MAX_EF_SEARCH:
             fetch = k
         labels, dists = [], []
@@ -1064,8 +1055,8 @@ class _Planner:
             found = None
             if fetch is not None:
                 found = self._window(v, k, fetch, cond if filtered else None, params)
-                if len(found[0]) < min(k, matches):
-                    found = None  # short: the exact plan answers this query
+                if window_short(len(found[0]), k, matches):
+                    found = None  # the exact plan answers this query
             if found is None:
                 found = self._exact(v, k, cond, params)
             labels.append(found[0])
@@ -1124,14 +1115,6 @@ class _Planner:
                 (self.col.coll, v, fetch, *params),
             ).fetchall()
         return self._ranked(v, k, rows)
-
-
-def _exact_below() -> int:
-    """Collections this small are searched exactly (the embedded backend's rule and
-    setting: TINTDB_EXACT_BELOW)."""
-    from . import _local
-
-    return int(getattr(_local, "EXACT_BELOW", EXACT_BELOW_DEFAULT))
 
 
 def redacted(dsn: str) -> str:
