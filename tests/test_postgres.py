@@ -423,3 +423,34 @@ def test_a_postgresql_that_cannot_start_fails_under_ci(tmp_path: Path, ci: bool)
         assert done.returncode != 0 and "PostgreSQL did not start" in out and "1 error" in out
     else:
         assert done.returncode == 0 and "1 skipped" in out and "PostgreSQL is not available" in out
+
+
+_NO_DRIVER = """
+import sys
+sys.modules["psycopg"] = sys.modules["psycopg_pool"] = None  # as if not installed
+import tintdb
+client = tintdb.PersistentClient(sys.argv[1])
+col = client.create_collection("notes", embedding_function=None)
+col.add(ids=["a", "b"], embeddings=[[1.0, 0.0], [0.0, 1.0]])
+assert col.query(query_embeddings=[[1.0, 0.1]], n_results=1)["ids"] == [["a"]]
+try:
+    tintdb.PostgresClient("postgresql://nobody@127.0.0.1:1/none")
+except ImportError as exc:
+    print("refused:", exc)
+from tintdb import cli
+sys.argv = ["tintdb", "run", "--postgres", "postgresql://nobody@127.0.0.1:1/none"]
+sys.exit(cli.main())
+"""
+
+
+def test_the_embedded_store_needs_no_driver(tmp_path: Path) -> None:
+    """Without psycopg (the install without the ``postgres`` extra) the embedded store
+    works, and PostgresClient and ``tintdb run --postgres`` say what to install."""
+    done = subprocess.run(
+        [sys.executable, "-c", _NO_DRIVER, str(tmp_path / "store")],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    hint = "the PostgreSQL backend needs its driver: pip install 'tintdb[postgres]'"
+    assert f"refused: {hint}" in done.stdout, done.stdout + done.stderr
+    assert done.returncode != 0 and hint in done.stderr
+    assert "Traceback" not in done.stderr

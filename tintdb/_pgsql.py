@@ -28,8 +28,14 @@ from typing import Any
 
 import numpy as np
 import orjson
-from psycopg.adapt import Dumper
-from psycopg.pq import Format
+
+try:
+    from psycopg.adapt import Dumper
+    from psycopg.pq import Format
+except ImportError as exc:  # the embedded install does not carry the driver
+    raise ImportError(
+        "the PostgreSQL backend needs its driver: pip install 'tintdb[postgres]'"
+    ) from exc
 
 from ._conditions import AllOf, AnyOf, Field, Node, Text
 

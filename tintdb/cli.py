@@ -406,9 +406,12 @@ def _run(args: argparse.Namespace) -> int:
     _check_run_args(args)
     backend: Any
     if args.postgres:
-        from ._postgres import PostgresBackend, redacted
         from .errors import TintError
 
+        try:
+            from ._postgres import PostgresBackend, redacted
+        except ImportError as exc:  # no driver: pip install 'tintdb[postgres]'
+            raise UsageError(str(exc)) from None
         shown: Any = f"PostgreSQL {redacted(args.postgres)} (this node keeps no state)"
         settings = Settings(allow_reset=args.allow_reset)
         sock = _bind(args.host, args.port)
