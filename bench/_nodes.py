@@ -4,7 +4,10 @@ for a while, then adds; the table gives calls per second for each node count.
 
 Everything runs on this machine: PostgreSQL, the nodes and the clients share its cores,
 so past the point where the cores are busy more nodes cannot add throughput (the table
-gives the load average of each phase to say whether that point was reached).
+gives the load average of each phase to say whether that point was reached). It also
+gives the CPU time each call costs in the nodes and in PostgreSQL: a node's ceiling is
+one core over its share, PostgreSQL's its cores over its own, which says how far nodes
+on machines of their own would scale before PostgreSQL is the limit.
 """
 
 from __future__ import annotations
@@ -39,6 +42,36 @@ def _start_node(dsn: str) -> tuple[subprocess.Popen[str], int]:
         if found:
             return proc, int(found.group(1))
     raise RuntimeError(f"tintdb run --postgres exited with {proc.wait()}")
+
+
+def _cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time of these processes and their children so far (children
+    that exited meanwhile are not counted)."""
+    import psutil
+
+    total = 0.0
+    for pid in pids:
+        try:
+            proc = psutil.Process(pid)
+            for p in [proc, *proc.children(recursive=True)]:
+                t = p.cpu_times()
+                total += t.user + t.system
+        except psutil.Error:
+            continue
+    return total
+
+
+def _postmaster(dsn: str) -> list[int]:
+    """The PostgreSQL server's pid when it runs on this machine (its backends are its
+    children), else nothing."""
+    import psycopg
+
+    try:
+        with psycopg.connect(dsn) as conn:
+            data = conn.execute("SHOW data_directory").fetchone()[0]
+        return [int((Path(data) / "postmaster.pid").read_text().split()[0])]
+    except (OSError, ValueError, psycopg.Error):
+        return []
 
 
 def _client_loop(args: tuple[int, str, str, float, int, int, int]) -> int:
@@ -83,6 +116,7 @@ def throughput(dsn: str, args: Any, counts: list[int], tmp: Path, seconds: float
     client.close()
     rows = []
     base: dict[str, float] = {}
+    postmaster = _postmaster(dsn)
     ctx = multiprocessing.get_context("spawn")
     for count in counts:
         nodes = [_start_node(dsn) for _ in range(count)]
@@ -95,16 +129,23 @@ def throughput(dsn: str, args: Any, counts: list[int], tmp: Path, seconds: float
                 ]
                 before = os.getloadavg()[0]
                 with ctx.Pool(CLIENTS) as pool:
+                    cpu_node = _cpu_seconds([proc.pid for proc, _ in nodes])
+                    cpu_pg = _cpu_seconds(postmaster)
                     t = time.perf_counter()
                     calls = sum(pool.map(_client_loop, work))
                     took = time.perf_counter() - t
+                    cpu_node = _cpu_seconds([proc.pid for proc, _ in nodes]) - cpu_node
+                    cpu_pg = _cpu_seconds(postmaster) - cpu_pg
                 out[kind] = calls / took
+                out[kind + "_cpu"] = (1e3 * cpu_node / calls, 1e3 * cpu_pg / calls)
                 out[kind + "_load"] = (before, os.getloadavg()[0])
                 base.setdefault(kind, out[kind])
             rows.append(
                 f"| {count} | {out['query']:.0f} | {out['query'] / base['query']:.2f} | "
                 f"{out['add']:.0f} ({out['add'] * 10:.0f} records) | "
                 f"{out['add'] / base['add']:.2f} | "
+                f"{out['query_cpu'][0]:.1f} / {out['query_cpu'][1]:.1f} | "
+                f"{out['add_cpu'][0]:.1f} / {out['add_cpu'][1]:.1f} | "
                 f"{out['query_load'][0]:.1f}→{out['query_load'][1]:.1f}, "
                 f"{out['add_load'][0]:.1f}→{out['add_load'][1]:.1f} |"
             )
@@ -118,6 +159,7 @@ def throughput(dsn: str, args: Any, counts: list[int], tmp: Path, seconds: float
         f"{time.strftime('%Y-%m-%d %H:%M')}; {os.cpu_count()} cores shared by PostgreSQL, "
         f"the nodes and the clients; load of {n:,} records took {load_s:.1f} s\n\n"
         "| nodes | queries/s (n_results 10) | vs 1 node | adds/s (10 records a call) | "
-        "vs 1 node | load avg (query, add phase) |\n|---|---|---|---|---|---|"
+        "vs 1 node | CPU ms a query: nodes / PostgreSQL | CPU ms an add: nodes / PostgreSQL | "
+        "load avg (query, add phase) |\n|---|---|---|---|---|---|---|---|"
     )
     return head + "\n" + "\n".join(rows)
