@@ -137,26 +137,8 @@ MESSAGES: dict[tuple[str, str], str] = {
     ("langchain", "nested_metadata"): "filter_complex_metadata",
 }
 
-# LangChain always passes embedding_function=None; the steps that then need the
-# collection's own function to embed documents or queries:
-_NO_EF_STEPS = (
-    "noef_add",
-    "noef_search",
-    "noef_search_score",
-    "noef_filter",
-    "noef_where_document",
-    "noef_by_vector",
-    "noef_mmr_by_vector",
-    "noef_count",
-    "reopen_noef_search",
-)
 PENDING: dict[tuple[str, str, str], str] = {
-    ("langchain", "chromadb-http", step): (
-        'pending: tintdb run describes collections with "schema": null, so chromadb\'s '
-        "HttpClient finds no embedding function (from Chroma's server it gets the schema, "
-        "whose default is all-MiniLM-L6-v2)"
-    )
-    for step in _NO_EF_STEPS
+    # None open: each entry is (framework, target, step) -> "pending: <why>".
 }
 
 

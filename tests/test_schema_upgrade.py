@@ -171,6 +171,22 @@ def test_v2_store_opens_with_every_vector_intact_and_answers_exactly(v2_store: P
         np.testing.assert_array_equal(got["embeddings"][1], [1.0, 2.0, 3.0, 4.0])
 
 
+def _record_keys(client: tintdb.Client, name: str) -> dict[str, set[str]]:
+    keys = client.get_collection(name)._model.schema["keys"]
+    return {k: set(v) for k, v in keys.items() if not k.startswith("#")}
+
+
+def test_upgraded_stores_show_the_metadata_keys_their_records_use(
+    old_store: Path, v2_store: Path
+) -> None:
+    """The schema's discovered keys come from the stored metadata of an older file."""
+    with tintdb.PersistentClient(path=str(old_store)) as client:
+        assert _record_keys(client, "notes") == {"topic": {"string"}, "n": {"int"}}
+    with tintdb.PersistentClient(path=str(v2_store)) as client:
+        assert _record_keys(client, "notes") == {"i": {"int"}, "even": {"bool"}}
+        assert _record_keys(client, "other") == {}
+
+
 # ---------------------------------------------------------------- schema 3
 
 # ``fixtures/store-v3`` was written by tintdb at schema 3 (no record count kept with the

@@ -32,6 +32,8 @@ SHIPPED = {
     "tintdb/_filters.py",
     "tintdb/_regex.py",
     "tintdb/_http.py",
+    "tintdb/_schema.py",
+    "tintdb/_schema_api.py",
     "tintdb/_validation.py",
     "tintdb/_wire.py",
     "tintdb/config.py",

@@ -14,8 +14,10 @@ from typing import Any
 
 import numpy as np
 
+from . import _schema
 from ._backend import Backend
 from ._filters import validate_where, validate_where_document
+from ._schema_api import Schema, embedding_function_space
 from ._validation import (
     HNSW_METADATA_KEYS,
     normalize_documents,
@@ -24,7 +26,6 @@ from ._validation import (
     normalize_include,
     normalize_metadatas,
     normalize_uris,
-    resolve_configuration,
     validate_collection_metadata,
     validate_collection_name,
     validate_database_name,
@@ -187,6 +188,32 @@ def _check_same_ef(collection: str, stored: dict[str, Any] | None, given: Any) -
         )
 
 
+def _ef_name(ef: Any) -> str | None:
+    desc = _descriptor(ef) or {}
+    return desc.get("name") if desc.get("type") == "known" else None
+
+
+def _check_ef_conflict(param: Any, configured: Any) -> None:
+    """Refuse two different functions, one as embedding_function and one in the
+    configuration (the default function as the argument is no conflict)."""
+    name = None if param is None else _ef_name(param)
+    if name is not None and name != "default" and name != _ef_name(configured):
+        raise EmbeddingFunctionError(
+            f"Two embedding functions were given: {name!r} as embedding_function and "
+            f"{_ef_name(configured)!r} in configuration; give one of them"
+        )
+
+
+def _schema_ef(schema: Any) -> Any:
+    """The function object a Schema's vector index names, if it names one."""
+    if not isinstance(schema, Schema):
+        return None
+    value_types = schema.keys.get(_schema.EMBEDDING_KEY)
+    vector = value_types.float_list if value_types is not None else None
+    index = vector.vector_index if vector is not None else None
+    return index.config.embedding_function if index is not None else None
+
+
 # ---------------------------------------------------------------- collection
 
 
@@ -220,6 +247,11 @@ class Collection:
     @property
     def configuration_json(self) -> dict[str, Any]:
         return self._model.configuration
+
+    @property
+    def schema(self) -> Schema:
+        """The collection's indexes, as of when this object was fetched."""
+        return Schema.deserialize_from_json(self._model.schema or {})
 
     @property
     def tenant(self) -> str:
@@ -418,12 +450,13 @@ class Collection:
         metadata: dict[str, Any] | None = None,
         configuration: dict[str, Any] | None = None,
     ) -> None:
-        """Rename, replace the metadata, or change search-time parameters."""
+        """Rename, replace the metadata, or change search-time parameters
+        (``configuration={"hnsw": {"ef_search": ...}}``; see _schema.apply_update)."""
         if name is not None:
             validate_collection_name(name)
         metadata = validate_collection_metadata(metadata)
         current = self._model.configuration.get("hnsw") or {}
-        new_config = None
+        update = None
         if metadata is not None:
             for key, value in metadata.items():
                 if key in HNSW_METADATA_KEYS:
@@ -433,29 +466,18 @@ class Collection:
                             f"{key} is fixed when a collection is created "
                             f"(it is {current.get(field)!r}); create a new collection to change it"
                         )
+        ef = None
         if configuration is not None:
-            wanted = resolve_configuration(None, {"hnsw": configuration.get("hnsw") or {}})["hnsw"]
-            given = configuration.get("hnsw") or {}
-            for field in _FIXED_HNSW:
-                if (
-                    field in given
-                    and given[field] is not None
-                    and wanted[field] != current.get(field)
-                ):
-                    raise InvalidArgumentError(
-                        f"hnsw {field} is fixed when a collection is created "
-                        f"(it is {current.get(field)!r})"
-                    )
-            new_config = dict(self._model.configuration)
-            new_config["hnsw"] = {**current, **{k: v for k, v in given.items() if v is not None}}
-            if "embedding_function" in configuration:
-                ef = configuration["embedding_function"]
-                new_config["embedding_function"] = (
-                    ef if isinstance(ef, dict) or ef is None else _descriptor(ef)
-                )
-                if not isinstance(ef, dict):
-                    self._ef, self._ef_built = ef, True
-        self._model = self._backend.modify_collection(self._model.id, name, metadata, new_config)
+            update = dict(configuration) if isinstance(configuration, dict) else configuration
+            ef = update.get("embedding_function") if isinstance(update, dict) else None
+            if ef is not None and not isinstance(ef, dict):
+                update["embedding_function"] = _descriptor(ef)
+            # Checked against what is stored where it is applied (the backend); here,
+            # only its shape, before anything is sent.
+            update = _schema.check_update(update)
+        self._model = self._backend.modify_collection(self._model.id, name, metadata, update)
+        if ef is not None and not isinstance(ef, dict):
+            self._ef, self._ef_built = ef, True
 
     # -------------------------------------------------------- reads
 
@@ -477,6 +499,10 @@ class Collection:
             validate_where(where, single_clause_ok=single)
         if where_document is not None:
             validate_where_document(where_document, single_clause_ok=single)
+        # Filters on an index the schema disabled are refused, as Chroma does (a store's
+        # collections carry their declared schema; a server checks its own).
+        declared = getattr(self._model, "declared_schema", None)
+        _schema.check_filters(declared, where, where_document)
 
     def get(
         self,
@@ -682,6 +708,7 @@ class Client:
     def create_collection(
         self,
         name: str,
+        schema: Schema | dict[str, Any] | None = None,
         configuration: dict[str, Any] | None = None,
         metadata: dict[str, Any] | None = None,
         embedding_function: Any = DEFAULT_EF,
@@ -690,21 +717,47 @@ class Client:
     ) -> Collection:
         """Create a collection; an existing name raises UniqueConstraintError.
 
-        ``embedding_function=None`` stores no function: the collection then embeds with
-        the default one unless a function is given when it is opened (chromadb 1.5.9).
+        ``schema`` declares its indexes, ``configuration`` (or legacy ``hnsw:*``
+        metadata) its vector index; how they combine with the embedding function is
+        chromadb's, described in _schema.resolve_create. ``embedding_function=None``
+        stores no function: the collection then embeds with the default one (or the
+        schema's) unless a function is given when it is opened (chromadb 1.5.9).
         """
         validate_collection_name(name)
         metadata = validate_collection_metadata(metadata)
-        config = resolve_configuration(metadata, configuration)
+        given = configuration.get("embedding_function") if isinstance(configuration, dict) else None
+        if given is not None and not isinstance(given, dict):  # a function object
+            explicit = embedding_function not in (None, DEFAULT_EF)
+            _check_ef_conflict(embedding_function if explicit else None, given)
+            if not explicit or _is_default_ef(embedding_function):
+                embedding_function = given
+            given = None
+        # The function the request describes, and the object behind it (for its space).
+        described, behind = given, None
         if embedding_function is not None and embedding_function is not DEFAULT_EF:
-            if not _is_default_ef(embedding_function) or config.get("embedding_function") is None:
-                config["embedding_function"] = _descriptor(embedding_function)
-        elif embedding_function is DEFAULT_EF and config.get("embedding_function") is None:
-            config["embedding_function"] = _descriptor(_default_ef())
+            if not _is_default_ef(embedding_function) or given is None:
+                described, behind = _descriptor(embedding_function), embedding_function
+        elif embedding_function is DEFAULT_EF and given is None:
+            behind = _default_ef()
+            described = _descriptor(behind)
+        config = _schema.create_request(configuration, metadata, embedding_function_space(behind))
+        config["embedding_function"] = described
+        if schema is not None:
+            config["schema"] = schema.serialize_to_json() if isinstance(schema, Schema) else schema
+        _schema.resolve_create(metadata, config)  # every check, before anything is sent
         model = self._live_backend().create_collection(
             name, metadata, config, get_or_create, self.tenant, self.database
         )
-        return self._opened(model, embedding_function)
+        collection = self._opened(model, embedding_function)
+        schema_ef = _schema_ef(schema)
+        stored = model.configuration.get("embedding_function")
+        if (
+            collection._ef is DEFAULT_EF
+            and schema_ef is not None
+            and _descriptor(schema_ef) == stored
+        ):
+            collection._ef, collection._ef_built = schema_ef, True  # the schema's own object
+        return collection
 
     def get_collection(
         self, name: str, embedding_function: Any = DEFAULT_EF, data_loader: Any = None
@@ -726,13 +779,14 @@ class Client:
     def get_or_create_collection(
         self,
         name: str,
+        schema: Schema | dict[str, Any] | None = None,
         configuration: dict[str, Any] | None = None,
         metadata: dict[str, Any] | None = None,
         embedding_function: Any = DEFAULT_EF,
         data_loader: Any = None,
     ) -> Collection:
         return self.create_collection(
-            name, configuration, metadata, embedding_function, data_loader, get_or_create=True
+            name, schema, configuration, metadata, embedding_function, data_loader, True
         )
 
     def _collection_by_id(self, collection_id: str, embedding_function: Any = None) -> Collection:

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import orjson
 
+from . import _schema
 from ._copy import Batch, CollectionSpec, space_of
 from .config import DEFAULT_TENANT
 from .errors import InvalidArgumentError, NotFoundError
@@ -391,8 +392,12 @@ def creation_arguments(client: Any, spec: CollectionSpec) -> dict[str, Any]:
     if (
         spec.schema is not None
         and "schema" in inspect.signature(client.create_collection).parameters
+        and _schema.declares_indexes(spec.schema)
     ):
+        # The schema then carries the vector index and its embedding function too; a
+        # configuration beside it is refused by Chroma's server.
         kwargs["schema"] = spec.schema
+        kwargs["configuration"] = None
     return kwargs
 
 

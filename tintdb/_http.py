@@ -319,10 +319,13 @@ class _Protocol:
         tenant: str,
         database: str,
     ) -> CollectionModel:
+        configuration = dict(configuration) if configuration is not None else None
+        schema = None if configuration is None else configuration.pop("schema", None)
         body = {
             "name": name,
             "metadata": metadata,
             "configuration": _sendable(configuration),
+            "schema": schema,
             "get_or_create": get_or_create,
         }
         return self._model(
@@ -740,6 +743,10 @@ class AsyncCollection:
     @property
     def configuration(self) -> Any:
         return self._collection.configuration
+
+    @property
+    def schema(self) -> Any:
+        return self._collection.schema
 
     @property
     def embedding_function(self) -> Any:

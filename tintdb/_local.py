@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from . import __version__, _planning
+from . import __version__, _planning, _schema
 from ._filters import uses_regex
 from ._index import VectorIndex, scan_knn
 from ._planning import FILTERED_EF_FACTOR, postfilter_beam, postfilter_fetch
@@ -32,6 +32,7 @@ from ._storage import OP_DELETE, OP_SET, CollectionRow, Store
 from .config import Settings
 from .errors import (
     IDAlreadyExistsError,
+    InvalidArgumentError,
     InvalidDimensionException,
     NotFoundError,
     TintError,
@@ -107,6 +108,13 @@ def _merge_metadata(stored: dict[str, Any] | None, new: dict[str, Any]) -> dict[
     return merged or None
 
 
+def _stored_configuration(col: CollectionRow) -> dict[str, Any]:
+    """The configuration column as written: Chroma's sections plus the declared schema."""
+    if col.declared_schema is None:
+        return dict(col.configuration)
+    return {**col.configuration, "schema": col.declared_schema}
+
+
 def _strip_none(md: dict[str, Any] | None) -> dict[str, Any] | None:
     if md is None:
         return None
@@ -129,6 +137,9 @@ class LocalBackend:
         self._loading_lock = threading.Lock()
         self._closing = False
         self._filter_cache: OrderedDict[tuple[str, int, bytes], _Matches] = OrderedDict()
+        # Per collection (coll), the (metadata key, value type) pairs known to be stored
+        # in collection_keys; loaded on a collection's first write here.
+        self._value_types: dict[int, set[tuple[str, str]]] = {}
         self._sampled: OrderedDict[tuple[str, int, bytes], float] = OrderedDict()
         self._closed = False
         if self.path is not None:
@@ -184,6 +195,7 @@ class LocalBackend:
         with self.store.lock:
             self.store.reset()
             self._indexes.clear()
+            self._value_types.clear()
             if self.path is not None:
                 VectorIndex.discard(self.path / "index")
         return True
@@ -223,6 +235,19 @@ class LocalBackend:
 
     # ------------------------------------------------------------ collections
 
+    def _shown(self, col: CollectionRow) -> CollectionRow:
+        """``col``, able to show its schema (discovered metadata keys included) when asked."""
+
+        def source() -> dict[str, Any]:
+            if self._closed:
+                raise InvalidArgumentError("This client is closed; create a new one")
+            return _schema.collection_schema(
+                _stored_configuration(col), self.store.value_types(col.coll)
+            )
+
+        col.schema_source = source
+        return col
+
     def create_collection(
         self,
         name: str,
@@ -232,21 +257,26 @@ class LocalBackend:
         tenant: str,
         database: str,
     ) -> CollectionModel:
+        """``configuration`` is what the client sent (sections, ``schema``); the
+        collection stores it resolved (see _schema.resolve_create)."""
+        resolved = _schema.resolve_create(metadata, configuration)
         col, _ = self.store.create_collection(
-            name, metadata, configuration or {}, get_or_create, tenant, database
+            name, metadata, resolved, get_or_create, tenant, database
         )
-        return col
+        return self._shown(col)
 
     def get_collection(self, name: str, tenant: str, database: str) -> CollectionModel:
-        return self.store.collection_by_name(name, tenant, database)
+        return self._shown(self.store.collection_by_name(name, tenant, database))
 
     def get_collection_by_id(self, collection_id: str) -> CollectionModel:
-        return self.store.collection_by_id(collection_id)
+        return self._shown(self.store.collection_by_id(collection_id))
 
     def list_collections(
         self, limit: int | None, offset: int | None, tenant: str, database: str
     ) -> list[CollectionModel]:
-        return list(self.store.list_collections(limit, offset, tenant, database))
+        return [
+            self._shown(c) for c in self.store.list_collections(limit, offset, tenant, database)
+        ]
 
     def count_collections(self, tenant: str, database: str) -> int:
         return self.store.count_collections(tenant, database)
@@ -258,19 +288,25 @@ class LocalBackend:
         new_metadata: dict[str, Any] | None,
         new_configuration: dict[str, Any] | None,
     ) -> CollectionModel:
+        """``new_configuration`` is the change asked for (see _schema.apply_update),
+        applied to the stored configuration inside the write."""
         with self.store.lock:
-            col = self.store.modify_collection(
-                collection_id, new_name, new_metadata, new_configuration
-            )
+            with self.store.write():
+                config = None
+                if new_configuration is not None:
+                    current = _stored_configuration(self.store.collection_by_id(collection_id))
+                    config = _schema.apply_update(current, new_configuration)
+                col = self.store.modify_collection(collection_id, new_name, new_metadata, config)
             index = self._indexes.get(collection_id)
-            if index is not None and new_configuration is not None:
+            if index is not None and config is not None:
                 index.set_params(col.configuration["hnsw"])
-        return col
+        return self._shown(col)
 
     def delete_collection(self, name: str, tenant: str, database: str) -> None:
         with self.store.lock:
             col = self.store.delete_collection(name, tenant, database)
             self._drop_index(col.id)
+            self._value_types.pop(col.coll, None)
 
     def _drop_index(self, collection_id: str) -> None:
         self._indexes.pop(collection_id, None)
@@ -526,6 +562,22 @@ class LocalBackend:
 
     # ------------------------------------------------------------ records: writes
 
+    def _note_value_types(
+        self, col: CollectionRow, metadatas: list[Metadata | None] | None
+    ) -> set[tuple[str, str]]:
+        """Inside a write: store the (key, value type) pairs of ``metadatas`` that the
+        collection has not used before (its schema's discovered keys). Returns them; the
+        caller adds them to ``_value_types`` once the write has committed."""
+        known = self._value_types.get(col.coll)
+        if known is None:
+            known = self._value_types[col.coll] = set(self.store.value_types(col.coll))
+        if not metadatas:
+            return set()
+        new = _schema.metadata_value_types(metadatas) - known
+        if new:
+            self.store.add_value_types(col.coll, sorted(new))
+        return new
+
     def add(
         self,
         collection_id: str,
@@ -553,11 +605,13 @@ class LocalBackend:
                     early = self._index_early(col, prev, embeddings)
                     seqs = self.store.insert(col.coll, ids, embeddings, mds, documents, uris)
                     lsn = self.store.log(col, OP_SET, seqs)
+                    seen = self._note_value_types(col, mds)
             except BaseException:
                 if early is not None:  # the index holds vectors the store refused: drop it
                     early.join()
                     self._indexes.pop(col.id, None)
                 raise
+            self._value_types[col.coll] |= seen
             if early is None:
                 self._after_write(col, prev, lsn, seqs, embeddings, None)
             elif early.finish(seqs):  # the vectors are in: only the lsn and upkeep are left
@@ -647,6 +701,10 @@ class LocalBackend:
                     lsn = self.store.log(col, OP_SET, seqs)
                 else:  # filters read the new metadata and documents from this version on
                     lsn = self.store.touch(col)
+                seen = self._note_value_types(
+                    col, None if metadatas is None else [metadatas[i] for i in rows]
+                )
+            self._value_types[col.coll] |= seen
             if embeddings is not None:
                 self._after_write(col, prev, lsn, seqs, embeddings[rows], None)
             elif (index := self._indexes.get(col.id)) is not None and index.lsn == prev:
@@ -692,6 +750,8 @@ class LocalBackend:
                 seqs = np.concatenate(parts)
                 vectors = np.concatenate(vec_parts)
                 lsn = self.store.log(col, OP_SET, seqs)
+                seen = self._note_value_types(col, metadatas)
+            self._value_types[col.coll] |= seen
             self._after_write(col, prev, lsn, seqs, vectors, None)
 
     def delete(

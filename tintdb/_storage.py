@@ -17,7 +17,7 @@ import os
 import sqlite3
 import threading
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +76,21 @@ _BLOCKS_PER_READ = 256
 # line: that commit then also wrote and synced the whole file's changed pages.
 WAL_CHECKPOINT_BYTES = 32 << 20
 
+# The metadata keys a collection's records have used, with each value type seen
+# ('string', 'int', 'float', 'bool'; list values count as their elements' type): the
+# "discovered" keys of the collection's schema. Only grows, as in Chroma.
+_KEYS_TABLE = (
+    "CREATE TABLE IF NOT EXISTS collection_keys(coll INTEGER NOT NULL, key TEXT NOT NULL, "
+    "vtype TEXT NOT NULL, PRIMARY KEY(coll, key, vtype)) WITHOUT ROWID"
+)
+# Fills collection_keys from the metadata already stored, for a file written before it
+# existed. meta keeps ints and floats in one kind; SQLite's typeof() tells them apart.
+_KEYS_BACKFILL = (
+    "INSERT OR IGNORE INTO collection_keys(coll, key, vtype) SELECT DISTINCT coll, key, "
+    "CASE WHEN kind IN (0, 3) THEN 'string' WHEN kind IN (2, 5) THEN 'bool' "
+    "WHEN typeof(v) = 'integer' THEN 'int' ELSE 'float' END FROM meta"
+)
+
 _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS tenants(name TEXT PRIMARY KEY);
 CREATE TABLE IF NOT EXISTS databases(
@@ -124,6 +139,7 @@ CREATE TRIGGER IF NOT EXISTS docs_update AFTER UPDATE OF document ON records BEG
     INSERT INTO docs(rowid, document)
         SELECT new.seq, new.document WHERE new.document IS NOT NULL;
 END;
+{_KEYS_TABLE};
 CREATE TABLE IF NOT EXISTS ops(
     lsn INTEGER PRIMARY KEY AUTOINCREMENT,
     coll INTEGER NOT NULL, kind INTEGER NOT NULL, seqs BLOB NOT NULL);
@@ -137,11 +153,31 @@ _COLLECTION_COLUMNS = (
 
 
 class CollectionRow(CollectionModel):
-    """A collection as stored, plus the internal fields the local backend needs."""
+    """A collection as stored, plus the internal fields the local backend needs.
+
+    ``declared_schema`` is the schema the collection was created with, when not the
+    default one (stored under "schema" in the configuration column, and left out of
+    ``configuration``, which holds Chroma's three sections). ``schema`` (the wire form,
+    with the keys the records use) costs a read and some JSON to build, and most calls
+    never look at it: the backend sets ``schema_source`` and it is built on first access.
+    """
 
     coll: int = 0
     last_lsn: int = 0
     log_floor: int = 0
+    declared_schema: dict[str, Any] | None = None
+    schema_source: Callable[[], dict[str, Any]] | None = None
+    _schema: dict[str, Any] | None = None
+
+    @property  # type: ignore[override]
+    def schema(self) -> dict[str, Any] | None:
+        if self._schema is None and self.schema_source is not None:
+            self._schema = self.schema_source()
+        return self._schema
+
+    @schema.setter
+    def schema(self, value: dict[str, Any] | None) -> None:
+        self._schema = value
 
 
 def _loads(blob: bytes | None) -> Any:
@@ -149,16 +185,19 @@ def _loads(blob: bytes | None) -> Any:
 
 
 def _collection(row: Sequence[Any]) -> CollectionRow:
+    configuration = _loads(row[6])
+    declared = configuration.pop("schema", None)  # kept in the same column; see _schema
     c = CollectionRow(
         id=row[1],
         name=row[2],
         tenant=row[3],
         database=row[4],
         metadata=_loads(row[5]),
-        configuration=_loads(row[6]),
+        configuration=configuration,
         dimension=row[7],
     )
     c.coll, c.last_lsn, c.log_floor = row[0], row[8], row[9]
+    c.declared_schema = declared
     return c
 
 
@@ -310,6 +349,13 @@ class Store:
         migrated = version in (1, 2, 3)
         if migrated:
             self._migrate(version)
+        # A file from before collection_keys gets it filled once, in the script below.
+        backfill = (
+            version > 0
+            and not c.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'collection_keys'"
+            ).fetchone()
+        )
         seed = (
             f"INSERT OR IGNORE INTO tenants(name) VALUES ('{DEFAULT_TENANT}');"
             "INSERT OR IGNORE INTO databases(id, name, tenant) VALUES "
@@ -318,7 +364,11 @@ class Store:
         try:
             # executescript commits any open transaction, so the script carries its own.
             c.executescript(
-                "BEGIN IMMEDIATE;" + _SCHEMA + seed + f"PRAGMA user_version = {SCHEMA_VERSION};"
+                "BEGIN IMMEDIATE;"
+                + _SCHEMA
+                + seed
+                + (_KEYS_BACKFILL + ";" if backfill else "")
+                + f"PRAGMA user_version = {SCHEMA_VERSION};"
                 "COMMIT;"
             )
         except BaseException:
@@ -640,10 +690,27 @@ class Store:
                 )
             return self.collection_by_id(collection_id)
 
+    def value_types(self, coll: int) -> list[tuple[str, str]]:
+        """The (metadata key, value type) pairs the records of ``coll`` have used."""
+        with self.read() as c:
+            rows = c.execute(
+                "SELECT key, vtype FROM collection_keys WHERE coll = ?", (coll,)
+            ).fetchall()
+        return [(key, vtype) for key, vtype in rows]
+
+    def add_value_types(self, coll: int, pairs: Sequence[tuple[str, str]]) -> None:
+        """Remember newly seen (key, value type) pairs (within the caller's write)."""
+        with self.write() as c:
+            c.executemany(
+                "INSERT OR IGNORE INTO collection_keys(coll, key, vtype) VALUES (?, ?, ?)",
+                [(coll, key, vtype) for key, vtype in pairs],
+            )
+
     def _delete_collection_rows(self, c: sqlite3.Connection, col: CollectionRow) -> None:
         c.execute("DELETE FROM vblocks WHERE coll = ?", (col.coll,))
         c.execute("DELETE FROM records WHERE coll = ?", (col.coll,))
         c.execute("DELETE FROM meta WHERE coll = ?", (col.coll,))
+        c.execute("DELETE FROM collection_keys WHERE coll = ?", (col.coll,))
         c.execute("DELETE FROM ops WHERE coll = ?", (col.coll,))
         c.execute("DELETE FROM collections WHERE coll = ?", (col.coll,))
 
@@ -660,6 +727,7 @@ class Store:
                 "records",
                 "vblocks",
                 "meta",
+                "collection_keys",
                 "ops",
                 "collections",
                 "databases",

@@ -16,7 +16,6 @@ from typing import Any
 
 import numpy as np
 
-from .config import HNSW_DEFAULTS
 from .errors import DuplicateIDError, InvalidArgumentError
 
 __all__ = [
@@ -29,7 +28,6 @@ __all__ = [
     "normalize_include",
     "normalize_metadatas",
     "normalize_uris",
-    "resolve_configuration",
     "validate_collection_metadata",
     "validate_collection_name",
     "validate_database_name",
@@ -190,48 +188,14 @@ def _check_hnsw_value(key: str, value: Any) -> None:
         else isinstance(value, int) and not isinstance(value, bool)
     )
     # num_threads 0 means "all cores" (the default), so it may be sent back as it came.
-    too_small = value < 0 if key == "hnsw:num_threads" else value <= 0
+    # hnswlib cannot build a graph of one link per node.
+    least = {"hnsw:num_threads": 0, "hnsw:M": 2}.get(key)
+    too_small = value <= 0 if least is None else value < least
     if not ok or too_small:
-        raise InvalidArgumentError(f"{key} must be a positive {kind.__name__}, got {value!r}")
-
-
-def resolve_configuration(
-    metadata: dict[str, Any] | None, configuration: Mapping[str, Any] | None
-) -> dict[str, Any]:
-    """Merge ``configuration`` and ``hnsw:*`` metadata into the stored configuration.
-
-    ``configuration["hnsw"]`` wins over metadata keys, as in Chroma. Unknown keys are
-    refused so that a typo does not silently fall back to a default.
-    """
-    hnsw = dict(HNSW_DEFAULTS)
-    for key, value in (metadata or {}).items():
-        if key in HNSW_METADATA_KEYS:
-            hnsw[HNSW_METADATA_KEYS[key][0]] = value
-    config: dict[str, Any] = {}
-    if configuration is not None:
-        if not isinstance(configuration, Mapping):
-            raise InvalidArgumentError(
-                f"configuration must be a dict, got {_type_name(configuration)}"
-            )
-        config = dict(configuration)
-        given = config.get("hnsw") or {}
-        if not isinstance(given, Mapping):
-            raise InvalidArgumentError("configuration['hnsw'] must be a dict")
-        by_config_name = {v[0]: (k, v[1]) for k, v in HNSW_METADATA_KEYS.items()}
-        for key, value in given.items():
-            if key not in by_config_name:
-                raise InvalidArgumentError(
-                    f"Unknown hnsw configuration key {key!r}; known: {', '.join(by_config_name)}"
-                )
-            if value is None:
-                continue
-            _check_hnsw_value(by_config_name[key][0], value)
-            hnsw[key] = value
-    return {
-        "hnsw": hnsw,
-        "spann": None,
-        "embedding_function": config.get("embedding_function"),
-    }
+        what = {0: "non-negative int", 2: "positive int of at least 2"}.get(
+            least, f"positive {kind.__name__}"
+        )
+        raise InvalidArgumentError(f"{key} must be a {what}, got {value!r}")
 
 
 # ---------------------------------------------------------------- records

@@ -87,7 +87,7 @@ def collection_to_json(model: CollectionModel) -> dict[str, Any]:
             "spann": config.get("spann"),
             "embedding_function": config.get("embedding_function"),
         },
-        "schema": None,
+        "schema": model.schema,
         "metadata": model.metadata,
         "dimension": model.dimension,
         "tenant": model.tenant,
@@ -107,4 +107,5 @@ def collection_from_json(data: dict[str, Any]) -> CollectionModel:
         metadata=data.get("metadata"),
         configuration=dict(config) if isinstance(config, dict) else {},
         dimension=data.get("dimension"),
+        schema=data["schema"] if isinstance(data.get("schema"), dict) else None,
     )

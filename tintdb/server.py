@@ -612,6 +612,7 @@ class _Service:
         described = isinstance((configuration or {}).get("embedding_function"), dict)
         collection = self.client(tenant, database).create_collection(
             name,
+            schema=_opt_dict(body, "schema"),
             configuration=configuration,
             metadata=metadata,
             embedding_function=DEFAULT_EF if described else None,

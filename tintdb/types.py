@@ -84,6 +84,8 @@ class CollectionModel:
     metadata: dict[str, Any] | None = None
     configuration: dict[str, Any] = field(default_factory=dict)
     dimension: int | None = None
+    # The collection's schema as the wire shows it (Chroma's Collection JSON ``schema``).
+    schema: dict[str, Any] | None = None
 
     @property
     def space(self) -> str:

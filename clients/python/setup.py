@@ -22,6 +22,8 @@ THIN_MODULES = frozenset(
         "_validation",  # argument checks, run before anything is sent
         "_filters",  # where / where_document checks
         "_regex",  # $regex syntax checks (the server runs the patterns)
+        "_schema",  # collection schema and configuration: checks, precedence, JSON
+        "_schema_api",  # Schema and the index config classes
         "config",  # Settings, default tenant and database
         "errors",  # the error classes, also rebuilt from the server's answers
         "types",  # result types
