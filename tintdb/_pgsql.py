@@ -82,6 +82,14 @@ CREATE TABLE IF NOT EXISTS tintdb.collections(
     -- n_records when the partition's statistics were last gathered (see _postgres).
     analyzed bigint NOT NULL DEFAULT 0,
     UNIQUE(database_id, name));
+-- The metadata keys a collection's records have used, with each value type seen: the
+-- "discovered" keys of its schema (keys escaped as ids are). Only grows; small, and
+-- keyed by collection as records are.
+CREATE TABLE IF NOT EXISTS tintdb.collection_keys(
+    coll bigint NOT NULL REFERENCES tintdb.collections(coll) ON DELETE CASCADE,
+    key text NOT NULL,
+    vtype text NOT NULL,
+    PRIMARY KEY (coll, key, vtype));
 CREATE SEQUENCE IF NOT EXISTS tintdb.record_seq;
 CREATE TABLE IF NOT EXISTS tintdb.records(
     coll bigint NOT NULL,

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from . import __version__, _regex
+from . import __version__, _regex, _schema
 from ._conditions import condition_tree
 from ._index import _RERANK_EXTRA, _unit, space_distances
 from ._local import _check_query_dimension, _merge_metadata, _strip_none
@@ -102,17 +102,27 @@ class _Collection(CollectionRow):
 
 
 def _collection(row: Sequence[Any]) -> _Collection:
+    configuration = orjson.loads(row[6])
+    declared = configuration.pop("schema", None)  # kept in the same column, as embedded
     c = _Collection(
         id=row[1],
         name=row[2],
         tenant=row[3],
         database=row[4],
         metadata=None if row[5] is None else orjson.loads(row[5]),
-        configuration=orjson.loads(row[6]),
+        configuration=configuration,
         dimension=row[7],
     )
     c.coll, c.n_records, c.indexed = int(row[0]), int(row[8]), bool(row[9])
+    c.declared_schema = declared
     return c
+
+
+def _stored_configuration(col: _Collection) -> dict[str, Any]:
+    """The configuration column as written: Chroma's sections plus the declared schema."""
+    if col.declared_schema is None:
+        return dict(col.configuration)
+    return {**col.configuration, "schema": col.declared_schema}
 
 
 def _exact_shown(ids: Sequence[str]) -> str:
@@ -333,13 +343,43 @@ class PostgresBackend:
 
     # ------------------------------------------------------------ collections
 
-    @staticmethod
-    def _select(cur: Any, where: str, params: Sequence[Any], lock: str = "") -> _Collection | None:
+    def _select(
+        self, cur: Any, where: str, params: Sequence[Any], lock: str = ""
+    ) -> _Collection | None:
         sql = f"{_COLLECTION_SELECT} WHERE {where}"
         if lock:
             sql += f" FOR {lock} OF c"
         row = cur.execute(sql, params).fetchone()
-        return None if row is None else _collection(row)
+        return None if row is None else self._shown(_collection(row))
+
+    def _shown(self, col: _Collection) -> _Collection:
+        """``col``, able to show its schema (discovered metadata keys included) when
+        asked: built on first access, in a read of its own."""
+
+        def source() -> dict[str, Any]:
+            with self._tx(read=True) as cur:
+                rows = cur.execute(
+                    "SELECT key, vtype FROM tintdb.collection_keys WHERE coll = %s",
+                    (col.coll,),
+                ).fetchall()
+            found = [(decode_text(key), vtype) for key, vtype in rows]
+            return _schema.collection_schema(_stored_configuration(col), found)
+
+        col.schema_source = source
+        return col
+
+    @staticmethod
+    def _note_value_types(cur: Any, coll: int, metadatas: Sequence[Metadata | None]) -> None:
+        """Inside a write: remember the (key, value type) pairs of ``metadatas`` (the
+        collection's discovered keys; a pair already known is left as it is)."""
+        pairs = sorted(_schema.metadata_value_types(metadatas))
+        if pairs:
+            cur.execute(
+                "INSERT INTO tintdb.collection_keys(coll, key, vtype) "
+                "SELECT %s, k, t FROM unnest(%s::text[], %s::text[]) AS p(k, t) "
+                "ON CONFLICT DO NOTHING",
+                (coll, [encode_text(k) for k, _ in pairs], [t for _, t in pairs]),
+            )
 
     def _by_id(self, cur: Any, collection_id: str, lock: str = "") -> _Collection:
         found = self._select(cur, "c.id = %s", (collection_id,), lock)
@@ -356,6 +396,9 @@ class PostgresBackend:
         tenant: str,
         database: str,
     ) -> CollectionModel:
+        """``configuration`` is what the client sent (sections, ``schema``); the
+        collection stores it resolved (see _schema.resolve_create)."""
+        resolved = _schema.resolve_create(metadata, configuration)
         with self._tx() as cur:
             db_id = self._database_id(cur, database, tenant)
             cur.execute(
@@ -367,7 +410,7 @@ class PostgresBackend:
                     name,
                     db_id,
                     None if metadata is None else orjson.dumps(metadata),
-                    orjson.dumps(configuration or {}),
+                    orjson.dumps(resolved),
                 ),
             )
             row = cur.fetchone()
@@ -412,7 +455,7 @@ class PostgresBackend:
                 f"{_COLLECTION_SELECT} WHERE c.database_id = %s ORDER BY c.coll LIMIT %s OFFSET %s",
                 (db[0], limit, offset or 0),
             ).fetchall()
-        return [_collection(r) for r in rows]
+        return [self._shown(_collection(r)) for r in rows]
 
     def count_collections(self, tenant: str, database: str) -> int:
         with self._tx(read=True) as cur:
@@ -450,10 +493,11 @@ class PostgresBackend:
                     "UPDATE tintdb.collections SET metadata = %s WHERE coll = %s",
                     (orjson.dumps(new_metadata), col.coll),
                 )
-            if new_configuration is not None:
+            if new_configuration is not None:  # the change asked for (_schema.apply_update)
+                config = _schema.apply_update(_stored_configuration(col), new_configuration)
                 cur.execute(
                     "UPDATE tintdb.collections SET configuration = %s WHERE coll = %s",
-                    (orjson.dumps(new_configuration), col.coll),
+                    (orjson.dumps(config), col.coll),
                 )
             return self._by_id_coll(cur, col.coll)
 
@@ -697,6 +741,8 @@ class PostgresBackend:
                 if taken:
                     raise self._already(col, list(taken))
                 self._insert(cur, col.coll, ids, embeddings, metadatas, documents, uris)
+                if metadatas:
+                    self._note_value_types(cur, col.coll, metadatas)
                 if first:
                     self._index_new(cur, col)
         except unique_violation:
@@ -746,6 +792,8 @@ class PostgresBackend:
                 self._update_rows(
                     cur, col.coll, found, ids, rows, embeddings, metadatas, documents, uris
                 )
+                if metadatas:
+                    self._note_value_types(cur, col.coll, [metadatas[i] for i in rows])
 
     def upsert(
         self,
@@ -794,6 +842,8 @@ class PostgresBackend:
                     None if documents is None else [documents[i] for i in new],
                     None if uris is None else [uris[i] for i in new],
                 )
+            if metadatas:
+                self._note_value_types(cur, col.coll, metadatas)
             if first:
                 self._index_new(cur, col)
 
