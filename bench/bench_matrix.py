@@ -732,7 +732,10 @@ def postgres_for_bench(dsn: str | None, tmp: Path) -> Any:
     sys.path.insert(0, str(ROOT / "tests"))
     from _postgres import PostgresServer
 
-    server = PostgresServer(Path(tempfile.mkdtemp(prefix="tintdb-bench-pg-")))
+    # Buffers that hold a 100k x 384 collection and its HNSW index (about 700 MB), as a
+    # server sized for its data would: with the tests' 64 MB every query's graph walk
+    # copied pages in from the OS cache. Commits skip the disk (fsync off), as in the tests.
+    server = PostgresServer(Path(tempfile.mkdtemp(prefix="tintdb-bench-pg-")), "1GB")
     server.start()
     try:
         yield server.create_database("bench")

@@ -105,8 +105,9 @@ class PostgresServer:
     PostgreSQL cannot be told to bind port 0, so a free port is chosen first (and
     another one tried if it was taken meanwhile)."""
 
-    def __init__(self, base: Path) -> None:
+    def __init__(self, base: Path, shared_buffers: str = "64MB") -> None:
         self.base = base
+        self.shared_buffers = shared_buffers  # the tests' data is small; a benchmark's is not
         self.data = base / "data"
         self.port = 0
         self.bin = installed_copy()
@@ -145,7 +146,7 @@ class PostgresServer:
                     f"-p {self.port}",
                     f"-k {self.data}",
                     "-c max_connections=300",
-                    "-c shared_buffers=64MB",
+                    f"-c shared_buffers={self.shared_buffers}",
                     # Test data only: what a crash of PostgreSQL itself would lose is not
                     # under test (a killed tintdb node is), so commits skip the disk.
                     "-c fsync=off",
