@@ -29,6 +29,8 @@ peers:
 # loadgroup: the tests of one xdist_group (the framework workloads) share one worker.
 test: $(STAMP) official-clients peers
 	$(PY) -m ruff check tintdb tests bench examples
+	$(PY) -m ruff format --check tintdb tests bench examples
+	$(PY) -m mypy tintdb
 	$(PY) -m pytest -q -n 2 --dist loadgroup
 
 # Only the peer suites: the frameworks, and Chroma's tests against `tintdb run`.
@@ -52,6 +54,7 @@ test-py310:
 
 lint: $(STAMP)
 	$(PY) -m ruff check tintdb tests bench examples
+	$(PY) -m mypy tintdb
 	$(PY) -m ruff format --check tintdb tests bench examples
 
 bench: $(STAMP)

@@ -47,13 +47,14 @@ class TintServer:
         return None if self._proc is None else self._proc.pid
 
     def _drain(self, stream: Any, sink: list[str], watch: bool) -> None:
-        for line in stream:
-            sink.append(line)
-            if watch and not self._port_seen.is_set():
-                found = _URL.search(line)
-                if found:
-                    self.port = int(found.group(2))
-                    self._port_seen.set()
+        with stream:  # closed at the end of output, once the server has exited
+            for line in stream:
+                sink.append(line)
+                if watch and not self._port_seen.is_set():
+                    found = _URL.search(line)
+                    if found:
+                        self.port = int(found.group(2))
+                        self._port_seen.set()
 
     def start(self) -> TintServer:
         # Only what the test asks for: no TINTDB_* setting leaks in from the shell.

@@ -17,6 +17,7 @@ definition of an operation.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pickle
@@ -357,8 +358,9 @@ class Lines:
 
     def _pump(self) -> None:
         assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.queue.put(line)
+        with self.proc.stdout:  # closed at the end of output, once the worker has exited
+            for line in self.proc.stdout:
+                self.queue.put(line)
         self.queue.put(None)
 
     def next(self, timeout: float = 60.0) -> str | None:
@@ -476,12 +478,20 @@ class Server:
 
     def exit(self) -> int:
         self.call("exit")
-        return self.proc.wait(timeout=60)
+        code = self.proc.wait(timeout=60)
+        self._close_stdin()
+        return code
 
     def kill(self) -> None:
         if self.proc.poll() is None:
             self.proc.kill()
         self.proc.wait(timeout=60)
+        self._close_stdin()
+
+    def _close_stdin(self) -> None:
+        if self.proc.stdin is not None:
+            with contextlib.suppress(BrokenPipeError):
+                self.proc.stdin.close()
 
 
 if __name__ == "__main__":

@@ -10,12 +10,15 @@ import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import _profiles
 import pytest
 from _postgres import PostgresServer, PostgresUnavailable
 from _server import TintServer
 
 import tintdb
 from tintdb import _planning
+
+_profiles.register()
 
 # postgres: PostgresClient in this process; postgres-http: a `tintdb run --postgres` node.
 CLIENT_KINDS = ["ephemeral", "persistent", "http", "postgres", "postgres-http"]

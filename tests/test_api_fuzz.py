@@ -22,6 +22,7 @@ from typing import Any
 import httpx
 import pytest
 import schemathesis
+from _profiles import examples
 from _server import TintServer
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis.errors import Unsatisfiable
@@ -33,7 +34,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 CHECKS = [not_a_server_error, status_code_conformance, response_schema_conformance]
-EXAMPLES = 30
+EXAMPLES = examples(30)
 
 
 @pytest.fixture(scope="module")

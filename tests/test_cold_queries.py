@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import pytest
 from _held import Held
+from _profiles import examples
 from _workers import index_contents
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -239,7 +240,7 @@ def test_a_get_with_a_filter_does_not_load_the_index(tmp_path: Path) -> None:
         assert not col._backend._indexes and not col._backend._loading
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=examples(150), deadline=None)
 @given(
     data=st.data(),
     space=st.sampled_from(SPACES),

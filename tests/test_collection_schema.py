@@ -533,7 +533,7 @@ def test_sparse_vector_index_declarations_are_kept(client: tintdb.Client, reopen
         client.close()
 
 
-def test_sparse_vector_indexes_tintdb_cannot_honour_are_refused(client: tintdb.Client) -> None:
+def test_one_sparse_vector_index_and_its_source(client: tintdb.Client) -> None:
     two = {
         "defaults": {},
         "keys": {
@@ -551,16 +551,22 @@ def test_sparse_vector_indexes_tintdb_cannot_honour_are_refused(client: tintdb.C
                         True,
                         {
                             "source_key": "#document",
-                            "embedding_function": {"type": "known", "name": "bm25", "config": {}},
+                            "embedding_function": {
+                                "type": "known",
+                                "name": "chroma_bm25",
+                                "config": {},
+                            },
                         },
                     )
                 }
             }
         },
     }
-    with pytest.raises(InvalidArgumentError, match="'sp' has a source_key"):
-        client.create_collection("spx", schema=sourced, embedding_function=None)
     assert client.count_collections() == 0
+    # filled from the documents by its function (tests/test_search.py runs it)
+    col = client.create_collection("spx", schema=sourced, embedding_function=None)
+    kept = col.schema.serialize_to_json()["keys"]["sp"]["sparse_vector"]["sparse_vector_index"]
+    assert kept["config"]["source_key"] == "#document"
 
 
 # ---------------------------------------------------------------- refused schemas

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from _profiles import examples
 from _server import TintServer
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -158,7 +159,7 @@ OPS = st.lists(
 )
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=examples(40), deadline=None)
 @given(ops=OPS)
 def test_filtered_reads_follow_any_write_sequence(ops: list[Any]) -> None:
     """Random metadata, document and vector updates between filtered reads agree with

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import pytest
 from _model import Model, ModelError
+from _profiles import examples
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -384,7 +385,7 @@ def build(client: tintdb.Client, spec: dict[str, Any]) -> tuple[tintdb.Collectio
 
 
 PROPS = settings(
-    max_examples=150,
+    max_examples=examples(150),
     deadline=None,
     derandomize=True,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],

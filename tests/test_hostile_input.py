@@ -18,6 +18,7 @@ import httpx
 import pytest
 import uvicorn
 from _model import Model, ModelError
+from _profiles import examples
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_filter_properties import assert_query, assert_records, assert_same_state
@@ -103,7 +104,7 @@ def _both(model_call: Any, col_call: Any) -> Any:
 
 
 @settings(
-    max_examples=25,
+    max_examples=examples(25),
     deadline=None,
     derandomize=True,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
@@ -428,16 +429,19 @@ def test_a_regex_scan_leaves_the_server_free(
     in_process_server: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     host, port = in_process_server.removeprefix("http://").split(":")
-    client = tintdb.HttpClient(host=host, port=int(port))
-    docs, other = _filled(client)
-    paused = _Paused(monkeypatch)
-    scan, answers = _run_while_scanning(
-        paused,
-        lambda: docs.query(
-            query_embeddings=[[0.0, 1.0]], n_results=50, where_document={"$regex": r"(a|aa)+$"}
-        )["ids"][0],
-        lambda: _others(tintdb.HttpClient(host=host, port=int(port)), other),
-    )
+    with (
+        tintdb.HttpClient(host=host, port=int(port)) as client,
+        tintdb.HttpClient(host=host, port=int(port)) as second,
+    ):
+        docs, other = _filled(client)
+        paused = _Paused(monkeypatch)
+        scan, answers = _run_while_scanning(
+            paused,
+            lambda: docs.query(
+                query_embeddings=[[0.0, 1.0]], n_results=50, where_document={"$regex": r"(a|aa)+$"}
+            )["ids"][0],
+            lambda: _others(second, other),
+        )
     assert sorted(scan) == sorted(f"d{i}" for i in range(0, 50, 2))
     assert answers[1:] == [[["x"]], ["y"], 2]
 

@@ -25,6 +25,7 @@ from typing import Any
 
 import pytest
 from _model import ERROR_KINDS, Model, ModelError
+from _profiles import examples
 from conftest import hnsw_for_every_size
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
@@ -288,7 +289,7 @@ class CollectionMachine(RuleBasedStateMachine):
 
 
 MACHINE_SETTINGS = settings(
-    max_examples=25,
+    max_examples=examples(25),
     stateful_step_count=30,
     deadline=None,
     derandomize=True,

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _profiles import examples
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -95,7 +96,7 @@ def build(ops: list[list[Any]]) -> tintdb.Schema | None:
 # ---------------------------------------------------------------- JSON round trips
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=examples(150), deadline=None)
 @given(operations)
 def test_schema_json_round_trips_through_the_classes(ops: list[list[Any]]) -> None:
     schema = build(ops)
@@ -113,7 +114,7 @@ def local() -> tintdb.Client:
 
 
 @settings(
-    max_examples=120,
+    max_examples=examples(120),
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
@@ -239,7 +240,7 @@ configuration_strategy = st.one_of(
 )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(metadata=metadata_strategy, configuration=configuration_strategy)
 def test_configuration_metadata_precedence(
     metadata: dict[str, Any] | None, configuration: dict[str, Any] | None

@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
+from _profiles import examples
 from _server import TintServer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -23,7 +24,7 @@ from hypothesis import strategies as st
 import tintdb
 from tintdb import cli
 
-SPEC = Path(__file__).resolve().parents[2] / "shared" / "spec" / "traffic"
+TRAFFIC = Path(__file__).resolve().parent / "fixtures" / "traffic"
 TOKEN = "s3cret-token"
 ORIGIN = "http://app.example"
 V2 = "/api/v2"
@@ -198,7 +199,7 @@ def _replay(name: str, servers: dict[str, TintServer], ids: dict[str, str]) -> l
     """Send every captured request of one file; return the differences found."""
     problems: list[str] = []
     exact = name == "raw-probes"  # raw probes are complete; the workloads were cut
-    for line in (SPEC / f"{name}.jsonl").read_text().splitlines():
+    for line in (TRAFFIC / f"{name}.jsonl").read_text().splitlines():
         entry = json.loads(line)
         server = servers["second" if entry["server"].startswith("second") else "first"]
         path = entry["path"]
@@ -625,7 +626,7 @@ _FIELDS = [
 
 
 @settings(
-    max_examples=150,
+    max_examples=examples(150),
     derandomize=True,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],

@@ -48,6 +48,17 @@ SHIPPED = {
     "tintdb/api/models/AsyncCollection.py",
     "tintdb/auth/__init__.py",
     "tintdb/auth/token_authn.py",
+    "tintdb/_search/__init__.py",
+    "tintdb/_search/bm25.py",
+    "tintdb/_search/client.py",
+    "tintdb/_search/expr.py",
+    "tintdb/_search/plan.py",
+    "tintdb/_search/result.py",
+    "tintdb/_search/sparse.py",
+    "tintdb/execution/__init__.py",
+    "tintdb/execution/expression/__init__.py",
+    "tintdb/execution/expression/operator.py",
+    "tintdb/execution/expression/plan.py",
 }
 ALLOWED_REQUIRES = {"httpx", "orjson", "numpy"}
 # What the full package needs for storage, serving and the default model.
@@ -63,6 +74,8 @@ ABSENT_MODULES = [
     "tintdb._storage",
     "tintdb._index",
     "tintdb._minilm",
+    "tintdb._search.engine",
+    "tintdb._search.local",
     "tintdb.server",
     "tintdb.cli",
     "tintdb.utils",

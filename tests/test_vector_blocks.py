@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from _profiles import examples
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -58,7 +59,9 @@ def _check(store: Store, model: dict[int, dict[int, np.ndarray]], rng: Any) -> N
 
 
 @settings(
-    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=examples(60),
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 @given(ops=st.lists(op, min_size=1, max_size=12), seed=st.integers(0, 2**16))
 @pytest.mark.parametrize(

@@ -7,7 +7,7 @@ docs.add(ids=["a"], documents=["hello world"])
 docs.query(query_texts=["hi"], n_results=1)
 """
 
-__version__ = "0.1.0"
+__version__ = "0.1.0"  # the one place it is written: both pyproject.toml files read it
 
 from typing import Any
 
@@ -36,6 +36,7 @@ from ._schema_api import (
     StringInvertedIndexConfig,
     VectorIndexConfig,
 )
+from ._search import K, Key, Knn, Rrf, Search, SparseVector
 from .api import AdminAPI, AsyncClientAPI, ClientAPI
 from .api.types import (
     URI,
@@ -50,6 +51,8 @@ from .api.types import (
     Metadatas,
     QueryResult,
     ReadLevel,
+    SparseEmbeddingFunction,
+    SparseVectors,
     UpdateCollectionMetadata,
     UpdateMetadata,
     URIs,
@@ -92,17 +95,25 @@ __all__ = [
     "IDs",
     "Include",
     "IntInvertedIndexConfig",
+    "K",
+    "Key",
+    "Knn",
     "Metadata",
     "Metadatas",
     "PersistentClient",
     "PostgresClient",
     "QueryResult",
     "ReadLevel",
+    "Rrf",
     "RustClient",
     "Schema",
+    "Search",
     "Settings",
     "SpannIndexConfig",
+    "SparseEmbeddingFunction",
+    "SparseVector",
     "SparseVectorIndexConfig",
+    "SparseVectors",
     "StringInvertedIndexConfig",
     "TokenTransportHeader",
     "URIs",

@@ -121,3 +121,14 @@ class Backend(Protocol):
         where_document: WhereDocument | None,
         include: list[str],
     ) -> QueryResult: ...
+
+    # search and fork
+    def search(
+        self, collection_id: str, searches: list[dict[str, Any]], read_level: str
+    ) -> dict[str, Any]:
+        """Search API payloads (checked JSON, text already embedded); returns Chroma's
+        column-major SearchResponse with metadata sparse vectors as tagged dicts."""
+        ...
+
+    def fork(self, collection_id: str, new_name: str) -> CollectionModel: ...
+    def fork_count(self, collection_id: str) -> int: ...

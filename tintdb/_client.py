@@ -18,6 +18,7 @@ from . import _schema
 from ._backend import Backend
 from ._filters import validate_where, validate_where_document
 from ._schema_api import Schema, embedding_function_space
+from ._search import client as _search_api
 from ._validation import (
     HNSW_METADATA_KEYS,
     normalize_documents,
@@ -367,6 +368,7 @@ class Collection:
         )
         if vecs is None:
             vecs = self._embed_documents(docs, "add")
+        mds = _search_api.fill_sparse(self, mds, docs, len(ids))
         self._backend.add(self._model.id, ids, vecs, mds, docs, us)
 
     def upsert(
@@ -384,6 +386,7 @@ class Collection:
         )
         if vecs is None:
             vecs = self._embed_documents(docs, "upsert")
+        mds = _search_api.fill_sparse(self, mds, docs, len(ids))
         self._backend.upsert(self._model.id, ids, vecs, mds, docs, us)
 
     def update(
@@ -417,6 +420,7 @@ class Collection:
                             vecs[i] = stored[ids[i]]
                         else:
                             vecs[i] = fresh[0]  # an unknown id: update() ignores it anyway
+        mds = _search_api.fill_sparse(self, mds, docs, len(ids))
         self._backend.update(self._model.id, ids, vecs, mds, docs, us)
 
     def delete(
@@ -517,11 +521,12 @@ class Collection:
         id_list = None if ids is None else _nonempty_ids(ids, "get")
         self._check_filters(where, where_document)
         limit, offset = validate_limit_offset(limit, offset)
-        include = normalize_include(include, for_query=False)
+        fields = normalize_include(include, for_query=False)
         found = self._backend.get(
-            self._model.id, id_list, where or None, where_document or None, limit, offset, include
+            self._model.id, id_list, where or None, where_document or None, limit, offset, fields
         )
         found["embeddings"] = _no_rows_flat(found["embeddings"])
+        _search_api.sparse_results(found["metadatas"])
         return found
 
     def peek(self, limit: int = 10) -> GetResult:
@@ -549,8 +554,9 @@ class Collection:
             )
         n_results = validate_n_results(n_results)
         self._check_filters(where, where_document)
-        include = normalize_include(include, for_query=True)
+        fields = normalize_include(include, for_query=True)
         id_list = None if ids is None else normalize_ids(ids, allow_empty=True)
+        vectors: np.ndarray | None
         if query_texts is not None:
             texts = [query_texts] if isinstance(query_texts, str) else list(query_texts)
             if not texts or not all(isinstance(t, str) for t in texts):
@@ -564,10 +570,10 @@ class Collection:
         if id_list is not None and not id_list:  # no candidates: nothing to search
             empty: dict[str, Any] = {"ids": [[] for _ in vectors]}
             for field in ("embeddings", "documents", "uris", "metadatas", "distances"):
-                empty[field] = [[] for _ in vectors] if field in include else None
-            if "embeddings" in include:
+                empty[field] = [[] for _ in vectors] if field in fields else None
+            if "embeddings" in fields:
                 empty["embeddings"] = [np.empty(0, dtype=np.float32) for _ in vectors]
-            empty["data"], empty["included"] = None, list(include)
+            empty["data"], empty["included"] = None, list(fields)
             return empty  # type: ignore[return-value]
         found = self._backend.query(
             self._model.id,
@@ -576,11 +582,45 @@ class Collection:
             id_list,
             where or None,
             where_document or None,
-            include,
+            fields,
         )
         if found["embeddings"] is not None:
             found["embeddings"] = [_no_rows_flat(e) for e in found["embeddings"]]
+        for batch in found["metadatas"] or ():
+            _search_api.sparse_results(batch)
         return found
+
+    # -------------------------------------------------------- search and fork
+
+    def search(
+        self, searches: Any, read_level: ReadLevel | str = ReadLevel.INDEX_AND_WAL
+    ) -> _search_api.SearchResult:
+        """One or more searches (``Search`` objects) in one call: dense, sparse and
+        hybrid ranking, filters, grouping, paging. Every committed write is seen,
+        whatever ``read_level``. Text queries in ``Knn`` are embedded here with the
+        collection's function for that key."""
+        level = _search_api.parse_read_level(read_level)
+        items = list(searches) if isinstance(searches, (list, tuple)) else [searches]
+        payloads = [_search_api.payload(self, s, i) for i, s in enumerate(items)]
+        if not payloads:
+            return _search_api.SearchResult(
+                {f: [] for f in ("ids", "documents", "embeddings", "metadatas", "scores", "select")}
+            )
+        found = self._backend.search(self._model.id, payloads, level)
+        for batch in found.get("metadatas") or ():
+            _search_api.sparse_results(batch)
+        return _search_api.SearchResult(found)
+
+    def fork(self, new_name: str) -> Collection:
+        """A copy of this collection under ``new_name``: the same records, metadata,
+        configuration and embedding function, independent of this one from now on."""
+        validate_collection_name(new_name)
+        model = self._backend.fork(self._model.id, new_name)
+        return Collection(self._client, model, self._ef if self._ef_built else DEFAULT_EF)
+
+    def fork_count(self) -> int:
+        """How many forks of this collection exist: those made from it, and from them."""
+        return self._backend.fork_count(self._model.id)
 
 
 def _nonempty_ids(ids: Any, op: str) -> list[str]:

@@ -22,6 +22,7 @@ import orjson
 
 from . import _schema
 from ._copy import Batch, CollectionSpec, space_of
+from ._search.sparse import SparseVector
 from .config import DEFAULT_TENANT
 from .errors import InvalidArgumentError, NotFoundError
 
@@ -157,12 +158,20 @@ def batch_from_get(found: dict[str, Any], dim: int | None) -> Batch:
     ids = list(found["ids"])
     if vectors is None or len(vectors) == 0:
         vectors = np.empty((len(ids), dim or 0), dtype=np.float32)
+    metadatas = found.get("metadatas")
+    if metadatas is not None:  # sparse vectors in their stored form, whoever read them
+        metadatas = [
+            md
+            if not md or not any(isinstance(v, SparseVector) for v in md.values())
+            else {k: v.to_dict() if isinstance(v, SparseVector) else v for k, v in md.items()}
+            for md in metadatas
+        ]
     return Batch(
         ids,
         np.ascontiguousarray(vectors, dtype=np.float32),
         found.get("documents"),
         found.get("uris"),
-        found.get("metadatas"),
+        metadatas,
     )
 
 

@@ -125,7 +125,8 @@ class ExportWriter:
         return set()
 
     def write(self, handle: Any, batch: Batch) -> None:
-        assert self._file is not None and handle is self._current
+        assert self._file is not None and self._current is not None
+        assert handle is self._current
         vectors = np.ascontiguousarray(batch.embeddings, dtype="<f4")
         lines = []
         for i, rid in enumerate(batch.ids):
@@ -153,6 +154,7 @@ class ExportWriter:
         self._done = True
         self._end_collection()
         self._line({"end_of_export": {"collections": self._collections, "records": self._records}})
+        assert self._file is not None  # opened by _start above
         self._file.close()
         self._file = None
         with open(self.partial, "rb") as f:

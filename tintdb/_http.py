@@ -518,6 +518,26 @@ class _Protocol:
             "included": list(include),
         }
 
+    def search(
+        self, collection_id: str, searches: list[dict[str, Any]], read_level: str
+    ) -> dict[str, Any]:
+        body = {"searches": searches, "read_level": read_level}
+        found = self._call("POST", self._coll_path(collection_id) + "/search", json=body)
+        return {
+            field: found.get(field)
+            for field in ("ids", "documents", "embeddings", "metadatas", "scores", "select")
+        }
+
+    def fork(self, collection_id: str, new_name: str) -> CollectionModel:
+        return self._model(
+            self._call(
+                "POST", self._coll_path(collection_id) + "/fork", json={"new_name": new_name}
+            )
+        )
+
+    def fork_count(self, collection_id: str) -> int:
+        return int(self._call("GET", self._coll_path(collection_id) + "/fork_count")["count"])
+
 
 def _version() -> str:
     from . import __version__
@@ -778,6 +798,16 @@ class AsyncCollection:
 
     async def modify(self, *args: Any, **kwargs: Any) -> None:
         return await self._run(self._collection.modify, *args, **kwargs)
+
+    async def search(self, *args: Any, **kwargs: Any) -> Any:
+        return await self._run(self._collection.search, *args, **kwargs)
+
+    async def fork(self, *args: Any, **kwargs: Any) -> AsyncCollection:
+        forked = await self._run(self._collection.fork, *args, **kwargs)
+        return AsyncCollection(forked, self._run)
+
+    async def fork_count(self) -> int:
+        return await self._run(self._collection.fork_count)
 
 
 class AsyncClient:

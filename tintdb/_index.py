@@ -31,13 +31,23 @@ import uuid
 import zlib
 from collections.abc import Callable, Generator, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, cast
 
 import hnswlib
 import numpy as np
 import orjson
 
 __all__ = ["Loader", "VectorIndex", "plain_empty", "scan_knn", "space_distances"]
+
+HnswSpace = Literal["l2", "ip", "cosine"]
+
+
+def _hnsw_space(space: str) -> HnswSpace:
+    """The space as hnswlib's type names it (tintdb checks spaces before any index exists)."""
+    if space not in ("l2", "ip", "cosine"):
+        raise ValueError(f"hnswlib has no space {space!r}")
+    return cast(HnswSpace, space)
+
 
 # Yields (seqs, vectors) chunks of every record of the collection, in seq order.
 Loader = Callable[[], Generator[tuple[np.ndarray, np.ndarray], None, None]]
@@ -52,9 +62,9 @@ _SNAPSHOT_FORMAT = 5
 _READABLE_FORMATS = (4, 5)
 # A record whose vector changes gets a new node under a new label, its seq plus the next
 # generation above this many bits, and its old node is marked deleted: inserting a node
-# costs a third to a tenth of hnswlib's in-place update, which also re-selects the links
-# of every neighbour (measured 1.8 against 0.6 ms a vector at 100k x 384), and a fresh
-# node is reached like any other, where a moved one could be left with no way in.
+# costs a fraction of hnswlib's in-place update, which also re-selects the links of
+# every neighbour (docs/benchmarks.md), and a fresh node is reached like any other,
+# where a moved one could be left with no way in.
 GENERATION_SHIFT = 40
 _SEQ_MASK = (1 << GENERATION_SHIFT) - 1
 _LOAD_PREFIX = ".load-"  # scratch files of loads in progress, named by pid
@@ -82,8 +92,8 @@ def plain_empty(shape: tuple[int, ...], dtype: Any) -> np.ndarray:
 
     numpy asks the kernel for transparent huge pages for arrays of 4 MiB and more. Where
     the kernel must compact memory to find them (defrag=madvise, a common default), the
-    first touch of a 154 MB mirror measured 300 ms instead of 100 ms, and huge pages
-    were not obtained anyway. The mirror is long-lived and filled once, so it opts out.
+    first touch of a large mirror waits for that compaction, and huge pages were not
+    obtained anyway. The mirror is long-lived and filled once, so it opts out.
     """
     count = math.prod(shape)
     nbytes = count * np.dtype(dtype).itemsize
@@ -397,6 +407,7 @@ _HEADER = np.dtype(
         ("ef_construction", "<u8"),
     ]
 )
+_HEADER_NAMES: tuple[str, ...] = _HEADER.names or ()  # a structured dtype always has names
 _STREAM_ROWS = 4096  # records read per step when cutting the vectors out
 
 
@@ -411,7 +422,7 @@ def _state_from_file(path: Path, live: np.ndarray) -> tuple[dict[str, Any], dict
     they are, so that loading can write the file back without parsing them."""
     with path.open("rb") as f:
         head = np.frombuffer(f.read(_HEADER.itemsize), dtype=_HEADER)[0]
-        state: dict[str, Any] = {name: head[name].item() for name in _HEADER.names}
+        state: dict[str, Any] = {name: head[name].item() for name in _HEADER_NAMES}
         n, size = state["cur_element_count"], state["size_data_per_element"]
         off, lab = state["offset_data"], state["label_offset"]
         if state["offset_level0"] != 0 or not off < lab <= size - 8:
@@ -419,7 +430,7 @@ def _state_from_file(path: Path, live: np.ndarray) -> tuple[dict[str, Any], dict
         links = np.empty((n, size - (lab - off)), dtype=np.uint8)
         dead_ids, dead_vecs, deleted = [], [], False
         # Sorted once; each chunk is then binary searches (np.isin sorted all of `live`
-        # again for every chunk: 2.2 s of a snapshot at 1M records, here).
+        # again for every chunk, most of a large snapshot's time).
         live = np.sort(np.asarray(live, dtype=np.int64))
         last = max(len(live) - 1, 0)
         for start in range(0, n, _STREAM_ROWS):
@@ -545,7 +556,7 @@ class _LiveSeqs:
     Seqs only grow, so a new record's label goes after every other one: adding is an
     append, membership a binary search, and the sorted array a filter or a page needs
     is always at hand. Rebuilding it from a set after every write cost a pass over the
-    collection on the next filtered query (8 ms at 100k). An array handed out stays
+    collection on the next filtered query. An array handed out stays
     valid: appending writes past its end, and removing builds a new array.
     """
 
@@ -605,7 +616,7 @@ class VectorIndex:
         self.lock = threading.RLock()
         self._live = _LiveSeqs()
         self._moved: dict[int, int] = {}  # seq -> its label, where that is not the seq
-        self._hnsw = hnswlib.Index(space=space, dim=dim)
+        self._hnsw = hnswlib.Index(space=_hnsw_space(space), dim=dim)
         self._hnsw.init_index(
             max_elements=_MIN_CAPACITY,
             ef_construction=int(params["ef_construction"]),
@@ -867,7 +878,7 @@ class VectorIndex:
 
     def _full_vectors(self, seqs: np.ndarray) -> np.ndarray:
         """float32 vectors of live labels, from hnswlib's copy (normalised for cosine,
-        as the mirror's are). About 40 µs each: for the few rows a bound leaves open."""
+        as the mirror's are). Slow per row: for the few rows a bound leaves open."""
         if len(seqs) == 0:
             return np.empty((0, self.dim), np.float32)
         labels = self._label_of(seqs)
@@ -958,7 +969,13 @@ class VectorIndex:
             ef=int(self._hnsw.ef),
         )
         with path.open("wb") as f:
-            np.savez(f, **parts)
+            np.savez(
+                f,
+                links=parts["links"],
+                tail=parts["tail"],
+                dead=parts["dead"],
+                dead_vectors=parts["dead_vectors"],
+            )
         return state
 
     @staticmethod
@@ -971,8 +988,8 @@ class VectorIndex:
         the snapshots, which hnswlib then loads: the assembled copy sits in the page
         cache, not in this process, so the index is in memory once. Handing hnswlib the
         records in memory instead (its pickled state) held them twice for a moment,
-        which set the peak of a whole workload (630 MB at 100k x 384, against 470 MB
-        for the open index). Where the file cannot be made (no room), that is the way.
+        which set the peak memory of a whole workload. Where the file cannot be made (no
+        room), that is the way.
         """
         with np.load(path) as arrays:
             links, tail = arrays["links"], arrays["tail"]
@@ -985,7 +1002,7 @@ class VectorIndex:
         scratch = path.parent.parent / f"{_LOAD_PREFIX}{os.getpid()}-{uuid.uuid4().hex}"
         body = _HEADER.itemsize + n * size
         head = np.zeros(1, dtype=_HEADER)
-        for name in _HEADER.names:
+        for name in _HEADER_NAMES:
             head[name] = state[name]
         fd = -1
         try:
@@ -1004,13 +1021,13 @@ class VectorIndex:
                 _fill_level0(level0.reshape(n, size), *parts)
                 del level0  # the mapping closes only once no array points into it
             del links, parts
-            index = hnswlib.Index(space=space, dim=dim)
+            index = hnswlib.Index(space=_hnsw_space(space), dim=dim)
             index.load_index(str(scratch))
             return index
         finally:
             if fd >= 0:
                 os.close(fd)
-                # Dropping 160 MB of page cache takes 20 ms; nothing waits for it. A file
+                # Dropping a large file's page cache takes a moment; nothing waits. A file
                 # left by a process that exits first goes with the next load.
                 threading.Thread(target=scratch.unlink, args=(True,), daemon=True).start()
 
@@ -1068,6 +1085,48 @@ class VectorIndex:
         index.unsaved = 0
         index.rebuilt = False
         return index
+
+    def relabeled(self, delta: int, lsn: int, scratch_dir: Path) -> VectorIndex:
+        """A copy of this index whose labels are shifted by ``delta`` (a fork's records
+        are the same vectors under new seqs), stamped ``lsn``: the graph is reused, not
+        rebuilt. hnswlib's own file is written to ``scratch_dir``, each record's label
+        patched in place there, and read back (hnswlib rebuilds its label map on load)."""
+        scratch_dir.mkdir(parents=True, exist_ok=True)
+        scratch = scratch_dir / f"{_LOAD_PREFIX}{os.getpid()}-{uuid.uuid4().hex}"
+        try:
+            with self.lock:
+                self._hnsw.save_index(str(scratch))
+                universe = self.universe()
+                moved = dict(self._moved)
+                churn = self.churn
+            head = np.fromfile(scratch, dtype=_HEADER, count=1)[0]
+            n, size = int(head["cur_element_count"]), int(head["size_data_per_element"])
+            lab = int(head["label_offset"])
+            if n:
+                records = np.memmap(
+                    scratch, dtype=np.uint8, mode="r+", offset=_HEADER.itemsize, shape=(n, size)
+                )
+                labels = records[:, lab : lab + 8].view("<u8")
+                labels += np.uint64(delta)
+                records.flush()
+                del labels, records
+            graph = hnswlib.Index(space=_hnsw_space(self.space), dim=self.dim)
+            graph.load_index(str(scratch))
+        finally:
+            scratch.unlink(missing_ok=True)
+        copy = VectorIndex.__new__(VectorIndex)
+        copy.space, copy.dim, copy.params = self.space, self.dim, self.params
+        copy.lock = threading.RLock()
+        copy.lsn, copy.churn = lsn, churn
+        # A label is a seq plus its generation in the bits from 40 up: shifted alike.
+        copy._live = _LiveSeqs(universe + delta)
+        copy._moved = {seq + delta: label + delta for seq, label in moved.items()}
+        copy._hnsw = graph
+        copy._apply_ef()
+        copy._mirror = None
+        copy.unsaved = len(universe) or 1
+        copy.rebuilt = False
+        return copy
 
     @staticmethod
     def discard(directory: Path) -> None:

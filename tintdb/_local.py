@@ -12,6 +12,7 @@ import atexit
 import contextlib
 import logging
 import os
+import tempfile
 import threading
 import time
 import weakref
@@ -55,12 +56,12 @@ COLD_SCAN_QUERIES = 8
 COLD_SCAN_RESULTS = 1024
 # close() snapshots an index only if more than 1/CLOSE_REPLAY_SHARE of its records
 # changed since its last snapshot; fewer are replayed from the log by the next open, on
-# the load behind its first query. Measured at 100k x 384: a snapshot costs 280-600 ms
-# (3-6 us a record), replaying 500 updates and 500 deletes 300 ms (0.3 ms a change).
+# the load behind its first query. A snapshot costs about as much as replaying that
+# share of changes (docs/benchmarks.md).
 CLOSE_REPLAY_SHARE = 50
 # A worn graph rebuilt behind the writes is filled this many records at a time, so that
 # closing the store never waits long for it. One of at most REBUILD_NOW_BELOW live
-# records is rebuilt inside the write (a few tens of ms).
+# records is rebuilt inside the write (quick at that size).
 REBUILD_STEP = 8192
 REBUILD_NOW_BELOW = 2048
 
@@ -69,7 +70,7 @@ REBUILD_NOW_BELOW = 2048
 EARLY_INDEX_MIN = 256
 # A filter whose post-filtered queries came up short this many times, more often than not,
 # goes straight to the fallback plan for the rest of this version of the collection. Each
-# short try costs a wide HNSW search on top of the fallback (about 8 ms at 100k records).
+# short try costs a wide HNSW search on top of the fallback.
 POSTFILTER_TRIES = 2
 
 
@@ -77,11 +78,11 @@ POSTFILTER_TRIES = 2
 # this many of its records (when it has at least SAMPLE_ABOVE): where at least
 # DENSE_SHARE of them match, a query post-filters its neighbours, tested record by
 # record, and a get(where, limit) walks the records in order until its page is full
-# (if that takes at most WALK_MAX records), instead of listing every match (at 100k
-# records, 5-30 ms for a filter matching 10-50% of them).
+# (if that takes at most WALK_MAX records), instead of listing every match (which, when
+# many match, costs more than the search).
 # A filter that comes again on the same version is listed (and cached) instead, the
 # list then answering its later queries without SQL, unless its sample put it above
-# LIST_MAX matches (listing 500,000 matches of 1M records took 300 ms).
+# LIST_MAX matches (listing that many costs more than the query it would serve).
 SAMPLE_SIZE = 128
 LIST_MAX = 50_000
 SAMPLE_ABOVE = 4096
@@ -144,7 +145,13 @@ class LocalBackend:
         self._closed = False
         if self.path is not None:
             ref = weakref.ref(self)
-            self._atexit = lambda: (b := ref()) is not None and b.close()
+
+            def close_at_exit() -> None:
+                backend = ref()
+                if backend is not None:
+                    backend.close()
+
+            self._atexit = close_at_exit
             atexit.register(self._atexit)
 
     # ------------------------------------------------------------ lifecycle
@@ -307,6 +314,27 @@ class LocalBackend:
             col = self.store.delete_collection(name, tenant, database)
             self._drop_index(col.id)
             self._value_types.pop(col.coll, None)
+
+    def fork(self, collection_id: str, new_name: str) -> CollectionModel:
+        """A copy of the collection under ``new_name`` (see Store.fork_collection); its
+        vector index is the source's graph with its labels shifted, not a rebuild."""
+        with self.store.lock:
+            with self.store.write():
+                col = self.store.collection_by_id(collection_id)
+                index = None if col.dimension is None else self._sync(col)
+                forked, shift = self.store.fork_collection(col, new_name)
+            if index is not None:
+                scratch = self.path / "index" if self.path is not None else None
+                try:
+                    self._indexes[forked.id] = index.relabeled(
+                        shift, forked.last_lsn, scratch or Path(tempfile.gettempdir())
+                    )
+                except Exception:  # derived data: built from SQLite on first need instead
+                    log.exception("could not copy the index of %s into its fork", collection_id)
+        return forked
+
+    def fork_count(self, collection_id: str) -> int:
+        return self.store.fork_count(self.store.collection_by_id(collection_id))
 
     def _drop_index(self, collection_id: str) -> None:
         self._indexes.pop(collection_id, None)
@@ -652,7 +680,7 @@ class LocalBackend:
             if change:
                 merged_rows = [
                     _merge_metadata(
-                        orjson.loads(found[ids[i]][1]) if found[ids[i]][1] else None,
+                        orjson.loads(raw) if (raw := found[ids[i]][1]) else None,
                         metadatas[i] or {},
                     )
                     for i in change
@@ -809,7 +837,12 @@ class LocalBackend:
             share = None
             if filtered and limit is not None:
                 share = self._sampled_share(col, index, ids, where, where_document)
-            if share is not None and share > 0 and ((offset or 0) + limit) / share <= WALK_MAX:
+            if (
+                share is not None
+                and limit is not None
+                and share > 0
+                and ((offset or 0) + limit) / share <= WALK_MAX
+            ):
                 # Many match: the page is a short walk in order (no list of every match).
                 with self._scanning(where_document) as store, store.read():
                     return get_result(
@@ -829,9 +862,9 @@ class LocalBackend:
         if rows is None and filtered:
             # Candidates and records from one snapshot.
             with self._scanning(where_document) as store, store.read():
-                cand = store.candidate_seqs(col.coll, ids, where, where_document, None)
-                if cand is not None:
-                    rows = self._page(store, col, cand, limit, offset, columns)
+                listed = store.candidate_seqs(col.coll, ids, where, where_document, None)
+                if listed is not None:
+                    rows = self._page(store, col, listed, limit, offset, columns)
         if rows is None:  # no filter, or one of negations alone: one statement
             with self._scanning(where_document) as store, store.read():
                 rows = store.fetch(col.coll, ids, where, where_document, limit, offset, columns)
@@ -886,9 +919,9 @@ class LocalBackend:
                 col = store.collection_by_id(collection_id)
                 _check_query_dimension(col, query_embeddings)
                 if col.dimension is not None:
-                    result = self._scan_query(store, col, *rest)
+                    scanned = self._scan_query(store, col, *rest)
                     self._load_behind(col)
-                    return result
+                    return scanned
         col = self.store.collection_by_id(collection_id)
         _check_query_dimension(col, query_embeddings)
         args = (col, *rest)
@@ -927,22 +960,21 @@ class LocalBackend:
             labels = [np.empty(0, np.int64)] * nq
             dists = [np.empty(0, np.float32)] * nq
         elif ids is None and not where and not where_document:
-            found = (
-                None
-                if _planning.searched_exactly(len(index))
-                else index.knn(query_embeddings, n_results)
-            )
-            if found is None:
-                labels, dists = self._exact(
-                    col, index, query_embeddings, n_results, index.universe()
-                )
-            else:
-                labels, dists = list(found[0]), list(found[1])
+            labels, dists = self._knn_all(col, index, query_embeddings, n_results)
         else:
             labels, dists = self._filtered(
                 col, index, query_embeddings, n_results, ids, where, where_document
             )
         return self._query_result(labels, dists, include, col, whole=whole)
+
+    def search(
+        self, collection_id: str, searches: list[dict[str, Any]], read_level: str = ""
+    ) -> dict[str, Any]:
+        """A batch of Search API payloads (see tintdb._search). Every read level reads
+        every committed write: there is no unindexed log to skip here."""
+        from ._search.local import search
+
+        return search(self, collection_id, searches)
 
     def _cold(self, collection_id: str, nq: int, n_results: int) -> bool:
         """Whether to answer by scanning SQLite rather than wait for the index: a store
@@ -1003,6 +1035,16 @@ class LocalBackend:
 
         self._behind(self._loading, col.id, load)
 
+    def _knn_all(
+        self, col: CollectionRow, index: VectorIndex, q: np.ndarray, k: int
+    ) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """The ``k`` nearest records to each query: HNSW, or exact in a collection small
+        enough (_planning.searched_exactly)."""
+        found = None if _planning.searched_exactly(len(index)) else index.knn(q, k)
+        if found is None:
+            return self._exact(col, index, q, k, index.universe())
+        return list(found[0]), list(found[1])
+
     def _filtered(
         self,
         col: CollectionRow,
@@ -1027,6 +1069,14 @@ class LocalBackend:
                 )
                 return self._answer_rest(col, index, q, k, found, ids, where, where_document)
         matches = self._candidates(col, index, ids, where, where_document)
+        return self._knn_matches(col, index, q, k, matches)
+
+    def _knn_matches(
+        self, col: CollectionRow, index: VectorIndex, q: np.ndarray, k: int, matches: _Matches
+    ) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """The ``k`` nearest records to each query among a filter's listed ``matches``,
+        by cost (post-filtering, exact search, or hnswlib's filter callback)."""
+        ef_search = int(col.configuration["hnsw"]["ef_search"])
         fetch = postfilter_fetch(len(matches.seqs), len(index), k, ef_search)
         if fetch is None or matches.correlated():
             return self._exact_or_callback(col, index, q, k, matches)
@@ -1156,14 +1206,24 @@ class LocalBackend:
 
         The key includes the index's lsn, so any write, from any process, retires it.
         """
+
+        def compute() -> np.ndarray:
+            with self._scanning(where_document) as store, store.read():
+                return store.candidate_seqs(col.coll, ids, where, where_document, index.universe())
+
         key = self._filter_key(col, index, ids, where, where_document)
-        cached = self._filter_cache.get(key)
+        return self._cached_matches(col, index, key[2], compute)
+
+    def _cached_matches(
+        self, col: CollectionRow, index: VectorIndex, key: bytes, compute: Any
+    ) -> _Matches:
+        """The cache entry of filter ``key`` on the index's version, ``compute()``d once."""
+        full = (col.id, index.lsn, key)
+        cached = self._filter_cache.get(full)
         if cached is not None:
-            self._filter_cache.move_to_end(key)
+            self._filter_cache.move_to_end(full)
             return cached
-        with self._scanning(where_document) as store, store.read():
-            cand = store.candidate_seqs(col.coll, ids, where, where_document, index.universe())
-        entry = self._filter_cache[key] = _Matches(cand)
+        entry = self._filter_cache[full] = _Matches(compute())
         while len(self._filter_cache) > FILTER_CACHE_SIZE:
             self._filter_cache.popitem(last=False)
         return entry

@@ -16,7 +16,7 @@ Why it is fast without torch:
   each with single-threaded BLAS. Letting BLAS split every product across its own
   threads instead makes each of the hundreds of products per chunk wait for all
   cores: harmless on an idle machine, but on a busy one it made a single short query
-  take 50-130 ms instead of about 10. So while chunks run, numpy's OpenBLAS is held
+  several times slower (docs/benchmarks.md). So while chunks run, numpy's OpenBLAS is held
   to one thread (see :class:`_BlasThreads`); where that library cannot be found,
   chunks run one after another and BLAS keeps its own threads.
 
@@ -99,11 +99,12 @@ def resolve_model_path(model_path: str | os.PathLike[str] | None = None) -> Path
     elif os.environ.get(MODEL_ENV_VAR):
         folder, origin = Path(os.environ[MODEL_ENV_VAR]), f"${MODEL_ENV_VAR}"
     else:
-        folder = _package_model_folder()
-        if folder is None:
+        installed = _package_model_folder()
+        if installed is None:
             raise EmbeddingFunctionError(
                 "The default embedding model (all-MiniLM-L6-v2) is not installed. " + INSTALL_HINT
             )
+        folder = installed
         origin = f"the installed {MODEL_PACKAGE} package"
     missing = [name for name in MODEL_FILES if not (folder / name).is_file()]
     if missing:

@@ -513,6 +513,29 @@ class PostgresBackend:
                 raise NotFoundError(f"Collection [{name}] does not exist")
             cur.execute(f"DROP TABLE IF EXISTS {partition_name(row[0])}")
 
+    # ------------------------------------------------------------ search and fork
+
+    def search(
+        self, collection_id: str, searches: list[dict[str, Any]], read_level: str = ""
+    ) -> dict[str, Any]:
+        """Not on PostgreSQL yet: refused with what to use (docs/deployment.md)."""
+        raise InvalidArgumentError(
+            "collection.search() is not available on the PostgreSQL backend yet; "
+            "use collection.query()"
+        )
+
+    def fork(self, collection_id: str, new_name: str) -> CollectionModel:
+        """Not on PostgreSQL yet: refused with what to use (docs/deployment.md)."""
+        raise InvalidArgumentError(
+            "collection.fork() is not available on the PostgreSQL backend yet; "
+            "tintdb copy copies a collection"
+        )
+
+    def fork_count(self, collection_id: str) -> int:
+        with self._tx(read=True) as cur:
+            self._by_id(cur, collection_id)
+        return 0
+
     # ------------------------------------------------------------ records: writes
 
     def _writing(self, cur: Any, collection_id: str) -> _Collection:
@@ -614,7 +637,7 @@ class PostgresBackend:
                         doc.encode("utf-8") if nul and doc is not None else None,
                         None if uri is None else encode_text(uri),
                         None if md is None else orjson.dumps(md),
-                        None if md is None else _RawJson(encode_metadata(md)),
+                        _raw_json(encode_metadata(md)),
                         embeddings[i],
                     )
                 )
@@ -872,7 +895,8 @@ class PostgresBackend:
             ]
 
         cond, params = compile_filter(condition_tree(where, where_document), regex)
-        sql, out = "r.coll = %s", [col.coll]
+        sql = "r.coll = %s"
+        out: list[Any] = [col.coll]
         if ids is not None:
             sql += " AND r.id = ANY(%s)"
             out.append([encode_text(i) for i in ids])
@@ -1051,8 +1075,13 @@ class _RawJson:
 
     __slots__ = ("data",)
 
-    def __init__(self, data: bytes | None) -> None:
+    def __init__(self, data: bytes) -> None:
         self.data = data
+
+
+def _raw_json(data: bytes | None) -> _RawJson | None:
+    """``data`` for COPY into a jsonb column; None (no metadata) stays NULL."""
+    return None if data is None else _RawJson(data)
 
 
 def _json_dumps(obj: Any) -> bytes:

@@ -769,8 +769,8 @@ def compile_pattern(pattern: str) -> Any:
 @functools.lru_cache(maxsize=256)
 def _matcher(pattern: str) -> Callable[[str], bool]:
     """``text -> matches?`` for one pattern. The binding's ``search`` builds a match
-    object and maps byte offsets back to characters (16 µs a 1 kB document); a yes or
-    no needs only its underlying ``Match`` on the UTF-8 bytes (7 µs), used when the
+    object and maps byte offsets back to characters, twice the cost of a yes or no,
+    which needs only its underlying ``Match`` on the UTF-8 bytes, used when the
     binding has it."""
     compiled = compile_pattern(pattern)
     import re2

@@ -77,7 +77,7 @@ def query_result(
         out_dists.append([float(row_dists[i]) for i in keep])
     result: dict[str, Any] = {"ids": [g["ids"] for g in per_query]}
     for field in ("embeddings", "documents", "uris", "metadatas"):
-        result[field] = [g[field] for g in per_query] if field in include else None  # type: ignore[literal-required]
+        result[field] = [g[field] for g in per_query] if field in include else None
     result["distances"] = out_dists if "distances" in include else None
     result["data"] = None
     result["included"] = list(include)

@@ -604,12 +604,6 @@ def _check_rules(defaults: Mapping[str, Any], keys: Mapping[str, Mapping[str, An
         spec = entry.get("sparse_vector", {}).get("sparse_vector_index")
         if spec is not None and spec["enabled"]:
             sparse_keys.append(key)
-            if spec["config"].get("source_key") is not None:
-                raise _fail(
-                    f"schema: the sparse vector index on {key!r} has a source_key: filling "
-                    "sparse vectors from documents or metadata is not supported yet; "
-                    "store the vectors yourself and declare the index without source_key"
-                )
     if len(sparse_keys) > 1:
         raise _fail(
             "schema: at most one sparse vector index per collection; enabled on "

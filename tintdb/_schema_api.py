@@ -267,6 +267,13 @@ class HnswIndexConfig(_Config):
         "sync_threshold",
         "resize_factor",
     )
+    ef_construction: int | None
+    max_neighbors: int | None
+    ef_search: int | None
+    num_threads: int | None
+    batch_size: int | None
+    sync_threshold: int | None
+    resize_factor: float | None
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -325,6 +332,11 @@ class VectorIndexConfig(_Config):
     parameters. Set it with ``Schema().create_index(VectorIndexConfig(...))``."""
 
     _fields = ("space", "embedding_function", "source_key", "hnsw", "spann")
+    space: str | None
+    embedding_function: Any  # an embedding function (any callable of chromadb's shape)
+    source_key: str | None
+    hnsw: HnswIndexConfig | None
+    spann: SpannIndexConfig | None
 
     def __init__(self, **kwargs: Any) -> None:
         unnamed = "embedding_function" not in kwargs
@@ -351,6 +363,9 @@ class SparseVectorIndexConfig(_Config):
 
     _fields = ("embedding_function", "source_key", "bm25")
     _dropped = ("algorithm",)
+    embedding_function: Any  # a sparse embedding function, or None
+    source_key: str | None
+    bm25: bool | None
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)

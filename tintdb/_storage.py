@@ -19,7 +19,7 @@ import threading
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
 import orjson
@@ -55,8 +55,8 @@ DB_FILENAME = "tintdb.sqlite3"
 
 # Vectors are stored in blocks: one row per collection and run of 2**BLOCK_SHIFT seqs,
 # holding the slots present (seq % 64, ascending, one byte each) and their float32
-# vectors in that order. Reading 100k x 384 back costs about 100 ms in blocks against
-# 400-550 ms at one row per vector, which is what lets the index snapshot leave the
+# vectors in that order. Reading vectors back in blocks is several times faster than at
+# one row per vector (docs/benchmarks.md), which is what lets the index snapshot leave the
 # vectors out (stored once, in SQLite) and still reopen quickly.
 BLOCK_SHIFT = 6
 _BLOCK = 1 << BLOCK_SHIFT
@@ -71,6 +71,8 @@ IN_PLACE_UPDATES = hasattr(sqlite3.Connection, "blobopen")
 _DEAD = 0xFF  # a slot byte marking a deleted record whose bytes await a rewrite
 # Blocks read per statement when looking up scattered seqs.
 _BLOCKS_PER_READ = 256
+# How a sparse vector shows in a record's stored metadata JSON (orjson writes it compactly).
+_SPARSE_TAG = b'"#type":"sparse_vector"'
 # The WAL is copied into the database file by a thread of its own once it passes this
 # size (see Store._after_commit), not by SQLite inside whichever commit crosses its
 # line: that commit then also wrote and synced the whole file's changed pages.
@@ -126,7 +128,7 @@ CREATE INDEX IF NOT EXISTS meta_lookup ON meta(coll, key, kind, v, seq);
 CREATE INDEX IF NOT EXISTS meta_by_seq ON meta(seq);
 CREATE VIRTUAL TABLE IF NOT EXISTS docs USING fts5(
     document, content='records', content_rowid='seq', tokenize='trigram case_sensitive 1');
--- Inserts reach the FTS index in bulk from Store.insert (a per-row trigger cost 4x more);
+-- Inserts reach the FTS index in bulk from Store.insert (a per-row trigger cost more);
 -- schema 1 files had that trigger.
 DROP TRIGGER IF EXISTS docs_insert;
 CREATE TRIGGER IF NOT EXISTS docs_delete AFTER DELETE ON records
@@ -140,6 +142,15 @@ CREATE TRIGGER IF NOT EXISTS docs_update AFTER UPDATE OF document ON records BEG
         SELECT new.seq, new.document WHERE new.document IS NOT NULL;
 END;
 {_KEYS_TABLE};
+-- Sparse vectors (metadata values), an inverted index: one posting per (metadata key of
+-- a collection, dimension, record). A search reads only its query's dimensions.
+CREATE TABLE IF NOT EXISTS sparse_keys(
+    slot INTEGER PRIMARY KEY, coll INTEGER NOT NULL, key TEXT NOT NULL, UNIQUE(coll, key));
+CREATE TABLE IF NOT EXISTS sparse(
+    slot INTEGER NOT NULL, dim INTEGER NOT NULL, seq INTEGER NOT NULL, v REAL NOT NULL,
+    PRIMARY KEY(slot, dim, seq)) WITHOUT ROWID;
+-- Which collection each fork was made from (Collection.fork), for fork_count.
+CREATE TABLE IF NOT EXISTS forks(child INTEGER PRIMARY KEY, parent INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS ops(
     lsn INTEGER PRIMARY KEY AUTOINCREMENT,
     coll INTEGER NOT NULL, kind INTEGER NOT NULL, seqs BLOB NOT NULL);
@@ -169,7 +180,7 @@ class CollectionRow(CollectionModel):
     schema_source: Callable[[], dict[str, Any]] | None = None
     _schema: dict[str, Any] | None = None
 
-    @property  # type: ignore[override]
+    @property
     def schema(self) -> dict[str, Any] | None:
         if self._schema is None and self.schema_source is not None:
             self._schema = self.schema_source()
@@ -209,7 +220,7 @@ def _id_list(ids: Sequence[str]) -> tuple[str, list[Any]]:
 
 def _order(ids: Sequence[str] | None) -> str:
     """With ids, look them up by (coll, id) and sort after; the unary + stops SQLite from
-    walking the whole collection in seq order instead (60x slower for 1,000 ids)."""
+    walking the whole collection in seq order instead (far slower for a list of ids)."""
     return "+r.seq" if ids is not None else "r.seq"
 
 
@@ -271,9 +282,11 @@ def unpack_seqs(blob: bytes) -> np.ndarray:
 
 
 def meta_rows(coll: int, seq: int, md: dict[str, Any] | None) -> list[tuple[Any, ...]]:
-    """Rows of the typed metadata index for one record."""
+    """Rows of the typed metadata index for one record (sparse vectors have their own)."""
     rows: list[tuple[Any, ...]] = []
     for key, value in (md or {}).items():
+        if isinstance(value, dict):
+            continue
         if isinstance(value, list):
             for item in value:
                 kind = KIND_LIST_OFFSET + value_kind(item)
@@ -332,8 +345,8 @@ class Store:
         if self.path is not None:
             # Both must precede the first table, page_size first (auto_vacuum fixes it):
             # 16 KiB pages: a 384-dimension vector block spans 6 overflow pages, not 12
-            # (reading 100k vectors back measured 95-140 ms against 120-330 ms with 8
-            # KiB pages), and deletes hand pages back to the OS. Existing files keep
+            # (it reads back faster than with 8 KiB pages), and deletes hand pages back
+            # to the OS. Existing files keep
             # their page size.
             c.execute("PRAGMA page_size = 16384")
             c.execute("PRAGMA auto_vacuum = INCREMENTAL")
@@ -439,17 +452,18 @@ class Store:
         """Copy the WAL into the database file on a thread of its own, now.
 
         Closing the last connection checkpoints the WAL, which after a day of writes is
-        most of close() (266 of 637 ms after 1,000 changes at 100k x 384). Started
+        most of close(). Started
         before the index snapshots are written, it runs beside them, and the close
         finds little left to copy. PASSIVE: it never blocks a writer, and what it
         cannot copy now is copied at close as before.
         """
         if self.path is None:
             return None
+        db_file = str(self.path / DB_FILENAME)
 
         def checkpoint() -> None:
             with contextlib.suppress(sqlite3.Error):
-                conn = sqlite3.connect(str(self.path / DB_FILENAME), timeout=0.1)
+                conn = sqlite3.connect(db_file, timeout=0.1)
                 try:
                     conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
                 finally:
@@ -690,6 +704,85 @@ class Store:
                 )
             return self.collection_by_id(collection_id)
 
+    def fork_collection(self, col: CollectionRow, new_name: str) -> tuple[CollectionRow, int]:
+        """Inside a write: a new collection named ``new_name`` beside ``col`` holding a
+        copy of its records, vectors, metadata index, documents' text index and sparse
+        postings, all copied by SQL statements (nothing decoded, nothing re-embedded).
+
+        The copies get new seqs, ``seq + shift`` with ``shift`` a multiple of the block
+        size past every seq in use, so each vector block is copied byte for byte under a
+        new block number. Returns the new collection and ``shift``.
+        """
+        c = self._conn
+        db_id = c.execute(
+            "SELECT database_id FROM collections WHERE coll = ?", (col.coll,)
+        ).fetchone()[0]
+        if self._select_collection("c.database_id = ? AND c.name = ?", (db_id, new_name)):
+            raise UniqueConstraintError(f"Collection [{new_name}] already exists")
+        cid = str(uuid.uuid4())
+        cur = c.execute(
+            "INSERT INTO collections(id, name, database_id, metadata, configuration, dimension, "
+            "n_records) SELECT ?, ?, database_id, metadata, configuration, dimension, n_records "
+            "FROM collections WHERE coll = ?",
+            (cid, new_name, col.coll),
+        )
+        new = int(cur.lastrowid)  # type: ignore[arg-type]
+        c.execute("INSERT INTO forks(child, parent) VALUES (?, ?)", (new, col.coll))
+        low = c.execute("SELECT min(seq) FROM records WHERE coll = ?", (col.coll,)).fetchone()[0]
+        shift = 0
+        if low is not None:
+            shift = -(-(self.next_seq() - low) // _BLOCK) * _BLOCK
+            c.execute(
+                "INSERT INTO records(seq, coll, id, document, uri, metadata) "
+                "SELECT seq + ?, ?, id, document, uri, metadata FROM records WHERE coll = ? "
+                "ORDER BY seq",
+                (shift, new, col.coll),
+            )
+            c.execute(
+                "INSERT INTO vblocks(coll, blk, slots, data) "
+                "SELECT ?, blk + ?, slots, data FROM vblocks WHERE coll = ?",
+                (new, shift >> BLOCK_SHIFT, col.coll),
+            )
+            c.execute(
+                "INSERT INTO meta(coll, seq, key, kind, v) "
+                "SELECT ?, seq + ?, key, kind, v FROM meta WHERE coll = ?",
+                (new, shift, col.coll),
+            )
+            c.execute(
+                "INSERT INTO docs(rowid, document) SELECT seq, document FROM records "
+                "WHERE coll = ? AND document IS NOT NULL",
+                (new,),
+            )
+            c.execute(
+                "INSERT INTO collection_keys(coll, key, vtype) "
+                "SELECT ?, key, vtype FROM collection_keys WHERE coll = ?",
+                (new, col.coll),
+            )
+            for slot, key in c.execute(
+                "SELECT slot, key FROM sparse_keys WHERE coll = ?", (col.coll,)
+            ).fetchall():
+                copy = self._sparse_slot(new, key, create=True)
+                c.execute(
+                    "INSERT INTO sparse(slot, dim, seq, v) "
+                    "SELECT ?, dim, seq + ?, v FROM sparse WHERE slot = ?",
+                    (copy, shift, slot),
+                )
+        forked = self.collection_by_id(cid)
+        self.touch(forked)  # its first version: an lsn of its own for the index to carry
+        return self.collection_by_id(cid), shift
+
+    def fork_count(self, col: CollectionRow) -> int:
+        """Collections that exist and were forked from ``col``, or from its forks."""
+        with self.read() as c:
+            return int(
+                c.execute(
+                    "WITH RECURSIVE made(coll) AS (SELECT child FROM forks WHERE parent = ? "
+                    "UNION SELECT f.child FROM forks f JOIN made ON f.parent = made.coll) "
+                    "SELECT count(*) FROM made JOIN collections USING (coll)",
+                    (col.coll,),
+                ).fetchone()[0]
+            )
+
     def value_types(self, coll: int) -> list[tuple[str, str]]:
         """The (metadata key, value type) pairs the records of ``coll`` have used."""
         with self.read() as c:
@@ -710,6 +803,11 @@ class Store:
         c.execute("DELETE FROM vblocks WHERE coll = ?", (col.coll,))
         c.execute("DELETE FROM records WHERE coll = ?", (col.coll,))
         c.execute("DELETE FROM meta WHERE coll = ?", (col.coll,))
+        c.execute(
+            "DELETE FROM sparse WHERE slot IN (SELECT slot FROM sparse_keys WHERE coll = ?)",
+            (col.coll,),
+        )
+        c.execute("DELETE FROM sparse_keys WHERE coll = ?", (col.coll,))
         c.execute("DELETE FROM collection_keys WHERE coll = ?", (col.coll,))
         c.execute("DELETE FROM ops WHERE coll = ?", (col.coll,))
         c.execute("DELETE FROM collections WHERE coll = ?", (col.coll,))
@@ -727,6 +825,9 @@ class Store:
                 "records",
                 "vblocks",
                 "meta",
+                "sparse",
+                "sparse_keys",
+                "forks",
                 "collection_keys",
                 "ops",
                 "collections",
@@ -866,6 +967,7 @@ class Store:
             "INSERT INTO meta(coll, seq, key, kind, v) VALUES (?, ?, ?, ?, ?)",
             (r for i in range(n) for r in meta_rows(coll, int(seqs[i]), mds[i])),
         )
+        self._put_sparse(coll, seqs.tolist(), mds)
         return seqs
 
     def update_rows(
@@ -892,6 +994,8 @@ class Store:
                 ((u, int(s)) for u, s in zip(uris, seqs, strict=False) if u is not None),
             )
         if metadatas is not None:
+            self._drop_sparse(coll, seqs)
+            self._put_sparse(coll, [int(x) for x in seqs], metadatas)
             c.executemany(
                 "UPDATE records SET metadata = ? WHERE seq = ?",
                 (
@@ -911,6 +1015,7 @@ class Store:
 
     def delete_rows(self, coll: int, seqs: np.ndarray) -> None:
         c = self._conn
+        self._drop_sparse(coll, seqs)
         param = _json_ints(seqs)
         gone = c.execute(
             "DELETE FROM records WHERE seq IN (SELECT value FROM json_each(?))", (param,)
@@ -918,6 +1023,88 @@ class Store:
         self._add_count(coll, -gone)
         c.execute("DELETE FROM meta WHERE seq IN (SELECT value FROM json_each(?))", (param,))
         self._drop_vectors(coll, seqs)
+
+    # ------------------------------------------------------------ sparse postings
+
+    def _sparse_slot(self, coll: int, key: str, *, create: bool) -> int | None:
+        row = self._conn.execute(
+            "SELECT slot FROM sparse_keys WHERE coll = ? AND key = ?", (coll, key)
+        ).fetchone()
+        if row is not None or not create:
+            return None if row is None else int(row[0])
+        cur = self._conn.execute("INSERT INTO sparse_keys(coll, key) VALUES (?, ?)", (coll, key))
+        return int(cur.lastrowid)  # type: ignore[arg-type]
+
+    def _put_sparse(
+        self, coll: int, seqs: Sequence[int], metadatas: Sequence[dict[str, Any] | None]
+    ) -> None:
+        """Postings of the sparse vectors (tagged dicts) in ``metadatas[i]`` of ``seqs[i]``."""
+        slots: dict[str, int] = {}
+        rows: list[tuple[int, int, int, float]] = []
+        for seq, md in zip(seqs, metadatas, strict=True):
+            for key, value in (md or {}).items():
+                if isinstance(value, dict):
+                    if key not in slots:
+                        slots[key] = self._sparse_slot(coll, key, create=True)  # type: ignore[assignment]
+                    slot = slots[key]
+                    rows.extend(
+                        (slot, d, seq, v)
+                        for d, v in zip(value["indices"], value["values"], strict=True)
+                    )
+        if rows:
+            self._conn.executemany(
+                "INSERT INTO sparse(slot, dim, seq, v) VALUES (?, ?, ?, ?)", rows
+            )
+
+    def _drop_sparse(self, coll: int, seqs: Sequence[int] | np.ndarray) -> None:
+        """Remove the postings of ``seqs``, read from their stored metadata (before it
+        changes): only the records holding a sparse vector are looked at."""
+        if not self._conn.execute(
+            "SELECT 1 FROM sparse_keys WHERE coll = ? LIMIT 1", (coll,)
+        ).fetchone():
+            return
+        found = self._conn.execute(
+            "SELECT seq, metadata FROM records WHERE seq IN (SELECT value FROM json_each(?)) "
+            "AND instr(metadata, ?) > 0",
+            (_json_ints(seqs), _SPARSE_TAG),
+        ).fetchall()
+        slots: dict[str, int | None] = {}
+        rows: list[tuple[int, int, int]] = []
+        for seq, blob in found:
+            for key, value in orjson.loads(blob).items():
+                if isinstance(value, dict):
+                    if key not in slots:
+                        slots[key] = self._sparse_slot(coll, key, create=False)
+                    slot = slots[key]
+                    if slot is not None:
+                        rows.extend((slot, d, seq) for d in value["indices"])
+        if rows:
+            self._conn.executemany(
+                "DELETE FROM sparse WHERE slot = ? AND dim = ? AND seq = ?", rows
+            )
+
+    def sparse_postings(
+        self, coll: int, key: str, dims: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(dims, seqs, values) of every posting of ``key`` on the given dimensions."""
+        slot = self._sparse_slot(coll, key, create=False)
+        if slot is None or len(dims) == 0:
+            empty = np.empty(0, np.int64)
+            return empty, empty, np.empty(0, np.float64)
+        rows = self._conn.execute(
+            "SELECT dim, seq, v FROM sparse WHERE slot = ? AND dim IN "
+            "(SELECT value FROM json_each(?))",
+            (slot, _json_ints(dims)),
+        ).fetchall()
+        if not rows:
+            empty = np.empty(0, np.int64)
+            return empty, empty, np.empty(0, np.float64)
+        dim_col, seq_col, v_col = zip(*rows, strict=True)
+        return (
+            np.array(dim_col, dtype=np.int64),
+            np.array(seq_col, dtype=np.int64),
+            np.array(v_col, dtype=np.float64),
+        )
 
     def _add_count(self, coll: int, change: int) -> None:
         """Keep the collection's record count, in the transaction of the write."""
@@ -983,9 +1170,9 @@ class Store:
         """Write new vectors of seqs a block already holds straight into its bytes.
 
         A rewritten block is a whole row (about 100 KB at 384 dimensions) in the WAL;
-        incremental blob I/O writes only the pages the vector lies on: updating 500
-        scattered records wrote 49 MB to the WAL as rewrites. Returns the runs left for
-        a rewrite (blocks that are new or gain slots).
+        incremental blob I/O writes only the pages the vector lies on, a fraction of
+        that for scattered updates. Returns the runs left for a rewrite (blocks that are
+        new or gain slots).
         """
         heads = self._blocks(coll, [blk for blk, _, _ in runs], "rowid, slots")
         width = vectors.shape[1] * 4
@@ -1001,7 +1188,8 @@ class Store:
             if bool((at < 0).any()):
                 rest.append((blk, a, b))  # a slot to add: the row changes length
                 continue
-            with self._conn.blobopen("vblocks", "data", head[0]) as blob:
+            # Connection.blobopen is Python 3.11's; this runs only when IN_PLACE_UPDATES.
+            with self._conn.blobopen("vblocks", "data", head[0]) as blob:  # type: ignore[attr-defined,unused-ignore]
                 for j, row in zip(at.tolist(), vectors[a:b], strict=True):
                     blob.seek(j * width)
                     blob.write(row.tobytes())  # in seq order: a repeated seq ends last
@@ -1031,7 +1219,8 @@ class Store:
             if not live.any():
                 gone.append(blk)
             elif IN_PLACE_UPDATES and 2 * int(live.sum()) >= len(have):
-                with self._conn.blobopen("vblocks", "slots", rowid) as blob:
+                # Python 3.11's Connection.blobopen (IN_PLACE_UPDATES is checked above).
+                with self._conn.blobopen("vblocks", "slots", rowid) as blob:  # type: ignore[attr-defined,unused-ignore]
                     for j in np.flatnonzero(drop).tolist():
                         blob.seek(j)
                         blob.write(bytes([_DEAD]))
@@ -1155,7 +1344,7 @@ class Store:
         """(seqs, vectors) of each block, in seq order, restricted to ``seqs`` if given."""
         if seqs is None:
             # Row by row, not fetchmany: each block's bytes are freed before the next
-            # arrives, so they are allocated in the same, cache-warm memory (2x faster).
+            # arrives, so they are allocated in the same, cache-warm memory.
             for blk, slots, data in self._conn.execute(
                 "SELECT blk, slots, data FROM vblocks WHERE coll = ? ORDER BY blk", (coll,)
             ):
@@ -1230,14 +1419,32 @@ class Store:
     def seq_array(self, sql: str, params: Sequence[Any]) -> np.ndarray:
         """Run ``sql`` (selecting a ``seq`` column) and return the seqs as one int64 array.
 
-        group_concat hands the whole column over as one string: several times faster
-        than fetching one Python tuple per row when tens of thousands match.
+        group_concat hands the whole column over as one string, where fetching one
+        Python tuple per row costs far more when tens of thousands match.
         """
         row = self._conn.execute(f"SELECT group_concat(seq) FROM ({sql})", params).fetchone()
         if not row or not row[0]:
             return np.empty(0, dtype=np.int64)
         return np.fromstring(row[0], dtype=np.int64, sep=",")
 
+    @overload
+    def candidate_seqs(
+        self,
+        coll: int,
+        ids: Sequence[str] | None,
+        where: dict[str, Any] | None,
+        where_document: dict[str, Any] | None,
+        universe: np.ndarray,
+    ) -> np.ndarray: ...
+    @overload
+    def candidate_seqs(
+        self,
+        coll: int,
+        ids: Sequence[str] | None,
+        where: dict[str, Any] | None,
+        where_document: dict[str, Any] | None,
+        universe: None,
+    ) -> np.ndarray | None: ...
     def candidate_seqs(
         self,
         coll: int,
@@ -1336,7 +1543,7 @@ class Store:
 
         One primary-key lookup per seq. The unary + keeps SQLite from serving
         ``coll = ?`` from an index instead: it chose a covering walk of records_by_id
-        for ``include=[]`` (25 of 31 ms of a query at 20k records, growing with them).
+        for ``include=[]``, most of a query's time, and growing with the collection.
         """
         rows = self._conn.execute(
             f"SELECT r.seq, r.id{_select_columns(columns)} FROM records r WHERE r.seq IN "

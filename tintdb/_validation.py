@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from ._search.sparse import is_sparse, sparse_from_any
 from .errors import DuplicateIDError, InvalidArgumentError
 
 __all__ = [
@@ -56,7 +57,7 @@ HNSW_METADATA_KEYS: dict[str, tuple[str, type]] = {
 
 # How the metadata errors name what is allowed; "Expected metadata value to be" is the
 # phrase chromadb's errors share, on which LangChain keys its filter_complex_metadata hint.
-_VALUE_KINDS = "a str, int, float, bool, or a non-empty list of one of those"
+_VALUE_KINDS = "a str, int, float, bool, a SparseVector, or a non-empty list of one of those"
 
 _NAME_CHARS = re.compile(r"^[A-Za-z0-9._-]+$")
 
@@ -192,9 +193,10 @@ def _check_hnsw_value(key: str, value: Any) -> None:
     least = {"hnsw:num_threads": 0, "hnsw:M": 2}.get(key)
     too_small = value <= 0 if least is None else value < least
     if not ok or too_small:
-        what = {0: "non-negative int", 2: "positive int of at least 2"}.get(
-            least, f"positive {kind.__name__}"
-        )
+        if least is None:
+            what = f"positive {kind.__name__}"
+        else:
+            what = {0: "non-negative int", 2: "positive int of at least 2"}[least]
         raise InvalidArgumentError(f"{key} must be a {what}, got {value!r}")
 
 
@@ -393,6 +395,10 @@ def _check_metadata_dict(md: Mapping[str, Any], where: str, *, allow_none: bool)
                     f"{at}: all items of a list value must have one type, got {sorted(kinds)}"
                 )
             out[key] = items
+        elif type(value).__name__ == "SparseVector" or (
+            isinstance(value, Mapping) and is_sparse(value)
+        ):
+            out[key] = sparse_from_any(value, f"{at}")
         elif isinstance(value, Mapping):
             raise InvalidArgumentError(
                 f"{at}: Expected metadata value to be {_VALUE_KINDS}, got {value!r} which is a "

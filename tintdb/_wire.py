@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 from typing import Any
 
 import numpy as np
 import orjson
 
+from ._search.sparse import SparseVector
 from .errors import InvalidArgumentError
 from .types import CollectionModel
 
@@ -45,12 +47,21 @@ WIRE_QUERY_INCLUDE = WIRE_GET_INCLUDE
 # no batch limit (only the request body size is bounded), so the number is just large.
 MAX_BATCH_SIZE = 100_000
 
-_DUMP_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
+_DUMP_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_PASSTHROUGH_DATACLASS
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, SparseVector):
+        return value.to_dict()  # the tagged object Chroma's wire carries
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    raise TypeError(f"Type is not JSON serializable: {type(value).__name__}")
 
 
 def dumps(value: Any) -> bytes:
-    """JSON bytes; numpy arrays are written directly, float32 with float32 precision."""
-    return orjson.dumps(value, option=_DUMP_OPTIONS)
+    """JSON bytes; numpy arrays are written directly, float32 with float32 precision,
+    sparse vectors as Chroma's tagged objects."""
+    return orjson.dumps(value, option=_DUMP_OPTIONS, default=_default)
 
 
 def loads(data: bytes | str) -> Any:

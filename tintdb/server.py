@@ -22,7 +22,7 @@ import logging
 import threading
 import uuid
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import orjson
@@ -36,6 +36,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import _wire
 from ._filters import MAX_DEPTH
+from ._search.plan import READ_LEVELS
 from ._validation import (
     normalize_documents,
     normalize_ids,
@@ -53,6 +54,10 @@ from .errors import (
     ServiceUnavailableError,
     TintError,
 )
+
+if TYPE_CHECKING:
+    from ._backend import Backend
+    from .config import Settings
 
 __all__ = [
     "DEFAULT_BODY_TIMEOUT",
@@ -415,10 +420,10 @@ def _metadatas(body: dict[str, Any]) -> list[dict[str, Any] | None] | None:
         if not isinstance(item, dict):
             raise _wrong(f"metadatas[{i}]", "an object or null", item)
         for key, md_value in item.items():
-            if isinstance(md_value, dict):
+            if isinstance(md_value, dict) and md_value.get("#type") != "sparse_vector":
                 raise UnprocessableError(
-                    f"metadatas[{i}].{key}: a metadata value is a string, number, boolean or an "
-                    "array of one of those; objects are not allowed"
+                    f"metadatas[{i}].{key}: a metadata value is a string, number, boolean, a "
+                    "sparse vector or an array of one of those; other objects are not allowed"
                 )
     return value
 
@@ -554,8 +559,10 @@ class _Service:
         from ._client import AdminClient, Client
 
         self._client_cls = Client
+        self.backend: Backend
+        self.settings: Settings | None
         if isinstance(client_or_backend, Client):
-            self.backend = client_or_backend._backend
+            self.backend = client_or_backend._live_backend()
             self.settings = client_or_backend.settings
         else:
             self.backend = client_or_backend
@@ -802,6 +809,34 @@ class _Service:
             "distances": result.get("distances"),
             "include": include,
         }
+
+    # -- search and fork
+
+    def search(
+        self, tenant: str, database: str, collection_id: str, body: dict[str, Any]
+    ) -> dict[str, Any]:
+        from ._search.plan import parse_read_level
+
+        searches = body.get("searches")
+        if searches is None:
+            raise _missing("searches")
+        if not isinstance(searches, list):
+            raise _wrong("searches", "an array", searches)
+        level = parse_read_level(body.get("read_level") or "index_and_wal")
+        collection = self.collection(tenant, database, collection_id)
+        # The payloads go to the backend as they came: it checks them, and a server never
+        # embeds text (a text query is refused with a message saying so).
+        return self.backend.search(collection._model.id, searches, level)
+
+    def fork(
+        self, tenant: str, database: str, collection_id: str, body: dict[str, Any]
+    ) -> dict[str, Any]:
+        new_name = _str(body, "new_name")
+        forked = self.collection(tenant, database, collection_id).fork(new_name)
+        return _wire.collection_to_json(forked._model)
+
+    def fork_count(self, tenant: str, database: str, collection_id: str) -> dict[str, int]:
+        return {"count": int(self.collection(tenant, database, collection_id).fork_count())}
 
 
 def _f32(value: Any) -> Any:
@@ -1142,6 +1177,32 @@ def create_app(
     )
     def query(tenant: str, database: str, collection_id: str, raw: bytes = RawBody) -> Response:
         return _ok(svc.query(tenant, database, collection_id, _parse(raw)))
+
+    @route(
+        "POST",
+        C + "/search",
+        tags=["records"],
+        openapi_extra=_object_schema(
+            searches={"type": "array", "items": _OBJ},
+            read_level={"type": "string", "enum": list(READ_LEVELS)},
+        ),
+    )
+    def search(tenant: str, database: str, collection_id: str, raw: bytes = RawBody) -> Response:
+        return _ok(svc.search(tenant, database, collection_id, _parse(raw)))
+
+    @route(
+        "POST",
+        C + "/fork",
+        tags=["collections"],
+        errors=[409],
+        openapi_extra=_object_schema(new_name={"type": "string"}),
+    )
+    def fork(tenant: str, database: str, collection_id: str, raw: bytes = RawBody) -> Response:
+        return _ok(svc.fork(tenant, database, collection_id, _parse(raw)))
+
+    @route("GET", C + "/fork_count", tags=["collections"])
+    def fork_count(tenant: str, database: str, collection_id: str) -> Response:
+        return _ok(svc.fork_count(tenant, database, collection_id))
 
     # -- the retired v1 API
 

@@ -36,6 +36,12 @@ THIN_MODULES = frozenset(
 # tintdb.auth.token_authn).
 THIN_PACKAGES = {
     "tintdb": THIN_MODULES,
+    # The Search API's builders and checks, SparseVector, and BM25 (sparse vectors are
+    # made where documents are added; it needs `pip install snowballstemmer`, as
+    # chromadb's does); not the engine that runs searches.
+    "tintdb._search": frozenset({"__init__", "expr", "plan", "result", "sparse", "client", "bm25"}),
+    "tintdb.execution": frozenset({"__init__"}),
+    "tintdb.execution.expression": frozenset({"__init__", "operator", "plan"}),
     "tintdb.api": frozenset({"__init__", "types", "collection_configuration"}),
     "tintdb.api.models": frozenset({"__init__", "Collection", "AsyncCollection"}),
     "tintdb.auth": frozenset({"__init__", "token_authn"}),

@@ -60,6 +60,8 @@ from .._schema_api import (
     VectorIndexConfig,
     VectorIndexType,
 )
+from .._search.result import SearchResult, SearchResultRow
+from .._search.sparse import SparseVector
 from ..types import (
     ID,
     Document,
@@ -105,7 +107,12 @@ __all__ = [
     "Metadatas",
     "QueryResult",
     "ReadLevel",
+    "SearchResult",
+    "SearchResultRow",
     "Space",
+    "SparseEmbeddingFunction",
+    "SparseVector",
+    "SparseVectors",
     "URIs",
     "UpdateCollectionMetadata",
     "UpdateMetadata",
@@ -243,6 +250,44 @@ class EmbeddingFunction(Protocol[D]):
     def is_legacy(self) -> bool:
         """True for functions that cannot describe themselves (no ``get_config``)."""
         return type(self).get_config is EmbeddingFunction.get_config
+
+
+SparseVectors = list[SparseVector]
+
+
+class SparseEmbeddingFunction(Protocol[D]):
+    """What fills a sparse vector index from text (chromadb's shape): one
+    ``SparseVector`` per input string. Describe and register it as an
+    ``EmbeddingFunction`` (``name``, ``get_config``, ``build_from_config``) so a
+    collection's schema can name it; ``ChromaBm25EmbeddingFunction`` is one."""
+
+    def __call__(self, input: D) -> SparseVectors:
+        """One sparse vector per input, in order."""
+        ...
+
+    def embed_query(self, input: D) -> SparseVectors:
+        """Sparse vectors for query texts; the same as for documents unless overridden."""
+        return self(input)
+
+    @staticmethod
+    def name() -> str:
+        raise NotImplementedError
+
+    def get_config(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    @staticmethod
+    def build_from_config(config: dict[str, Any]) -> SparseEmbeddingFunction[D]:
+        raise NotImplementedError
+
+    @staticmethod
+    def validate_config(config: dict[str, Any]) -> None:
+        return None
+
+    def validate_config_update(
+        self, old_config: dict[str, Any], new_config: dict[str, Any]
+    ) -> None:
+        return None
 
 
 class DataLoader(Protocol[L]):

@@ -12,6 +12,8 @@ Functions that ship with tintdb:
 * :class:`OpenAIEmbeddingFunction`: any server that speaks the OpenAI embeddings API.
 * :class:`SentenceTransformerEmbeddingFunction`: any sentence-transformers model, when
   that package is installed.
+* :class:`ChromaBm25EmbeddingFunction`: BM25 term weights as sparse vectors, offline,
+  the same vectors as chromadb's function of that name (for a sparse vector index).
 
 These are rebuilt from a collection's stored configuration by
 :func:`embedding_function_from_config`. A function defined in your own code is stored
@@ -34,7 +36,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from tintdb.api.types import Documents, EmbeddingFunction, Embeddings
+from tintdb._search.bm25 import ChromaBm25EmbeddingFunction
+from tintdb.api.types import Documents, Embedding, EmbeddingFunction, Embeddings, Space
 from tintdb.errors import EmbeddingFunctionError, InvalidArgumentError
 
 if TYPE_CHECKING:
@@ -43,6 +46,7 @@ if TYPE_CHECKING:
     from tintdb._minilm import MiniLM
 
 __all__ = [
+    "ChromaBm25EmbeddingFunction",
     "DefaultEmbeddingFunction",
     "Documents",
     "EmbeddingFunction",
@@ -56,7 +60,7 @@ __all__ = [
     "register_embedding_function",
 ]
 
-_SPACES = ["cosine", "l2", "ip"]
+_SPACES: list[Space] = ["cosine", "l2", "ip"]
 
 
 def _texts(input: Any) -> list[str]:
@@ -158,10 +162,10 @@ class DefaultEmbeddingFunction(EmbeddingFunction[Documents]):
             truncate=bool(config.get("truncate", False)), model_path=config.get("model_path")
         )
 
-    def default_space(self) -> str:
+    def default_space(self) -> Space:
         return "cosine"
 
-    def supported_spaces(self) -> list[str]:
+    def supported_spaces(self) -> list[Space]:
         # Unit vectors: cosine, ip and l2 all rank neighbours the same way.
         return list(_SPACES)
 
@@ -238,7 +242,7 @@ class OpenAIEmbeddingFunction(EmbeddingFunction[Documents]):
         if not texts:
             return []
         key = self._key()
-        vectors: Embeddings = []
+        vectors: list[Embedding] = []
         for start in range(0, len(texts), self.batch_size):
             vectors.extend(self._request(texts[start : start + self.batch_size], key))
         return vectors
@@ -260,7 +264,7 @@ class OpenAIEmbeddingFunction(EmbeddingFunction[Documents]):
                 self._client = httpx.Client(timeout=self.timeout)
             return self._client
 
-    def _request(self, texts: list[str], key: str) -> Embeddings:
+    def _request(self, texts: list[str], key: str) -> list[Embedding]:
         import httpx
 
         body: dict[str, Any] = {
@@ -284,7 +288,9 @@ class OpenAIEmbeddingFunction(EmbeddingFunction[Documents]):
             )
         try:
             items = sorted(response.json()["data"], key=lambda item: item["index"])
-            vectors = [np.asarray(item["embedding"], dtype=np.float32) for item in items]
+            vectors: list[Embedding] = [
+                np.asarray(item["embedding"], dtype=np.float32) for item in items
+            ]
         except (ValueError, KeyError, TypeError) as exc:
             raise EmbeddingFunctionError(
                 f"The embeddings API at {url} sent an answer without the expected "
@@ -325,10 +331,10 @@ class OpenAIEmbeddingFunction(EmbeddingFunction[Documents]):
             dimensions=config.get("dimensions"),
         )
 
-    def default_space(self) -> str:
+    def default_space(self) -> Space:
         return "cosine"
 
-    def supported_spaces(self) -> list[str]:
+    def supported_spaces(self) -> list[Space]:
         return list(_SPACES)
 
     def is_legacy(self) -> bool:
@@ -433,10 +439,10 @@ class SentenceTransformerEmbeddingFunction(EmbeddingFunction[Documents]):
             **dict(config.get("kwargs") or {}),
         )
 
-    def default_space(self) -> str:
+    def default_space(self) -> Space:
         return "cosine"
 
-    def supported_spaces(self) -> list[str]:
+    def supported_spaces(self) -> list[Space]:
         return list(_SPACES)
 
     def is_legacy(self) -> bool:
@@ -452,6 +458,7 @@ class SentenceTransformerEmbeddingFunction(EmbeddingFunction[Documents]):
 # The stored names this install can rebuild, and their classes (chromadb's dict of the
 # same name); register_embedding_function adds functions of your own.
 known_embedding_functions: dict[str, type[EmbeddingFunction[Any]]] = {
+    "chroma_bm25": ChromaBm25EmbeddingFunction,  # type: ignore[dict-item]  # sparse
     "default": DefaultEmbeddingFunction,
     # Chroma's name for the same model, as found in collections Chroma created.
     "onnx_mini_lm_l6_v2": DefaultEmbeddingFunction,

@@ -217,6 +217,8 @@ def run_tests(
             "outcomes_plugin",
             "-p",
             "no:cacheprovider",
+            "-c",
+            str(HERE / "pytest.ini"),
             "--rootdir",
             str(site),
             "-q",

@@ -1,0 +1,1 @@
+"""``tintdb.execution``: chromadb's import path for the Search API builders."""
