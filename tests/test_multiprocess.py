@@ -31,7 +31,7 @@ from _workers import (
 from conftest import hnsw_for_every_size
 
 import tintdb
-from tintdb import _local
+from tintdb import _planning
 
 # The subject is the derived HNSW index: search it even in small collections.
 pytestmark = pytest.mark.usefixtures("graph_search_for_every_size")
@@ -211,7 +211,7 @@ def test_two_writers_at_once_lose_nothing(tmp_path: Path) -> None:
     Its subject is the store, and its "own vector is nearest" checks want exact answers:
     this one runs with the default exact search for small collections.
     """
-    with hnsw_for_every_size(_local.EXACT_BELOW_DEFAULT):
+    with hnsw_for_every_size(_planning.EXACT_BELOW_DEFAULT):
         _two_writers(tmp_path)
 
 

@@ -23,9 +23,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import tintdb
-from tintdb import _index, _local, _storage
+from tintdb import _index, _local, _planning, _storage
 from tintdb._index import VectorIndex
-from tintdb._local import (
+from tintdb._planning import (
     POSTFILTER_COST_RATIO,
     POSTFILTER_MAX_FETCH,
     postfilter_beam,
@@ -172,7 +172,7 @@ def test_a_filter_far_from_the_query_falls_back_and_is_not_short(
 
 def test_small_collections_are_searched_exactly(tmp_path: Path) -> None:
     rng = np.random.default_rng(3)
-    vecs = rng.random((_local.EXACT_BELOW, DIM), dtype=np.float32)
+    vecs = rng.random((_planning.EXACT_BELOW, DIM), dtype=np.float32)
     with tintdb.PersistentClient(path=str(tmp_path)) as client:
         col = client.create_collection(
             "small", embedding_function=None, configuration={"hnsw": {"ef_search": 1}}
@@ -244,7 +244,7 @@ def test_overlapped_adds_match_the_store(data: st.DataObject) -> None:
         col = client.create_collection(
             "mix", embedding_function=None, configuration={"hnsw": {"ef_search": 6000}}
         )
-        base = rng.random((_local.EXACT_BELOW + 1, DIM), dtype=np.float32)
+        base = rng.random((_planning.EXACT_BELOW + 1, DIM), dtype=np.float32)
         col.add(ids=[f"base{i}" for i in range(len(base))], embeddings=base)
         added: list[tuple[str, np.ndarray]] = []
         for b, size in enumerate(sizes):
@@ -382,7 +382,7 @@ def test_bfloat16_scores_leave_near_ties_to_float32(space: str) -> None:
 
 def _exact_below_in_a_new_process(value: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "TINTDB_EXACT_BELOW": value}
-    code = "from tintdb import _local; print(_local.EXACT_BELOW)"
+    code = "from tintdb import _planning; print(_planning.EXACT_BELOW)"
     return subprocess.run(
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60
     )

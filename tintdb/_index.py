@@ -809,7 +809,7 @@ class VectorIndex:
 
         The allowed neighbours among the true nearest ``fetch`` are exactly the nearest
         allowed records, so this is filtered search at plain HNSW speed whenever enough
-        of them land in that window (see ``_local.postfilter_fetch``).
+        of them land in that window (see ``_planning.postfilter_fetch``).
         """
         with self.lock:
             fetch = min(fetch, len(self))

@@ -11,7 +11,6 @@ from __future__ import annotations
 import atexit
 import contextlib
 import logging
-import math
 import os
 import tempfile
 import threading
@@ -25,9 +24,11 @@ from typing import Any
 import numpy as np
 import orjson
 
-from . import __version__, _schema
+from . import __version__, _planning, _schema
 from ._filters import uses_regex
 from ._index import VectorIndex, scan_knn
+from ._planning import FILTERED_EF_FACTOR, postfilter_beam, postfilter_fetch
+from ._results import columns_for, get_result, query_result
 from ._storage import OP_DELETE, OP_SET, CollectionRow, Store
 from .config import Settings
 from .errors import (
@@ -48,8 +49,6 @@ log = logging.getLogger("tintdb")
 EXACT_LIMIT = 20_000
 # Filter results kept per (collection, version, filter): repeated filters skip SQL.
 FILTER_CACHE_SIZE = 32
-# How much wider the HNSW beam is for a filtered search than for a plain one.
-FILTERED_EF_FACTOR = 2
 # A query of at most this many embeddings and results, on a collection whose index is
 # not in memory, scans SQLite's vectors exactly while the index loads (_scan_query).
 # Larger ones wait for the index: scanning costs grow with queries times records.
@@ -67,33 +66,12 @@ REBUILD_STEP = 8192
 REBUILD_NOW_BELOW = 2048
 
 
-def _env_count(name: str, default: int) -> int:
-    raw = os.environ.get(name)
-    if raw is None:
-        return default
-    if not raw.strip().isdigit():
-        raise ValueError(f"{name} must be a whole number of records, got {raw!r}")
-    return int(raw)
-
-
-# Collections this small are searched exactly: as fast as HNSW at this size, and exact.
-# TINTDB_EXACT_BELOW changes it (0: HNSW for every size, as the index's own tests need).
-EXACT_BELOW_DEFAULT = 2048
-EXACT_BELOW = _env_count("TINTDB_EXACT_BELOW", EXACT_BELOW_DEFAULT)
 # Adds of at least this many records index their vectors while SQLite writes them.
 EARLY_INDEX_MIN = 256
-# Post-filtering (unfiltered HNSW, then keep the matches) looks at enough neighbours that
-# about this many times n_results of them should match, at most POSTFILTER_MAX_FETCH,
-# with a beam twice that wide (a list's tail is its least accurate part).
-POSTFILTER_OVERFETCH = 2
-POSTFILTER_MAX_FETCH = 2048
 # A filter whose post-filtered queries came up short this many times, more often than not,
 # goes straight to the fallback plan for the rest of this version of the collection. Each
 # short try costs a wide HNSW search on top of the fallback.
 POSTFILTER_TRIES = 2
-# Measured cost ratio: widening the HNSW beam by one costs about as much as exact search
-# over this many more matching records.
-POSTFILTER_COST_RATIO = 5
 
 
 # A filter not seen on this version of a collection is first tried on an even sample of
@@ -110,37 +88,6 @@ LIST_MAX = 50_000
 SAMPLE_ABOVE = 4096
 DENSE_SHARE = 0.05
 WALK_MAX = 4096
-
-
-def postfilter_beam(fetch: int, ef_search: int) -> int:
-    """The HNSW beam for a post-filtered search that looks at ``fetch`` neighbours."""
-    return max(FILTERED_EF_FACTOR * ef_search, 2 * fetch)
-
-
-def postfilter_fetch(matches: int, total: int, k: int, ef_search: int = 100) -> int | None:
-    """How many unfiltered neighbours a post-filtered query should look at, or None when
-    exact search over the ``matches`` records is the cheaper plan.
-
-    With ``fetch`` chosen so that about POSTFILTER_OVERFETCH * k of them match (for a
-    filter independent of position), HNSW's cost grows with its beam and exact search's
-    with the number of matches: post-filtering wins while the beam is below
-    ``matches / POSTFILTER_COST_RATIO``.
-    """
-    if total <= 0 or matches <= k:
-        return None
-    fetch = max(k, math.ceil(POSTFILTER_OVERFETCH * k * total / matches))
-    beam = postfilter_beam(fetch, ef_search)
-    if fetch > POSTFILTER_MAX_FETCH or beam * POSTFILTER_COST_RATIO > matches:
-        return None
-    return fetch
-
-
-_COLUMNS = {
-    "documents": "document",
-    "metadatas": "metadata",
-    "uris": "uri",
-    "embeddings": "embedding",
-}
 
 
 def _check_query_dimension(col: CollectionRow, query_embeddings: np.ndarray) -> None:
@@ -877,7 +824,7 @@ class LocalBackend:
         offset: int | None,
         include: list[str],
     ) -> GetResult:
-        columns = _columns(include)
+        columns = columns_for(include)
         col = self.store.collection_by_id(collection_id)
         filtered = bool(where or where_document)
         paged = ids is None and (limit is not None or bool(offset))
@@ -898,7 +845,7 @@ class LocalBackend:
             ):
                 # Many match: the page is a short walk in order (no list of every match).
                 with self._scanning(where_document) as store, store.read():
-                    return _get_result(
+                    return get_result(
                         store.fetch_walk(col.coll, where, where_document, limit, offset, columns),
                         columns,
                         include,
@@ -921,7 +868,7 @@ class LocalBackend:
         if rows is None:  # no filter, or one of negations alone: one statement
             with self._scanning(where_document) as store, store.read():
                 rows = store.fetch(col.coll, ids, where, where_document, limit, offset, columns)
-        return _get_result(rows, columns, include, col.dimension)
+        return get_result(rows, columns, include, col.dimension)
 
     def _scanning(
         self, where_document: WhereDocument | None
@@ -1091,8 +1038,9 @@ class LocalBackend:
     def _knn_all(
         self, col: CollectionRow, index: VectorIndex, q: np.ndarray, k: int
     ) -> tuple[list[np.ndarray], list[np.ndarray]]:
-        """The ``k`` nearest records to each query: HNSW, or exact below EXACT_BELOW."""
-        found = None if len(index) <= EXACT_BELOW else index.knn(q, k)
+        """The ``k`` nearest records to each query: HNSW, or exact in a collection small
+        enough (_planning.searched_exactly)."""
+        found = None if _planning.searched_exactly(len(index)) else index.knn(q, k)
         if found is None:
             return self._exact(col, index, q, k, index.universe())
         return list(found[0]), list(found[1])
@@ -1290,30 +1238,14 @@ class LocalBackend:
         whole: bool,
         store: Store | None = None,
     ) -> QueryResult | None:
-        columns = _columns(include)
+        columns = columns_for(include)
         wanted = sorted({int(s) for row in labels for s in row.tolist()})
         store = store or self.store
         with store.read():
             rows = store.fetch_seqs(col.coll, wanted, columns) if wanted else {}
         if whole and len(rows) < len(wanted):
             return None
-        per_query: list[GetResult] = []
-        out_dists: list[list[float]] = []
-        for row_labels, row_dists in zip(labels, dists, strict=False):
-            keep = [i for i, s in enumerate(row_labels.tolist()) if s in rows]
-            per_query.append(
-                _get_result(
-                    [rows[int(row_labels[i])] for i in keep], columns, include, col.dimension
-                )
-            )
-            out_dists.append([float(row_dists[i]) for i in keep])
-        result: dict[str, Any] = {"ids": [g["ids"] for g in per_query]}
-        for field in ("embeddings", "documents", "uris", "metadatas"):
-            result[field] = [g[field] for g in per_query] if field in include else None
-        result["distances"] = out_dists if "distances" in include else None
-        result["data"] = None
-        result["included"] = list(include)
-        return result  # type: ignore[return-value]
+        return query_result(labels, dists, rows, include, col.dimension)
 
 
 class _Matches:
@@ -1361,39 +1293,3 @@ class _EarlyIndexing:
             log.error("index update failed; it will be rebuilt from the log", exc_info=self.error)
             return False
         return bool(np.array_equal(self.seqs, stored))
-
-
-def _columns(include: list[str]) -> list[str]:
-    """The records columns an include list asks for, in the order _get_result reads them."""
-    return [_COLUMNS[f] for f in ("embeddings", "documents", "uris", "metadatas") if f in include]
-
-
-def _get_result(
-    rows: list[tuple[Any, ...]], columns: list[str], include: list[str], dim: int | None
-) -> GetResult:
-    result: dict[str, Any] = {
-        "ids": [r[1] for r in rows],
-        "embeddings": None,
-        "documents": None,
-        "uris": None,
-        "data": None,
-        "metadatas": None,
-        "included": list(include),
-    }
-    for pos, column in enumerate(columns, start=2):
-        values = [r[pos] for r in rows]
-        if column == "embedding":
-            result["embeddings"] = (
-                np.frombuffer(b"".join(values), dtype=np.float32)
-                .reshape(len(values), dim or 0)
-                .copy()
-                if values
-                else np.empty((0, dim or 0), dtype=np.float32)
-            )
-        elif column == "metadata":
-            result["metadatas"] = [None if v is None else orjson.loads(v) for v in values]
-        elif column == "document":
-            result["documents"] = values
-        else:
-            result["uris"] = values
-    return result  # type: ignore[return-value]
