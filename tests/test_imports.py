@@ -51,6 +51,7 @@ PUBLIC = [
     "Metadata",
     "Metadatas",
     "PersistentClient",
+    "PostgresClient",
     "QueryResult",
     "ReadLevel",
     "Rrf",

@@ -26,6 +26,7 @@ from typing import Any
 import pytest
 from _model import ERROR_KINDS, Model, ModelError
 from _profiles import examples
+from conftest import hnsw_for_every_size
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -50,7 +51,7 @@ from test_filter_properties import (
 )
 
 import tintdb
-from tintdb import _exact, errors
+from tintdb import _exact, _planning, errors
 
 ID_POOL = (*(f"id{i}" for i in range(8)), "é-ü", "x y")
 NAME = "machine"
@@ -94,11 +95,15 @@ class CollectionMachine(RuleBasedStateMachine):
 
     space = "l2"
     persistent = False
+    dsn: str | None = None  # a PostgreSQL database instead (persistent: its store outlives clients)
 
     def __init__(self) -> None:
         super().__init__()
-        self.path = Path(tempfile.mkdtemp(prefix="tintdb-machine-")) if self.persistent else None
+        local = self.persistent and self.dsn is None
+        self.path = Path(tempfile.mkdtemp(prefix="tintdb-machine-")) if local else None
         self.client = self._open()
+        if self.dsn is not None:
+            self.client.reset()
         metadata: dict[str, Any] = {"hnsw:space": self.space}
         if self.persistent:
             metadata["hnsw:sync_threshold"] = 2
@@ -107,6 +112,8 @@ class CollectionMachine(RuleBasedStateMachine):
         self.other: tintdb.Client | None = None  # a second client on the same store
 
     def _open(self) -> tintdb.Client:
+        if self.dsn is not None:
+            return tintdb.PostgresClient(self.dsn, settings=tintdb.Settings(allow_reset=True))
         if self.path is None:
             return tintdb.EphemeralClient()
         return tintdb.PersistentClient(path=str(self.path))
@@ -300,6 +307,22 @@ def test_collection_matches_model(space: str, persistent: bool) -> None:
         {"space": space, "persistent": persistent},
     )
     run_state_machine_as_test(machine, settings=MACHINE_SETTINGS)
+
+
+@pytest.mark.parametrize("plan", ["exact", "graph"])
+@pytest.mark.parametrize("space", SPACES)
+def test_collection_matches_model_on_postgres(space: str, plan: str, postgres_dsn: str) -> None:
+    """The same on the PostgreSQL backend, reopened and switched between clients as a
+    store on disk is (fewer examples: each one starts from a reset database). ``graph``:
+    every query goes through the HNSW index plans (the window, and its fallback)."""
+    machine = type(
+        f"Machine_{space}_postgres_{plan}",
+        (CollectionMachine,),
+        {"space": space, "persistent": True, "dsn": postgres_dsn},
+    )
+    below = 0 if plan == "graph" else _planning.EXACT_BELOW
+    with hnsw_for_every_size(below):
+        run_state_machine_as_test(machine, settings=settings(MACHINE_SETTINGS, max_examples=8))
 
 
 @pytest.mark.parametrize("space", SPACES)

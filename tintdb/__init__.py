@@ -19,6 +19,7 @@ from ._client import (
     Collection,
     EphemeralClient,
     PersistentClient,
+    PostgresClient,
     RustClient,
 )
 from ._http import AsyncHttpClient, HttpClient
@@ -100,6 +101,7 @@ __all__ = [
     "Metadata",
     "Metadatas",
     "PersistentClient",
+    "PostgresClient",
     "QueryResult",
     "ReadLevel",
     "Rrf",
@@ -135,6 +137,7 @@ for _name in (
     "Collection",
     "EphemeralClient",
     "PersistentClient",
+    "PostgresClient",
     "RustClient",
     "Settings",
 ):

@@ -152,6 +152,12 @@ def backup_backend(backend: Any, dest: Path) -> BackupInfo:
     memory is copied from its own connection, with this process's writes held off."""
     path = getattr(backend, "path", None)
     store = getattr(backend, "store", None)
+    if getattr(backend, "dsn", None) is not None:
+        raise InvalidArgumentError(
+            "backup() of a store in PostgreSQL is PostgreSQL's own (pg_dump, or the "
+            "service's snapshots and point-in-time recovery); `tintdb copy postgresql://... "
+            "DIR` copies it into a tintdb store on disk"
+        )
     if store is None:
         raise InvalidArgumentError(
             "backup() copies a store this process opens; for a server, run "

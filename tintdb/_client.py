@@ -993,6 +993,34 @@ def PersistentClient(
     return Client(settings, tenant, database)
 
 
+def PostgresClient(
+    dsn: str,
+    settings: Settings | None = None,
+    tenant: str = DEFAULT_TENANT,
+    database: str = DEFAULT_DATABASE,
+    *,
+    pool_size: int = 10,
+) -> Client:
+    """A store held in PostgreSQL with pgvector (``postgresql://user:pass@host/db``),
+    shared with every other client and ``tintdb run --postgres`` node on that database.
+    Needs the driver: ``pip install 'tintdb[postgres]'``."""
+    if not isinstance(dsn, str):
+        raise InvalidArgumentError(f"dsn must be a str, got {type(dsn).__name__}")
+    settings = _embedded_only(settings, "PostgresClient")
+    try:
+        from ._postgres import PostgresBackend
+    except ModuleNotFoundError as exc:  # the thin HTTP client ships without it
+        raise ImportError(
+            "PostgresClient needs the full package: pip install 'tintdb[postgres]'"
+        ) from exc
+    backend = PostgresBackend(dsn, settings, pool_size=pool_size)
+    try:
+        return Client(settings, tenant, database, backend=backend)
+    except BaseException:
+        backend.close()
+        raise
+
+
 def RustClient(
     path: str | None = None,
     settings: Settings | None = None,

@@ -8,7 +8,7 @@
 * a directory holding ``tintdb.sqlite3`` (or, as a destination, an empty or new one):
   a tintdb store on disk;
 * a file named ``*.jsonl`` or ``*.jsonl.gz``: an export file (``_export``);
-* ``postgresql://...``: the PostgreSQL backend, once it exists.
+* ``postgresql://...`` / ``postgres://...``: a store in PostgreSQL (``_postgres``).
 """
 
 from __future__ import annotations
@@ -85,7 +85,11 @@ def open_reader(
         from ._export import ExportReader
 
         return ExportReader(Path(location).expanduser())
-    raise _no_postgres()
+    from ._postgres import PostgresBackend, redacted
+
+    return PostgresReader(
+        PostgresBackend(location), f"PostgreSQL {redacted(location)}", tenants=tenants
+    )
 
 
 def open_writer(location: str, *, token: str | None = None, dry_run: bool = False) -> Any:
@@ -118,7 +122,12 @@ def open_writer(location: str, *, token: str | None = None, dry_run: bool = Fals
             "write them. To copy into Chroma, start `chroma run --path` on it and copy to its "
             "http:// address."
         )
-    raise _no_postgres()
+    from ._postgres import PostgresBackend, redacted
+
+    # Indexes are built once at the end of the copy, not record by record.
+    return PostgresWriter(
+        PostgresBackend(location, defer_index=True), f"PostgreSQL {redacted(location)}"
+    )
 
 
 class _NewStore:
@@ -137,13 +146,6 @@ class _NewStore:
 
     def close(self) -> None:
         return None
-
-
-def _no_postgres() -> InvalidArgumentError:
-    return InvalidArgumentError(
-        "postgresql:// locations need the PostgreSQL backend, which this version of "
-        "tintdb does not have yet"
-    )
 
 
 def _token_headers(token: str | None) -> dict[str, str] | None:
@@ -430,3 +432,27 @@ def _check_compatible(spec: CollectionSpec, found: Any) -> None:
             f"{spec.path} exists at the destination with dimension {found.dimension}, but the "
             f"source's is {spec.dimension}"
         )
+
+
+class PostgresReader(TintReader):
+    """A store in PostgreSQL: its tenants from the catalog, each collection's records a
+    page at a time after the last seq read (one index range read per page)."""
+
+    def _tenants(self) -> list[str]:
+        return self.tenants or self.backend.list_tenants()
+
+    def batches(self, spec: CollectionSpec, size: int) -> Iterator[Batch]:
+        after = -1
+        while True:
+            after, found = self.backend.page_after(spec.ref, after, size)
+            if not found["ids"]:
+                return
+            yield batch_from_get(found, spec.dimension)
+
+
+class PostgresWriter(TintWriter):
+    """A store in PostgreSQL, through the public ``Client`` like ``TintWriter``; the
+    HNSW index of each new collection is built once, when the copy is done."""
+
+    def finish(self) -> None:
+        self.backend.build_indexes()

@@ -83,6 +83,14 @@ def build_parser(env: Mapping[str, str] | None = None) -> argparse.ArgumentParse
         help=f"directory of the store, created if missing (TINTDB_PATH; default {DEFAULT_PATH})",
     )
     run.add_argument(
+        "--postgres",
+        default=env.get("TINTDB_POSTGRES") or None,
+        metavar="DSN",
+        help="keep the store in PostgreSQL with pgvector instead of --path "
+        "(postgresql://user:password@host:5432/db; needs tintdb[postgres]). Any number of "
+        "nodes may serve one database; each keeps nothing of its own (TINTDB_POSTGRES)",
+    )
+    run.add_argument(
         "--host",
         default=env.get("TINTDB_HOST") or DEFAULT_HOST,
         help=f"address to listen on; 0.0.0.0 for every interface (TINTDB_HOST; "
@@ -396,17 +404,38 @@ def _run(args: argparse.Namespace) -> int:
     from .server import create_app
 
     _check_run_args(args)
-    path = Path(args.path).expanduser().resolve()
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UsageError(f"cannot create the data directory {path}: {exc}") from exc
-    sock = _bind(args.host, args.port)
+    backend: Any
+    if args.postgres:
+        from .errors import TintError
+
+        try:
+            from ._postgres import PostgresBackend, redacted
+        except ImportError as exc:  # no driver: pip install 'tintdb[postgres]'
+            raise UsageError(str(exc)) from None
+        shown: Any = f"PostgreSQL {redacted(args.postgres)} (this node keeps no state)"
+        settings = Settings(allow_reset=args.allow_reset)
+        sock = _bind(args.host, args.port)
+        try:
+            backend = PostgresBackend(args.postgres, settings)
+        except (TintError, ImportError) as exc:  # unreachable, refused, no driver...
+            sock.close()
+            raise UsageError(str(exc)) from None
+        except BaseException:
+            sock.close()
+            raise
+    else:
+        path = Path(args.path).expanduser().resolve()
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UsageError(f"cannot create the data directory {path}: {exc}") from exc
+        shown = path
+        sock = _bind(args.host, args.port)
+        settings = Settings(
+            allow_reset=args.allow_reset, is_persistent=True, persist_directory=str(path)
+        )
+        backend = LocalBackend(path, settings)
     port = sock.getsockname()[1]
-    settings = Settings(
-        allow_reset=args.allow_reset, is_persistent=True, persist_directory=str(path)
-    )
-    backend = LocalBackend(path, settings)
     try:
         app = create_app(
             backend,
@@ -420,7 +449,7 @@ def _run(args: argparse.Namespace) -> int:
         print(
             banner(
                 version=__version__,
-                path=path,
+                path=shown,
                 host=args.host,
                 port=port,
                 auth=args.auth_token is not None,
@@ -444,7 +473,8 @@ def _run(args: argparse.Namespace) -> int:
     finally:
         backend.close()  # writes index snapshots, so the next start is fast
         sock.close()
-    print("tintdb stopped; all data is on disk.", flush=True)
+    where = "in PostgreSQL" if args.postgres else "on disk"
+    print(f"tintdb stopped; all data is {where}.", flush=True)
     return 0
 
 

@@ -70,16 +70,25 @@ def main() -> None:
     settings = Settings(anonymized_telemetry=False, allow_reset=True)
     client = chromadb.PersistentClient(path=path, settings=settings)
     rng = np.random.default_rng(17)
+    # A search beam as wide as the collection: Chroma's answers are then exact, not the
+    # approximation of a graph its threads build in a different order on every run, so
+    # the answers the migrated store must repeat are the same on every run.
     made = [
         client.create_collection(
-            "space-l2", metadata={"hnsw:space": "l2", "owner": "ops"}, embedding_function=None
+            "space-l2",
+            metadata={"hnsw:space": "l2", "hnsw:search_ef": N, "owner": "ops"},
+            embedding_function=None,
         ),
         client.create_collection(
-            "space-ip", configuration={"hnsw": {"space": "ip"}}, embedding_function=None
+            "space-ip",
+            configuration={"hnsw": {"space": "ip", "ef_search": N}},
+            embedding_function=None,
         ),
         # The default embedding function is stored with it (nothing is downloaded: every
         # record comes with its embedding).
-        client.create_collection("space-cosine", metadata={"hnsw:space": "cosine", "v": 2}),
+        client.create_collection(
+            "space-cosine", metadata={"hnsw:space": "cosine", "hnsw:search_ef": N, "v": 2}
+        ),
         client.create_collection("empty-one", embedding_function=None),
     ]
     for col in made[:3]:

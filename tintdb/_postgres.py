@@ -1,0 +1,1206 @@
+"""``PostgresBackend``: the Backend whose state lives entirely in PostgreSQL + pgvector.
+
+A process running it keeps nothing but a connection pool, so any number of them
+(``tintdb run --postgres DSN`` behind a load balancer) serve one database, and any one
+can be killed, added or replaced at any time. Each call is one transaction: a write
+acknowledged by one node is what the next call on any node reads, and a failed call
+(or a killed node) leaves nothing behind.
+
+Filtered queries are planned here, not by PostgreSQL, whose filtered HNSW scan returns
+short answers: count the matches, then decide as the embedded backend does
+(``_planning``): exact search among them when they are few; when they are many, a
+window of the nearest neighbours, with exact search for a query whose window holds
+fewer than it needs. Every answer's distances are computed
+from the float32 vectors exactly as the embedded backend computes them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+import orjson
+
+from . import __version__, _regex, _schema
+from ._conditions import condition_tree
+from ._exact import RERANK_EXTRA, space_distances, unit
+from ._local.backend import _merge_metadata, _strip_none
+from ._local.reads import _check_query_dimension
+from ._pgsql import (
+    HNSW_MAX_DIMENSION,
+    MAX_EF_SEARCH,
+    OPERATORS,
+    SCHEMA,
+    SCHEMA_VERSION,
+    compile_filter,
+    decode_text,
+    decode_vectors,
+    encode_metadata,
+    encode_text,
+    hnsw_index_sql,
+    partition_name,
+    partition_sql,
+    vector_dumper,
+)
+from ._planning import postfilter_beam, postfilter_fetch, searched_exactly, window_short
+from ._results import columns_for, get_result, query_result
+from ._storage import CollectionRow
+from .config import DEFAULT_DATABASE, DEFAULT_DATABASE_ID, DEFAULT_TENANT, Settings
+from .errors import (
+    IDAlreadyExistsError,
+    InvalidArgumentError,
+    InvalidDimensionException,
+    NotFoundError,
+    TintError,
+    UniqueConstraintError,
+)
+from .types import CollectionModel, GetResult, Metadata, QueryResult, Where, WhereDocument
+
+__all__ = ["PostgresBackend", "redacted"]
+
+log = logging.getLogger("tintdb")
+
+# Taken around schema creation, so that nodes starting together create it once.
+_SCHEMA_LOCK = 0x74696E7464620001
+# Matches counted at most, per filtered query (see _Planner.search).
+COUNT_CAP = 100_000
+# Writes that meet a concurrent insert of the same new id (upsert) start again, at most
+# this many times.
+WRITE_RETRIES = 8
+DEFAULT_POOL_SIZE = 10
+# A partition's statistics are gathered again once its records have doubled (and grown
+# by at least this many) since the last time.
+ANALYZE_STEP = 1000
+
+_COLLECTION_SELECT = (
+    "SELECT c.coll, c.id, c.name, d.tenant, d.name, c.metadata, c.configuration, "
+    "c.dimension, c.n_records, c.indexed FROM tintdb.collections c "
+    "JOIN tintdb.databases d ON d.id = c.database_id"
+)
+
+
+def _driver() -> Any:
+    try:
+        import psycopg
+        import psycopg_pool
+    except ImportError as exc:  # the embedded install does not carry the driver
+        raise ImportError(
+            "the PostgreSQL backend needs its driver: pip install 'tintdb[postgres]'"
+        ) from exc
+    return psycopg, psycopg_pool
+
+
+class _Collection(CollectionRow):
+    """A collection row with what the PostgreSQL backend plans by."""
+
+    n_records: int = 0
+    indexed: bool = False
+
+
+def _collection(row: Sequence[Any]) -> _Collection:
+    configuration = orjson.loads(row[6])
+    declared = configuration.pop("schema", None)  # kept in the same column, as embedded
+    c = _Collection(
+        id=row[1],
+        name=row[2],
+        tenant=row[3],
+        database=row[4],
+        metadata=None if row[5] is None else orjson.loads(row[5]),
+        configuration=configuration,
+        dimension=row[7],
+    )
+    c.coll, c.n_records, c.indexed = int(row[0]), int(row[8]), bool(row[9])
+    c.declared_schema = declared
+    return c
+
+
+def _stored_configuration(col: _Collection) -> dict[str, Any]:
+    """The configuration column as written: Chroma's sections plus the declared schema."""
+    if col.declared_schema is None:
+        return dict(col.configuration)
+    return {**col.configuration, "schema": col.declared_schema}
+
+
+def _exact_shown(ids: Sequence[str]) -> str:
+    shown = ", ".join(sorted(ids)[:10])
+    return shown + (" ..." if len(ids) > 10 else "")
+
+
+class PostgresBackend:
+    """Every call is a transaction on PostgreSQL; this object holds only a pool."""
+
+    remote = False
+
+    def __init__(
+        self,
+        dsn: str,
+        settings: Settings | None = None,
+        *,
+        pool_size: int = DEFAULT_POOL_SIZE,
+        defer_index: bool = False,
+    ) -> None:
+        """``defer_index``: collections whose first write comes through this backend get
+        their HNSW index only from ``build_indexes()`` (a bulk load: one build at the
+        end instead of insertion record by record); they are searched exactly until then."""
+        psycopg, psycopg_pool = _driver()
+        self._psycopg = psycopg
+        self.settings = settings or Settings()
+        self.dsn = dsn
+        self.defer_index = defer_index
+        self._deferred: set[int] = set()
+        self._vector_oid = 0
+        self._init_schema()
+        self.pool = psycopg_pool.ConnectionPool(
+            dsn,
+            min_size=1,
+            max_size=max(1, pool_size),
+            kwargs={"autocommit": True, "prepare_threshold": None},
+            configure=self._configure,
+            open=False,
+            name="tintdb",
+        )
+        try:
+            self.pool.open(wait=True, timeout=30)
+        except psycopg_pool.PoolTimeout as exc:
+            raise TintError(f"cannot connect to PostgreSQL at {redacted(dsn)}: {exc}") from None
+        self._closed = False
+
+    # ------------------------------------------------------------ connections
+
+    def _init_schema(self) -> None:
+        psycopg = self._psycopg
+        try:
+            conn = psycopg.connect(self.dsn, autocommit=True, connect_timeout=30)
+        except psycopg.OperationalError as exc:
+            raise TintError(
+                f"cannot connect to PostgreSQL at {redacted(self.dsn)}: {exc}"
+            ) from None
+        with conn, conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
+            for extension in ("vector", "pg_trgm"):
+                try:
+                    with conn.transaction():
+                        conn.execute(f"CREATE EXTENSION IF NOT EXISTS {extension}")
+                except psycopg.Error as exc:
+                    raise TintError(
+                        f"PostgreSQL extension {extension!r} is missing and could not be "
+                        f"created ({exc.diag.message_primary}); ask the database's owner "
+                        f"to run CREATE EXTENSION {extension}"
+                    ) from None
+            conn.execute(SCHEMA)
+            row = conn.execute("SELECT value FROM tintdb.info WHERE key = 'schema'").fetchone()
+            if row is None:
+                conn.execute(
+                    "INSERT INTO tintdb.info VALUES ('schema', %s)", (str(SCHEMA_VERSION),)
+                )
+                self._insert_defaults(conn)
+            elif int(row[0]) > SCHEMA_VERSION:
+                raise TintError(
+                    f"this PostgreSQL database has tintdb schema {row[0]}, newer than this "
+                    f"version of tintdb reads ({SCHEMA_VERSION}); upgrade tintdb"
+                )
+
+    @staticmethod
+    def _insert_defaults(conn: Any) -> None:
+        conn.execute(
+            "INSERT INTO tintdb.tenants(name) VALUES (%s) ON CONFLICT DO NOTHING",
+            (DEFAULT_TENANT,),
+        )
+        conn.execute(
+            "INSERT INTO tintdb.databases(id, name, tenant) VALUES (%s, %s, %s) "
+            "ON CONFLICT DO NOTHING",
+            (DEFAULT_DATABASE_ID, DEFAULT_DATABASE, DEFAULT_TENANT),
+        )
+
+    def _configure(self, conn: Any) -> None:
+        from psycopg.types.json import set_json_dumps
+
+        oid = int(conn.execute("SELECT 'vector'::regtype::oid").fetchone()[0])
+        conn.adapters.register_dumper(np.ndarray, vector_dumper(oid))
+        set_json_dumps(_json_dumps, context=conn)
+        self._vector_oid = oid
+
+    @contextlib.contextmanager
+    def _tx(self, *, read: bool = False) -> Iterator[Any]:
+        """A binary cursor in one transaction. Reads of several statements see one
+        snapshot (REPEATABLE READ, read only); writes are READ COMMITTED, with rows
+        locked where a decision depends on them."""
+        if self._closed:
+            raise InvalidArgumentError("This client is closed; create a new one")
+        with self.pool.connection() as conn, conn.transaction():
+            if read:
+                conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            yield conn.cursor(binary=True)
+
+    # ------------------------------------------------------------ lifecycle
+
+    def heartbeat(self) -> int:
+        return time.time_ns()
+
+    def version(self) -> str:
+        return __version__
+
+    def close(self) -> None:
+        if not getattr(self, "_closed", True):
+            self._closed = True
+            self.pool.close()
+
+    def vacuum(self) -> None:
+        """``client.vacuum()``: PostgreSQL's VACUUM (and ANALYZE) of every collection's
+        records, which makes the space of deleted and updated rows reusable. It does not
+        shrink the files (VACUUM FULL would, locking each collection while it runs);
+        deleting a collection drops its partition and frees its space at once."""
+        if self._closed:
+            raise InvalidArgumentError("This client is closed; create a new one")
+        with self.pool.connection() as conn:  # autocommit: VACUUM runs outside a transaction
+            conn.execute("VACUUM (ANALYZE) tintdb.records")
+
+    def reset(self) -> bool:
+        with self._tx() as cur:
+            for (coll,) in cur.execute("SELECT coll FROM tintdb.collections").fetchall():
+                cur.execute(f"DROP TABLE IF EXISTS {partition_name(coll)}")
+            cur.execute("DELETE FROM tintdb.collections")
+            cur.execute("DELETE FROM tintdb.databases")
+            cur.execute("DELETE FROM tintdb.tenants")
+            self._insert_defaults(cur)
+        return True
+
+    # ------------------------------------------------------------ tenants and databases
+
+    def create_tenant(self, name: str) -> None:
+        with self._tx() as cur:
+            cur.execute(
+                "INSERT INTO tintdb.tenants(name) VALUES (%s) ON CONFLICT DO NOTHING RETURNING 1",
+                (name,),
+            )
+            if cur.fetchone() is None:
+                raise UniqueConstraintError(f"Tenant [{name}] already exists")
+
+    @staticmethod
+    def _check_tenant(cur: Any, name: str) -> None:
+        if cur.execute("SELECT 1 FROM tintdb.tenants WHERE name = %s", (name,)).fetchone() is None:
+            raise NotFoundError(f"Tenant [{name}] not found")
+
+    def get_tenant(self, name: str) -> dict[str, Any]:
+        with self._tx(read=True) as cur:
+            self._check_tenant(cur, name)
+        return {"name": name}
+
+    def list_tenants(self) -> list[str]:
+        """Every tenant's name (for ``tintdb copy``; not part of Chroma's API)."""
+        with self._tx(read=True) as cur:
+            return [r[0] for r in cur.execute("SELECT name FROM tintdb.tenants ORDER BY name")]
+
+    def create_database(self, name: str, tenant: str) -> None:
+        with self._tx() as cur:
+            self._check_tenant(cur, tenant)
+            cur.execute(
+                "INSERT INTO tintdb.databases(id, name, tenant) VALUES (%s, %s, %s) "
+                "ON CONFLICT DO NOTHING RETURNING 1",
+                (str(uuid.uuid4()), name, tenant),
+            )
+            if cur.fetchone() is None:
+                raise UniqueConstraintError(f"Database [{name}] already exists")
+
+    def _database_id(self, cur: Any, name: str, tenant: str) -> str:
+        row = cur.execute(
+            "SELECT id FROM tintdb.databases WHERE tenant = %s AND name = %s", (tenant, name)
+        ).fetchone()
+        if row is None:
+            self._check_tenant(cur, tenant)
+            raise NotFoundError(f"Database [{name}] not found. Are you sure it exists?")
+        return str(row[0])
+
+    def get_database(self, name: str, tenant: str) -> dict[str, Any]:
+        with self._tx(read=True) as cur:
+            return {"id": self._database_id(cur, name, tenant), "name": name, "tenant": tenant}
+
+    def list_databases(
+        self, tenant: str, limit: int | None = None, offset: int | None = None
+    ) -> list[dict[str, Any]]:
+        with self._tx(read=True) as cur:
+            self._check_tenant(cur, tenant)
+            rows = cur.execute(
+                "SELECT id, name, tenant FROM tintdb.databases WHERE tenant = %s ORDER BY pos "
+                "LIMIT %s OFFSET %s",
+                (tenant, limit, offset or 0),
+            ).fetchall()
+        return [{"id": r[0], "name": r[1], "tenant": r[2]} for r in rows]
+
+    def delete_database(self, name: str, tenant: str) -> None:
+        with self._tx() as cur:
+            db_id = self._database_id(cur, name, tenant)
+            rows = cur.execute(
+                "DELETE FROM tintdb.collections WHERE database_id = %s RETURNING coll", (db_id,)
+            ).fetchall()
+            for (coll,) in rows:
+                cur.execute(f"DROP TABLE IF EXISTS {partition_name(coll)}")
+            cur.execute("DELETE FROM tintdb.databases WHERE id = %s", (db_id,))
+
+    # ------------------------------------------------------------ collections
+
+    def _select(
+        self, cur: Any, where: str, params: Sequence[Any], lock: str = ""
+    ) -> _Collection | None:
+        sql = f"{_COLLECTION_SELECT} WHERE {where}"
+        if lock:
+            sql += f" FOR {lock} OF c"
+        row = cur.execute(sql, params).fetchone()
+        return None if row is None else self._shown(_collection(row))
+
+    def _shown(self, col: _Collection) -> _Collection:
+        """``col``, able to show its schema (discovered metadata keys included) when
+        asked: built on first access, in a read of its own."""
+
+        def source() -> dict[str, Any]:
+            with self._tx(read=True) as cur:
+                rows = cur.execute(
+                    "SELECT key, vtype FROM tintdb.collection_keys WHERE coll = %s",
+                    (col.coll,),
+                ).fetchall()
+            found = [(decode_text(key), vtype) for key, vtype in rows]
+            return _schema.collection_schema(_stored_configuration(col), found)
+
+        col.schema_source = source
+        return col
+
+    @staticmethod
+    def _note_value_types(cur: Any, coll: int, metadatas: Sequence[Metadata | None]) -> None:
+        """Inside a write: remember the (key, value type) pairs of ``metadatas`` (the
+        collection's discovered keys; a pair already known is left as it is)."""
+        pairs = sorted(_schema.metadata_value_types(metadatas))
+        if pairs:
+            cur.execute(
+                "INSERT INTO tintdb.collection_keys(coll, key, vtype) "
+                "SELECT %s, k, t FROM unnest(%s::text[], %s::text[]) AS p(k, t) "
+                "ON CONFLICT DO NOTHING",
+                (coll, [encode_text(k) for k, _ in pairs], [t for _, t in pairs]),
+            )
+
+    def _by_id(self, cur: Any, collection_id: str, lock: str = "") -> _Collection:
+        found = self._select(cur, "c.id = %s", (collection_id,), lock)
+        if found is None:
+            raise NotFoundError(f"Collection [{collection_id}] does not exist.")
+        return found
+
+    def create_collection(
+        self,
+        name: str,
+        metadata: dict[str, Any] | None,
+        configuration: dict[str, Any] | None,
+        get_or_create: bool,
+        tenant: str,
+        database: str,
+    ) -> CollectionModel:
+        """``configuration`` is what the client sent (sections, ``schema``); the
+        collection stores it resolved (see _schema.resolve_create)."""
+        resolved = _schema.resolve_create(metadata, configuration)
+        with self._tx() as cur:
+            db_id = self._database_id(cur, database, tenant)
+            cur.execute(
+                "INSERT INTO tintdb.collections(id, name, database_id, metadata, configuration) "
+                "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (database_id, name) DO NOTHING "
+                "RETURNING coll",
+                (
+                    str(uuid.uuid4()),
+                    name,
+                    db_id,
+                    None if metadata is None else orjson.dumps(metadata),
+                    orjson.dumps(resolved),
+                ),
+            )
+            row = cur.fetchone()
+            if row is None:  # the name is taken (perhaps by a call on another node)
+                existing = self._select(cur, "c.database_id = %s AND c.name = %s", (db_id, name))
+                if get_or_create and existing is not None:
+                    return existing
+                raise UniqueConstraintError(f"Collection [{name}] already exists")
+            coll = int(row[0])
+            for sql in partition_sql(coll):
+                cur.execute(sql)
+            return self._by_id_coll(cur, coll)
+
+    def _by_id_coll(self, cur: Any, coll: int) -> _Collection:
+        found = self._select(cur, "c.coll = %s", (coll,))
+        assert found is not None
+        return found
+
+    def get_collection(self, name: str, tenant: str, database: str) -> CollectionModel:
+        with self._tx(read=True) as cur:
+            db_id = self._database_id(cur, database, tenant)
+            found = self._select(cur, "c.database_id = %s AND c.name = %s", (db_id, name))
+        if found is None:
+            raise NotFoundError(f"Collection [{name}] does not exist")
+        return found
+
+    def get_collection_by_id(self, collection_id: str) -> CollectionModel:
+        with self._tx(read=True) as cur:
+            return self._by_id(cur, collection_id)
+
+    def list_collections(
+        self, limit: int | None, offset: int | None, tenant: str, database: str
+    ) -> list[CollectionModel]:
+        with self._tx(read=True) as cur:
+            db = cur.execute(
+                "SELECT id FROM tintdb.databases WHERE tenant = %s AND name = %s",
+                (tenant, database),
+            ).fetchone()
+            if db is None:
+                return []
+            rows = cur.execute(
+                f"{_COLLECTION_SELECT} WHERE c.database_id = %s ORDER BY c.coll LIMIT %s OFFSET %s",
+                (db[0], limit, offset or 0),
+            ).fetchall()
+        return [self._shown(_collection(r)) for r in rows]
+
+    def count_collections(self, tenant: str, database: str) -> int:
+        with self._tx(read=True) as cur:
+            row = cur.execute(
+                "SELECT count(*) FROM tintdb.collections c JOIN tintdb.databases d "
+                "ON d.id = c.database_id WHERE d.tenant = %s AND d.name = %s",
+                (tenant, database),
+            ).fetchone()
+        return int(row[0])
+
+    def modify_collection(
+        self,
+        collection_id: str,
+        new_name: str | None,
+        new_metadata: dict[str, Any] | None,
+        new_configuration: dict[str, Any] | None,
+    ) -> CollectionModel:
+        with self._tx() as cur:
+            col = self._by_id(cur, collection_id, "NO KEY UPDATE")
+            if new_name is not None and new_name != col.name:
+                cur.execute(
+                    "UPDATE tintdb.collections SET name = %s WHERE coll = %s AND NOT EXISTS "
+                    "(SELECT 1 FROM tintdb.collections o WHERE o.database_id = "
+                    "(SELECT database_id FROM tintdb.collections WHERE coll = %s) AND o.name = %s) "
+                    "RETURNING 1",
+                    (new_name, col.coll, col.coll, new_name),
+                )
+                if cur.fetchone() is None:
+                    raise UniqueConstraintError(
+                        f"Cannot rename collection [{col.name}] to [{new_name}]: "
+                        "a collection with that name already exists"
+                    )
+            if new_metadata is not None:
+                cur.execute(
+                    "UPDATE tintdb.collections SET metadata = %s WHERE coll = %s",
+                    (orjson.dumps(new_metadata), col.coll),
+                )
+            if new_configuration is not None:  # the change asked for (_schema.apply_update)
+                config = _schema.apply_update(_stored_configuration(col), new_configuration)
+                cur.execute(
+                    "UPDATE tintdb.collections SET configuration = %s WHERE coll = %s",
+                    (orjson.dumps(config), col.coll),
+                )
+            return self._by_id_coll(cur, col.coll)
+
+    def delete_collection(self, name: str, tenant: str, database: str) -> None:
+        with self._tx() as cur:
+            db_id = self._database_id(cur, database, tenant)
+            row = cur.execute(
+                "DELETE FROM tintdb.collections WHERE database_id = %s AND name = %s "
+                "RETURNING coll",
+                (db_id, name),
+            ).fetchone()
+            if row is None:
+                raise NotFoundError(f"Collection [{name}] does not exist")
+            cur.execute(f"DROP TABLE IF EXISTS {partition_name(row[0])}")
+
+    # ------------------------------------------------------------ search and fork
+
+    def search(
+        self, collection_id: str, searches: list[dict[str, Any]], read_level: str = ""
+    ) -> dict[str, Any]:
+        """Not on PostgreSQL yet: refused with what to use (docs/deployment.md)."""
+        raise InvalidArgumentError(
+            "collection.search() is not available on the PostgreSQL backend yet; "
+            "use collection.query()"
+        )
+
+    def fork(self, collection_id: str, new_name: str) -> CollectionModel:
+        """Not on PostgreSQL yet: refused with what to use (docs/deployment.md)."""
+        raise InvalidArgumentError(
+            "collection.fork() is not available on the PostgreSQL backend yet; "
+            "tintdb copy copies a collection"
+        )
+
+    def fork_count(self, collection_id: str) -> int:
+        with self._tx(read=True) as cur:
+            self._by_id(cur, collection_id)
+        return 0
+
+    # ------------------------------------------------------------ records: writes
+
+    def _writing(self, cur: Any, collection_id: str) -> _Collection:
+        """The collection, locked against deletion (not against other writers) for the
+        rest of the write."""
+        return self._by_id(cur, collection_id, "KEY SHARE")
+
+    def _set_dimension(self, cur: Any, col: _Collection, dim: int) -> bool:
+        """Fix the dimension on first write (True if this write fixed it); afterwards
+        refuse any other length. A concurrent first write waits on the row, then sees
+        the dimension the other one set."""
+        if col.dimension is None:
+            cur.execute(
+                "UPDATE tintdb.collections SET dimension = %s WHERE coll = %s "
+                "AND dimension IS NULL RETURNING 1",
+                (dim, col.coll),
+            )
+            if cur.fetchone() is not None:
+                col.dimension = dim
+                return True
+            row = cur.execute(
+                "SELECT dimension FROM tintdb.collections WHERE coll = %s", (col.coll,)
+            ).fetchone()
+            col.dimension = row[0]
+        if col.dimension != dim:
+            raise InvalidDimensionException(
+                f"Collection expecting embedding with dimension of {col.dimension}, got {dim}"
+            )
+        return False
+
+    def _index_new(self, cur: Any, col: _Collection) -> None:
+        """The partition's HNSW index, built in the write that fixed the dimension,
+        after its rows (one build, not one insertion per record)."""
+        dim = col.dimension
+        assert dim is not None
+        if dim > HNSW_MAX_DIMENSION:
+            return
+        if self.defer_index:
+            self._deferred.add(col.coll)
+            return
+        cur.execute(hnsw_index_sql(col.coll, dim, col.space, col.configuration["hnsw"]))
+        cur.execute("UPDATE tintdb.collections SET indexed = true WHERE coll = %s", (col.coll,))
+
+    def build_indexes(self) -> None:
+        """Build the HNSW indexes deferred by ``defer_index``."""
+        for coll in sorted(self._deferred):
+            with self._tx() as cur:
+                col = self._select(cur, "c.coll = %s", (coll,), "NO KEY UPDATE")
+                if col is None or col.indexed or col.dimension is None:
+                    continue
+                cur.execute(
+                    hnsw_index_sql(coll, col.dimension, col.space, col.configuration["hnsw"])
+                )
+                cur.execute("UPDATE tintdb.collections SET indexed = true WHERE coll = %s", (coll,))
+        self._deferred.clear()
+
+    @staticmethod
+    def _existing(
+        cur: Any, coll: int, ids: list[str], lock: bool = False
+    ) -> dict[str, tuple[int, bytes | None]]:
+        """id -> (seq, metadata JSON) for the ids that exist (rows locked with ``lock``)."""
+        rows = cur.execute(
+            "SELECT id, seq, metadata_json FROM tintdb.records WHERE coll = %s AND id = ANY(%s)"
+            # Locked in one order (seq) by every call, so two calls never wait on each other.
+            + (" ORDER BY seq FOR NO KEY UPDATE" if lock else ""),
+            (coll, [encode_text(i) for i in ids]),
+        ).fetchall()
+        return {decode_text(r[0]): (int(r[1]), r[2]) for r in rows}
+
+    def _insert(
+        self,
+        cur: Any,
+        coll: int,
+        ids: list[str],
+        embeddings: np.ndarray,
+        metadatas: list[Metadata | None] | None,
+        documents: list[str | None] | None,
+        uris: list[str | None] | None,
+    ) -> None:
+        """New records through COPY (binary): the bulk path for adds of any size."""
+        n = len(ids)
+        with cur.copy(
+            "COPY tintdb.records (coll, id, document, document_bytes, uri, metadata_json, "
+            "metadata, embedding) FROM STDIN (FORMAT BINARY)"
+        ) as copy:
+            copy.set_types(
+                ["int8", "text", "text", "bytea", "text", "bytea", "jsonb", self._vector_oid]
+            )
+            for i in range(n):
+                md = None if metadatas is None else _strip_none(metadatas[i])
+                doc = None if documents is None else documents[i]
+                uri = None if uris is None else uris[i]
+                nul = doc is not None and "\0" in doc
+                copy.write_row(
+                    (
+                        coll,
+                        encode_text(ids[i]),
+                        None if nul else doc,
+                        doc.encode("utf-8") if nul and doc is not None else None,
+                        None if uri is None else encode_text(uri),
+                        None if md is None else orjson.dumps(md),
+                        _raw_json(encode_metadata(md)),
+                        embeddings[i],
+                    )
+                )
+        cur.execute(
+            "UPDATE tintdb.collections SET n_records = n_records + %s WHERE coll = %s "
+            "RETURNING n_records, analyzed",
+            (n, coll),
+        )
+        count, analyzed = cur.fetchone()
+        if count >= 2 * analyzed + ANALYZE_STEP:
+            # PostgreSQL plans by statistics that autovacuum gathers only after a while:
+            # a partition that doubled since they were taken gets them now, or its
+            # filters are planned as if it were nearly empty (every record read, the
+            # metadata index unused). ANALYZE reads a bounded sample.
+            cur.execute(f"ANALYZE {partition_name(coll)}")
+            cur.execute(
+                "UPDATE tintdb.collections SET analyzed = %s WHERE coll = %s", (count, coll)
+            )
+
+    def _update_rows(
+        self,
+        cur: Any,
+        coll: int,
+        found: dict[str, tuple[int, bytes | None]],
+        ids: list[str],
+        rows: list[int],
+        embeddings: np.ndarray | None,
+        metadatas: list[Metadata | None] | None,
+        documents: list[str | None] | None,
+        uris: list[str | None] | None,
+    ) -> None:
+        """Overwrite the given fields of existing records ``ids[i] for i in rows``:
+        None leaves a field as it is; metadata merges key by key."""
+        groups: dict[tuple[str, ...], list[tuple[Any, ...]]] = {}
+        for i in rows:
+            seq, stored = found[ids[i]]
+            sets: list[tuple[str, Any]] = []
+            if embeddings is not None:
+                sets.append(("embedding", embeddings[i]))
+            if documents is not None and documents[i] is not None:
+                doc = documents[i]
+                assert doc is not None
+                nul = "\0" in doc
+                sets.append(("document", None if nul else doc))
+                sets.append(("document_bytes", doc.encode("utf-8") if nul else None))
+            if uris is not None and uris[i] is not None:
+                sets.append(("uri", encode_text(uris[i] or "")))
+            if metadatas is not None and metadatas[i] is not None:
+                merged = _merge_metadata(
+                    orjson.loads(stored) if stored else None, metadatas[i] or {}
+                )
+                sets.append(("metadata_json", None if merged is None else orjson.dumps(merged)))
+                sets.append(("metadata", encode_metadata(merged)))
+            if sets:
+                key = tuple(name for name, _ in sets)
+                groups.setdefault(key, []).append((*(v for _, v in sets), coll, seq))
+        for names, params in groups.items():
+            assignments = ", ".join(
+                f"{n} = %s::jsonb"
+                if n == "metadata"
+                else f"{n} = %b"
+                if n == "embedding"
+                else f"{n} = %s"
+                for n in names
+            )
+            cur.executemany(
+                f"UPDATE tintdb.records SET {assignments} WHERE coll = %s AND seq = %s",
+                [
+                    tuple(
+                        v.decode() if n == "metadata" and v is not None else v
+                        for n, v in zip((*names, "coll", "seq"), p, strict=True)
+                    )
+                    for p in params
+                ],
+            )
+
+    def add(
+        self,
+        collection_id: str,
+        ids: list[str],
+        embeddings: np.ndarray,
+        metadatas: list[Metadata | None] | None,
+        documents: list[str | None] | None,
+        uris: list[str | None] | None,
+    ) -> None:
+        self._retrying(
+            lambda: self._add_once(collection_id, ids, embeddings, metadatas, documents, uris)
+        )
+
+    def _retrying(self, call: Any, *, on_unique: bool = False) -> Any:
+        """Run a write, again if PostgreSQL aborted it for a deadlock with a concurrent
+        call (two adds inserting the same ids in opposite orders, say) or, with
+        ``on_unique``, for a new id another call inserted after this one looked. An
+        aborted call wrote nothing, so running it again is safe."""
+        errors = self._psycopg.errors
+        retry: tuple[type[BaseException], ...] = (errors.DeadlockDetected,)
+        if on_unique:
+            retry += (errors.UniqueViolation,)
+        for attempt in range(WRITE_RETRIES):
+            try:
+                return call()
+            except retry:
+                if attempt == WRITE_RETRIES - 1:
+                    raise
+                time.sleep(0.01 * (attempt + 1))
+
+    def _add_once(
+        self,
+        collection_id: str,
+        ids: list[str],
+        embeddings: np.ndarray,
+        metadatas: list[Metadata | None] | None,
+        documents: list[str | None] | None,
+        uris: list[str | None] | None,
+    ) -> None:
+        unique_violation = self._psycopg.errors.UniqueViolation
+        try:
+            with self._tx() as cur:
+                col = self._writing(cur, collection_id)
+                if not ids:
+                    return
+                first = self._set_dimension(cur, col, int(embeddings.shape[1]))
+                taken = self._existing(cur, col.coll, ids)
+                if taken:
+                    raise self._already(col, list(taken))
+                self._insert(cur, col.coll, ids, embeddings, metadatas, documents, uris)
+                if metadatas:
+                    self._note_value_types(cur, col.coll, metadatas)
+                if first:
+                    self._index_new(cur, col)
+        except unique_violation:
+            # Another call inserted some of these ids between the check and the insert:
+            # nothing of this call was written; say which, as the check would have.
+            with self._tx(read=True) as cur:
+                col = self._by_id(cur, collection_id)
+                taken = self._existing(cur, col.coll, ids)
+            raise self._already(col, list(taken) or ids) from None
+
+    @staticmethod
+    def _already(col: CollectionModel, taken: list[str]) -> IDAlreadyExistsError:
+        return IDAlreadyExistsError(
+            f"{len(taken)} of the ids already exist in collection {col.name!r}: "
+            f"{_exact_shown(taken)}. Nothing was added; use upsert() to overwrite."
+        )
+
+    def update(
+        self,
+        collection_id: str,
+        ids: list[str],
+        embeddings: np.ndarray | None,
+        metadatas: list[Metadata | None] | None,
+        documents: list[str | None] | None,
+        uris: list[str | None] | None,
+    ) -> None:
+        self._retrying(
+            lambda: self._update_once(collection_id, ids, embeddings, metadatas, documents, uris)
+        )
+
+    def _update_once(
+        self,
+        collection_id: str,
+        ids: list[str],
+        embeddings: np.ndarray | None,
+        metadatas: list[Metadata | None] | None,
+        documents: list[str | None] | None,
+        uris: list[str | None] | None,
+    ) -> None:
+        with self._tx() as cur:
+            col = self._writing(cur, collection_id)
+            if embeddings is not None and col.dimension is not None:
+                self._set_dimension(cur, col, int(embeddings.shape[1]))
+            found = self._existing(cur, col.coll, ids, lock=True)
+            rows = [i for i, x in enumerate(ids) if x in found]
+            if rows:
+                self._update_rows(
+                    cur, col.coll, found, ids, rows, embeddings, metadatas, documents, uris
+                )
+                if metadatas:
+                    self._note_value_types(cur, col.coll, [metadatas[i] for i in rows])
+
+    def upsert(
+        self,
+        collection_id: str,
+        ids: list[str],
+        embeddings: np.ndarray,
+        metadatas: list[Metadata | None] | None,
+        documents: list[str | None] | None,
+        uris: list[str | None] | None,
+    ) -> None:
+        # A new id inserted by a concurrent call after this one looked rolls this one
+        # back whole; looking again, it is an update.
+        self._retrying(
+            lambda: self._upsert_once(collection_id, ids, embeddings, metadatas, documents, uris),
+            on_unique=True,
+        )
+
+    def _upsert_once(
+        self,
+        collection_id: str,
+        ids: list[str],
+        embeddings: np.ndarray,
+        metadatas: list[Metadata | None] | None,
+        documents: list[str | None] | None,
+        uris: list[str | None] | None,
+    ) -> None:
+        with self._tx() as cur:
+            col = self._writing(cur, collection_id)
+            if not ids:
+                return
+            first = self._set_dimension(cur, col, int(embeddings.shape[1]))
+            found = self._existing(cur, col.coll, ids, lock=True)
+            old = [i for i, x in enumerate(ids) if x in found]
+            new = [i for i, x in enumerate(ids) if x not in found]
+            if old:
+                self._update_rows(
+                    cur, col.coll, found, ids, old, embeddings, metadatas, documents, uris
+                )
+            if new:
+                self._insert(
+                    cur,
+                    col.coll,
+                    [ids[i] for i in new],
+                    embeddings[new],
+                    None if metadatas is None else [metadatas[i] for i in new],
+                    None if documents is None else [documents[i] for i in new],
+                    None if uris is None else [uris[i] for i in new],
+                )
+            if metadatas:
+                self._note_value_types(cur, col.coll, metadatas)
+            if first:
+                self._index_new(cur, col)
+
+    def _filter(
+        self,
+        cur: Any,
+        col: _Collection,
+        ids: list[str] | None,
+        where: Where | None,
+        where_document: WhereDocument | None,
+    ) -> tuple[str, list[Any]]:
+        """SQL selecting the collection's records that pass every filter."""
+
+        def regex(pattern: str) -> list[int]:
+            # Chroma's regex dialect is not PostgreSQL's: documents are read and matched
+            # here, on RE2, in the call's transaction.
+            rows = cur.execute(
+                "SELECT seq, document, document_bytes FROM tintdb.records WHERE coll = %s "
+                "AND (document IS NOT NULL OR document_bytes IS NOT NULL)",
+                (col.coll,),
+            ).fetchall()
+            return [
+                int(seq)
+                for seq, doc, raw in rows
+                if _regex.search(pattern, doc if doc is not None else raw.decode("utf-8"))
+            ]
+
+        cond, params = compile_filter(condition_tree(where, where_document), regex)
+        sql = "r.coll = %s"
+        out: list[Any] = [col.coll]
+        if ids is not None:
+            sql += " AND r.id = ANY(%s)"
+            out.append([encode_text(i) for i in ids])
+        return f"{sql} AND {cond}", [*out, *params]
+
+    def delete(
+        self,
+        collection_id: str,
+        ids: list[str] | None,
+        where: Where | None,
+        where_document: WhereDocument | None,
+        limit: int | None = None,
+    ) -> int:
+        return int(
+            self._retrying(
+                lambda: self._delete_once(collection_id, ids, where, where_document, limit)
+            )
+        )
+
+    def _delete_once(
+        self,
+        collection_id: str,
+        ids: list[str] | None,
+        where: Where | None,
+        where_document: WhereDocument | None,
+        limit: int | None,
+    ) -> int:
+        with self._tx() as cur:
+            col = self._writing(cur, collection_id)
+            cond, params = self._filter(cur, col, ids, where, where_document)
+            cur.execute(
+                "DELETE FROM tintdb.records WHERE coll = %s AND seq IN (SELECT r.seq FROM "
+                f"tintdb.records r WHERE {cond} ORDER BY r.seq LIMIT %s)",
+                (col.coll, *params, limit),
+            )
+            gone = cur.rowcount
+            if gone:
+                cur.execute(
+                    "UPDATE tintdb.collections SET n_records = n_records - %s WHERE coll = %s",
+                    (gone, col.coll),
+                )
+            return int(gone)
+
+    # ------------------------------------------------------------ records: reads
+
+    def count(self, collection_id: str) -> int:
+        with self._tx(read=True) as cur:
+            return self._by_id(cur, collection_id).n_records
+
+    @staticmethod
+    def _select_list(columns: list[str]) -> str:
+        parts = []
+        for c in columns:
+            parts.append(
+                "r.document, r.document_bytes"
+                if c == "document"
+                else f"r.{c if c != 'metadata' else 'metadata_json'}"
+            )
+        return "".join(", " + p for p in parts)
+
+    @staticmethod
+    def _rows(
+        raw: list[tuple[Any, ...]], columns: list[str], dim: int | None
+    ) -> list[tuple[Any, ...]]:
+        """Rows as ``(seq, id, *columns)`` the way result shaping reads them: strings
+        decoded, the documents held as bytes put back, vectors decoded in one call."""
+        if not raw:
+            return []
+        out: list[list[Any]] = [[r[0], decode_text(r[1])] for r in raw]
+        pos = 2
+        vec_pos = None
+        for c in columns:
+            if c == "document":
+                for row, r in zip(out, raw, strict=True):
+                    row.append(r[pos] if r[pos + 1] is None else bytes(r[pos + 1]).decode("utf-8"))
+                pos += 2
+                continue
+            if c == "embedding":
+                vec_pos = len(out[0])
+                for row, r in zip(out, raw, strict=True):
+                    row.append(r[pos])
+            elif c == "uri":
+                for row, r in zip(out, raw, strict=True):
+                    row.append(None if r[pos] is None else decode_text(r[pos]))
+            else:
+                for row, r in zip(out, raw, strict=True):
+                    row.append(None if r[pos] is None else bytes(r[pos]))
+            pos += 1
+        if vec_pos is not None:
+            out = [row for row in out if row[vec_pos] is not None]  # as a join would
+            vecs = decode_vectors([bytes(row[vec_pos]) for row in out], dim or 0)
+            for row, v in zip(out, vecs, strict=True):
+                row[vec_pos] = v.tobytes()
+        return [tuple(row) for row in out]
+
+    def get(
+        self,
+        collection_id: str,
+        ids: list[str] | None,
+        where: Where | None,
+        where_document: WhereDocument | None,
+        limit: int | None,
+        offset: int | None,
+        include: list[str],
+    ) -> GetResult:
+        columns = columns_for(include)
+        with self._tx(read=True) as cur:
+            col = self._by_id(cur, collection_id)
+            cond, params = self._filter(cur, col, ids, where, where_document)
+            raw = cur.execute(
+                f"SELECT r.seq, r.id{self._select_list(columns)} FROM tintdb.records r "
+                f"WHERE {cond} ORDER BY r.seq LIMIT %s OFFSET %s",
+                (*params, limit, offset or 0),
+            ).fetchall()
+        return get_result(self._rows(raw, columns, col.dimension), columns, include, col.dimension)
+
+    def page_after(self, collection_id: str, after: int, size: int) -> tuple[int, GetResult]:
+        """Up to ``size`` records after seq ``after``, in storage order, with every field,
+        and the last seq read: ``tintdb copy`` reads a collection this way, one index
+        range read per page however deep into it."""
+        columns = columns_for(["embeddings", "documents", "uris", "metadatas"])
+        with self._tx(read=True) as cur:
+            col = self._by_id(cur, collection_id)
+            raw = cur.execute(
+                f"SELECT r.seq, r.id{self._select_list(columns)} FROM tintdb.records r "
+                "WHERE r.coll = %s AND r.seq > %s ORDER BY r.seq LIMIT %s",
+                (col.coll, after, size),
+            ).fetchall()
+        last = int(raw[-1][0]) if raw else after
+        include = ["embeddings", "documents", "uris", "metadatas"]
+        rows = self._rows(raw, columns, col.dimension)
+        return last, get_result(rows, columns, include, col.dimension)
+
+    def query(
+        self,
+        collection_id: str,
+        query_embeddings: np.ndarray,
+        n_results: int,
+        ids: list[str] | None,
+        where: Where | None,
+        where_document: WhereDocument | None,
+        include: list[str],
+    ) -> QueryResult:
+        nq = len(query_embeddings)
+        with self._tx(read=True) as cur:
+            col = self._by_id(cur, collection_id)
+            _check_query_dimension(col, query_embeddings)
+            if ids is not None:
+                missing = set(ids) - set(self._existing(cur, col.coll, ids))
+                if missing:
+                    raise NotFoundError(
+                        f"Error finding id: query(ids=...) names {len(missing)} id(s) not in "
+                        f"collection {col.name!r}: {', '.join(sorted(missing)[:10])}"
+                    )
+            labels: list[np.ndarray] = [np.empty(0, np.int64)] * nq
+            dists: list[np.ndarray] = [np.empty(0, np.float32)] * nq
+            if col.dimension is not None and col.n_records > 0:
+                labels, dists = _Planner(self, cur, col).search(
+                    query_embeddings, n_results, ids, where, where_document
+                )
+            wanted = sorted({int(s) for row in labels for s in row.tolist()})
+            columns = columns_for(include)
+            rows: dict[int, tuple[Any, ...]] = {}
+            if wanted:
+                raw = cur.execute(
+                    f"SELECT r.seq, r.id{self._select_list(columns)} FROM tintdb.records r "
+                    "WHERE r.coll = %s AND r.seq = ANY(%s)",
+                    (col.coll, wanted),
+                ).fetchall()
+                rows = {r[0]: r for r in self._rows(raw, columns, col.dimension)}
+        return query_result(labels, dists, rows, include, col.dimension)
+
+
+class _RawJson:
+    """JSON text already made, for a jsonb column of a binary COPY."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+
+def _raw_json(data: bytes | None) -> _RawJson | None:
+    """``data`` for COPY into a jsonb column; None (no metadata) stays NULL."""
+    return None if data is None else _RawJson(data)
+
+
+def _json_dumps(obj: Any) -> bytes:
+    return obj.data if isinstance(obj, _RawJson) else orjson.dumps(obj)
+
+
+class _Planner:
+    """One query call's plan, inside its read transaction (see the module docstring)."""
+
+    def __init__(self, backend: PostgresBackend, cur: Any, col: _Collection) -> None:
+        self.backend, self.cur, self.col = backend, cur, col
+        assert col.dimension is not None
+        self.dim = col.dimension
+        self.space = col.space
+        self.op = OPERATORS[self.space]
+        self.ef = int(col.configuration["hnsw"].get("ef_search") or 100)
+
+    def search(
+        self,
+        q: np.ndarray,
+        k: int,
+        ids: list[str] | None,
+        where: Where | None,
+        where_document: WhereDocument | None,
+    ) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        col, total = self.col, self.col.n_records
+        cond, params = self.backend._filter(self.cur, col, ids, where, where_document)
+        filtered = ids is not None or bool(where) or bool(where_document)
+        graph = col.indexed and not searched_exactly(total)
+        fetch: int | None = None
+        matches = total
+        if filtered:
+            # Counted up to the point past which the plan no longer changes: with at
+            # least ``cap`` matches, a window of at most ef_search neighbours holds
+            # enough of them (postfilter_fetch), so a larger count only narrows it.
+            cap = min(COUNT_CAP, max(10 * self.ef, 2 * k * total // self.ef + 1))
+            matches = int(
+                self.cur.execute(
+                    f"SELECT count(*) FROM (SELECT 1 FROM tintdb.records r WHERE {cond} "
+                    "LIMIT %s) m",
+                    (*params, cap),
+                ).fetchone()[0]
+            )
+            if graph:
+                fetch = postfilter_fetch(matches, total, k, self.ef, max_beam=MAX_EF_SEARCH)
+        elif graph and k <= MAX_EF_SEARCH:
+            fetch = k
+        labels, dists = [], []
+        for v in q:
+            found = None
+            if fetch is not None:
+                found = self._window(v, k, fetch, cond if filtered else None, params)
+                if window_short(len(found[0]), k, matches):
+                    found = None  # the exact plan answers this query
+            if found is None:
+                found = self._exact(v, k, cond, params)
+            labels.append(found[0])
+            dists.append(found[1])
+        return labels, dists
+
+    def _ranked(
+        self, v: np.ndarray, k: int, rows: list[tuple[Any, ...]]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The ``k`` nearest of ``rows`` (seq, vector) by the distance the embedded
+        backend computes, in float32."""
+        if not rows:
+            return np.empty(0, np.int64), np.empty(0, np.float32)
+        seqs = np.array([r[0] for r in rows], dtype=np.int64)
+        vecs = decode_vectors([bytes(r[1]) for r in rows], self.dim)
+        query = v.astype(np.float32)
+        if self.space == "cosine":
+            vecs = unit(vecs).astype(np.float32)
+            query = unit(query[None, :])[0].astype(np.float32)
+        d = space_distances(self.space, query, vecs)
+        order = np.lexsort((seqs, d))[:k]
+        return seqs[order], d[order]
+
+    def _exact(
+        self, v: np.ndarray, k: int, cond: str, params: list[Any]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Exact search over the matching rows: ordered by pgvector's distance on the
+        untyped column, which no index serves, then re-ranked in float32."""
+        rows = self.cur.execute(
+            f"SELECT r.seq, r.embedding FROM tintdb.records r WHERE {cond} "
+            f"AND r.embedding IS NOT NULL ORDER BY r.embedding {self.op} %b LIMIT %s",
+            (*params, v, k + RERANK_EXTRA),
+        ).fetchall()
+        return self._ranked(v, k, rows)
+
+    def _window(
+        self, v: np.ndarray, k: int, fetch: int, cond: str | None, params: list[Any]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The HNSW index's ``fetch`` nearest neighbours, unfiltered, then those of them
+        that pass the filter. ``SET LOCAL`` (through set_config): the beam holds for
+        this transaction only, which also suits PgBouncer in transaction mode."""
+        beam = min(MAX_EF_SEARCH, max(self.ef, postfilter_beam(fetch, self.ef) if cond else fetch))
+        self.cur.execute("SELECT set_config('hnsw.ef_search', %s, true)", (str(beam),))
+        typed = f"vector({self.dim})"
+        inner = (
+            f"SELECT * FROM tintdb.records r WHERE r.coll = %s ORDER BY "
+            f"(r.embedding::{typed}) {self.op} (%b::{typed}) LIMIT %s"
+        )
+        if cond is None:
+            rows = self.cur.execute(
+                f"SELECT r.seq, r.embedding FROM ({inner}) r", (self.col.coll, v, fetch)
+            ).fetchall()
+        else:
+            rows = self.cur.execute(
+                f"SELECT r.seq, r.embedding FROM ({inner}) r WHERE {cond}",
+                (self.col.coll, v, fetch, *params),
+            ).fetchall()
+        return self._ranked(v, k, rows)
+
+
+def redacted(dsn: str) -> str:
+    """A DSN without its password, for messages."""
+    if "@" in dsn and "://" in dsn:
+        scheme, rest = dsn.split("://", 1)
+        creds, host = rest.rsplit("@", 1)
+        return f"{scheme}://{creds.split(':', 1)[0]}@{host}"
+    return dsn
