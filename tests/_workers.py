@@ -184,8 +184,8 @@ def index_contents(col: Any) -> str | None:
     log replay): self-queries alone cannot tell a wrong vector from an approximate miss.
     """
     backend = col._backend
-    backend._wait_loads()  # a first query after opening loads the index behind it
-    index = backend._indexes.get(str(col.id))
+    backend.keeper.wait_jobs()  # a first query after opening loads the index behind it
+    index = backend.keeper.indexes.get(str(col.id))
     if index is None and col.count() == 0:
         return None
     if index is None:

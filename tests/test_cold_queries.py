@@ -21,8 +21,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import tintdb
-from tintdb import _local
 from tintdb._index import VectorIndex, scan_knn
+from tintdb._local import indexes as keeper
+from tintdb._local import reads as local_reads
 from tintdb.errors import InvalidDimensionException, NotFoundError
 
 DIM = 12
@@ -89,7 +90,7 @@ def test_the_first_query_is_exact_and_does_not_wait_for_the_graph(
             query_embeddings=q, n_results=7, include=["distances", "metadatas", "documents"]
         )
         backend = col._backend
-        assert str(col.id) not in backend._indexes  # answered with the load held
+        assert str(col.id) not in backend.keeper.indexes  # answered with the load held
         for row, qv in enumerate(q):
             d = _distances(space, vecs, qv)
             order = np.argsort(d, kind="stable")[:7]
@@ -104,10 +105,10 @@ def test_the_first_query_is_exact_and_does_not_wait_for_the_graph(
         # While the load runs (held here), queries keep being answered by the scan.
         meanwhile = col.query(query_embeddings=q[::-1], n_results=7)
         assert meanwhile["ids"] == got["ids"][::-1]
-        assert str(col.id) not in backend._indexes
+        assert str(col.id) not in backend.keeper.indexes
         held.release.set()
-        backend._wait_loads()
-        index = backend._indexes[str(col.id)]
+        backend.keeper.wait_jobs()
+        index = backend.keeper.indexes[str(col.id)]
         assert len(index) == len(ids)
         again = col.query(query_embeddings=q, n_results=7)
         assert again["ids"] == got["ids"]
@@ -146,7 +147,7 @@ def test_a_first_filtered_query_is_exact_over_the_matches(
                 ids=only,
             )
             assert got["ids"] == [want], (where, where_document)
-            assert str(col.id) not in col._backend._indexes
+            assert str(col.id) not in col._backend.keeper.indexes
 
 
 def _matches(where: dict[str, Any], md: dict[str, Any]) -> bool:
@@ -178,8 +179,8 @@ def test_a_first_query_of_the_wrong_dimension_or_a_gone_collection_raises(
         col = client.get_collection("cold")
         with pytest.raises(InvalidDimensionException, match=f"dimension of {DIM}, got 5"):
             col.query(query_embeddings=np.zeros((1, 5)), n_results=3)
-        assert str(col.id) not in col._backend._indexes  # nothing started for it
-        assert not col._backend._loading
+        assert str(col.id) not in col._backend.keeper.indexes  # nothing started for it
+        assert not col._backend.keeper.loading
         assert col.count() == len(ids)
         with tintdb.PersistentClient(path=str(tmp_path)) as other:
             other.delete_collection("cold")
@@ -195,7 +196,7 @@ def test_close_waits_for_a_load_behind_a_query(tmp_path: Path) -> None:
     col = client.get_collection("cold")
     first = col.query(query_embeddings=vecs[:1], n_results=5)["ids"]
     assert first[0][0] == ids[0]
-    loads = [thread for thread, _ in col._backend._loading.values()]
+    loads = [thread for thread, _ in col._backend.keeper.loading.values()]
     assert loads  # the load behind the query
     client.close()
     assert all(not t.is_alive() for t in loads)
@@ -212,21 +213,24 @@ def test_large_batches_and_wide_queries_use_the_graph(
     call waits for the graph instead, and no load runs behind it."""
     _, vecs, _ = _store(tmp_path, "l2")
     scans: list[int] = []
-    real = _local.scan_knn
+    real = local_reads.scan_knn
 
     def counted(*args: Any) -> Any:
         scans.append(1)
         return real(*args)
 
-    monkeypatch.setattr(_local, "scan_knn", counted)
-    wide = [(vecs[: _local.COLD_SCAN_QUERIES + 1], 5), (vecs[:1], _local.COLD_SCAN_RESULTS + 1)]
+    monkeypatch.setattr(local_reads, "scan_knn", counted)
+    wide = [
+        (vecs[: local_reads.COLD_SCAN_QUERIES + 1], 5),
+        (vecs[:1], local_reads.COLD_SCAN_RESULTS + 1),
+    ]
     for q, k in wide:
         with tintdb.PersistentClient(path=str(tmp_path)) as client:
             col = client.get_collection("cold")
             got = col.query(query_embeddings=q, n_results=k)
             assert len(got["ids"]) == len(q) and len(got["ids"][0]) == k
-            assert str(col.id) in col._backend._indexes
-            assert not col._backend._loading
+            assert str(col.id) in col._backend.keeper.indexes
+            assert not col._backend.keeper.loading
     assert scans == []
 
 
@@ -237,7 +241,7 @@ def test_a_get_with_a_filter_does_not_load_the_index(tmp_path: Path) -> None:
         got = col.get(where={"part": 4}, limit=50, offset=10)
         want = [r for r, md in zip(ids, mds, strict=True) if md["part"] == 4][10:60]
         assert got["ids"] == want
-        assert not col._backend._indexes and not col._backend._loading
+        assert not col._backend.keeper.indexes and not col._backend.keeper.loading
 
 
 @settings(max_examples=examples(150), deadline=None)
@@ -288,7 +292,7 @@ def test_close_leaves_a_few_changes_to_the_log_and_snapshots_many(tmp_path: Path
         client.vacuum()  # snapshots at the last change: nothing left to replay
     (first,) = _snapshot_lsns(tmp_path)
     rng = np.random.default_rng(13)
-    few = len(ids) // _local.CLOSE_REPLAY_SHARE - 1
+    few = len(ids) // keeper.CLOSE_REPLAY_SHARE - 1
     for count, saved in [(few, False), (few + 2, True)]:
         with tintdb.PersistentClient(path=str(tmp_path)) as client:
             col = client.get_collection("cold")

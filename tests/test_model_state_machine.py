@@ -51,7 +51,7 @@ from test_filter_properties import (
 )
 
 import tintdb
-from tintdb import _index, _planning, errors
+from tintdb import _exact, _planning, errors
 
 ID_POOL = (*(f"id{i}" for i in range(8)), "é-ü", "x y")
 NAME = "machine"
@@ -331,7 +331,7 @@ def test_collection_matches_model_with_bfloat16_mirrors(
 ) -> None:
     """The same on disk, with every exact search going through a bfloat16 mirror and
     its error bounds (normally only collections of more than 24 MiB of float32 do)."""
-    monkeypatch.setattr(_index, "COMPACT_ABOVE", 0)
+    monkeypatch.setattr(_exact, "COMPACT_ABOVE", 0)
     machine = type(
         f"Machine_{space}_disk_bf16", (CollectionMachine,), {"space": space, "persistent": True}
     )

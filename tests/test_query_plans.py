@@ -23,8 +23,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import tintdb
-from tintdb import _index, _local, _planning, _storage
+from tintdb import _exact, _index, _local, _planning, _storage
 from tintdb._index import VectorIndex
+from tintdb._local.indexes import IndexKeeper
+from tintdb._local.reads import Reads
 from tintdb._planning import (
     POSTFILTER_COST_RATIO,
     POSTFILTER_MAX_FETCH,
@@ -205,13 +207,13 @@ def test_failed_add_after_early_indexing_leaves_nothing(
 
         monkeypatch.setattr(Store, "log", failing_log)
         early = []
-        real_early = _local.LocalBackend._index_early
+        real_early = IndexKeeper.index_early
 
         def spy_early(self: Any, *args: Any) -> Any:
             early.append(real_early(self, *args))
             return early[-1]
 
-        monkeypatch.setattr(_local.LocalBackend, "_index_early", spy_early)
+        monkeypatch.setattr(IndexKeeper, "index_early", spy_early)
         with pytest.raises(OSError, match="injected"):
             col.add(ids=[f"b{i}" for i in range(500)], embeddings=refused)
         assert calls["n"] == 1
@@ -277,7 +279,7 @@ def test_a_filter_that_keeps_coming_up_short_stops_trying_post_filtering(
             q[1:] = rng.normal(size=DIM - 1)
             got = col.query(query_embeddings=q[None], n_results=10, where={"side": 1})
             assert got["ids"][0] == [ids[i] for i in _truth(vecs, mask, q, 10)], n
-        assert len(spy.results) == _local.POSTFILTER_TRIES  # then the plan changed
+        assert len(spy.results) == _local.planner.POSTFILTER_TRIES  # then the plan changed
         assert not any(spy.results)
     finally:
         col.update(
@@ -325,8 +327,8 @@ def test_exact_search_is_brute_force(
     seqs = np.arange(1, n + 1, dtype=np.int64) * 3  # labels are not row numbers
     params = {"ef_construction": 100, "max_neighbors": 16, "ef_search": 10}
     with pytest.MonkeyPatch.context() as mp, tempfile.TemporaryDirectory() as tmp:
-        mp.setattr(_index, "COMPACT_ABOVE", compact_above)
-        mp.setattr(_index, "_EXACT_BLOCK", block)
+        mp.setattr(_exact, "COMPACT_ABOVE", compact_above)
+        mp.setattr(_exact, "EXACT_BLOCK", block)
         index = VectorIndex(space, 8, params)
         index.upsert(seqs, vecs)
         gone = seqs[rng.random(n) < drop]
@@ -397,7 +399,7 @@ def test_the_mirror_is_kept_from_the_writes_and_built_from_sqlite_after_a_reopen
     plan, for the mirror; not for queries the graph answers."""
     ids, vecs, mds = _data()
     reads: list[str] = []  # one entry per load of a collection's vectors from SQLite
-    real = _local.LocalBackend._loader
+    real = IndexKeeper.loader
 
     def counted(backend: Any, col: Any, rows: int = 4096) -> Any:
         load = real(backend, col, rows)
@@ -408,7 +410,7 @@ def test_the_mirror_is_kept_from_the_writes_and_built_from_sqlite_after_a_reopen
 
         return counting
 
-    monkeypatch.setattr(_local.LocalBackend, "_loader", counted)
+    monkeypatch.setattr(IndexKeeper, "loader", counted)
     scans: list[int] = []  # every read of vectors out of SQLite, for the index or mirror
     chunks = Store.vector_chunks
 
@@ -431,7 +433,7 @@ def test_the_mirror_is_kept_from_the_writes_and_built_from_sqlite_after_a_reopen
         col = client.get_collection("kept")
         # The first query scans SQLite's vectors; the graph loads behind it.
         assert col.query(query_embeddings=q, n_results=3)["ids"] == [nearest]
-        col._backend._wait_loads()
+        col._backend.keeper.wait_jobs()
         assert reads == ["graph"]
         assert len(scans) == 2
         assert col.query(query_embeddings=q, n_results=3)["ids"][0]  # the graph alone
@@ -449,7 +451,7 @@ def test_a_record_deleted_between_search_and_read_back_does_not_shorten_the_answ
     read: the query must still return n_results records, none of them the deleted one."""
     ids, vecs, mds = _data()
     raced: list[str] = []
-    real = _local.LocalBackend._query_result
+    real = Reads._query_result
 
     def racing(backend: Any, labels: Any, *args: Any, **kwargs: Any) -> Any:
         if not raced:  # the first read back only: delete the nearest record first
@@ -457,13 +459,13 @@ def test_a_record_deleted_between_search_and_read_back_does_not_shorten_the_answ
                 coll = backend.store.collection_by_id(str(col.id)).coll
                 row = backend.store.fetch_seqs(coll, [int(labels[0][0])], [])
             raced.append(row[int(labels[0][0])][1])
-            backend.delete(str(col.id), [raced[0]], None, None)
+            col._backend.delete(str(col.id), [raced[0]], None, None)
         return real(backend, labels, *args, **kwargs)
 
     with tintdb.PersistentClient(path=str(tmp_path)) as client:
         col = client.create_collection("race", embedding_function=None)
         col.add(ids=ids[:1000], embeddings=vecs[:1000], metadatas=mds[:1000])
-        monkeypatch.setattr(_local.LocalBackend, "_query_result", racing)
+        monkeypatch.setattr(Reads, "_query_result", racing)
         got = col.query(query_embeddings=vecs[:1], n_results=5, where=where)
         assert raced and len(got["ids"][0]) == 5 and raced[0] not in got["ids"][0]
         mask = np.array([i < 1000 and ids[i] != raced[0] for i in range(N)])
@@ -481,7 +483,7 @@ def test_a_record_deleted_between_filtering_and_read_back_does_not_shorten_a_get
     not a shorter one."""
     ids, vecs, mds = _data()
     raced: list[str] = []
-    real = _local.LocalBackend._candidates
+    real = Reads._candidates
 
     def racing(backend: Any, *args: Any, **kwargs: Any) -> Any:
         matches = real(backend, *args, **kwargs)
@@ -490,14 +492,14 @@ def test_a_record_deleted_between_filtering_and_read_back_does_not_shorten_a_get
                 coll = backend.store.collection_by_id(str(col.id)).coll
                 seq = int(matches.seqs[2])
                 raced.append(backend.store.fetch_seqs(coll, [seq], [])[seq][1])
-            backend.delete(str(col.id), [raced[0]], None, None)
+            col._backend.delete(str(col.id), [raced[0]], None, None)
         return matches
 
     with tintdb.PersistentClient(path=str(tmp_path)) as client:
         col = client.create_collection("race", embedding_function=None)
         col.add(ids=ids[:1000], embeddings=vecs[:1000], metadatas=mds[:1000])
         col.query(query_embeddings=vecs[:1], n_results=1)  # the index is in memory
-        monkeypatch.setattr(_local.LocalBackend, "_candidates", racing)
+        monkeypatch.setattr(Reads, "_candidates", racing)
         got = col.get(where={"half": 1}, limit=5, offset=2, include=["metadatas"])
         assert raced
         want = [ids[i] for i in range(1000) if mds[i]["half"] == 1 and ids[i] != raced[0]]
@@ -534,7 +536,7 @@ def test_a_graph_worn_by_deletes_and_updates_is_rebuilt_at_the_line() -> None:
     with tintdb.EphemeralClient() as client:
         col = client.create_collection("worn", embedding_function=None)
         col.add(ids=ids, embeddings=vecs)
-        first = col._backend._indexes[str(col.id)]
+        first = col._backend.keeper.indexes[str(col.id)]
         live = list(ids)
         churn = 0
         for step in range(200):
@@ -550,11 +552,11 @@ def test_a_graph_worn_by_deletes_and_updates_is_rebuilt_at_the_line() -> None:
             churn += 10
             if churn > max(_index.WORN_MIN, len(live) // _index.WORN_SHARE):
                 break
-            index = col._backend._indexes[str(col.id)]
-            assert not col._backend._rebuilding, f"rebuilt early, at {churn}"
+            index = col._backend.keeper.indexes[str(col.id)]
+            assert not col._backend.keeper.rebuilding, f"rebuilt early, at {churn}"
             assert index is first and index.churn == churn, f"rebuilt early, at {churn}"
-        col._backend._wait_loads()
-        index = col._backend._indexes[str(col.id)]
+        col._backend.keeper.wait_jobs()
+        index = col._backend.keeper.indexes[str(col.id)]
         assert index is not first, "not rebuilt past the line"
         assert index.churn == 0 and index.free_slots == 0 and len(index) == len(live)
         held = np.asarray(index._full_vectors(index.universe()), dtype=np.float32)
@@ -607,7 +609,7 @@ FULL_PASSES = {
     "a page walked in order": (
         "get(where, limit) of a filter that matched at least a twentieth of an even sample "
         "of the records: it walks them in order, testing each, until the page is full "
-        "(about (offset + limit) / share records, at most _local.WALK_MAX by the sample)"
+        "(about (offset + limit) / share records, at most _local.planner.WALK_MAX by the sample)"
     ),
     "vacuum()": "rewrites the whole file",
     "close()": (
@@ -691,7 +693,7 @@ class _Watch:
         counted(VectorIndex, "ensure_mirror", lambda ix, loader: ix._mirror is None)
         # Whole-index work: snapshots, rebuilds, filter complements.
         counted(VectorIndex, "save", None)
-        counted(_local.LocalBackend, "_rebuild", None)
+        counted(IndexKeeper, "rebuild", None)
         counted(Store, "reclaim_space", None)
         # The complement of a set of seqs: a pass over the live seqs.
         real_complement = _storage.complement
@@ -901,7 +903,7 @@ def test_no_public_call_walks_a_whole_collection(
     with tintdb.PersistentClient(path=str(path)) as client:
         col = client.get_collection("plans", embedding_function=None)
         watch.run("first query after opening", lambda: col.query(query_embeddings=vecs[:1]))
-        watch.run("index load behind the first query", col._backend._wait_loads)
+        watch.run("index load behind the first query", col._backend.keeper.wait_jobs)
         watch.run("count()", col.count)
         watch.run(
             "first exact search after the index loads",

@@ -18,7 +18,8 @@ from _held import Held
 from _workers import index_contents
 
 import tintdb
-from tintdb import _index, _local
+from tintdb import _index
+from tintdb._local import indexes as keeper
 
 DIM = 8
 N = 1200
@@ -47,7 +48,7 @@ def _held_rebuild(monkeypatch: pytest.MonkeyPatch) -> Held:
 
 @pytest.fixture(autouse=True)
 def _rebuild_behind_at_every_size(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(_local, "REBUILD_NOW_BELOW", 0)
+    monkeypatch.setattr(keeper, "REBUILD_NOW_BELOW", 0)
 
 
 @pytest.mark.usefixtures("graph_search_for_every_size")
@@ -60,10 +61,10 @@ def test_writes_and_queries_go_on_while_a_worn_graph_is_rebuilt(
         col = client.create_collection("worn", embedding_function=None)
         col.add(ids=list(vecs), embeddings=np.stack(list(vecs.values())))
         backend = col._backend
-        worn = backend._indexes[str(col.id)]
+        worn = backend.keeper.indexes[str(col.id)]
         with _held_rebuild(monkeypatch) as held:
             _wear(col, rng, vecs)
-            assert held.reached.wait(60) and str(col.id) in backend._rebuilding
+            assert held.reached.wait(60) and str(col.id) in backend.keeper.rebuilding
             # Meanwhile: adds, deletes, updates and a snapshot, all answered at once.
             extra = rng.normal(size=(50, DIM)).astype(np.float32)
             col.add(ids=[f"x{i}" for i in range(50)], embeddings=extra)
@@ -74,14 +75,14 @@ def test_writes_and_queries_go_on_while_a_worn_graph_is_rebuilt(
                 del vecs[g]
             col.update(ids=["r1"], embeddings=extra[:1] + 0.5)
             vecs["r1"] = extra[0] + 0.5
-            backend._snapshot(str(col.id), force=True)  # must not prune what is replayed
-            assert backend._indexes[str(col.id)] is worn
+            backend.keeper.snapshot(str(col.id), force=True)  # must not prune what is replayed
+            assert backend.keeper.indexes[str(col.id)] is worn
             q = vecs["r1"]
             assert col.query(query_embeddings=q[None, :], n_results=1)["ids"] == [["r1"]]
             assert col.count() == len(vecs)
-        backend._wait_loads()
-        fresh = backend._indexes[str(col.id)]
-        assert fresh is not worn and not backend._rebuilding
+        backend.keeper.wait_jobs()
+        fresh = backend.keeper.indexes[str(col.id)]
+        assert fresh is not worn and not backend.keeper.rebuilding
         assert index_contents(col) is None  # every record since the read replayed
         # Only what was replayed after the read: the deletes, and r1's old node.
         assert fresh.free_slots == len(gone) + 1
@@ -101,7 +102,7 @@ def test_closing_gives_up_a_rebuild_in_progress(
 ) -> None:
     """close() does not wait for a whole rebuild: the rebuild stops at its next step,
     the worn graph is what is saved, and the store reopens with every record."""
-    monkeypatch.setattr(_local, "REBUILD_STEP", 100)
+    monkeypatch.setattr(keeper, "REBUILD_STEP", 100)
     rng = np.random.default_rng(22)
     vecs = {f"r{i}": v for i, v in enumerate(rng.normal(size=(N, DIM)).astype(np.float32))}
     steps: list[int] = []
@@ -120,33 +121,33 @@ def test_closing_gives_up_a_rebuild_in_progress(
     col = client.create_collection("worn", embedding_function=None)
     col.add(ids=list(vecs), embeddings=np.stack(list(vecs.values())))
     client_backend = col._backend
-    worn = client_backend._indexes[str(col.id)]
+    worn = client_backend.keeper.indexes[str(col.id)]
     _wear(col, rng, vecs)
-    rebuild = client_backend._rebuilding[str(col.id)][0]
+    rebuild = client_backend.keeper.rebuilding[str(col.id)][0]
     deadline = time.monotonic() + 60
     while not steps and time.monotonic() < deadline:  # until it is inside its first step
         time.sleep(0.01)
     client.close()
     assert not rebuild.is_alive()
     assert steps == [100]  # one step, then it saw the close
-    assert client_backend._indexes == {}
+    assert client_backend.keeper.indexes == {}
     with tintdb.PersistentClient(path=str(tmp_path)) as client:
         col = client.get_collection("worn")
         q = vecs["r7"]
         assert col.query(query_embeddings=q[None, :], n_results=1)["ids"] == [["r7"]]
         assert index_contents(col) is None
-        assert col._backend._indexes[str(col.id)].churn == worn.churn  # saved as it was
+        assert col._backend.keeper.indexes[str(col.id)].churn == worn.churn  # saved as it was
 
 
 def test_a_small_worn_graph_is_rebuilt_inside_the_write(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(_local, "REBUILD_NOW_BELOW", 2048)
+    monkeypatch.setattr(keeper, "REBUILD_NOW_BELOW", 2048)
     rng = np.random.default_rng(23)
     vecs = rng.normal(size=(1000, DIM)).astype(np.float32)
     with tintdb.EphemeralClient() as client:
         col = client.create_collection("small", embedding_function=None)
         col.add(ids=[str(i) for i in range(1000)], embeddings=vecs)
-        worn = col._backend._indexes[str(col.id)]
+        worn = col._backend.keeper.indexes[str(col.id)]
         col.delete(ids=[str(i) for i in range(300)])
-        fresh = col._backend._indexes[str(col.id)]
-        assert fresh is not worn and not col._backend._rebuilding
+        fresh = col._backend.keeper.indexes[str(col.id)]
+        assert fresh is not worn and not col._backend.keeper.rebuilding
         assert len(fresh) == 700 and fresh.free_slots == 0 and fresh.churn == 0

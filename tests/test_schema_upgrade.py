@@ -10,11 +10,13 @@ from __future__ import annotations
 import shutil
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
 import tintdb
+from tintdb import _storage, _vblocks
 
 FIXTURE = Path(__file__).parent / "fixtures" / "store-v1"
 
@@ -233,3 +235,79 @@ def test_v3_store_gets_its_counts_and_keeps_them_through_writes(v3_store: Path) 
     with tintdb.PersistentClient(path=str(v3_store)) as client:
         notes = client.get_collection("notes")
         assert notes.count() == len(notes.get()["ids"]) == 104
+
+
+# ---------------------------------------------------------------- each migration alone
+
+
+def _unopened(path: Path) -> _storage.Store:
+    """A Store on an old file whose schema was not touched: the migration under test
+    runs on its connection alone."""
+    store = _storage.Store.__new__(_storage.Store)
+    store.path = path
+    store._conn = _storage.Store._connect(str(path / "tintdb.sqlite3"))
+    return store
+
+
+def _vectors(store: _storage.Store) -> dict[int, list[float]]:
+    """Every live vector in the blocks, read with the codec alone."""
+    out = {}
+    for blk, slots, data in store._conn.execute("SELECT blk, slots, data FROM vblocks"):
+        seqs, vecs = _vblocks.live(blk, slots, data)
+        out.update({int(s): v.tolist() for s, v in zip(seqs, vecs, strict=True)})
+    return out
+
+
+def test_the_migrations_lead_from_every_old_version_to_the_current_one() -> None:
+    steps = _storage.MIGRATIONS
+    assert [s for s, _, _ in steps] == sorted(s for s, _, _ in steps)
+    for version in range(1, _storage.SCHEMA_VERSION):
+        while version != _storage.SCHEMA_VERSION:
+            version = next(t for s, t, _ in steps if s == version)
+
+
+@pytest.mark.parametrize(
+    ("fixture", "step", "vectors"),
+    [
+        (FIXTURE, _storage.vectors_from_records_into_blocks, "SELECT seq, embedding FROM records"),
+        (FIXTURE_V2, _storage.vector_rows_into_blocks, "SELECT seq, embedding FROM vectors"),
+    ],
+)
+def test_each_vector_migration_alone_moves_every_vector_into_blocks(
+    tmp_path: Path, fixture: Path, step: Any, vectors: str
+) -> None:
+    path = tmp_path / "store"
+    shutil.copytree(fixture, path)
+    store = _unopened(path)
+    try:
+        before = {
+            int(s): np.frombuffer(e, np.float32).tolist()
+            for s, e in store._conn.execute(vectors).fetchall()
+        }
+        assert before
+        store._conn.execute("BEGIN")
+        step(store)
+        store._conn.execute("COMMIT")
+        assert _vectors(store) == before
+        columns = [r[1] for r in store._conn.execute("PRAGMA table_info(records)")]
+        tables = [r[0] for r in store._conn.execute("SELECT name FROM sqlite_master")]
+        assert "embedding" not in columns and "vectors" not in tables
+    finally:
+        store._conn.close()
+
+
+def test_the_count_migration_alone_counts_each_collections_records(tmp_path: Path) -> None:
+    path = tmp_path / "store"
+    shutil.copytree(FIXTURE_V3, path)
+    store = _unopened(path)
+    try:
+        store._conn.execute("BEGIN")
+        _storage.record_counts_in_collections(store)
+        store._conn.execute("COMMIT")
+        counted = dict(
+            store._conn.execute("SELECT coll, count(*) FROM records GROUP BY coll").fetchall()
+        )
+        kept = dict(store._conn.execute("SELECT coll, n_records FROM collections").fetchall())
+        assert kept == {coll: counted.get(coll, 0) for coll in kept} and any(kept.values())
+    finally:
+        store._conn.close()

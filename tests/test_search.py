@@ -405,7 +405,7 @@ def test_a_filtered_dense_knn_takes_querys_sampled_plan(tmp_path: Path) -> None:
     after testing a sample, without listing its matches, in search as in query; and
     the answers are query's."""
     rng = np.random.default_rng(11)
-    n = _local.SAMPLE_ABOVE + 1000
+    n = _local.planner.SAMPLE_ABOVE + 1000
     vectors = rng.normal(size=(n, 8)).astype(np.float32)
     with tintdb.PersistentClient(str(tmp_path)) as client:
         c = make(client, "wide")
@@ -422,7 +422,7 @@ def test_a_filtered_dense_knn_takes_querys_sampled_plan(tmp_path: Path) -> None:
                 Search(where=where).rank(Knn(query=q.tolist(), limit=20)).select(K.SCORE)
             )
             key = orjson.dumps([None, where, None], option=orjson.OPT_SORT_KEYS)
-            listed = [k for k in backend._filter_cache if k[2] == key]
+            listed = [k for k in backend.reads.filters.listed() if k[2] == key]
             assert listed == []  # post-filtered from the sample: the matches were not listed
             want = c.query(query_embeddings=[q], n_results=20, where=where)  # seen again
             assert got["ids"][0] == want["ids"][0] and len(got["ids"][0]) == 20
@@ -501,10 +501,10 @@ def test_fork_keeps_the_graph_of_updated_vectors(tmp_path: Path) -> None:
             c.update(ids=ids[:50], embeddings=moved)  # new nodes for these records
             c.delete(ids=ids[50:60])
             f = c.fork("copy")
-            graph = f._backend._indexes[str(f.id)]  # the copied graph, in place at once
+            graph = f._backend.keeper.indexes[str(f.id)]  # the copied graph, in place at once
             assert len(graph) == 390 and len(graph._moved) == 50
             assert nearest(f) == nearest(c)
-            assert f._backend._indexes[str(f.id)] is graph  # no rebuild was needed
+            assert f._backend.keeper.indexes[str(f.id)] is graph  # no rebuild was needed
             one = f.search(Search().rank(Knn(query=moved[3].tolist(), limit=1)))["ids"]
             assert one == [["3"]]
             f.update(ids=["3"], embeddings=[vecs[200].tolist()])  # moved again, in the fork

@@ -156,7 +156,7 @@ def test_state_read_from_hnswlib_file_equals_getstate(
     """Snapshots read hnswlib's state from its index file (streamed, so closing never
     holds a second copy of the index); it must be exactly what ``__getstate__`` gives,
     minus the live vectors, or the graph put back together from it would differ."""
-    from tintdb import _index
+    from tintdb import _index, _snapshot
 
     rng = np.random.default_rng(deletes)
     params = {"ef_construction": 50, "max_neighbors": 8, "ef_search": 20}
@@ -165,12 +165,12 @@ def test_state_read_from_hnswlib_file_equals_getstate(
     index.upsert(seqs, rng.normal(size=(len(seqs), 16)).astype(np.float32))
     index.remove(rng.choice(seqs, size=deletes, replace=False))
     index._hnsw.save_index(str(tmp_path / "g.hnsw"))
-    state, parts = _index._state_from_file(tmp_path / "g.hnsw", index.universe())
+    state, parts = _snapshot.state_from_file(tmp_path / "g.hnsw", index.universe())
     want = index._hnsw.__getstate__()[0]
     for key, value in state.items():
         assert want[key] == value, key
     # The in-memory load derives the pickled state's arrays from the links and the tail.
-    arrays = _index._tail_arrays(state, parts["links"], parts["tail"])
+    arrays = _snapshot.tail_arrays(state, parts["links"], parts["tail"])
     assert arrays["element_levels"].tolist() == want["element_levels"].tolist()
     assert arrays["link_lists"].tobytes() == want["link_lists"].tobytes()
     ext, internal = want["label_lookup_external"], want["label_lookup_internal"]
@@ -196,9 +196,9 @@ def _reopen_answers(path: Path, q: np.ndarray) -> tuple[Any, Any]:
     with tintdb.PersistentClient(path=str(path)) as client:
         col = client.get_collection("links")
         col.query(query_embeddings=q[:1], n_results=10)  # a scan; the graph loads behind it
-        col._backend._wait_loads()
+        col._backend.keeper.wait_jobs()
         got = col.query(query_embeddings=q, n_results=10)
-        index = col._backend._indexes[str(col.id)]
+        index = col._backend.keeper.indexes[str(col.id)]
         held = np.asarray(index._full_vectors(index.universe()), dtype=np.float32)
         return got, held
 
@@ -371,3 +371,29 @@ def test_changed_vectors_get_fresh_nodes_that_a_snapshot_keeps(tmp_path: Path, s
         assert set(found.ravel().tolist()) <= set(current)  # no old node, nothing deleted
         ix.upsert(probe[:3], np.zeros((3, 8), np.float32) + 1)  # and it goes on changing
         assert len(ix) == len(current)
+
+
+def test_row_level_store_methods_refuse_to_run_outside_a_write(tmp_path: Path) -> None:
+    """insert, log and the other row-level methods assume the caller's transaction: called
+    outside Store.write() they refuse, and the store is left as it was."""
+    from tintdb._storage import OP_SET
+
+    store = Store(tmp_path)
+    try:
+        col, _ = store.create_collection(
+            "c", None, {"hnsw": {}}, False, "default_tenant", "default_database"
+        )
+        vec = np.ones((1, 3), np.float32)
+        for call in (
+            lambda: store.insert(col.coll, ["a"], vec, None, None, None),
+            lambda: store.log(col, OP_SET, np.array([1], np.int64)),
+            lambda: store.set_dimension(col, 3),
+        ):
+            with pytest.raises(RuntimeError, match=r"inside Store\.write"):
+                call()
+        with store.write():
+            store.set_dimension(col, 3)
+            store.insert(col.coll, ["a"], vec, None, None, None)
+        assert store.count(col.coll) == 1
+    finally:
+        store.close()

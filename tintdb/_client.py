@@ -3,6 +3,10 @@
 This layer owns everything that does not depend on where the data lives: argument
 checks, embedding functions, and the exact shape of results. Storage is a ``Backend``
 (see ``_backend``), so the same classes serve the embedded store and a server.
+
+Long because it is chromadb's whole public surface (clients, collections, admin,
+constructors) in one place, each method's checks beside it; the rules themselves live
+in ``_validation``, ``_filters`` and ``_schema``.
 """
 
 from __future__ import annotations
@@ -1045,3 +1049,26 @@ def CloudClient(
         "(or Chroma) server, use HttpClient(host=..., port=..., ssl=..., "
         "headers={'x-chroma-token': <token>}); for a store of your own, PersistentClient(path)."
     )
+
+
+# The seam a server (``tintdb.server``) serves a client through: the backend a client
+# calls, a collection's stored model, and a collection by UUID. Internal, not part of
+# the chromadb API, so that the server needs no private attribute of these classes.
+
+
+def backend_of(client: Client) -> Backend:
+    """The backend ``client`` calls."""
+    return client._live_backend()
+
+
+def model_of(collection: Collection) -> CollectionModel:
+    """The collection as the backend returned it (id, name, configuration ...)."""
+    return collection._model
+
+
+def collection_by_id(
+    client: Client, collection_id: str, embedding_function: Any = None
+) -> Collection:
+    """A collection of ``client`` by UUID, with no embedding function by default (a
+    server never embeds)."""
+    return client._collection_by_id(collection_id, embedding_function)

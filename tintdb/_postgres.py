@@ -28,8 +28,9 @@ import orjson
 
 from . import __version__, _regex, _schema
 from ._conditions import condition_tree
-from ._index import _RERANK_EXTRA, _unit, space_distances
-from ._local import _check_query_dimension, _merge_metadata, _strip_none
+from ._exact import RERANK_EXTRA, space_distances, unit
+from ._local.backend import _merge_metadata, _strip_none
+from ._local.reads import _check_query_dimension
 from ._pgsql import (
     HNSW_MAX_DIMENSION,
     MAX_EF_SEARCH,
@@ -1153,8 +1154,8 @@ class _Planner:
         vecs = decode_vectors([bytes(r[1]) for r in rows], self.dim)
         query = v.astype(np.float32)
         if self.space == "cosine":
-            vecs = _unit(vecs).astype(np.float32)
-            query = _unit(query[None, :])[0].astype(np.float32)
+            vecs = unit(vecs).astype(np.float32)
+            query = unit(query[None, :])[0].astype(np.float32)
         d = space_distances(self.space, query, vecs)
         order = np.lexsort((seqs, d))[:k]
         return seqs[order], d[order]
@@ -1167,7 +1168,7 @@ class _Planner:
         rows = self.cur.execute(
             f"SELECT r.seq, r.embedding FROM tintdb.records r WHERE {cond} "
             f"AND r.embedding IS NOT NULL ORDER BY r.embedding {self.op} %b LIMIT %s",
-            (*params, v, k + _RERANK_EXTRA),
+            (*params, v, k + RERANK_EXTRA),
         ).fetchall()
         return self._ranked(v, k, rows)
 

@@ -7,23 +7,31 @@ their writes through SQLite's own lock.
 
 Alongside the records, each write appends one row to ``ops``, the change log that the
 vector index replays (see ``_local``).
+
+Its size (over 1,500 lines) is a debt, not a design: the schema and its migrations,
+the catalog, the change log and the filtered reads still share the class. The vector
+block codec is out (``_vblocks``), the migrations are named steps (``MIGRATIONS``), and
+the row-level methods refuse to run outside ``write()`` (``_inside_write``); the rest
+is to follow.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import os
 import sqlite3
 import threading
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, overload
+from typing import Any, TypeVar, overload
 
 import numpy as np
 import orjson
 
+from . import _vblocks as vblocks
 from ._filters import (
     KIND_LIST_OFFSET,
     compile_record_test,
@@ -35,6 +43,7 @@ from ._filters import (
     text_list,
     value_kind,
 )
+from ._vblocks import BLOCK_SHIFT, block_runs
 from .config import DEFAULT_DATABASE, DEFAULT_DATABASE_ID, DEFAULT_TENANT
 from .errors import (
     InvalidArgumentError,
@@ -58,8 +67,6 @@ DB_FILENAME = "tintdb.sqlite3"
 # vectors in that order. Reading vectors back in blocks is several times faster than at
 # one row per vector (docs/benchmarks.md), which is what lets the index snapshot leave the
 # vectors out (stored once, in SQLite) and still reopen quickly.
-BLOCK_SHIFT = 6
-_BLOCK = 1 << BLOCK_SHIFT
 _VBLOCKS_TABLE = (
     "CREATE TABLE IF NOT EXISTS vblocks(coll INTEGER NOT NULL, blk INTEGER NOT NULL, "
     "slots BLOB NOT NULL, data BLOB NOT NULL, PRIMARY KEY(coll, blk))"
@@ -68,7 +75,6 @@ _VBLOCKS_TABLE = (
 # deleted record's slot is marked dead in place (Python 3.11's incremental blob I/O);
 # without it, the block is rewritten. Tests switch it.
 IN_PLACE_UPDATES = hasattr(sqlite3.Connection, "blobopen")
-_DEAD = 0xFF  # a slot byte marking a deleted record whose bytes await a rewrite
 # Blocks read per statement when looking up scattered seqs.
 _BLOCKS_PER_READ = 256
 # How a sparse vector shows in a record's stored metadata JSON (orjson writes it compactly).
@@ -244,17 +250,6 @@ def _by_collection(
             start = i
 
 
-def _block_runs(seqs: np.ndarray) -> list[tuple[int, int, int]]:
-    """(blk, start, stop) for each run of equal blocks in sorted ``seqs``."""
-    if len(seqs) == 0:
-        return []
-    blks = seqs >> BLOCK_SHIFT
-    cuts = np.flatnonzero(np.diff(blks)) + 1
-    starts = np.concatenate(([0], cuts)).tolist()
-    stops = np.concatenate((cuts, [len(seqs)])).tolist()
-    return [(int(blks[a]), a, b) for a, b in zip(starts, stops, strict=True)]
-
-
 def _joined(parts: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
     if len(parts) == 1:
         return parts[0]
@@ -297,6 +292,22 @@ def meta_rows(coll: int, seq: int, md: dict[str, Any] | None) -> list[tuple[Any,
     return rows
 
 
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _inside_write(method: _F) -> _F:
+    """A row-level method of Store: it changes rows (or relies on a write's lock) and
+    so runs only inside ``Store.write()``, never in a transaction of its own."""
+
+    @functools.wraps(method)
+    def checked(self: Store, *args: Any, **kwargs: Any) -> Any:
+        if not self._writing:
+            raise RuntimeError(f"Store.{method.__name__} runs only inside Store.write()")
+        return method(self, *args, **kwargs)
+
+    return checked  # type: ignore[return-value]
+
+
 class Store:
     """SQLite storage for tenants, databases, collections and records."""
 
@@ -310,6 +321,7 @@ class Store:
         self.lock = threading.RLock()
         self._conn = self._connect(target)
         self._in_tx = False
+        self._writing = False  # inside write(): the row-level methods may run
         self._checkpointing: threading.Thread | None = None
         self._init_schema()
 
@@ -331,7 +343,7 @@ class Store:
         one: a query answered while an index loads under ``lock`` (see _local)."""
         assert self.path is not None, "an in-memory database has one connection"
         other = copy.copy(self)
-        other.lock, other._in_tx = threading.RLock(), False
+        other.lock, other._in_tx, other._writing = threading.RLock(), False, False
         other._conn = self._connect(str(self.path / DB_FILENAME))
         try:
             yield other
@@ -359,7 +371,7 @@ class Store:
             raise InvalidArgumentError(
                 f"{self.path} was written by a newer tintdb (schema {version}); upgrade tintdb"
             )
-        migrated = version in (1, 2, 3)
+        migrated = 0 < version < SCHEMA_VERSION
         if migrated:
             self._migrate(version)
         # A file from before collection_keys gets it filled once, in the script below.
@@ -417,30 +429,14 @@ class Store:
         c.execute("COMMIT")
 
     def _migrate_steps(self, version: int) -> None:
-        c = self._conn
-        if version in (1, 2):
-            c.execute(_VBLOCKS_TABLE)
-            source = (
-                "SELECT coll, seq, embedding FROM records"
-                if version == 1
-                else "SELECT r.coll, r.seq, v.embedding FROM records r "
-                "JOIN vectors v ON v.seq = r.seq"
-            )
-            cur = c.execute(f"{source} ORDER BY 1, 2")
-            while rows := cur.fetchmany(4096):
-                for coll, part in _by_collection(rows):
-                    self._put_vectors(coll, *part)
-            if version == 1:
-                c.execute("ALTER TABLE records DROP COLUMN embedding")
-                c.execute("DROP TRIGGER IF EXISTS docs_insert")
-            else:
-                c.execute("DROP TABLE vectors")
-        c.execute("ALTER TABLE collections ADD COLUMN n_records INTEGER NOT NULL DEFAULT 0")
-        c.execute(
-            "UPDATE collections SET n_records = "
-            "(SELECT count(*) FROM records r WHERE r.coll = collections.coll)"
-        )
-        c.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        """Run the MIGRATIONS that lead from ``version`` to SCHEMA_VERSION, in order."""
+        for source, target, step in MIGRATIONS:
+            if source == version:
+                step(self)
+                version = target
+        if version != SCHEMA_VERSION:
+            raise InvalidArgumentError(f"no upgrade leads from schema {version}")
+        self._conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     def close(self) -> None:
         with self.lock:
@@ -497,7 +493,7 @@ class Store:
                 yield self._conn
                 return
             self._conn.execute("BEGIN IMMEDIATE")
-            self._in_tx = True
+            self._in_tx = self._writing = True
             try:
                 yield self._conn
             except BaseException:
@@ -507,7 +503,7 @@ class Store:
                 self._conn.execute("COMMIT")
                 self._after_commit()
             finally:
-                self._in_tx = False
+                self._in_tx = self._writing = False
 
     @contextlib.contextmanager
     def read(self) -> Iterator[sqlite3.Connection]:
@@ -704,6 +700,7 @@ class Store:
                 )
             return self.collection_by_id(collection_id)
 
+    @_inside_write
     def fork_collection(self, col: CollectionRow, new_name: str) -> tuple[CollectionRow, int]:
         """Inside a write: a new collection named ``new_name`` beside ``col`` holding a
         copy of its records, vectors, metadata index, documents' text index and sparse
@@ -731,7 +728,7 @@ class Store:
         low = c.execute("SELECT min(seq) FROM records WHERE coll = ?", (col.coll,)).fetchone()[0]
         shift = 0
         if low is not None:
-            shift = -(-(self.next_seq() - low) // _BLOCK) * _BLOCK
+            shift = -(-(self.next_seq() - low) // vblocks.BLOCK) * vblocks.BLOCK
             c.execute(
                 "INSERT INTO records(seq, coll, id, document, uri, metadata) "
                 "SELECT seq + ?, ?, id, document, uri, metadata FROM records WHERE coll = ? "
@@ -881,7 +878,7 @@ class Store:
         for long."""
         keys = self._conn.execute(
             "SELECT coll, blk FROM vblocks WHERE instr(slots, ?) > 0 ORDER BY coll, blk",
-            (bytes([_DEAD]),),
+            (bytes([vblocks.DEAD]),),
         ).fetchall()
         by_coll: dict[int, list[int]] = {}
         for coll, blk in keys:
@@ -890,13 +887,17 @@ class Store:
             for i in range(0, len(blks), 256):
                 with self.write():
                     old = self._blocks(coll, blks[i : i + 256], "slots, data")
-                    live = {b: np.frombuffer(v[0], dtype=np.uint8) != _DEAD for b, v in old.items()}
+                    live = {
+                        b: np.frombuffer(v[0], dtype=np.uint8) != vblocks.DEAD
+                        for b, v in old.items()
+                    }
                     holed = {b: k for b, k in live.items() if k.any() and not k.all()}
                     self._keep_slots(coll, holed, old)
                     self._delete_blocks(coll, [b for b, k in live.items() if not k.any()])
 
     # ------------------------------------------------------------ records: writes
 
+    @_inside_write
     def set_dimension(self, col: CollectionRow, dim: int) -> None:
         """Fix the dimension on first write; afterwards refuse any other length."""
         if col.dimension is None:
@@ -920,6 +921,7 @@ class Store:
         ).fetchall()
         return {r[0]: (r[1], r[2], r[3]) for r in rows}
 
+    @_inside_write
     def next_seq(self) -> int:
         """The seq the next inserted record gets (stable while this write is open)."""
         row = self._conn.execute(
@@ -927,6 +929,7 @@ class Store:
         ).fetchone()
         return (row[0] if row else 0) + 1
 
+    @_inside_write
     def insert(
         self,
         coll: int,
@@ -970,6 +973,7 @@ class Store:
         self._put_sparse(coll, seqs.tolist(), mds)
         return seqs
 
+    @_inside_write
     def update_rows(
         self,
         coll: int,
@@ -1013,6 +1017,7 @@ class Store:
                 ),
             )
 
+    @_inside_write
     def delete_rows(self, coll: int, seqs: np.ndarray) -> None:
         c = self._conn
         self._drop_sparse(coll, seqs)
@@ -1134,32 +1139,21 @@ class Store:
         order = np.argsort(seqs, kind="stable")
         seqs = np.asarray(seqs, dtype=np.int64)[order]
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)[order]
-        dim = vectors.shape[1]
-        runs = _block_runs(seqs)
+        runs = block_runs(seqs)
         if IN_PLACE_UPDATES:
             runs = self._overwrite_in_place(coll, seqs, vectors, runs)
             if not runs:
                 return
         old = self._blocks(coll, [blk for blk, _, _ in runs], "slots, data")
-        present = np.zeros(_BLOCK, dtype=bool)
-        buf = np.empty((_BLOCK, dim), dtype=np.float32)
         rows = []
         for blk, a, b in runs:
-            slots = (seqs[a:b] & (_BLOCK - 1)).astype(np.uint8)
-            if blk not in old and (len(slots) == 1 or bool(np.all(np.diff(slots) > 0))):
-                rows.append((coll, blk, slots.tobytes(), vectors[a:b].tobytes()))
-                continue
-            present[:] = False
-            if blk in old:
-                have = np.frombuffer(old[blk][0], dtype=np.uint8)
-                live = have != _DEAD  # dead slots' bytes are dropped by the rewrite
-                data = np.frombuffer(old[blk][1], dtype=np.float32).reshape(len(have), dim)
-                buf[have[live]] = data[live]
-                present[have[live]] = True
-            buf[slots] = vectors[a:b]  # a repeated seq keeps its last vector
-            present[slots] = True
-            keep = np.flatnonzero(present)
-            rows.append((coll, blk, keep.astype(np.uint8).tobytes(), buf[keep].tobytes()))
+            before = old.get(blk)
+            slots, data = vblocks.merged(
+                None if before is None else (before[0], before[1]),
+                vblocks.slots_of(seqs[a:b]),
+                vectors[a:b],
+            )
+            rows.append((coll, blk, slots, data))
         self._conn.executemany(
             "INSERT OR REPLACE INTO vblocks(coll, blk, slots, data) VALUES (?, ?, ?, ?)", rows
         )
@@ -1182,10 +1176,8 @@ class Store:
             if head is None:
                 rest.append((blk, a, b))
                 continue
-            where = np.full(256, -1, dtype=np.int64)
-            where[np.frombuffer(head[1], dtype=np.uint8)] = np.arange(len(head[1]))
-            at = where[(seqs[a:b] & (_BLOCK - 1))]
-            if bool((at < 0).any()):
+            at = vblocks.positions(head[1], vblocks.slots_of(seqs[a:b]))
+            if at is None:
                 rest.append((blk, a, b))  # a slot to add: the row changes length
                 continue
             # Connection.blobopen is Python 3.11's; this runs only when IN_PLACE_UPDATES.
@@ -1203,7 +1195,7 @@ class Store:
         if len(seqs) == 0:
             return
         seqs = np.sort(np.asarray(seqs, dtype=np.int64))
-        runs = _block_runs(seqs)
+        runs = block_runs(seqs)
         heads = self._blocks(coll, [blk for blk, _, _ in runs], "rowid, slots")
         compact: dict[int, np.ndarray] = {}
         gone = []
@@ -1211,19 +1203,17 @@ class Store:
             if blk not in heads:
                 continue
             rowid, slots = heads[blk]
-            have = np.frombuffer(slots, dtype=np.uint8)
-            drop = np.isin(have, (seqs[a:b] & (_BLOCK - 1)).astype(np.uint8))
+            drop, live = vblocks.dropped(slots, vblocks.slots_of(seqs[a:b]))
             if not drop.any():
                 continue
-            live = (have != _DEAD) & ~drop
             if not live.any():
                 gone.append(blk)
-            elif IN_PLACE_UPDATES and 2 * int(live.sum()) >= len(have):
+            elif IN_PLACE_UPDATES and 2 * int(live.sum()) >= len(drop):
                 # Python 3.11's Connection.blobopen (IN_PLACE_UPDATES is checked above).
                 with self._conn.blobopen("vblocks", "slots", rowid) as blob:  # type: ignore[attr-defined,unused-ignore]
                     for j in np.flatnonzero(drop).tolist():
                         blob.seek(j)
-                        blob.write(bytes([_DEAD]))
+                        blob.write(bytes([vblocks.DEAD]))
             else:
                 compact[blk] = live
         if compact:
@@ -1237,9 +1227,7 @@ class Store:
         holds the blocks' current slots and data, read in this transaction."""
         rows = []
         for blk, live in keep.items():
-            have = np.frombuffer(old[blk][0], dtype=np.uint8)
-            data = np.frombuffer(old[blk][1], dtype=np.float32).reshape(len(have), -1)
-            rows.append((have[live].tobytes(), data[live].tobytes(), coll, blk))
+            rows.append((*vblocks.kept(old[blk][0], old[blk][1], live), coll, blk))
         self._conn.executemany(
             "UPDATE vblocks SET slots = ?, data = ? WHERE coll = ? AND blk = ?", rows
         )
@@ -1250,6 +1238,7 @@ class Store:
             (coll, _json_ints(blks)),
         )
 
+    @_inside_write
     def log(self, col: CollectionRow, kind: int, seqs: np.ndarray) -> int:
         """Append one change to the log and stamp the collection with its lsn."""
         c = self._conn
@@ -1260,6 +1249,7 @@ class Store:
         c.execute("UPDATE collections SET last_lsn = ? WHERE coll = ?", (lsn, col.coll))
         return lsn
 
+    @_inside_write
     def touch(self, col: CollectionRow) -> int:
         """Log a change to records that left their vectors alone, so that anything keyed
         on the collection's lsn (the filter cache, here or in another process) sees a
@@ -1348,27 +1338,20 @@ class Store:
             for blk, slots, data in self._conn.execute(
                 "SELECT blk, slots, data FROM vblocks WHERE coll = ? ORDER BY blk", (coll,)
             ):
-                have = np.frombuffer(slots, dtype=np.uint8)
-                vecs = np.frombuffer(data, dtype=np.float32).reshape(len(slots), -1)
-                if b"\xff" in slots:  # dead slots (see _drop_vectors)
-                    live = have != _DEAD
-                    have, vecs = have[live], vecs[live]
-                yield np.int64(blk << BLOCK_SHIFT) + have, vecs
+                yield vblocks.live(blk, slots, data)
             return
         wanted = np.unique(np.asarray(seqs, dtype=np.int64))
-        runs = _block_runs(wanted)
+        runs = block_runs(wanted)
         for i in range(0, len(runs), _BLOCKS_PER_READ):
             chunk = runs[i : i + _BLOCKS_PER_READ]
             got = self._blocks(coll, [blk for blk, _, _ in chunk], "slots, data")
             for blk, a, b in chunk:
                 if blk not in got:
                     continue
-                have = np.frombuffer(got[blk][0], dtype=np.uint8).astype(np.int64)
-                want = wanted[a:b] & (_BLOCK - 1)
-                hit = np.isin(have, want)
+                have, vecs = vblocks.decode(got[blk][0], got[blk][1])
+                hit = np.isin(have, vblocks.slots_of(wanted[a:b]))
                 if hit.any():
-                    vecs = np.frombuffer(got[blk][1], dtype=np.float32).reshape(len(have), -1)
-                    yield (blk << BLOCK_SHIFT) + have[hit], vecs[hit]
+                    yield (blk << BLOCK_SHIFT) + have[hit].astype(np.int64), vecs[hit]
 
     def vector_bytes(self, coll: int, seqs: Sequence[int]) -> dict[int, bytes]:
         """seq -> float32 vector bytes, for ``include=["embeddings"]``."""
@@ -1570,3 +1553,53 @@ class Store:
                 "SELECT n_records FROM collections WHERE coll = ?", (coll,)
             ).fetchone()
         return 0 if row is None else int(row[0])
+
+
+# ---------------------------------------------------------------- schema migrations
+# Each upgrades a file of one schema version to a later one, inside the transaction
+# Store._migrate opens; MIGRATIONS lists them in the order they run.
+
+
+def _copy_vectors_into_blocks(store: Store, source: str) -> None:
+    c = store._conn
+    c.execute(_VBLOCKS_TABLE)
+    cur = c.execute(f"{source} ORDER BY 1, 2")
+    while rows := cur.fetchmany(4096):
+        for coll, part in _by_collection(rows):
+            store._put_vectors(coll, *part)
+
+
+def vectors_from_records_into_blocks(store: Store) -> None:
+    """1 -> 3: schema 1 kept each vector in its ``records`` row and fed FTS5 from a
+    per-row trigger; the vectors move into blocks, the column and trigger go."""
+    _copy_vectors_into_blocks(store, "SELECT coll, seq, embedding FROM records")
+    store._conn.execute("ALTER TABLE records DROP COLUMN embedding")
+    store._conn.execute("DROP TRIGGER IF EXISTS docs_insert")
+
+
+def vector_rows_into_blocks(store: Store) -> None:
+    """2 -> 3: schema 2 kept one row per vector in ``vectors``; they move into blocks."""
+    _copy_vectors_into_blocks(
+        store,
+        "SELECT r.coll, r.seq, v.embedding FROM records r JOIN vectors v ON v.seq = r.seq",
+    )
+    store._conn.execute("DROP TABLE vectors")
+
+
+def record_counts_in_collections(store: Store) -> None:
+    """3 -> 4: schemas 1 to 3 counted a collection's records at every count(); the
+    count is kept with the collection from now on."""
+    c = store._conn
+    c.execute("ALTER TABLE collections ADD COLUMN n_records INTEGER NOT NULL DEFAULT 0")
+    c.execute(
+        "UPDATE collections SET n_records = "
+        "(SELECT count(*) FROM records r WHERE r.coll = collections.coll)"
+    )
+
+
+# (from version, to version, step), in the order they run.
+MIGRATIONS: list[tuple[int, int, Callable[[Store], None]]] = [
+    (1, 3, vectors_from_records_into_blocks),
+    (2, 3, vector_rows_into_blocks),
+    (3, 4, record_counts_in_collections),
+]

@@ -12,6 +12,9 @@ A request goes through three layers, each for a reason:
 Routes are plain ``def`` functions: Starlette runs them in its thread pool, so SQLite
 and index work never blocks the event loop. Every client mistake maps to a 4xx with
 ``{"error": <wire name>, "message": ...}``; a 500 means a bug.
+
+Long because Chroma's REST surface is wide: each route checks its own body's shape
+and maps it onto the one ``Client`` call; the routes share nothing else to factor out.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from . import _wire
+from . import _client, _wire
 from ._filters import MAX_DEPTH
 from ._search.plan import READ_LEVELS
 from ._validation import (
@@ -556,13 +559,13 @@ class _Service:
     """Everything the routes do, as plain blocking calls on the public Client API."""
 
     def __init__(self, client_or_backend: Any, allow_reset: bool) -> None:
-        from ._client import AdminClient, Client
+        from ._client import AdminClient, Client, backend_of
 
         self._client_cls = Client
         self.backend: Backend
         self.settings: Settings | None
         if isinstance(client_or_backend, Client):
-            self.backend = client_or_backend._live_backend()
+            self.backend = backend_of(client_or_backend)
             self.settings = client_or_backend.settings
         else:
             self.backend = client_or_backend
@@ -590,7 +593,7 @@ class _Service:
 
     def collection(self, tenant: str, database: str, collection_id: str) -> Any:
         _check_uuid(collection_id)
-        return self.client(tenant, database)._collection_by_id(collection_id)
+        return _client.collection_by_id(self.client(tenant, database), collection_id)
 
     # -- server
 
@@ -625,7 +628,7 @@ class _Service:
             embedding_function=DEFAULT_EF if described else None,
             get_or_create=get_or_create,
         )
-        return _wire.collection_to_json(collection._model)
+        return _wire.collection_to_json(_client.model_of(collection))
 
     def list_collections(
         self, tenant: str, database: str, limit: int | None, offset: int | None
@@ -702,7 +705,7 @@ class _Service:
             # it with. Like Chroma's server, store the documents and keep the vectors.
             n = len(ids)
             self.backend.update(
-                collection._model.id,
+                _client.model_of(collection).id,
                 normalize_ids(ids),
                 None,
                 normalize_metadatas(metadatas, n, allow_none_values=True),

@@ -3,10 +3,10 @@
 Two sources of data, chosen as ``query`` chooses:
 
 * ``IndexSource``: the collection's vector index is in memory. Dense Knn goes through
-  the backend's own query planning (``LocalBackend._knn_all`` / ``_filtered`` for a
-  filter ``query`` could take, ``_knn_matches`` over any other filter's matches: HNSW,
-  sampled or listed post-filtering, exact search over the matches), and filters through
-  its filter cache, so a search keeps every promise ``query`` makes.
+  the backend's own query planning (``_local.reads.Reads``: ``_knn_all`` /
+  ``_filtered`` for a filter ``query`` could take, ``_knn_matches`` over any other
+  filter's matches: HNSW, sampled or listed post-filtering, exact search over the
+  matches), and filters through its filter memory, so a search keeps every promise ``query`` makes.
 * ``SqlSource``: SQLite alone. For a store whose index is not in memory yet (dense
   Knn scans the stored vectors exactly, as a first ``query`` does, and the index loads
   behind), and for searches without a dense Knn, which need no index at all.
@@ -28,14 +28,14 @@ from .plan import FilterNode, parse
 
 if TYPE_CHECKING:
     from .._index import VectorIndex
-    from .._local import LocalBackend
+    from .._local.reads import Reads
     from .._storage import CollectionRow, Store
 
 __all__ = ["search"]
 
 
 class _Seqs:
-    """A filter's matches without a cache (see LocalBackend._Matches for the cached kind)."""
+    """A filter's matches without a cache (see _local.planner.Matches for the cached kind)."""
 
     __slots__ = ("seqs",)
 
@@ -48,26 +48,24 @@ class _Lookup:
     cached) only when asked for, so that a dense Knn can take ``query``'s own plan,
     which may test a sample and post-filter instead of listing them."""
 
-    __slots__ = ("_listed", "args", "backend", "col", "index")
+    __slots__ = ("_listed", "args", "col", "index", "reads")
 
-    def __init__(
-        self, backend: LocalBackend, col: CollectionRow, index: VectorIndex, args: tuple
-    ) -> None:
-        self.backend, self.col, self.index, self.args = backend, col, index, args
+    def __init__(self, reads: Reads, col: CollectionRow, index: VectorIndex, args: tuple) -> None:
+        self.reads, self.col, self.index, self.args = reads, col, index, args
         self._listed: Any = None
 
     @property
     def seqs(self) -> np.ndarray:
         if self._listed is None:
-            self._listed = self.backend._candidates(self.col, self.index, *self.args)
+            self._listed = self.reads._candidates(self.col, self.index, *self.args)
         return self._listed.seqs
 
 
 class SqlSource:
     """Search data read from SQLite only, inside the caller's read transaction."""
 
-    def __init__(self, backend: LocalBackend, store: Store, col: CollectionRow) -> None:
-        self.backend, self.store, self.col = backend, store, col
+    def __init__(self, reads: Reads, store: Store, col: CollectionRow) -> None:
+        self.reads, self.store, self.col = reads, store, col
         self.dimension = col.dimension
         self._universe: np.ndarray | None = None
 
@@ -109,9 +107,9 @@ class IndexSource(SqlSource):
     """Search data with the collection's in-memory vector index."""
 
     def __init__(
-        self, backend: LocalBackend, store: Store, col: CollectionRow, index: VectorIndex | None
+        self, reads: Reads, store: Store, col: CollectionRow, index: VectorIndex | None
     ) -> None:
-        super().__init__(backend, store, col)
+        super().__init__(reads, store, col)
         self.index = index
 
     def universe(self) -> np.ndarray:
@@ -124,9 +122,9 @@ class IndexSource(SqlSource):
             return _Seqs(np.empty(0, np.int64))
         single = engine.as_lookup(node)
         if single is not None:  # the very plan and cache entry a query with it uses
-            return _Lookup(self.backend, self.col, self.index, single)
+            return _Lookup(self.reads, self.col, self.index, single)
         key = orjson.dumps(["search", node], option=orjson.OPT_SORT_KEYS)
-        return self.backend._cached_matches(
+        return self.reads._cached_matches(
             self.col, self.index, key, lambda: engine.filter_seqs(node, self)
         )
 
@@ -135,34 +133,34 @@ class IndexSource(SqlSource):
         if index is None or len(index) == 0:
             return np.empty(0, np.int64), np.empty(0, np.float32)
         if matches is None:
-            labels, dists = self.backend._knn_all(self.col, index, query, k)
+            labels, dists = self.reads._knn_all(self.col, index, query, k)
         elif isinstance(matches, _Lookup):
-            labels, dists = self.backend._filtered(self.col, index, query, k, *matches.args)
+            labels, dists = self.reads._filtered(self.col, index, query, k, *matches.args)
         elif len(matches.seqs) == 0:
             return np.empty(0, np.int64), np.empty(0, np.float32)
         else:
-            labels, dists = self.backend._knn_matches(self.col, index, query, k, matches)
+            labels, dists = self.reads._knn_matches(self.col, index, query, k, matches)
         return labels[0], dists[0]
 
 
-def search(backend: LocalBackend, collection_id: str, payloads: list[Any]) -> dict[str, Any]:
+def search(reads: Reads, collection_id: str, payloads: list[Any]) -> dict[str, Any]:
     """Run a batch of search payloads (checked again here: the server passes raw JSON)."""
     plans = [parse(p, i if len(payloads) > 1 else 0) for i, p in enumerate(payloads)]
     dense = [k for p in plans for k in p.knns if not k.sparse]
-    store = backend.store
-    if dense and backend._cold(collection_id, len(dense), max(k.limit for k in dense)):
+    store = reads.store
+    if dense and reads._cold(collection_id, len(dense), max(k.limit for k in dense)):
         # The index is not in memory: answer from SQLite on a connection of our own (an
         # index load may hold the store's lock), and load the index behind the answer.
         with store.reader() as own, own.read():
             col = own.collection_by_id(collection_id)
             if col.dimension is not None:
-                result = engine.run(plans, SqlSource(backend, own, col), col.declared_schema)
-                backend._load_behind(col)
+                result = engine.run(plans, SqlSource(reads, own, col), col.declared_schema)
+                reads.keeper.load_behind(col)
                 return result
     col = store.collection_by_id(collection_id)
     with store.read():
         col = store.collection_by_id(collection_id)
         if not dense:  # no dense Knn: no index needed
-            return engine.run(plans, SqlSource(backend, store, col), col.declared_schema)
-        index = backend._sync(col)
-        return engine.run(plans, IndexSource(backend, store, col, index), col.declared_schema)
+            return engine.run(plans, SqlSource(reads, store, col), col.declared_schema)
+        index = reads.keeper.current(col)
+        return engine.run(plans, IndexSource(reads, store, col, index), col.declared_schema)

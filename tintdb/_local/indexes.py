@@ -1,0 +1,433 @@
+"""The index keeper: the only owner of each collection's in-memory vector index.
+
+SQLite is the truth; an index is derived data, caught up with the change log before it
+answers (``current``). The keeper loads indexes from their snapshots (or rebuilds them
+from SQLite), applies each committed write to them (``after_write``), writes snapshots
+and prunes the log they cover, replaces graphs worn by deletes on a thread of its own,
+and loads indexes behind queries. Lock order, everywhere: the store's lock first, then
+an index's own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import tempfile
+import threading
+from collections.abc import Generator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .._index import VectorIndex
+from .._storage import OP_SET, CollectionRow, Store
+from ..errors import NotFoundError, TintError
+
+__all__ = ["CLOSE_REPLAY_SHARE", "EARLY_INDEX_MIN", "IndexKeeper"]
+
+log = logging.getLogger("tintdb")
+
+# close() snapshots an index only if more than 1/CLOSE_REPLAY_SHARE of its records
+# changed since its last snapshot; fewer are replayed from the log by the next open, on
+# the load behind its first query (a snapshot costs several microseconds a record, a
+# replayed change a fraction of a millisecond: see docs/design.md).
+CLOSE_REPLAY_SHARE = 50
+# A worn graph rebuilt behind the writes is filled this many records at a time, so that
+# closing the store never waits long for it. One of at most REBUILD_NOW_BELOW live
+# records is rebuilt inside the write (quick at that size).
+REBUILD_STEP = 8192
+REBUILD_NOW_BELOW = 2048
+# Adds of at least this many records index their vectors while SQLite writes them.
+EARLY_INDEX_MIN = 256
+
+Jobs = dict[str, tuple[threading.Thread, int]]
+
+
+class IndexKeeper:
+    """Per-collection indexes of one store, kept in step with its change log."""
+
+    def __init__(self, store: Store, path: Path | None) -> None:
+        self.store = store
+        self.path = path
+        self.indexes: dict[str, VectorIndex] = {}
+        # Indexes being loaded on a thread of their own (see load_behind), and worn
+        # graphs being rebuilt (see replace_worn), each thread with the lsn it started
+        # at (a rebuild's holds back log pruning; see snapshot).
+        self.loading: Jobs = {}
+        self.rebuilding: Jobs = {}
+        self._jobs_lock = threading.Lock()
+        self.closing = False
+
+    def get(self, collection_id: str) -> VectorIndex | None:
+        """The collection's index if it is in memory, as it is (maybe behind the log)."""
+        return self.indexes.get(collection_id)
+
+    def __contains__(self, collection_id: str) -> bool:
+        return collection_id in self.indexes
+
+    def forget(self, collection_id: str) -> None:
+        """Drop the in-memory index (its snapshot stays): the next call reloads it."""
+        self.indexes.pop(collection_id, None)
+
+    def start_empty(self, col: CollectionRow, dim: int) -> None:
+        """Inside a collection's first write: start its (empty) index now, so its first
+        vectors are indexed from the arrays in hand rather than read back from SQLite."""
+        if col.last_lsn == 0 and col.id not in self.indexes:
+            self.indexes[col.id] = VectorIndex(col.space, dim, col.configuration["hnsw"])
+
+    def touched(self, col: CollectionRow, prev_lsn: int, lsn: int) -> None:
+        """A committed write that changed no vector: an index that was current moves to
+        its lsn (nothing to replay); one behind replays the log when next asked."""
+        index = self.indexes.get(col.id)
+        if index is not None and index.lsn == prev_lsn:
+            index.lsn = lsn
+
+    def adopt_fork(self, forked: CollectionRow, index: VectorIndex, shift: int) -> None:
+        """After a fork committed: the fork's index is ``index`` (the source's, current)
+        with its labels shifted by ``shift``. Derived data: if the copy fails, the fork's
+        index is built from SQLite on first need instead."""
+        scratch = self.path / "index" if self.path is not None else None
+        try:
+            self.indexes[forked.id] = index.relabeled(
+                shift, forked.last_lsn, scratch or Path(tempfile.gettempdir())
+            )
+        except Exception:
+            log.exception("could not copy the index of its source into fork %s", forked.id)
+
+    def set_params(self, collection_id: str, hnsw: dict[str, Any]) -> None:
+        index = self.indexes.get(collection_id)
+        if index is not None:
+            index.set_params(hnsw)
+
+    def stop(self) -> None:
+        """No more work behind the calls; wait for what runs."""
+        with self._jobs_lock:
+            self.closing = True
+        self.wait_jobs()
+
+    def wait_jobs(self) -> None:
+        """Return once every index load and rebuild running behind the calls is done
+        (in memory, given up or failed)."""
+        with self._jobs_lock:
+            running = [t for t, _ in [*self.loading.values(), *self.rebuilding.values()]]
+        for thread in running:
+            thread.join()
+
+    def close(self) -> None:
+        """Under the store lock: snapshot the indexes whose log replay would cost more
+        than the snapshot (see CLOSE_REPLAY_SHARE), one index in memory at a time."""
+        for cid in list(self.indexes):
+            # The mirror goes first: writing the snapshot copies hnswlib's state, and
+            # the two together would set the process's peak memory.
+            self.indexes[cid].drop_mirror()
+            try:
+                self.snapshot(cid, closing=True)
+            except (TintError, OSError):  # the collection is gone, or the disk refused
+                log.warning("could not snapshot the index of collection %s", cid)
+            del self.indexes[cid]
+
+    def clear(self) -> None:
+        """Under the store lock, after the store was emptied: forget every index."""
+        self.indexes.clear()
+        if self.path is not None:
+            VectorIndex.discard(self.path / "index")
+
+    def vacuum(self) -> None:
+        """Under the store lock: rebuild worn graphs now and snapshot every index."""
+        for cid in list(self.indexes):
+            self.replace_worn(self.store.collection_by_id(cid), wait=True)
+            self.snapshot(cid, force=True)
+
+    def drop(self, collection_id: str) -> None:
+        self.indexes.pop(collection_id, None)
+        if self.path is not None:
+            VectorIndex.discard(self.directory(collection_id))
+
+    def directory(self, collection_id: str) -> Path:
+        assert self.path is not None
+        return self.path / "index" / collection_id
+
+    def loader(self, col: CollectionRow, rows: int = 4096) -> Any:
+        dim = col.dimension
+        assert dim is not None
+
+        def load() -> Generator[tuple[np.ndarray, np.ndarray], None, None]:
+            with self.store.read():
+                yield from self.store.vector_chunks(col.coll, dim, rows=rows)
+
+        return load
+
+    def exact(
+        self, col: CollectionRow, index: VectorIndex, q: np.ndarray, k: int, cand: np.ndarray
+    ) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """Exact search over ``cand``, building the mirror on first use."""
+        # Locks are always taken store first, then index (as writes do): build the
+        # mirror under the store lock so its loader never waits on it from inside.
+        with self.store.lock:
+            index.ensure_mirror(self.loader(col))
+        return index.exact(q, k, cand)
+
+    def current(self, col: CollectionRow) -> VectorIndex | None:
+        """The collection's index, caught up with every committed change (None if empty)."""
+        # One read transaction: the log floor and the ops replayed come from one snapshot,
+        # so another process pruning the log in between cannot hide changes.
+        with self.store.lock, self.store.read():
+            state = self.store.lsn_state(col.id)
+            if state is None:
+                self.drop(col.id)
+                raise NotFoundError(f"Collection [{col.id}] does not exist.")
+            last_lsn, floor = state
+            index = self.indexes.get(col.id)
+            if index is not None and index.lsn == last_lsn:
+                return index
+            col = self.store.collection_by_id(col.id)
+            if col.dimension is None:
+                return None
+            hnsw = col.configuration["hnsw"]
+            if index is None or index.lsn < floor:
+                index = None
+                if self.path is not None:
+                    # One vector block at a time: no joined copies while loading.
+                    index = VectorIndex.load(
+                        self.directory(col.id),
+                        col.space,
+                        col.dimension,
+                        hnsw,
+                        self.loader(col, rows=0),
+                    )
+                if index is None or index.lsn < floor or index.lsn > last_lsn:
+                    index = self.rebuild(col)
+                    assert index is not None
+            self.catch_up(col, index)
+            self.indexes[col.id] = index
+            return index
+
+    def rebuild(self, col: CollectionRow, *, behind: bool = False) -> VectorIndex | None:
+        """A fresh index of the collection as SQLite holds it, stamped with the lsn read.
+
+        ``behind``: built on a thread of its own while writes go on. SQLite is read on a
+        connection of its own (the store lock stays free), insertion leaves one core to
+        the caller's work, and it gives up (None) when the backend starts closing.
+        """
+        assert col.dimension is not None
+        index = VectorIndex(col.space, col.dimension, col.configuration["hnsw"])
+        own = behind and self.path is not None
+        source = self.store.reader() if own else contextlib.nullcontext(self.store)
+        with source as store, store.read():
+            lsn = store.lsn_state(col.id)
+            seqs, vecs = store.vectors(col.coll, None, col.dimension)
+        step, threads = max(len(seqs), 1), None  # inside a call: at once, num_threads as set
+        if behind:
+            configured = int(col.configuration["hnsw"].get("num_threads") or 0)
+            step, threads = REBUILD_STEP, configured or max(1, (os.cpu_count() or 2) - 1)
+        index.reserve(len(seqs))
+        for start in range(0, len(seqs), step):
+            if behind and self.closing:
+                return None
+            index.upsert(seqs[start : start + step], vecs[start : start + step], threads=threads)
+        index.lsn = lsn[0] if lsn else 0
+        index.unsaved = len(seqs) or 1
+        index.rebuilt = True
+        return index
+
+    def catch_up(self, col: CollectionRow, index: VectorIndex) -> None:
+        assert col.dimension is not None
+        with self.store.read():
+            ops = self.store.ops_since(col.coll, index.lsn)
+            if not ops:
+                return
+            final: dict[int, int] = {}
+            for _, kind, seqs in ops:
+                for s in seqs.tolist():
+                    final[s] = kind
+            to_set = np.array([s for s, k in final.items() if k == OP_SET], dtype=np.int64)
+            found, vecs = self.store.vectors(col.coll, to_set, col.dimension)
+        gone = np.array(sorted(set(final) - set(found.tolist())), dtype=np.int64)
+        index.remove(gone)
+        index.upsert(found, vecs)
+        index.lsn = ops[-1][0]
+
+    def after_write(
+        self,
+        col: CollectionRow,
+        prev_lsn: int,
+        lsn: int | None,
+        set_seqs: np.ndarray | None,
+        vectors: np.ndarray | None,
+        deleted: np.ndarray | None,
+    ) -> None:
+        """Apply a committed change to the in-memory index, if it was current before it."""
+        if lsn is None:
+            return
+        index = self.indexes.get(col.id)
+        if index is None or index.lsn != prev_lsn:
+            # Not current (first write, or another process wrote in between): load or
+            # build it and replay the log, so the index never falls behind the data.
+            try:
+                self.current(col)
+            except Exception:
+                log.exception("index catch-up failed; it will be rebuilt from the log")
+                self.indexes.pop(col.id, None)
+                return
+            self.replace_worn(col)
+            self.snapshot(col.id)
+            return
+        try:
+            if deleted is not None:
+                index.remove(deleted)
+            if set_seqs is not None and vectors is not None:
+                index.upsert(set_seqs, vectors)
+            index.lsn = lsn
+        except Exception:  # the write is durable; a fresh index will be built from the log
+            log.exception("index update failed; it will be rebuilt from the log")
+            self.indexes.pop(col.id, None)
+            return
+        self.replace_worn(col)
+        self.snapshot(col.id)
+
+    def index_early(
+        self, col: CollectionRow, prev_lsn: int, vectors: np.ndarray
+    ) -> EarlyIndexing | None:
+        """Start inserting a large add's vectors into the index while SQLite writes them.
+
+        hnswlib releases the GIL, so the graph insertion (most of an add's cost) overlaps
+        the SQLite work instead of following it. The seqs are known before the insert:
+        the write lock is held and seqs only grow. If the transaction then fails, the
+        index is dropped and rebuilt from the log (it is derived data).
+        """
+        index = self.indexes.get(col.id)
+        if index is None or index.lsn != prev_lsn or len(vectors) < EARLY_INDEX_MIN:
+            return None
+        first = self.store.next_seq()
+        return EarlyIndexing(index, np.arange(first, first + len(vectors)), vectors)
+
+    def replace_worn(self, col: CollectionRow, *, wait: bool = False) -> None:
+        """Replace a graph worn by deletes (tombstones) and in-place updates (see worn())
+        with a fresh one, built behind the writes unless ``wait``.
+
+        A rebuild takes about as long as adding every record again (tens of seconds at
+        100k); made inside the write that crossed the line, it stalled that write and
+        every call behind it. Behind them, the worn graph keeps answering and taking
+        writes meanwhile, the fresh one replays the log from where it read SQLite, and
+        replaces it. The log is kept from there until then (see snapshot). A graph of
+        few live records (a collection emptied by deletes, say) is rebuilt at once.
+        """
+        index = self.indexes.get(col.id)
+        if index is None or not index.worn():
+            return
+        if wait or len(index) <= REBUILD_NOW_BELOW:
+            fresh = self.rebuild(col)
+            assert fresh is not None
+            self.indexes[col.id] = fresh
+            return
+        self._run_behind(
+            self.rebuilding, col.id, lambda: self._rebuild_behind(col, index), index.lsn
+        )
+
+    def _run_behind(
+        self, jobs: dict[str, tuple[threading.Thread, int]], cid: str, work: Any, lsn: int = 0
+    ) -> None:
+        """Run ``work`` for collection ``cid`` on a thread of its own, listed in ``jobs``
+        (with ``lsn``) while it runs; not if one is listed already or the backend closes.
+        close() and vacuum() wait for them (wait_jobs)."""
+
+        def run() -> None:
+            try:
+                work()
+            finally:
+                with self._jobs_lock:
+                    jobs.pop(cid, None)
+
+        with self._jobs_lock:
+            if cid in jobs or self.closing:
+                return
+            thread = threading.Thread(target=run, name="tintdb-behind", daemon=True)
+            jobs[cid] = (thread, lsn)
+            thread.start()
+
+    def _rebuild_behind(self, col: CollectionRow, worn: VectorIndex) -> None:
+        try:
+            fresh = self.rebuild(col, behind=True)
+            if fresh is None:
+                return
+            with self.store.lock:
+                state = self.store.lsn_state(col.id)
+                if self.indexes.get(col.id) is not worn or state is None:
+                    return  # dropped, replaced or reloaded meanwhile: nothing to replace
+                if fresh.lsn < state[1]:
+                    # Another process pruned the log past the read: the changes since
+                    # cannot be replayed. The next write past the line tries again.
+                    return
+                self.catch_up(col, fresh)
+                self.indexes[col.id] = fresh
+                self.snapshot(col.id)
+        except Exception:  # the worn graph is still correct; the next write tries again
+            log.exception("background rebuild of collection %s failed", col.id)
+
+    def snapshot(self, collection_id: str, *, force: bool = False, closing: bool = False) -> None:
+        """Persist the index when enough has changed: half its records while writes go
+        on, a 1/CLOSE_REPLAY_SHARE when closing; whenever it differs, with ``force``."""
+        index = self.indexes.get(collection_id)
+        if self.path is None or index is None:
+            return
+        if index.unsaved == 0:
+            return
+        col = self.store.collection_by_id(collection_id)
+        if force:
+            threshold = 1
+        elif closing:
+            threshold = max(1, len(index) // CLOSE_REPLAY_SHARE)
+        else:
+            threshold = max(
+                int(col.configuration["hnsw"].get("sync_threshold") or 1000), len(index) // 2
+            )
+        if index.unsaved < threshold:
+            return
+        index.save(self.directory(collection_id))
+        upto = index.lsn
+        rebuilding = self.rebuilding.get(collection_id)
+        if rebuilding is not None:  # a fresh graph will replay the log from its read
+            upto = min(upto, rebuilding[1])
+        self.store.prune_log(col, upto)
+
+    def load_behind(self, col: CollectionRow) -> None:
+        """Load (or build) the collection's index on a thread of its own."""
+
+        def load() -> None:
+            try:
+                self.current(col)
+            except Exception:  # the next call that needs the index loads it, or says why
+                log.debug("background index load failed", exc_info=True)
+
+        self._run_behind(self.loading, col.id, load)
+
+
+class EarlyIndexing:
+    """An index insertion running on a worker thread (see IndexKeeper.index_early)."""
+
+    def __init__(self, index: VectorIndex, seqs: np.ndarray, vectors: np.ndarray) -> None:
+        self.index, self.seqs = index, seqs
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(
+            target=self._run, args=(index, seqs, vectors), name="tintdb-index", daemon=True
+        )
+        self._thread.start()
+
+    def _run(self, index: VectorIndex, seqs: np.ndarray, vectors: np.ndarray) -> None:
+        try:
+            index.upsert(seqs, vectors)
+        except BaseException as e:  # reported by finish(); the caller drops the index
+            self.error = e
+
+    def join(self) -> None:
+        self._thread.join()
+
+    def finish(self, stored: np.ndarray) -> bool:
+        """Wait; True if the index now holds exactly the records the store wrote."""
+        self.join()
+        if self.error is not None:
+            log.error("index update failed; it will be rebuilt from the log", exc_info=self.error)
+            return False
+        return bool(np.array_equal(self.seqs, stored))
