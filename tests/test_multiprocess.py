@@ -1,6 +1,6 @@
 """Two processes, one path: every committed write is visible on the other's next call.
 
-docs/design.md promises that a second process on the same path sees every committed
+docs/internals.md promises that a second process on the same path sees every committed
 write, vectors included, on its next call, and never stale vectors. Here the test process
 is writer A (an in-process client) and B is a worker process that keeps its own
 in-memory index between calls; or two worker processes write at once.
