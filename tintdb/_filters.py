@@ -406,6 +406,15 @@ def _document_leaf(op: str, value: str, coll: int, within: np.ndarray | None = N
             "AND +coll = ?"
         )
         return sql, [_fts_phrase(value), coll], negate
+    literal = _regex_literal(op, value)
+    if literal is not None and within is None:
+        # Only the documents holding the text every match holds are matched against
+        # the pattern: the trigram index finds them.
+        sql = (
+            "SELECT seq FROM records WHERE seq IN (SELECT rowid FROM docs WHERE docs MATCH ?) "
+            "AND +coll = ? AND regexp(?, document)"
+        )
+        return sql, [_fts_phrase(literal), coll, value], negate
     if op in ("$contains", "$not_contains"):
         cond = "instr(document, ?) > 0"
     else:
@@ -421,7 +430,17 @@ def _scans(clause: dict[str, Any]) -> bool:
     op, value = next(iter(clause.items()))
     if op in LOGICAL:
         return any(_scans(c) for c in value)
-    return op in ("$regex", "$not_regex") or not _indexable(value)
+    if op in ("$regex", "$not_regex"):
+        return _regex_literal(op, value) is None
+    return not _indexable(value)
+
+
+def _regex_literal(op: str, pattern: str) -> str | None:
+    """The text the trigram index can narrow a ``$regex`` (or ``$not_regex``) with."""
+    if op not in ("$regex", "$not_regex"):
+        return None
+    literal = _regex.required_literal(pattern)
+    return literal if literal is not None and _indexable(literal) else None
 
 
 def sorted_unique(seqs: np.ndarray) -> np.ndarray:

@@ -804,3 +804,79 @@ def check(pattern: str) -> None:
 def search(pattern: str, text: str) -> bool:
     """Does ``pattern`` match anywhere in ``text``? Linear in ``len(text)``."""
     return _matcher(pattern)(text)
+
+
+_QUANTIFIERS = "*?+{"
+_CLASS_ESCAPES = "dDwWsSbBAz"
+
+
+def required_literal(pattern: str) -> str | None:
+    """The longest run of plain characters that every match of ``pattern`` contains,
+    if one of three characters or more can be told for sure; else None.
+
+    It lets the trigram index narrow a ``$regex`` to the documents holding that text
+    before the pattern runs. Anything this reading is unsure of (flags, alternation,
+    escapes that are not single punctuation, nested classes) gives None: the
+    pattern then runs on every document, as without it.
+    """
+    if "(?" in pattern or "|" in pattern:
+        return None
+    best, run = "", ""
+    depth, i, n = 0, 0, len(pattern)
+    last_plain = False  # the atom just read is a plain character at the run's end
+
+    def close(current: str) -> str:
+        return current if len(current) > len(best) else best
+
+    while i < n:
+        c = pattern[i]
+        if c in _QUANTIFIERS:
+            if c == "{":
+                end = pattern.find("}", i)
+                if end < 0:
+                    return None
+                i = end
+            if last_plain and c != "+":
+                run = run[:-1]  # the character may be absent
+            if depth == 0:
+                best, run = close(run), ""
+            last_plain = False
+        elif c == "\\":
+            if i + 1 >= n:
+                return None
+            nxt = pattern[i + 1]
+            i += 1
+            if nxt.isalnum() or nxt.isspace():
+                if nxt not in _CLASS_ESCAPES:
+                    return None
+                best, run, last_plain = close(run), "", False
+            elif depth == 0:
+                run, last_plain = run + nxt, True
+            else:
+                last_plain = False
+        elif c == "[":
+            j = i + 1
+            if j < n and pattern[j] == "^":
+                j += 1
+            if j < n and pattern[j] == "]":
+                j += 1
+            while j < n and pattern[j] != "]":
+                if pattern[j] == "[":
+                    return None
+                j += 2 if pattern[j] == "\\" else 1
+            if j >= n:
+                return None
+            i = j
+            best, run, last_plain = close(run), "", False
+        elif c in "()":
+            depth += 1 if c == "(" else -1
+            best, run, last_plain = close(run), "", False
+        elif c in ".^$":
+            best, run, last_plain = close(run), "", False
+        elif depth == 0:
+            run, last_plain = run + c, True
+        else:
+            last_plain = False
+        i += 1
+    best = close(run)
+    return best if len(best) >= 3 else None
