@@ -313,6 +313,8 @@ REFUSED = {
     r"(?R)a": "CRLF",
     r"[\w--\d]": "set operations",
     r"(a": "unclosed group",
+    r"(?": "unclosed group",
+    r"(?i": "unclosed group",
     r"[a": "unclosed character class",
     r"a{2,1}": "start must be <= the end",
     r"\Z": "unrecognized escape",

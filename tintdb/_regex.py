@@ -403,7 +403,7 @@ class _Parser:
                 negate = dangling = True
                 self.pos += 1
                 continue
-            if c not in "imsUxuR":
+            if not c or c not in "imsUxuR":  # "" (the end) is in every string
                 raise self.error(f"unrecognized flag {c!r}" if c else "unclosed group")
             if c in seen:
                 raise self.error("duplicate flag")
