@@ -29,8 +29,6 @@ import orjson
 from . import __version__, _regex, _schema
 from ._conditions import condition_tree
 from ._exact import RERANK_EXTRA, space_distances, unit
-from ._local.backend import _merge_metadata, _strip_none
-from ._local.reads import _check_query_dimension
 from ._pgsql import (
     HNSW_MAX_DIMENSION,
     MAX_EF_SEARCH,
@@ -50,11 +48,11 @@ from ._pgsql import (
 from ._planning import postfilter_beam, postfilter_fetch, searched_exactly, window_short
 from ._results import columns_for, get_result, query_result
 from ._storage import CollectionRow
+from ._validation import check_dimension, merge_metadata, strip_none
 from .config import DEFAULT_DATABASE, DEFAULT_DATABASE_ID, DEFAULT_TENANT, Settings
 from .errors import (
     IDAlreadyExistsError,
     InvalidArgumentError,
-    InvalidDimensionException,
     NotFoundError,
     TintError,
     UniqueConstraintError,
@@ -561,10 +559,7 @@ class PostgresBackend:
                 "SELECT dimension FROM tintdb.collections WHERE coll = %s", (col.coll,)
             ).fetchone()
             col.dimension = row[0]
-        if col.dimension != dim:
-            raise InvalidDimensionException(
-                f"Collection expecting embedding with dimension of {col.dimension}, got {dim}"
-            )
+        check_dimension(col.dimension, dim)
         return False
 
     def _index_new(self, cur: Any, col: _Collection) -> None:
@@ -626,7 +621,7 @@ class PostgresBackend:
                 ["int8", "text", "text", "bytea", "text", "bytea", "jsonb", self._vector_oid]
             )
             for i in range(n):
-                md = None if metadatas is None else _strip_none(metadatas[i])
+                md = None if metadatas is None else strip_none(metadatas[i])
                 doc = None if documents is None else documents[i]
                 uri = None if uris is None else uris[i]
                 nul = doc is not None and "\0" in doc
@@ -687,7 +682,7 @@ class PostgresBackend:
             if uris is not None and uris[i] is not None:
                 sets.append(("uri", encode_text(uris[i] or "")))
             if metadatas is not None and metadatas[i] is not None:
-                merged = _merge_metadata(
+                merged = merge_metadata(
                     orjson.loads(stored) if stored else None, metadatas[i] or {}
                 )
                 sets.append(("metadata_json", None if merged is None else orjson.dumps(merged)))
@@ -1044,7 +1039,7 @@ class PostgresBackend:
         nq = len(query_embeddings)
         with self._tx(read=True) as cur:
             col = self._by_id(cur, collection_id)
-            _check_query_dimension(col, query_embeddings)
+            check_dimension(col.dimension, query_embeddings.shape[1])
             if ids is not None:
                 missing = set(ids) - set(self._existing(cur, col.coll, ids))
                 if missing:

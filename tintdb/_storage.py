@@ -43,11 +43,11 @@ from ._filters import (
     text_list,
     value_kind,
 )
+from ._validation import check_dimension
 from ._vblocks import BLOCK_SHIFT, block_runs
 from .config import DEFAULT_DATABASE, DEFAULT_DATABASE_ID, DEFAULT_TENANT
 from .errors import (
     InvalidArgumentError,
-    InvalidDimensionException,
     NotFoundError,
     UniqueConstraintError,
 )
@@ -905,10 +905,8 @@ class Store:
                 "UPDATE collections SET dimension = ? WHERE coll = ?", (dim, col.coll)
             )
             col.dimension = dim
-        elif col.dimension != dim:
-            raise InvalidDimensionException(
-                f"Collection expecting embedding with dimension of {col.dimension}, got {dim}"
-            )
+        else:
+            check_dimension(col.dimension, dim)
 
     def existing(
         self, coll: int, ids: Sequence[str]

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from ._search.sparse import is_sparse, sparse_from_any
-from .errors import DuplicateIDError, InvalidArgumentError
+from .errors import DuplicateIDError, InvalidArgumentError, InvalidDimensionException
 
 __all__ = [
     "GET_INCLUDE",
@@ -499,3 +499,33 @@ def validate_n_results(n_results: Any) -> int:
     if n_results > INT64_MAX:
         raise InvalidArgumentError(f"n_results {n_results} does not fit in 64 bits")
     return int(n_results)
+
+
+# ------------------------------------------------------------ record rules every backend applies
+
+
+def check_dimension(expected: int | None, got: int) -> None:
+    """Refuse vectors of another length than the collection's, once it has one."""
+    if expected is not None and got != expected:
+        raise InvalidDimensionException(
+            f"Collection expecting embedding with dimension of {expected}, got {got}"
+        )
+
+
+def merge_metadata(stored: dict[str, Any] | None, new: dict[str, Any]) -> dict[str, Any] | None:
+    """An update's metadata, key by key over the stored one; a None value deletes the
+    key; nothing left -> None."""
+    merged = dict(stored or {})
+    for key, value in new.items():
+        if value is None:
+            merged.pop(key, None)
+        else:
+            merged[key] = value
+    return merged or None
+
+
+def strip_none(md: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A metadata written whole (add, upsert of a new record): None values are dropped."""
+    if md is None:
+        return None
+    return {k: v for k, v in md.items() if v is not None} or None

@@ -22,6 +22,7 @@ import orjson
 
 from .. import __version__, _schema
 from .._storage import OP_DELETE, OP_SET, OP_TOUCH, CollectionRow, Store
+from .._validation import merge_metadata, strip_none
 from ..config import Settings
 from ..errors import (
     IDAlreadyExistsError,
@@ -36,28 +37,11 @@ __all__ = ["LocalBackend"]
 log = logging.getLogger("tintdb")
 
 
-def _merge_metadata(stored: dict[str, Any] | None, new: dict[str, Any]) -> dict[str, Any] | None:
-    """Key-by-key merge; a None value deletes the key; nothing left -> None."""
-    merged = dict(stored or {})
-    for key, value in new.items():
-        if value is None:
-            merged.pop(key, None)
-        else:
-            merged[key] = value
-    return merged or None
-
-
 def _stored_configuration(col: CollectionRow) -> dict[str, Any]:
     """The configuration column as written: Chroma's sections plus the declared schema."""
     if col.declared_schema is None:
         return dict(col.configuration)
     return {**col.configuration, "schema": col.declared_schema}
-
-
-def _strip_none(md: dict[str, Any] | None) -> dict[str, Any] | None:
-    if md is None:
-        return None
-    return {k: v for k, v in md.items() if v is not None} or None
 
 
 class LocalBackend:
@@ -338,7 +322,7 @@ class LocalBackend:
                     f"{len(taken)} of the ids already exist in collection {col.name!r}: "
                     f"{shown}. Nothing was added; use upsert() to overwrite."
                 )
-            mds = None if metadatas is None else [_strip_none(m) for m in metadatas]
+            mds = None if metadatas is None else [strip_none(m) for m in metadatas]
             change.early = self.keeper.index_early(col, change.prev, embeddings)
             seqs = self.store.insert(col.coll, ids, embeddings, mds, documents, uris)
             change.set_vectors(seqs, embeddings, mds)
@@ -360,7 +344,7 @@ class LocalBackend:
             change = [i for i in rows if metadatas[i] is not None]
             if change:
                 merged_rows = [
-                    _merge_metadata(
+                    merge_metadata(
                         orjson.loads(raw) if (raw := found[ids[i]][1]) else None,
                         metadatas[i] or {},
                     )
@@ -436,7 +420,7 @@ class LocalBackend:
                         col.coll,
                         [ids[i] for i in new],
                         embeddings[new],
-                        None if metadatas is None else [_strip_none(metadatas[i]) for i in new],
+                        None if metadatas is None else [strip_none(metadatas[i]) for i in new],
                         None if documents is None else [documents[i] for i in new],
                         None if uris is None else [uris[i] for i in new],
                     )

@@ -22,7 +22,8 @@ from .._index import VectorIndex, scan_knn
 from .._planning import FILTERED_EF_FACTOR, postfilter_beam, postfilter_fetch
 from .._results import columns_for, get_result, query_result
 from .._storage import CollectionRow, Store
-from ..errors import InvalidDimensionException, NotFoundError
+from .._validation import check_dimension
+from ..errors import NotFoundError
 from ..types import GetResult, QueryResult, Where, WhereDocument
 from .indexes import IndexKeeper
 from .planner import FilterMemory, Matches, dense, exact_among, filter_key, walks
@@ -34,14 +35,6 @@ __all__ = ["COLD_SCAN_QUERIES", "COLD_SCAN_RESULTS", "Reads"]
 # Larger ones wait for the index: scanning costs grow with queries times records.
 COLD_SCAN_QUERIES = 8
 COLD_SCAN_RESULTS = 1024
-
-
-def _check_query_dimension(col: CollectionRow, query_embeddings: np.ndarray) -> None:
-    if col.dimension is not None and query_embeddings.shape[1] != col.dimension:
-        raise InvalidDimensionException(
-            f"Collection expecting embedding with dimension of {col.dimension}, "
-            f"got {query_embeddings.shape[1]}"
-        )
 
 
 class Reads:
@@ -154,13 +147,13 @@ class Reads:
             # On a connection of its own: a load under way holds the store's lock.
             with self.store.reader() as store, store.read():
                 col = store.collection_by_id(collection_id)
-                _check_query_dimension(col, query_embeddings)
+                check_dimension(col.dimension, query_embeddings.shape[1])
                 if col.dimension is not None:
                     scanned = self._scan_query(store, col, *rest)
                     self.keeper.load_behind(col)
                     return scanned
         col = self.store.collection_by_id(collection_id)
-        _check_query_dimension(col, query_embeddings)
+        check_dimension(col.dimension, query_embeddings.shape[1])
         args = (col, *rest)
         result = self._query_once(*args, whole=True)
         if result is None:
