@@ -32,17 +32,10 @@ import numpy as np
 import orjson
 
 from . import _vblocks as vblocks
-from ._filters import (
-    KIND_LIST_OFFSET,
-    compile_record_test,
-    compile_where,
-    compile_where_document,
-    evaluate_sets,
-    regexp,
-    sorted_unique,
-    text_list,
-    value_kind,
-)
+from ._conditions import condition_tree
+from ._filter_sets import evaluate_sets, sorted_unique
+from ._filter_sql import compile_record_test, compile_sql, regexp, text_list
+from ._filters import KIND_LIST_OFFSET, value_kind
 from ._validation import check_dimension
 from ._vblocks import BLOCK_SHIFT, block_runs
 from .config import DEFAULT_DATABASE, DEFAULT_DATABASE_ID, DEFAULT_TENANT
@@ -1371,12 +1364,9 @@ class Store:
             listed, listed_params = _id_list(ids)
             clauses.append(f"r.id IN ({listed})")
             params.extend(listed_params)
-        if where:
-            sql, p = compile_where(where, coll)
-            clauses.append(sql)
-            params.extend(p)
-        if where_document:
-            sql, p = compile_where_document(where_document)
+        tree = condition_tree(where, where_document)
+        if tree is not None:
+            sql, p = compile_sql(tree, coll)
             clauses.append(sql)
             params.extend(p)
         return " AND ".join(clauses), params
@@ -1434,7 +1424,7 @@ class Store:
         where_document: dict[str, Any] | None,
         universe: np.ndarray | None,
     ) -> np.ndarray | None:
-        """Sorted seqs matching every filter (see _filters.evaluate_sets).
+        """Sorted seqs matching every filter (see _filter_sets.evaluate_sets).
 
         ``universe`` (the sorted live seqs of the index) lists the complement of what
         the conditions found, for a filter of negations alone. Without one, that case
@@ -1451,7 +1441,8 @@ class Store:
                     [coll, *params],
                 )
             )
-        found = evaluate_sets(where, where_document, coll, self.seq_array, within)
+        tree = condition_tree(where, where_document)
+        found = evaluate_sets(tree, coll, self.seq_array, within)
         if found is None:
             return universe
         seqs, negated = found
@@ -1470,7 +1461,7 @@ class Store:
         in all."""
         if len(seqs) == 0:
             return np.empty(0, dtype=np.int64)
-        cond, params = compile_record_test(where, where_document)
+        cond, params = compile_record_test(condition_tree(where, where_document))
         return np.sort(
             self.seq_array(
                 f"SELECT r.seq AS seq FROM records r WHERE r.seq IN "
@@ -1490,7 +1481,7 @@ class Store:
     ) -> list[tuple[Any, ...]]:
         """A page of a filter that matches many records: walk them in storage order,
         testing each, until the page is full (about (offset + limit) / share records)."""
-        cond, params = compile_record_test(where, where_document)
+        cond, params = compile_record_test(condition_tree(where, where_document))
         rows = self._conn.execute(
             f"SELECT r.seq, r.id{_select_columns(columns)} FROM records r "
             f"WHERE r.coll = ? AND {cond} ORDER BY r.seq LIMIT ? OFFSET ?",
