@@ -55,8 +55,9 @@ __all__ = [
     "vector_dumper",
 ]
 
-# Bumped when the tables change; stored in tintdb.info, checked on connect.
-SCHEMA_VERSION = 1
+# Bumped when the tables change; stored in tintdb.info, checked on connect. A database
+# of an older version is brought up to this one by the first node to start (MIGRATIONS).
+SCHEMA_VERSION = 2
 
 SCHEMA = """
 CREATE SCHEMA IF NOT EXISTS tintdb;
@@ -81,6 +82,9 @@ CREATE TABLE IF NOT EXISTS tintdb.collections(
     indexed boolean NOT NULL DEFAULT false,
     -- n_records when the partition's statistics were last gathered (see _postgres).
     analyzed bigint NOT NULL DEFAULT 0,
+    -- Bumped by every change of the row other than the counts: a node that keeps the
+    -- row in memory reads this in the statement that relies on it (see _postgres).
+    version bigint NOT NULL DEFAULT 0,
     UNIQUE(database_id, name));
 -- The metadata keys a collection's records have used, with each value type seen: the
 -- "discovered" keys of its schema (keys escaped as ids are). Only grows; small, and
@@ -112,7 +116,20 @@ CREATE INDEX IF NOT EXISTS records_metadata ON tintdb.records
     USING gin (metadata jsonb_path_ops);
 CREATE INDEX IF NOT EXISTS records_document ON tintdb.records
     USING gin (document gin_trgm_ops);
+-- The few documents kept as bytes (they hold NUL): with this, a document $contains is an
+-- OR of two index scans (the trigram index, and this one) rather than a read of the
+-- whole collection.
+CREATE INDEX IF NOT EXISTS records_document_bytes ON tintdb.records (coll)
+    WHERE document_bytes IS NOT NULL;
 """
+
+# What a database of schema version N - 1 runs to reach N (under the schema lock, in one
+# transaction with the rest of the start-up). Version 2: the collections' version
+# column and the index of documents held as bytes (SCHEMA's IF NOT EXISTS statements
+# make the latter); the numeric metadata indexes are made by _postgres.
+MIGRATIONS: dict[int, str] = {
+    2: "ALTER TABLE tintdb.collections ADD COLUMN IF NOT EXISTS version bigint NOT NULL DEFAULT 0",
+}
 
 # pgvector's HNSW takes at most 2,000 dimensions of ``vector``; above, exact search.
 HNSW_MAX_DIMENSION = 2000

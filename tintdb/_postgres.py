@@ -21,6 +21,7 @@ import logging
 import time
 import uuid
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -32,6 +33,7 @@ from ._exact import RERANK_EXTRA, space_distances, unit
 from ._pgsql import (
     HNSW_MAX_DIMENSION,
     MAX_EF_SEARCH,
+    MIGRATIONS,
     OPERATORS,
     SCHEMA,
     SCHEMA_VERSION,
@@ -74,10 +76,13 @@ DEFAULT_POOL_SIZE = 10
 # A partition's statistics are gathered again once its records have doubled (and grown
 # by at least this many) since the last time.
 ANALYZE_STEP = 1000
+# Collections a node keeps what it plans queries by for (see _Known); past this many the
+# memory is emptied and refilled by the next calls.
+KNOWN_MAX = 4096
 
 _COLLECTION_SELECT = (
     "SELECT c.coll, c.id, c.name, d.tenant, d.name, c.metadata, c.configuration, "
-    "c.dimension, c.n_records, c.indexed FROM tintdb.collections c "
+    "c.dimension, c.n_records, c.indexed, c.version FROM tintdb.collections c "
     "JOIN tintdb.databases d ON d.id = c.database_id"
 )
 
@@ -98,6 +103,7 @@ class _Collection(CollectionRow):
 
     n_records: int = 0
     indexed: bool = False
+    version: int = 0
 
 
 def _collection(row: Sequence[Any]) -> _Collection:
@@ -113,8 +119,59 @@ def _collection(row: Sequence[Any]) -> _Collection:
         dimension=row[7],
     )
     c.coll, c.n_records, c.indexed = int(row[0]), int(row[8]), bool(row[9])
+    c.version = int(row[10])
     c.declared_schema = declared
     return c
+
+
+@dataclass(frozen=True)
+class _Known:
+    """What an unfiltered query on a collection is planned and written by, as a node read
+    it in an earlier call. Only a hint: the statement that relies on it also reads the
+    collection's row (its ``version``, bumped by every change of the row, and its count),
+    and the answer is used only if they still agree; otherwise the call is made again
+    the long way. So a collection changed or deleted through another node is never
+    answered from this memory."""
+
+    coll: int
+    dimension: int
+    space: str
+    ef: int
+    indexed: bool
+    version: int
+    n_records: int
+
+
+def _known(col: _Collection) -> _Known | None:
+    if col.dimension is None:
+        return None
+    return _Known(
+        coll=col.coll,
+        dimension=col.dimension,
+        space=col.space,
+        ef=int(col.configuration["hnsw"].get("ef_search") or 100),
+        indexed=col.indexed,
+        version=col.version,
+        n_records=col.n_records,
+    )
+
+
+def _ranked(
+    space: str, dim: int, v: np.ndarray, k: int, rows: Sequence[tuple[Any, ...]]
+) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` nearest of ``rows`` (seq, pgvector binary vector) by the distance the
+    embedded backend computes, in float32."""
+    if not rows:
+        return np.empty(0, np.int64), np.empty(0, np.float32)
+    seqs = np.array([r[0] for r in rows], dtype=np.int64)
+    vecs = decode_vectors([bytes(r[1]) for r in rows], dim)
+    query = v.astype(np.float32)
+    if space == "cosine":
+        vecs = unit(vecs).astype(np.float32)
+        query = unit(query[None, :])[0].astype(np.float32)
+    d = space_distances(space, query, vecs)
+    order = np.lexsort((seqs, d))[:k]
+    return seqs[order], d[order]
 
 
 def _stored_configuration(col: _Collection) -> dict[str, Any]:
@@ -151,6 +208,8 @@ class PostgresBackend:
         self.dsn = dsn
         self.defer_index = defer_index
         self._deferred: set[int] = set()
+        # collection id -> what its unfiltered queries are planned by (see _Known).
+        self._known: dict[str, _Known] = {}
         self._vector_oid = 0
         self._init_schema()
         self.pool = psycopg_pool.ConnectionPool(
@@ -202,6 +261,18 @@ class PostgresBackend:
                     f"this PostgreSQL database has tintdb schema {row[0]}, newer than this "
                     f"version of tintdb reads ({SCHEMA_VERSION}); upgrade tintdb"
                 )
+            elif int(row[0]) < SCHEMA_VERSION:
+                self._migrate(conn, int(row[0]))
+
+    @staticmethod
+    def _migrate(conn: Any, found: int) -> None:
+        """Bring a database of schema ``found`` up to SCHEMA_VERSION, inside the start-up
+        transaction (so all of it or none), under the schema lock."""
+        for version in range(found + 1, SCHEMA_VERSION + 1):
+            conn.execute(MIGRATIONS[version])
+        conn.execute(
+            "UPDATE tintdb.info SET value = %s WHERE key = 'schema'", (str(SCHEMA_VERSION),)
+        )
 
     @staticmethod
     def _insert_defaults(conn: Any) -> None:
@@ -230,10 +301,21 @@ class PostgresBackend:
         locked where a decision depends on them."""
         if self._closed:
             raise InvalidArgumentError("This client is closed; create a new one")
-        with self.pool.connection() as conn, conn.transaction():
-            if read:
-                conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
-            yield conn.cursor(binary=True)
+        with self.pool.connection() as conn:
+            if not read:
+                with conn.transaction():
+                    yield conn.cursor(binary=True)
+                return
+            # Sent with BEGIN itself (no statement of its own), and put back before the
+            # connection returns to the pool.
+            conn.isolation_level = self._psycopg.IsolationLevel.REPEATABLE_READ
+            conn.read_only = True
+            try:
+                with conn.transaction():
+                    yield conn.cursor(binary=True)
+            finally:
+                conn.isolation_level = None
+                conn.read_only = None
 
     # ------------------------------------------------------------ lifecycle
 
@@ -476,7 +558,8 @@ class PostgresBackend:
             col = self._by_id(cur, collection_id, "NO KEY UPDATE")
             if new_name is not None and new_name != col.name:
                 cur.execute(
-                    "UPDATE tintdb.collections SET name = %s WHERE coll = %s AND NOT EXISTS "
+                    "UPDATE tintdb.collections SET name = %s, version = version + 1 "
+                    "WHERE coll = %s AND NOT EXISTS "
                     "(SELECT 1 FROM tintdb.collections o WHERE o.database_id = "
                     "(SELECT database_id FROM tintdb.collections WHERE coll = %s) AND o.name = %s) "
                     "RETURNING 1",
@@ -489,13 +572,15 @@ class PostgresBackend:
                     )
             if new_metadata is not None:
                 cur.execute(
-                    "UPDATE tintdb.collections SET metadata = %s WHERE coll = %s",
+                    "UPDATE tintdb.collections SET metadata = %s, version = version + 1 "
+                    "WHERE coll = %s",
                     (orjson.dumps(new_metadata), col.coll),
                 )
             if new_configuration is not None:  # the change asked for (_schema.apply_update)
                 config = _schema.apply_update(_stored_configuration(col), new_configuration)
                 cur.execute(
-                    "UPDATE tintdb.collections SET configuration = %s WHERE coll = %s",
+                    "UPDATE tintdb.collections SET configuration = %s, version = version + 1 "
+                    "WHERE coll = %s",
                     (orjson.dumps(config), col.coll),
                 )
             return self._by_id_coll(cur, col.coll)
@@ -548,8 +633,8 @@ class PostgresBackend:
         the dimension the other one set."""
         if col.dimension is None:
             cur.execute(
-                "UPDATE tintdb.collections SET dimension = %s WHERE coll = %s "
-                "AND dimension IS NULL RETURNING 1",
+                "UPDATE tintdb.collections SET dimension = %s, version = version + 1 "
+                "WHERE coll = %s AND dimension IS NULL RETURNING 1",
                 (dim, col.coll),
             )
             if cur.fetchone() is not None:
@@ -573,7 +658,10 @@ class PostgresBackend:
             self._deferred.add(col.coll)
             return
         cur.execute(hnsw_index_sql(col.coll, dim, col.space, col.configuration["hnsw"]))
-        cur.execute("UPDATE tintdb.collections SET indexed = true WHERE coll = %s", (col.coll,))
+        cur.execute(
+            "UPDATE tintdb.collections SET indexed = true, version = version + 1 WHERE coll = %s",
+            (col.coll,),
+        )
 
     def build_indexes(self) -> None:
         """Build the HNSW indexes deferred by ``defer_index``."""
@@ -585,7 +673,11 @@ class PostgresBackend:
                 cur.execute(
                     hnsw_index_sql(coll, col.dimension, col.space, col.configuration["hnsw"])
                 )
-                cur.execute("UPDATE tintdb.collections SET indexed = true WHERE coll = %s", (coll,))
+                cur.execute(
+                    "UPDATE tintdb.collections SET indexed = true, version = version + 1 "
+                    "WHERE coll = %s",
+                    (coll,),
+                )
         self._deferred.clear()
 
     @staticmethod
@@ -1037,6 +1129,14 @@ class PostgresBackend:
         include: list[str],
     ) -> QueryResult:
         nq = len(query_embeddings)
+        if ids is None and not where and not where_document:
+            known = self._known.get(collection_id)
+            if known is not None:
+                answer = self._query_known(
+                    collection_id, known, query_embeddings, n_results, include
+                )
+                if answer is not None:
+                    return answer
         with self._tx(read=True) as cur:
             col = self._by_id(cur, collection_id)
             check_dimension(col.dimension, query_embeddings.shape[1])
@@ -1063,7 +1163,107 @@ class PostgresBackend:
                     (col.coll, wanted),
                 ).fetchall()
                 rows = {r[0]: r for r in self._rows(raw, columns, col.dimension)}
+        self._remember(collection_id, col)
         return query_result(labels, dists, rows, include, col.dimension)
+
+    def _remember(self, collection_id: str, col: _Collection) -> None:
+        known = _known(col)
+        if known is None:
+            return
+        if len(self._known) >= KNOWN_MAX:
+            self._known.clear()
+        self._known[collection_id] = known
+
+    def _query_known(
+        self,
+        collection_id: str,
+        known: _Known,
+        q: np.ndarray,
+        k: int,
+        include: list[str],
+    ) -> QueryResult | None:
+        """An unfiltered query in one round trip to PostgreSQL, planned by what this node
+        knows of the collection (``known``): per query vector one statement that reads
+        the collection's row and searches, sent together (psycopg's pipeline mode) with
+        the ``hnsw.ef_search`` setting, which holds for that transaction only. None when
+        the row says ``known`` is out of date (the caller then plans the long way)."""
+        if q.shape[1] != known.dimension or known.n_records == 0:
+            return None
+        if self._closed:
+            raise InvalidArgumentError("This client is closed; create a new one")
+        graph = known.indexed and not searched_exactly(known.n_records) and k <= MAX_EF_SEARCH
+        columns = columns_for(include)
+        cols = self._select_list(columns)
+        if graph:  # the index's k nearest, as the long way's window (fetch = k)
+            typed = f"vector({known.dimension})"
+            order = f"(r.embedding::{typed}) {OPERATORS[known.space]} (%b::{typed})"
+            where, limit = "r.coll = %s", k
+        else:  # exact search, as _Planner._exact
+            order = f"r.embedding {OPERATORS[known.space]} %b"
+            where, limit = "r.coll = %s AND r.embedding IS NOT NULL", k + RERANK_EXTRA
+        near = "" if "embedding" in columns else ", r.embedding"
+        sql = (
+            "SELECT c.version, c.n_records, w.* FROM tintdb.collections c LEFT JOIN LATERAL "
+            f"(SELECT r.seq, r.id{cols}{near} FROM tintdb.records r WHERE {where} "
+            f"ORDER BY {order} LIMIT %s) w ON true WHERE c.id = %s"
+        )
+        width = 2 + sum(2 if c == "document" else 1 for c in columns)  # seq, id, columns
+        at = 2 + width  # the vector ranked by: the embedding column, or the one added
+        if not near:
+            at = 4 + sum(2 if c == "document" else 1 for c in columns[: columns.index("embedding")])
+        psycopg = self._psycopg
+        try:
+            with self.pool.connection() as conn:
+                if len(q) > 1:  # several statements: one snapshot, as the long way
+                    conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+                    conn.read_only = True
+                try:
+                    tx = conn.transaction() if len(q) > 1 else contextlib.nullcontext()
+                    with conn.pipeline(), tx:
+                        if graph:
+                            beam = min(MAX_EF_SEARCH, max(known.ef, k))
+                            conn.execute(
+                                "SELECT set_config('hnsw.ef_search', %s, true)", (str(beam),)
+                            )
+                        cursors = []
+                        for v in q:
+                            cur = conn.cursor(binary=True)
+                            cur.execute(sql, (known.coll, v, limit, collection_id))
+                            cursors.append(cur)
+                    results = [cur.fetchall() for cur in cursors]
+                finally:
+                    conn.isolation_level = None
+                    conn.read_only = None
+        except psycopg.Error:
+            # Whatever it was (the partition dropped by a concurrent delete, say), the
+            # long way meets it again and answers or raises as it should.
+            self._known.pop(collection_id, None)
+            return None
+        n_records = 0
+        for rows in results:
+            if not rows or rows[0][0] != known.version:
+                self._known.pop(collection_id, None)  # deleted or changed since
+                return None
+            n_records = int(rows[0][1])
+        same_plan = known.indexed and not searched_exactly(n_records) and k <= MAX_EF_SEARCH
+        if n_records == 0 or same_plan != graph:
+            self._known.pop(collection_id, None)
+            return None
+        labels: list[np.ndarray] = []
+        dists: list[np.ndarray] = []
+        found: list[tuple[Any, ...]] = []
+        for rows in results:
+            near_rows = [(r[2], r[at]) for r in rows if r[2] is not None]
+            if graph and window_short(len(near_rows), k, n_records):
+                return None  # the long way searches exactly, as its window would
+            seqs, d = _ranked(known.space, known.dimension, q[len(labels)], k, near_rows)
+            labels.append(seqs)
+            dists.append(d)
+            found.extend(r[2 : 2 + width] for r in rows if r[2] is not None)
+        if n_records != known.n_records:
+            self._known[collection_id] = replace(known, n_records=n_records)
+        shaped = {r[0]: r for r in self._rows(found, columns, known.dimension)}
+        return query_result(labels, dists, shaped, include, known.dimension)
 
 
 class _RawJson:
@@ -1141,19 +1341,7 @@ class _Planner:
     def _ranked(
         self, v: np.ndarray, k: int, rows: list[tuple[Any, ...]]
     ) -> tuple[np.ndarray, np.ndarray]:
-        """The ``k`` nearest of ``rows`` (seq, vector) by the distance the embedded
-        backend computes, in float32."""
-        if not rows:
-            return np.empty(0, np.int64), np.empty(0, np.float32)
-        seqs = np.array([r[0] for r in rows], dtype=np.int64)
-        vecs = decode_vectors([bytes(r[1]) for r in rows], self.dim)
-        query = v.astype(np.float32)
-        if self.space == "cosine":
-            vecs = unit(vecs).astype(np.float32)
-            query = unit(query[None, :])[0].astype(np.float32)
-        d = space_distances(self.space, query, vecs)
-        order = np.lexsort((seqs, d))[:k]
-        return seqs[order], d[order]
+        return _ranked(self.space, self.dim, v, k, rows)
 
     def _exact(
         self, v: np.ndarray, k: int, cond: str, params: list[Any]
