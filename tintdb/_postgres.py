@@ -34,6 +34,8 @@ from ._pgsql import (
     HNSW_MAX_DIMENSION,
     MAX_EF_SEARCH,
     MIGRATIONS,
+    NUMERIC_INDEXES_MAX,
+    NUMERIC_TYPES,
     OPERATORS,
     SCHEMA,
     SCHEMA_VERSION,
@@ -43,6 +45,8 @@ from ._pgsql import (
     encode_metadata,
     encode_text,
     hnsw_index_sql,
+    like_pattern,
+    numeric_index_sql,
     partition_name,
     partition_sql,
     vector_dumper,
@@ -270,6 +274,17 @@ class PostgresBackend:
         transaction (so all of it or none), under the schema lock."""
         for version in range(found + 1, SCHEMA_VERSION + 1):
             conn.execute(MIGRATIONS[version])
+            if version == 2:  # the range indexes of the collections there already are
+                rows = conn.execute(
+                    "SELECT coll, key FROM tintdb.collection_keys WHERE vtype = ANY(%s) "
+                    "GROUP BY coll, key ORDER BY coll, key",
+                    (list(NUMERIC_TYPES),),
+                ).fetchall()
+                per_collection: dict[int, int] = {}
+                for coll, key in rows:
+                    per_collection[coll] = per_collection.get(coll, 0) + 1
+                    if per_collection[coll] <= NUMERIC_INDEXES_MAX:
+                        conn.execute(numeric_index_sql(coll, key))
         conn.execute(
             "UPDATE tintdb.info SET value = %s WHERE key = 'schema'", (str(SCHEMA_VERSION),)
         )
@@ -452,15 +467,32 @@ class PostgresBackend:
     @staticmethod
     def _note_value_types(cur: Any, coll: int, metadatas: Sequence[Metadata | None]) -> None:
         """Inside a write: remember the (key, value type) pairs of ``metadatas`` (the
-        collection's discovered keys; a pair already known is left as it is)."""
+        collection's discovered keys; a pair already known is left as it is). A key
+        that holds numbers for the first time gets its range index (numeric_index_sql),
+        while the collection has fewer than NUMERIC_INDEXES_MAX of them."""
         pairs = sorted(_schema.metadata_value_types(metadatas))
-        if pairs:
-            cur.execute(
-                "INSERT INTO tintdb.collection_keys(coll, key, vtype) "
-                "SELECT %s, k, t FROM unnest(%s::text[], %s::text[]) AS p(k, t) "
-                "ON CONFLICT DO NOTHING",
-                (coll, [encode_text(k) for k, _ in pairs], [t for _, t in pairs]),
-            )
+        if not pairs:
+            return
+        added = cur.execute(
+            "INSERT INTO tintdb.collection_keys(coll, key, vtype) "
+            "SELECT %s, k, t FROM unnest(%s::text[], %s::text[]) AS p(k, t) "
+            "ON CONFLICT DO NOTHING RETURNING key, vtype",
+            (coll, [encode_text(k) for k, _ in pairs], [t for _, t in pairs]),
+        ).fetchall()
+        fresh = sorted({key for key, vtype in added if vtype in NUMERIC_TYPES})
+        if not fresh:
+            return
+        # A key that held numbers before this write (of the other type: an int key that
+        # now also holds a float) has its index already.
+        numeric = cur.execute(
+            "SELECT key, vtype FROM tintdb.collection_keys WHERE coll = %s AND vtype = ANY(%s)",
+            (coll, list(NUMERIC_TYPES)),
+        ).fetchall()
+        just = set(added)
+        before = {key for key, vtype in numeric if (key, vtype) not in just}
+        new = [key for key in fresh if key not in before]
+        for key in new[: max(0, NUMERIC_INDEXES_MAX - len(before))]:
+            cur.execute(numeric_index_sql(coll, key))
 
     def _by_id(self, cur: Any, collection_id: str, lock: str = "") -> _Collection:
         found = self._select(cur, "c.id = %s", (collection_id,), lock)
@@ -970,11 +1002,18 @@ class PostgresBackend:
 
         def regex(pattern: str) -> list[int]:
             # Chroma's regex dialect is not PostgreSQL's: documents are read and matched
-            # here, on RE2, in the call's transaction.
+            # here, on RE2, in the call's transaction. A run of text that every match
+            # holds (_regex.required_literal) narrows them first, through the trigram
+            # index (documents held as bytes, a few, are all read).
+            literal = _regex.required_literal(pattern)
+            narrow = "document IS NOT NULL"
+            params: tuple[Any, ...] = (col.coll,)
+            if literal is not None and "\0" not in literal:
+                narrow, params = "document LIKE %s", (col.coll, like_pattern(literal))
             rows = cur.execute(
                 "SELECT seq, document, document_bytes FROM tintdb.records WHERE coll = %s "
-                "AND (document IS NOT NULL OR document_bytes IS NOT NULL)",
-                (col.coll,),
+                f"AND ({narrow} OR document_bytes IS NOT NULL)",
+                params,
             ).fetchall()
             return [
                 int(seq)
