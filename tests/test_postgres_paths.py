@@ -307,3 +307,46 @@ def test_a_schema_1_database_is_migrated_by_the_first_node(fresh_dsn: str) -> No
     defs = _indexes(fresh_dsn, coll)
     assert any("::numeric" in d for d in defs)
     assert any("document_bytes IS NOT NULL" in d for d in defs)
+
+
+# ---------------------------------------------------------------- bulk add
+
+
+def test_a_large_add_to_an_indexed_collection_rebuilds_the_index_in_one_transaction(
+    fresh_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An add that is a large share of its collection drops the HNSW index, copies and
+    builds it again: the records are then found through the index; and when any part of
+    that call fails (a taken id, the build itself), nothing of it is left, index included."""
+    monkeypatch.setattr(_postgres, "BULK_MIN", 100)
+    monkeypatch.setattr(_planning, "EXACT_BELOW", 0)
+    data = _data(1000, seed=9)
+    with tintdb.PostgresClient(fresh_dsn) as client:
+        col = client.create_collection("bulk", embedding_function=None)
+        col.add(ids=[str(i) for i in range(200)], embeddings=data[:200])
+        coll = _coll(fresh_dsn, "bulk")
+
+        def hnsw() -> list[str]:
+            return [d for d in _indexes(fresh_dsn, coll) if "hnsw" in d]
+
+        assert len(hnsw()) == 1
+        col.add(
+            ids=[str(i) for i in range(200, 500)],
+            embeddings=data[200:500],
+            metadatas=[{"i": i} for i in range(200, 500)],
+        )
+        assert col.count() == 500 and len(hnsw()) == 1
+        got = col.query(query_embeddings=data[450:460], n_results=1)["ids"]
+        assert got == [[str(i)] for i in range(450, 460)]
+
+        with pytest.raises(errors.IDAlreadyExistsError):  # the last id is taken
+            col.add(ids=[str(i) for i in range(500, 799)] + ["7"], embeddings=data[500:800])
+        broken = "CREATE INDEX records_broken ON tintdb.no_such_table (x)"
+        monkeypatch.setattr(_postgres, "hnsw_index_sql", lambda *args: broken)
+        with pytest.raises(Exception, match="no_such_table"):
+            col.add(ids=[str(i) for i in range(500, 800)], embeddings=data[500:800])
+
+        assert col.count() == 500 and len(hnsw()) == 1
+        assert col.get(ids=["500", "799"])["ids"] == []
+        got = col.query(query_embeddings=data[:5], n_results=1)["ids"]
+        assert got == [[str(i)] for i in range(5)]
