@@ -350,3 +350,58 @@ def test_a_large_add_to_an_indexed_collection_rebuilds_the_index_in_one_transact
         assert col.get(ids=["500", "799"])["ids"] == []
         got = col.query(query_embeddings=data[:5], n_results=1)["ids"]
         assert got == [[str(i)] for i in range(5)]
+
+
+# ---------------------------------------------------------------- sampled filters
+
+
+def test_dense_filters_planned_from_a_sample_are_never_short(
+    fresh_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A filter that a sample of the collection says is dense is post-filtered without
+    counting its matches: a filter independent of position, one correlated with it
+    (its windows come up short and fall back to exact search) and one that matches
+    fewer records than asked for all get every answer they should, and the nearest."""
+    monkeypatch.setattr(_planning, "EXACT_BELOW", 0)
+    monkeypatch.setattr(_postgres, "SAMPLE_ABOVE", 1000)
+    sampled: list[int | None] = []
+    original = _postgres._Planner._sampled
+
+    def spy(planner: Any, *args: Any) -> Any:
+        sampled.append(original(planner, *args))
+        return sampled[-1]
+
+    monkeypatch.setattr(_postgres._Planner, "_sampled", spy)
+    rng = np.random.default_rng(11)
+    n, dim = 3000, 16
+    data = rng.standard_normal((n, dim)).astype(np.float32)
+    far = data[:, 0] > np.median(data[:, 0])
+    with tintdb.PostgresClient(fresh_dsn) as client:
+        col = client.create_collection("dense", embedding_function=None)
+        col.add(
+            ids=[str(i) for i in range(n)],
+            embeddings=data,
+            metadatas=[{"m": i % 37, "far": bool(far[i])} for i in range(n)],
+        )
+        queries = data[~far][:15] + 0.01
+        for where, keep, k in (
+            ({"m": {"$lt": 4}}, np.arange(n) % 37 < 4, 10),
+            ({"far": True}, far, 10),
+            ({"m": {"$lt": 4}}, np.arange(n) % 37 < 4, 400),
+        ):
+            sampled.clear()
+            got = col.query(query_embeddings=queries, n_results=k, where=where, include=[])
+            assert sampled and sampled[0] is not None, where  # the sample found it dense
+            want_len = min(k, int(keep.sum()))
+            hits = 0
+            for q, ids in zip(queries, got["ids"], strict=True):
+                assert len(ids) == want_len, where
+                assert all(keep[int(i)] for i in ids)
+                hits += len(set(map(int, ids)) & set(_exact(data, q, keep, want_len)))
+            assert hits / (want_len * len(queries)) >= 0.99, where
+
+
+def _exact(data: np.ndarray, q: np.ndarray, keep: np.ndarray, k: int) -> list[int]:
+    rows = np.flatnonzero(keep)
+    d = ((data[rows].astype(np.float64) - q.astype(np.float64)) ** 2).sum(axis=1)
+    return [int(i) for i in rows[np.argsort(d, kind="stable")[:k]]]

@@ -73,6 +73,12 @@ log = logging.getLogger("tintdb")
 _SCHEMA_LOCK = 0x74696E7464620001
 # Matches counted at most, per filtered query (see _Planner.search).
 COUNT_CAP = 100_000
+# A filtered query on a collection of at least SAMPLE_ABOVE records first tests about
+# SAMPLE_ROWS of them (whole pages, sampled): where at least DENSE_SHARE match, it
+# post-filters a window of neighbours without counting (see _Planner._sampled).
+SAMPLE_ABOVE = 4096
+SAMPLE_ROWS = 1000
+DENSE_SHARE = 0.05
 # Writes that meet a concurrent insert of the same new id (upsert) start again, at most
 # this many times.
 WRITE_RETRIES = 8
@@ -1374,12 +1380,20 @@ class _Planner:
         graph = col.indexed and not searched_exactly(total)
         fetch: int | None = None
         matches = total
-        if filtered:
+        bound = total  # no answer can hold more than this many matches
+        if filtered and graph and ids is None:
+            # A filter that a sample says is dense is post-filtered without counting
+            # its matches (counting reads every one of them, up to the cap below).
+            estimate = self._sampled(cond, params, total)
+            if estimate is not None:
+                matches = estimate
+                fetch = postfilter_fetch(matches, total, k, self.ef, max_beam=MAX_EF_SEARCH)
+        if filtered and fetch is None:
             # Counted up to the point past which the plan no longer changes: with at
             # least ``cap`` matches, a window of at most ef_search neighbours holds
             # enough of them (postfilter_fetch), so a larger count only narrows it.
             cap = min(COUNT_CAP, max(10 * self.ef, 2 * k * total // self.ef + 1))
-            matches = int(
+            matches = bound = int(
                 self.cur.execute(
                     f"SELECT count(*) FROM (SELECT 1 FROM tintdb.records r WHERE {cond} "
                     "LIMIT %s) m",
@@ -1388,14 +1402,14 @@ class _Planner:
             )
             if graph:
                 fetch = postfilter_fetch(matches, total, k, self.ef, max_beam=MAX_EF_SEARCH)
-        elif graph and k <= MAX_EF_SEARCH:
+        elif not filtered and graph and k <= MAX_EF_SEARCH:
             fetch = k
         labels, dists = [], []
         for v in q:
             found = None
             if fetch is not None:
                 found = self._window(v, k, fetch, cond if filtered else None, params)
-                if window_short(len(found[0]), k, matches):
+                if window_short(len(found[0]), k, bound):
                     found = None  # the exact plan answers this query
             if found is None:
                 found = self._exact(v, k, cond, params)
@@ -1407,6 +1421,24 @@ class _Planner:
         self, v: np.ndarray, k: int, rows: list[tuple[Any, ...]]
     ) -> tuple[np.ndarray, np.ndarray]:
         return _ranked(self.space, self.dim, v, k, rows)
+
+    def _sampled(self, cond: str, params: list[Any], total: int) -> int | None:
+        """The matches of a filter estimated from a sample of the collection's pages
+        (the same sample at each call on the same data: REPEATABLE), when at least
+        DENSE_SHARE of the sample matches; None otherwise (the caller counts). As the
+        embedded backend's sample: for a dense filter a window of neighbours holds
+        enough matches; a query whose window does not falls back to exact search."""
+        if total < SAMPLE_ABOVE:
+            return None
+        percent = min(100.0, 100.0 * SAMPLE_ROWS / total)
+        hits, seen = self.cur.execute(
+            f"SELECT count(*) FILTER (WHERE {cond}), count(*) FROM tintdb.records r "
+            "TABLESAMPLE SYSTEM (%s) REPEATABLE (0) WHERE r.coll = %s",
+            (*params, percent, self.col.coll),
+        ).fetchone()
+        if seen < SAMPLE_ROWS // 4 or hits < DENSE_SHARE * seen:
+            return None
+        return int(total * hits / seen)
 
     def _exact(
         self, v: np.ndarray, k: int, cond: str, params: list[Any]
