@@ -405,3 +405,32 @@ def _exact(data: np.ndarray, q: np.ndarray, keep: np.ndarray, k: int) -> list[in
     rows = np.flatnonzero(keep)
     d = ((data[rows].astype(np.float64) - q.astype(np.float64)) ** 2).sum(axis=1)
     return [int(i) for i in rows[np.argsort(d, kind="stable")[:k]]]
+
+
+def test_a_connection_the_server_closed_fails_its_call_with_that_error_then_is_replaced(
+    fresh_dsn: str,
+) -> None:
+    """A read whose pooled connection PostgreSQL closed (a restart, a failover) fails
+    with the driver's connection error, not an error about putting its transaction
+    settings back; the next call gets a new connection, and a remembered collection's
+    query takes the long way instead of failing."""
+    import psycopg
+
+    with tintdb.PostgresClient(fresh_dsn, pool_size=1) as client:
+        col = client.create_collection("closed", embedding_function=None)
+        col.add(ids=["a", "b"], embeddings=_data(2))
+        assert col.query(query_embeddings=_data(1), n_results=1)["ids"]  # remembered
+
+        def close_all() -> None:
+            with psycopg.connect(fresh_dsn, autocommit=True) as admin:
+                admin.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
+
+        close_all()
+        with pytest.raises(psycopg.OperationalError):
+            col.count()
+        assert col.count() == 2
+        close_all()
+        assert col.query(query_embeddings=_data(1), n_results=2)["ids"][0]

@@ -158,6 +158,15 @@ class _Known:
     n_records: int
 
 
+def _plain(conn: Any) -> None:
+    """Put a connection's transaction settings back before the pool has it again. It
+    runs in ``finally``: should psycopg refuse (it does for a connection not idle), the
+    call's own error is the one to report, and the pool discards a broken connection."""
+    with contextlib.suppress(Exception):
+        conn.isolation_level = None
+        conn.read_only = None
+
+
 def _known(col: _Collection) -> _Known | None:
     if col.dimension is None:
         return None
@@ -341,8 +350,7 @@ class PostgresBackend:
                 with conn.transaction():
                     yield conn.cursor(binary=True)
             finally:
-                conn.isolation_level = None
-                conn.read_only = None
+                _plain(conn)
 
     # ------------------------------------------------------------ lifecycle
 
@@ -1303,8 +1311,7 @@ class PostgresBackend:
                             cursors.append(cur)
                     results = [cur.fetchall() for cur in cursors]
                 finally:
-                    conn.isolation_level = None
-                    conn.read_only = None
+                    _plain(conn)
         except psycopg.Error:
             # Whatever it was (the partition dropped by a concurrent delete, say), the
             # long way meets it again and answers or raises as it should.
