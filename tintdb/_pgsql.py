@@ -22,6 +22,7 @@ Strings reach PostgreSQL exactly. Its ``text`` and ``jsonb`` cannot hold NUL, so
 
 from __future__ import annotations
 
+import hashlib
 import re
 import struct
 from typing import Any
@@ -30,6 +31,7 @@ import numpy as np
 import orjson
 
 try:
+    from psycopg import sql
     from psycopg.adapt import Dumper
     from psycopg.pq import Format
 except ImportError as exc:  # the embedded install does not carry the driver
@@ -50,13 +52,15 @@ __all__ = [
     "encode_text",
     "hnsw_index_sql",
     "like_pattern",
+    "numeric_index_sql",
     "partition_name",
     "partition_sql",
     "vector_dumper",
 ]
 
-# Bumped when the tables change; stored in tintdb.info, checked on connect.
-SCHEMA_VERSION = 1
+# Bumped when the tables change; stored in tintdb.info, checked on connect. A database
+# of an older version is brought up to this one by the first node to start (MIGRATIONS).
+SCHEMA_VERSION = 2
 
 SCHEMA = """
 CREATE SCHEMA IF NOT EXISTS tintdb;
@@ -81,6 +85,9 @@ CREATE TABLE IF NOT EXISTS tintdb.collections(
     indexed boolean NOT NULL DEFAULT false,
     -- n_records when the partition's statistics were last gathered (see _postgres).
     analyzed bigint NOT NULL DEFAULT 0,
+    -- Bumped by every change of the row other than the counts: a node that keeps the
+    -- row in memory reads this in the statement that relies on it (see _postgres).
+    version bigint NOT NULL DEFAULT 0,
     UNIQUE(database_id, name));
 -- The metadata keys a collection's records have used, with each value type seen: the
 -- "discovered" keys of its schema (keys escaped as ids are). Only grows; small, and
@@ -112,12 +119,30 @@ CREATE INDEX IF NOT EXISTS records_metadata ON tintdb.records
     USING gin (metadata jsonb_path_ops);
 CREATE INDEX IF NOT EXISTS records_document ON tintdb.records
     USING gin (document gin_trgm_ops);
+-- The few documents kept as bytes (they hold NUL): with this, a document $contains is an
+-- OR of two index scans (the trigram index, and this one) rather than a read of the
+-- whole collection.
+CREATE INDEX IF NOT EXISTS records_document_bytes ON tintdb.records (coll)
+    WHERE document_bytes IS NOT NULL;
 """
+
+# What a database of schema version N - 1 runs to reach N (under the schema lock, in one
+# transaction with the rest of the start-up). Version 2: the collections' version
+# column and the index of documents held as bytes (SCHEMA's IF NOT EXISTS statements
+# make the latter); the numeric metadata indexes are made by _postgres.
+MIGRATIONS: dict[int, str] = {
+    2: "ALTER TABLE tintdb.collections ADD COLUMN IF NOT EXISTS version bigint NOT NULL DEFAULT 0",
+}
 
 # pgvector's HNSW takes at most 2,000 dimensions of ``vector``; above, exact search.
 HNSW_MAX_DIMENSION = 2000
 # pgvector's largest hnsw.ef_search; an index scan returns at most that many rows.
 MAX_EF_SEARCH = 1000
+
+# Metadata keys of a collection that get a btree index of their numeric values (for
+# $gt/$gte/$lt/$lte), at most: every index is one more for each write to maintain.
+NUMERIC_INDEXES_MAX = 32
+NUMERIC_TYPES = ("int", "float")
 
 # $in / $nin lists up to this long become an OR of containments, which PostgreSQL
 # serves from the metadata index; longer ones one array parameter (no index).
@@ -155,6 +180,25 @@ def hnsw_index_sql(coll: int, dim: int, space: str, hnsw: dict[str, Any]) -> str
         f"CREATE INDEX IF NOT EXISTS records_{int(coll)}_hnsw ON {partition_name(coll)} "
         f"USING hnsw ((embedding::vector({int(dim)})) {OPCLASSES[space]}) "
         f"WITH (m = {m}, ef_construction = {ef_construction})"
+    )
+
+
+def numeric_index_sql(coll: int, key: str) -> sql.Composed:
+    """A btree over the numeric values of one (escaped) metadata key in a collection's
+    partition, for ranges; records whose value is not a number are left out (partial).
+    Its expression is the one ``FilterSQL`` writes for a range, so PostgreSQL matches the
+    two (the key reaches the filter as a parameter, which PostgreSQL folds into a
+    constant when it plans the statement)."""
+    digest = hashlib.sha1(key.encode("utf-8")).hexdigest()[:16]
+    literal = sql.Literal(key)
+    return sql.SQL(
+        "CREATE INDEX IF NOT EXISTS {name} ON {part} ("
+        "(CASE WHEN jsonb_typeof(metadata -> {k}) = 'number' THEN (metadata -> {k})::numeric END)"
+        ") WHERE jsonb_typeof(metadata -> {k}) = 'number'"
+    ).format(
+        name=sql.Identifier(f"records_{int(coll)}_num_{digest}"),
+        part=sql.SQL(partition_name(coll)),
+        k=literal,
     )
 
 
@@ -259,13 +303,14 @@ class FilterSQL:
         elif op in ("$contains", "$not_contains"):
             sql = self._contains(key, [operand])
         else:
+            # The expression of numeric_index_sql, so that its index serves the range.
             symbol = {"$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<="}[op]
-            k = self._p(key)
-            k2 = self._p(key)
+            k, k2, k3 = self._p(key), self._p(key), self._p(key)
             bound = self._p(orjson.dumps(operand).decode())
             return (
-                f"(CASE WHEN jsonb_typeof(r.metadata -> {k}) = 'number' "
-                f"THEN (r.metadata -> {k2})::numeric {symbol} {bound}::numeric END)"
+                f"(jsonb_typeof(r.metadata -> {k}::text) = 'number' AND "
+                f"(CASE WHEN jsonb_typeof(r.metadata -> {k2}::text) = 'number' "
+                f"THEN (r.metadata -> {k3}::text)::numeric END) {symbol} {bound}::numeric)"
             )
         if op in ("$ne", "$nin", "$not_contains"):
             return f"NOT coalesce({sql}, false)"
@@ -279,7 +324,9 @@ class FilterSQL:
         # Parameters are numbered in the order they appear in the SQL.
         like = None if "\0" in t.value else self._p(like_pattern(t.value))
         raw = self._p(t.value.encode("utf-8"))
-        found = f"coalesce(position({raw}::bytea in r.document_bytes) > 0, false)"
+        # Spelled so that the partial index of documents held as bytes serves this side
+        # (never NULL: false for a document held as text).
+        found = f"(r.document_bytes IS NOT NULL AND position({raw}::bytea in r.document_bytes) > 0)"
         if like is not None:
             found = f"(r.document LIKE {like} OR {found})"
         return found if t.op == "$contains" else f"NOT coalesce({found}, false)"

@@ -21,6 +21,7 @@ import logging
 import time
 import uuid
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -32,6 +33,9 @@ from ._exact import RERANK_EXTRA, space_distances, unit
 from ._pgsql import (
     HNSW_MAX_DIMENSION,
     MAX_EF_SEARCH,
+    MIGRATIONS,
+    NUMERIC_INDEXES_MAX,
+    NUMERIC_TYPES,
     OPERATORS,
     SCHEMA,
     SCHEMA_VERSION,
@@ -41,6 +45,8 @@ from ._pgsql import (
     encode_metadata,
     encode_text,
     hnsw_index_sql,
+    like_pattern,
+    numeric_index_sql,
     partition_name,
     partition_sql,
     vector_dumper,
@@ -67,6 +73,12 @@ log = logging.getLogger("tintdb")
 _SCHEMA_LOCK = 0x74696E7464620001
 # Matches counted at most, per filtered query (see _Planner.search).
 COUNT_CAP = 100_000
+# A filtered query on a collection of at least SAMPLE_ABOVE records first tests about
+# SAMPLE_ROWS of them (whole pages, sampled): where at least DENSE_SHARE match, it
+# post-filters a window of neighbours without counting (see _Planner._sampled).
+SAMPLE_ABOVE = 4096
+SAMPLE_ROWS = 1000
+DENSE_SHARE = 0.05
 # Writes that meet a concurrent insert of the same new id (upsert) start again, at most
 # this many times.
 WRITE_RETRIES = 8
@@ -74,10 +86,19 @@ DEFAULT_POOL_SIZE = 10
 # A partition's statistics are gathered again once its records have doubled (and grown
 # by at least this many) since the last time.
 ANALYZE_STEP = 1000
+# An add of at least BULK_MIN records that makes up at least 1/BULK_SHARE of the
+# collection once added rebuilds its HNSW index instead of inserting into it (see
+# PostgresBackend._insert): measured, building cost about a seventh of inserting per
+# record, so the rebuild wins from about 1/7; 1/4 leaves room for the larger graph.
+BULK_MIN = 1000
+BULK_SHARE = 4
+# Collections a node keeps what it plans queries by for (see _Known); past this many the
+# memory is emptied and refilled by the next calls.
+KNOWN_MAX = 4096
 
 _COLLECTION_SELECT = (
     "SELECT c.coll, c.id, c.name, d.tenant, d.name, c.metadata, c.configuration, "
-    "c.dimension, c.n_records, c.indexed FROM tintdb.collections c "
+    "c.dimension, c.n_records, c.indexed, c.version FROM tintdb.collections c "
     "JOIN tintdb.databases d ON d.id = c.database_id"
 )
 
@@ -98,6 +119,7 @@ class _Collection(CollectionRow):
 
     n_records: int = 0
     indexed: bool = False
+    version: int = 0
 
 
 def _collection(row: Sequence[Any]) -> _Collection:
@@ -113,8 +135,68 @@ def _collection(row: Sequence[Any]) -> _Collection:
         dimension=row[7],
     )
     c.coll, c.n_records, c.indexed = int(row[0]), int(row[8]), bool(row[9])
+    c.version = int(row[10])
     c.declared_schema = declared
     return c
+
+
+@dataclass(frozen=True)
+class _Known:
+    """What an unfiltered query on a collection is planned and written by, as a node read
+    it in an earlier call. Only a hint: the statement that relies on it also reads the
+    collection's row (its ``version``, bumped by every change of the row, and its count),
+    and the answer is used only if they still agree; otherwise the call is made again
+    the long way. So a collection changed or deleted through another node is never
+    answered from this memory."""
+
+    coll: int
+    dimension: int
+    space: str
+    ef: int
+    indexed: bool
+    version: int
+    n_records: int
+
+
+def _plain(conn: Any) -> None:
+    """Put a connection's transaction settings back before the pool has it again. It
+    runs in ``finally``: should psycopg refuse (it does for a connection not idle), the
+    call's own error is the one to report, and the pool discards a broken connection."""
+    with contextlib.suppress(Exception):
+        conn.isolation_level = None
+        conn.read_only = None
+
+
+def _known(col: _Collection) -> _Known | None:
+    if col.dimension is None:
+        return None
+    return _Known(
+        coll=col.coll,
+        dimension=col.dimension,
+        space=col.space,
+        ef=int(col.configuration["hnsw"].get("ef_search") or 100),
+        indexed=col.indexed,
+        version=col.version,
+        n_records=col.n_records,
+    )
+
+
+def _ranked(
+    space: str, dim: int, v: np.ndarray, k: int, rows: Sequence[tuple[Any, ...]]
+) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` nearest of ``rows`` (seq, pgvector binary vector) by the distance the
+    embedded backend computes, in float32."""
+    if not rows:
+        return np.empty(0, np.int64), np.empty(0, np.float32)
+    seqs = np.array([r[0] for r in rows], dtype=np.int64)
+    vecs = decode_vectors([bytes(r[1]) for r in rows], dim)
+    query = v.astype(np.float32)
+    if space == "cosine":
+        vecs = unit(vecs).astype(np.float32)
+        query = unit(query[None, :])[0].astype(np.float32)
+    d = space_distances(space, query, vecs)
+    order = np.lexsort((seqs, d))[:k]
+    return seqs[order], d[order]
 
 
 def _stored_configuration(col: _Collection) -> dict[str, Any]:
@@ -151,6 +233,8 @@ class PostgresBackend:
         self.dsn = dsn
         self.defer_index = defer_index
         self._deferred: set[int] = set()
+        # collection id -> what its unfiltered queries are planned by (see _Known).
+        self._known: dict[str, _Known] = {}
         self._vector_oid = 0
         self._init_schema()
         self.pool = psycopg_pool.ConnectionPool(
@@ -202,6 +286,29 @@ class PostgresBackend:
                     f"this PostgreSQL database has tintdb schema {row[0]}, newer than this "
                     f"version of tintdb reads ({SCHEMA_VERSION}); upgrade tintdb"
                 )
+            elif int(row[0]) < SCHEMA_VERSION:
+                self._migrate(conn, int(row[0]))
+
+    @staticmethod
+    def _migrate(conn: Any, found: int) -> None:
+        """Bring a database of schema ``found`` up to SCHEMA_VERSION, inside the start-up
+        transaction (so all of it or none), under the schema lock."""
+        for version in range(found + 1, SCHEMA_VERSION + 1):
+            conn.execute(MIGRATIONS[version])
+            if version == 2:  # the range indexes of the collections there already are
+                rows = conn.execute(
+                    "SELECT coll, key FROM tintdb.collection_keys WHERE vtype = ANY(%s) "
+                    "GROUP BY coll, key ORDER BY coll, key",
+                    (list(NUMERIC_TYPES),),
+                ).fetchall()
+                per_collection: dict[int, int] = {}
+                for coll, key in rows:
+                    per_collection[coll] = per_collection.get(coll, 0) + 1
+                    if per_collection[coll] <= NUMERIC_INDEXES_MAX:
+                        conn.execute(numeric_index_sql(coll, key))
+        conn.execute(
+            "UPDATE tintdb.info SET value = %s WHERE key = 'schema'", (str(SCHEMA_VERSION),)
+        )
 
     @staticmethod
     def _insert_defaults(conn: Any) -> None:
@@ -230,10 +337,20 @@ class PostgresBackend:
         locked where a decision depends on them."""
         if self._closed:
             raise InvalidArgumentError("This client is closed; create a new one")
-        with self.pool.connection() as conn, conn.transaction():
-            if read:
-                conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
-            yield conn.cursor(binary=True)
+        with self.pool.connection() as conn:
+            if not read:
+                with conn.transaction():
+                    yield conn.cursor(binary=True)
+                return
+            # Sent with BEGIN itself (no statement of its own), and put back before the
+            # connection returns to the pool.
+            conn.isolation_level = self._psycopg.IsolationLevel.REPEATABLE_READ
+            conn.read_only = True
+            try:
+                with conn.transaction():
+                    yield conn.cursor(binary=True)
+            finally:
+                _plain(conn)
 
     # ------------------------------------------------------------ lifecycle
 
@@ -370,15 +487,32 @@ class PostgresBackend:
     @staticmethod
     def _note_value_types(cur: Any, coll: int, metadatas: Sequence[Metadata | None]) -> None:
         """Inside a write: remember the (key, value type) pairs of ``metadatas`` (the
-        collection's discovered keys; a pair already known is left as it is)."""
+        collection's discovered keys; a pair already known is left as it is). A key
+        that holds numbers for the first time gets its range index (numeric_index_sql),
+        while the collection has fewer than NUMERIC_INDEXES_MAX of them."""
         pairs = sorted(_schema.metadata_value_types(metadatas))
-        if pairs:
-            cur.execute(
-                "INSERT INTO tintdb.collection_keys(coll, key, vtype) "
-                "SELECT %s, k, t FROM unnest(%s::text[], %s::text[]) AS p(k, t) "
-                "ON CONFLICT DO NOTHING",
-                (coll, [encode_text(k) for k, _ in pairs], [t for _, t in pairs]),
-            )
+        if not pairs:
+            return
+        added = cur.execute(
+            "INSERT INTO tintdb.collection_keys(coll, key, vtype) "
+            "SELECT %s, k, t FROM unnest(%s::text[], %s::text[]) AS p(k, t) "
+            "ON CONFLICT DO NOTHING RETURNING key, vtype",
+            (coll, [encode_text(k) for k, _ in pairs], [t for _, t in pairs]),
+        ).fetchall()
+        fresh = sorted({key for key, vtype in added if vtype in NUMERIC_TYPES})
+        if not fresh:
+            return
+        # A key that held numbers before this write (of the other type: an int key that
+        # now also holds a float) has its index already.
+        numeric = cur.execute(
+            "SELECT key, vtype FROM tintdb.collection_keys WHERE coll = %s AND vtype = ANY(%s)",
+            (coll, list(NUMERIC_TYPES)),
+        ).fetchall()
+        just = set(added)
+        before = {key for key, vtype in numeric if (key, vtype) not in just}
+        new = [key for key in fresh if key not in before]
+        for key in new[: max(0, NUMERIC_INDEXES_MAX - len(before))]:
+            cur.execute(numeric_index_sql(coll, key))
 
     def _by_id(self, cur: Any, collection_id: str, lock: str = "") -> _Collection:
         found = self._select(cur, "c.id = %s", (collection_id,), lock)
@@ -476,7 +610,8 @@ class PostgresBackend:
             col = self._by_id(cur, collection_id, "NO KEY UPDATE")
             if new_name is not None and new_name != col.name:
                 cur.execute(
-                    "UPDATE tintdb.collections SET name = %s WHERE coll = %s AND NOT EXISTS "
+                    "UPDATE tintdb.collections SET name = %s, version = version + 1 "
+                    "WHERE coll = %s AND NOT EXISTS "
                     "(SELECT 1 FROM tintdb.collections o WHERE o.database_id = "
                     "(SELECT database_id FROM tintdb.collections WHERE coll = %s) AND o.name = %s) "
                     "RETURNING 1",
@@ -489,13 +624,15 @@ class PostgresBackend:
                     )
             if new_metadata is not None:
                 cur.execute(
-                    "UPDATE tintdb.collections SET metadata = %s WHERE coll = %s",
+                    "UPDATE tintdb.collections SET metadata = %s, version = version + 1 "
+                    "WHERE coll = %s",
                     (orjson.dumps(new_metadata), col.coll),
                 )
             if new_configuration is not None:  # the change asked for (_schema.apply_update)
                 config = _schema.apply_update(_stored_configuration(col), new_configuration)
                 cur.execute(
-                    "UPDATE tintdb.collections SET configuration = %s WHERE coll = %s",
+                    "UPDATE tintdb.collections SET configuration = %s, version = version + 1 "
+                    "WHERE coll = %s",
                     (orjson.dumps(config), col.coll),
                 )
             return self._by_id_coll(cur, col.coll)
@@ -548,8 +685,8 @@ class PostgresBackend:
         the dimension the other one set."""
         if col.dimension is None:
             cur.execute(
-                "UPDATE tintdb.collections SET dimension = %s WHERE coll = %s "
-                "AND dimension IS NULL RETURNING 1",
+                "UPDATE tintdb.collections SET dimension = %s, version = version + 1 "
+                "WHERE coll = %s AND dimension IS NULL RETURNING 1",
                 (dim, col.coll),
             )
             if cur.fetchone() is not None:
@@ -573,7 +710,10 @@ class PostgresBackend:
             self._deferred.add(col.coll)
             return
         cur.execute(hnsw_index_sql(col.coll, dim, col.space, col.configuration["hnsw"]))
-        cur.execute("UPDATE tintdb.collections SET indexed = true WHERE coll = %s", (col.coll,))
+        cur.execute(
+            "UPDATE tintdb.collections SET indexed = true, version = version + 1 WHERE coll = %s",
+            (col.coll,),
+        )
 
     def build_indexes(self) -> None:
         """Build the HNSW indexes deferred by ``defer_index``."""
@@ -585,7 +725,11 @@ class PostgresBackend:
                 cur.execute(
                     hnsw_index_sql(coll, col.dimension, col.space, col.configuration["hnsw"])
                 )
-                cur.execute("UPDATE tintdb.collections SET indexed = true WHERE coll = %s", (coll,))
+                cur.execute(
+                    "UPDATE tintdb.collections SET indexed = true, version = version + 1 "
+                    "WHERE coll = %s",
+                    (coll,),
+                )
         self._deferred.clear()
 
     @staticmethod
@@ -604,15 +748,32 @@ class PostgresBackend:
     def _insert(
         self,
         cur: Any,
-        coll: int,
+        col: _Collection,
         ids: list[str],
         embeddings: np.ndarray,
         metadatas: list[Metadata | None] | None,
         documents: list[str | None] | None,
         uris: list[str | None] | None,
     ) -> None:
-        """New records through COPY (binary): the bulk path for adds of any size."""
-        n = len(ids)
+        """New records through COPY (binary), in the call's transaction.
+
+        Into a partition with its HNSW index, each row is inserted into the graph one by
+        one, several times slower per record than building the graph over all of them.
+        So a batch that is a large share of the collection it goes into (BULK_SHARE, at
+        least BULK_MIN records) drops the index, copies, and builds it again over the
+        whole partition, all in the one transaction: a failure anywhere (a bad record,
+        the build) leaves records and index as they were. The price: while that call
+        runs, other calls on this collection (reads too) wait for it, as DROP INDEX
+        locks the partition; other collections are not affected."""
+        coll, n = col.coll, len(ids)
+        rebuild = (
+            col.indexed
+            and col.dimension is not None
+            and n >= BULK_MIN
+            and n * BULK_SHARE >= col.n_records + n
+        )
+        if rebuild:
+            cur.execute(f"DROP INDEX IF EXISTS tintdb.records_{int(coll)}_hnsw")
         with cur.copy(
             "COPY tintdb.records (coll, id, document, document_bytes, uri, metadata_json, "
             "metadata, embedding) FROM STDIN (FORMAT BINARY)"
@@ -637,6 +798,9 @@ class PostgresBackend:
                         embeddings[i],
                     )
                 )
+        if rebuild:
+            assert col.dimension is not None
+            cur.execute(hnsw_index_sql(coll, col.dimension, col.space, col.configuration["hnsw"]))
         cur.execute(
             "UPDATE tintdb.collections SET n_records = n_records + %s WHERE coll = %s "
             "RETURNING n_records, analyzed",
@@ -759,7 +923,7 @@ class PostgresBackend:
                 taken = self._existing(cur, col.coll, ids)
                 if taken:
                     raise self._already(col, list(taken))
-                self._insert(cur, col.coll, ids, embeddings, metadatas, documents, uris)
+                self._insert(cur, col, ids, embeddings, metadatas, documents, uris)
                 if metadatas:
                     self._note_value_types(cur, col.coll, metadatas)
                 if first:
@@ -854,7 +1018,7 @@ class PostgresBackend:
             if new:
                 self._insert(
                     cur,
-                    col.coll,
+                    col,
                     [ids[i] for i in new],
                     embeddings[new],
                     None if metadatas is None else [metadatas[i] for i in new],
@@ -878,11 +1042,18 @@ class PostgresBackend:
 
         def regex(pattern: str) -> list[int]:
             # Chroma's regex dialect is not PostgreSQL's: documents are read and matched
-            # here, on RE2, in the call's transaction.
+            # here, on RE2, in the call's transaction. A run of text that every match
+            # holds (_regex.required_literal) narrows them first, through the trigram
+            # index (documents held as bytes, a few, are all read).
+            literal = _regex.required_literal(pattern)
+            narrow = "document IS NOT NULL"
+            params: tuple[Any, ...] = (col.coll,)
+            if literal is not None and "\0" not in literal:
+                narrow, params = "document LIKE %s", (col.coll, like_pattern(literal))
             rows = cur.execute(
                 "SELECT seq, document, document_bytes FROM tintdb.records WHERE coll = %s "
-                "AND (document IS NOT NULL OR document_bytes IS NOT NULL)",
-                (col.coll,),
+                f"AND ({narrow} OR document_bytes IS NOT NULL)",
+                params,
             ).fetchall()
             return [
                 int(seq)
@@ -1037,6 +1208,14 @@ class PostgresBackend:
         include: list[str],
     ) -> QueryResult:
         nq = len(query_embeddings)
+        if ids is None and not where and not where_document:
+            known = self._known.get(collection_id)
+            if known is not None:
+                answer = self._query_known(
+                    collection_id, known, query_embeddings, n_results, include
+                )
+                if answer is not None:
+                    return answer
         with self._tx(read=True) as cur:
             col = self._by_id(cur, collection_id)
             check_dimension(col.dimension, query_embeddings.shape[1])
@@ -1063,7 +1242,106 @@ class PostgresBackend:
                     (col.coll, wanted),
                 ).fetchall()
                 rows = {r[0]: r for r in self._rows(raw, columns, col.dimension)}
+        self._remember(collection_id, col)
         return query_result(labels, dists, rows, include, col.dimension)
+
+    def _remember(self, collection_id: str, col: _Collection) -> None:
+        known = _known(col)
+        if known is None:
+            return
+        if len(self._known) >= KNOWN_MAX:
+            self._known.clear()
+        self._known[collection_id] = known
+
+    def _query_known(
+        self,
+        collection_id: str,
+        known: _Known,
+        q: np.ndarray,
+        k: int,
+        include: list[str],
+    ) -> QueryResult | None:
+        """An unfiltered query in one round trip to PostgreSQL, planned by what this node
+        knows of the collection (``known``): per query vector one statement that reads
+        the collection's row and searches, sent together (psycopg's pipeline mode) with
+        the ``hnsw.ef_search`` setting, which holds for that transaction only. None when
+        the row says ``known`` is out of date (the caller then plans the long way)."""
+        if q.shape[1] != known.dimension or known.n_records == 0:
+            return None
+        if self._closed:
+            raise InvalidArgumentError("This client is closed; create a new one")
+        graph = known.indexed and not searched_exactly(known.n_records) and k <= MAX_EF_SEARCH
+        columns = columns_for(include)
+        cols = self._select_list(columns)
+        if graph:  # the index's k nearest, as the long way's window (fetch = k)
+            typed = f"vector({known.dimension})"
+            order = f"(r.embedding::{typed}) {OPERATORS[known.space]} (%b::{typed})"
+            where, limit = "r.coll = %s", k
+        else:  # exact search, as _Planner._exact
+            order = f"r.embedding {OPERATORS[known.space]} %b"
+            where, limit = "r.coll = %s AND r.embedding IS NOT NULL", k + RERANK_EXTRA
+        near = "" if "embedding" in columns else ", r.embedding"
+        sql = (
+            "SELECT c.version, c.n_records, w.* FROM tintdb.collections c LEFT JOIN LATERAL "
+            f"(SELECT r.seq, r.id{cols}{near} FROM tintdb.records r WHERE {where} "
+            f"ORDER BY {order} LIMIT %s) w ON true WHERE c.id = %s"
+        )
+        width = 2 + sum(2 if c == "document" else 1 for c in columns)  # seq, id, columns
+        at = 2 + width  # the vector ranked by: the embedding column, or the one added
+        if not near:
+            at = 4 + sum(2 if c == "document" else 1 for c in columns[: columns.index("embedding")])
+        psycopg = self._psycopg
+        try:
+            with self.pool.connection() as conn:
+                if len(q) > 1:  # several statements: one snapshot, as the long way
+                    conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+                    conn.read_only = True
+                try:
+                    tx = conn.transaction() if len(q) > 1 else contextlib.nullcontext()
+                    with conn.pipeline(), tx:
+                        if graph:
+                            beam = min(MAX_EF_SEARCH, max(known.ef, k))
+                            conn.execute(
+                                "SELECT set_config('hnsw.ef_search', %s, true)", (str(beam),)
+                            )
+                        cursors = []
+                        for v in q:
+                            cur = conn.cursor(binary=True)
+                            cur.execute(sql, (known.coll, v, limit, collection_id))
+                            cursors.append(cur)
+                    results = [cur.fetchall() for cur in cursors]
+                finally:
+                    _plain(conn)
+        except psycopg.Error:
+            # Whatever it was (the partition dropped by a concurrent delete, say), the
+            # long way meets it again and answers or raises as it should.
+            self._known.pop(collection_id, None)
+            return None
+        n_records = 0
+        for rows in results:
+            if not rows or rows[0][0] != known.version:
+                self._known.pop(collection_id, None)  # deleted or changed since
+                return None
+            n_records = int(rows[0][1])
+        same_plan = known.indexed and not searched_exactly(n_records) and k <= MAX_EF_SEARCH
+        if n_records == 0 or same_plan != graph:
+            self._known.pop(collection_id, None)
+            return None
+        labels: list[np.ndarray] = []
+        dists: list[np.ndarray] = []
+        found: list[tuple[Any, ...]] = []
+        for rows in results:
+            near_rows = [(r[2], r[at]) for r in rows if r[2] is not None]
+            if graph and window_short(len(near_rows), k, n_records):
+                return None  # the long way searches exactly, as its window would
+            seqs, d = _ranked(known.space, known.dimension, q[len(labels)], k, near_rows)
+            labels.append(seqs)
+            dists.append(d)
+            found.extend(r[2 : 2 + width] for r in rows if r[2] is not None)
+        if n_records != known.n_records:
+            self._known[collection_id] = replace(known, n_records=n_records)
+        shaped = {r[0]: r for r in self._rows(found, columns, known.dimension)}
+        return query_result(labels, dists, shaped, include, known.dimension)
 
 
 class _RawJson:
@@ -1109,12 +1387,20 @@ class _Planner:
         graph = col.indexed and not searched_exactly(total)
         fetch: int | None = None
         matches = total
-        if filtered:
+        bound = total  # no answer can hold more than this many matches
+        if filtered and graph and ids is None:
+            # A filter that a sample says is dense is post-filtered without counting
+            # its matches (counting reads every one of them, up to the cap below).
+            estimate = self._sampled(cond, params, total)
+            if estimate is not None:
+                matches = estimate
+                fetch = postfilter_fetch(matches, total, k, self.ef, max_beam=MAX_EF_SEARCH)
+        if filtered and fetch is None:
             # Counted up to the point past which the plan no longer changes: with at
             # least ``cap`` matches, a window of at most ef_search neighbours holds
             # enough of them (postfilter_fetch), so a larger count only narrows it.
             cap = min(COUNT_CAP, max(10 * self.ef, 2 * k * total // self.ef + 1))
-            matches = int(
+            matches = bound = int(
                 self.cur.execute(
                     f"SELECT count(*) FROM (SELECT 1 FROM tintdb.records r WHERE {cond} "
                     "LIMIT %s) m",
@@ -1123,14 +1409,14 @@ class _Planner:
             )
             if graph:
                 fetch = postfilter_fetch(matches, total, k, self.ef, max_beam=MAX_EF_SEARCH)
-        elif graph and k <= MAX_EF_SEARCH:
+        elif not filtered and graph and k <= MAX_EF_SEARCH:
             fetch = k
         labels, dists = [], []
         for v in q:
             found = None
             if fetch is not None:
                 found = self._window(v, k, fetch, cond if filtered else None, params)
-                if window_short(len(found[0]), k, matches):
+                if window_short(len(found[0]), k, bound):
                     found = None  # the exact plan answers this query
             if found is None:
                 found = self._exact(v, k, cond, params)
@@ -1141,19 +1427,25 @@ class _Planner:
     def _ranked(
         self, v: np.ndarray, k: int, rows: list[tuple[Any, ...]]
     ) -> tuple[np.ndarray, np.ndarray]:
-        """The ``k`` nearest of ``rows`` (seq, vector) by the distance the embedded
-        backend computes, in float32."""
-        if not rows:
-            return np.empty(0, np.int64), np.empty(0, np.float32)
-        seqs = np.array([r[0] for r in rows], dtype=np.int64)
-        vecs = decode_vectors([bytes(r[1]) for r in rows], self.dim)
-        query = v.astype(np.float32)
-        if self.space == "cosine":
-            vecs = unit(vecs).astype(np.float32)
-            query = unit(query[None, :])[0].astype(np.float32)
-        d = space_distances(self.space, query, vecs)
-        order = np.lexsort((seqs, d))[:k]
-        return seqs[order], d[order]
+        return _ranked(self.space, self.dim, v, k, rows)
+
+    def _sampled(self, cond: str, params: list[Any], total: int) -> int | None:
+        """The matches of a filter estimated from a sample of the collection's pages
+        (the same sample at each call on the same data: REPEATABLE), when at least
+        DENSE_SHARE of the sample matches; None otherwise (the caller counts). As the
+        embedded backend's sample: for a dense filter a window of neighbours holds
+        enough matches; a query whose window does not falls back to exact search."""
+        if total < SAMPLE_ABOVE:
+            return None
+        percent = min(100.0, 100.0 * SAMPLE_ROWS / total)
+        hits, seen = self.cur.execute(
+            f"SELECT count(*) FILTER (WHERE {cond}), count(*) FROM tintdb.records r "
+            "TABLESAMPLE SYSTEM (%s) REPEATABLE (0) WHERE r.coll = %s",
+            (*params, percent, self.col.coll),
+        ).fetchone()
+        if seen < SAMPLE_ROWS // 4 or hits < DENSE_SHARE * seen:
+            return None
+        return int(total * hits / seen)
 
     def _exact(
         self, v: np.ndarray, k: int, cond: str, params: list[Any]
