@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import shutil
 import sqlite3
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ import pytest
 
 import tintdb
 from tintdb import _storage, _vblocks
+from tintdb._storage import schema
 
 FIXTURE = Path(__file__).parent / "fixtures" / "store-v1"
 
@@ -58,7 +60,7 @@ def test_old_store_opens_with_every_record_intact(old_store: Path) -> None:
         assert hits["ids"] == [["a", "b"]]
         assert col.get(where_document={"$contains": "moon"})["ids"] == ["a"]
     version, columns, triggers = _schema(old_store)
-    assert version == 4
+    assert version == _storage.SCHEMA_VERSION
     assert "embedding" not in columns
     assert "docs_insert" not in triggers
 
@@ -163,7 +165,7 @@ def test_v2_store_opens_with_every_vector_intact_and_answers_exactly(v2_store: P
         notes.add(ids=["new"], embeddings=[[1.0, 2.0, 3.0, 4.0]])
         assert notes.count() == len(want_notes) + 1
     version, tables = _tables(v2_store)
-    assert version == 4 and "vectors" not in tables and "vblocks" in tables
+    assert version == _storage.SCHEMA_VERSION and "vectors" not in tables and "vblocks" in tables
     # close() wrote snapshots of the current format; the old ones are gone.
     assert not list(v2_store.glob("index/*/v*/graph.hnsw"))
     assert len(list(v2_store.glob("index/*/v*/graph.npz"))) == 2
@@ -231,7 +233,7 @@ def test_v3_store_gets_its_counts_and_keeps_them_through_writes(v3_store: Path) 
         assert notes.count() == 103 + 3 - 2
         assert other.count() == 29
     version, _ = _tables(v3_store)
-    assert version == 4
+    assert version == _storage.SCHEMA_VERSION
     with tintdb.PersistentClient(path=str(v3_store)) as client:
         notes = client.get_collection("notes")
         assert notes.count() == len(notes.get()["ids"]) == 104
@@ -247,6 +249,15 @@ def _unopened(path: Path) -> _storage.Store:
     store.path = path
     store._conn = _storage.Store._connect(str(path / "tintdb.sqlite3"))
     return store
+
+
+def _migrated(store: _storage.Store, step: Any) -> None:
+    """Run one migration step in a transaction of its own, through its ``Tx``."""
+    store._conn.execute("BEGIN")
+    tx = _storage.Tx(store._conn, threading.RLock())
+    step(tx)
+    tx.end()
+    store._conn.execute("COMMIT")
 
 
 def _vectors(store: _storage.Store) -> dict[int, list[float]]:
@@ -269,8 +280,8 @@ def test_the_migrations_lead_from_every_old_version_to_the_current_one() -> None
 @pytest.mark.parametrize(
     ("fixture", "step", "vectors"),
     [
-        (FIXTURE, _storage.vectors_from_records_into_blocks, "SELECT seq, embedding FROM records"),
-        (FIXTURE_V2, _storage.vector_rows_into_blocks, "SELECT seq, embedding FROM vectors"),
+        (FIXTURE, schema.vectors_from_records_into_blocks, "SELECT seq, embedding FROM records"),
+        (FIXTURE_V2, schema.vector_rows_into_blocks, "SELECT seq, embedding FROM vectors"),
     ],
 )
 def test_each_vector_migration_alone_moves_every_vector_into_blocks(
@@ -285,9 +296,7 @@ def test_each_vector_migration_alone_moves_every_vector_into_blocks(
             for s, e in store._conn.execute(vectors).fetchall()
         }
         assert before
-        store._conn.execute("BEGIN")
-        step(store)
-        store._conn.execute("COMMIT")
+        _migrated(store, step)
         assert _vectors(store) == before
         columns = [r[1] for r in store._conn.execute("PRAGMA table_info(records)")]
         tables = [r[0] for r in store._conn.execute("SELECT name FROM sqlite_master")]
@@ -301,9 +310,7 @@ def test_the_count_migration_alone_counts_each_collections_records(tmp_path: Pat
     shutil.copytree(FIXTURE_V3, path)
     store = _unopened(path)
     try:
-        store._conn.execute("BEGIN")
-        _storage.record_counts_in_collections(store)
-        store._conn.execute("COMMIT")
+        _migrated(store, schema.record_counts_in_collections)
         counted = dict(
             store._conn.execute("SELECT coll, count(*) FROM records GROUP BY coll").fetchall()
         )
@@ -311,3 +318,4 @@ def test_the_count_migration_alone_counts_each_collections_records(tmp_path: Pat
         assert kept == {coll: counted.get(coll, 0) for coll in kept} and any(kept.values())
     finally:
         store._conn.close()
+
