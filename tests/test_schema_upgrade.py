@@ -319,3 +319,88 @@ def test_the_count_migration_alone_counts_each_collections_records(tmp_path: Pat
     finally:
         store._conn.close()
 
+
+# ---------------------------------------------------------------- schema 4
+
+# ``fixtures/store-v4`` was written by tintdb at schema 4, before collection_keys, the
+# sparse postings and forks (the tables schema 5 adds), by this recipe: ``notes`` (l2,
+# 4 dimensions) took n0..n119 in three adds of 40 with documents "note number {i}" and
+# metadata {"i": i, "even": i % 2 == 0, "w": i / 4, "tag": f"t{i % 3}", "tags":
+# [f"x{i % 2}"]}, each add followed by ten records o0..o29 to ``other`` (cosine, 3
+# dimensions, no metadata); then every 7th note was deleted, n1's metadata updated to
+# {"i": 1001} and o3 deleted; ``empty`` was created with no records.
+FIXTURE_V4 = Path(__file__).parent / "fixtures" / "store-v4"
+V4_TABLES = {"collection_keys", "sparse_keys", "sparse", "forks"}
+
+
+@pytest.fixture
+def v4_store(tmp_path: Path) -> Path:
+    path = tmp_path / "store-v4"
+    shutil.copytree(FIXTURE_V4, path)
+    return path
+
+
+def test_v4_fixture_is_schema_4_without_the_later_tables(v4_store: Path) -> None:
+    version, tables = _tables(v4_store)
+    assert version == 4 and not tables & V4_TABLES
+
+
+def test_v4_store_opens_upgraded_with_its_keys_and_takes_sparse_vectors_and_forks(
+    v4_store: Path,
+) -> None:
+    notes_ids = sorted(f"n{i}" for i in range(120) if i % 7)
+    with tintdb.PersistentClient(path=str(v4_store)) as client:
+        notes, other = client.get_collection("notes"), client.get_collection("other")
+        assert notes.count() == len(notes_ids) == 102
+        assert sorted(notes.get()["ids"]) == notes_ids
+        assert other.count() == 29
+        assert client.get_collection("empty").count() == 0
+        assert notes.get(ids=["n1"])["metadatas"][0]["i"] == 1001
+        want = [f"n{i}" for i in range(120) if i % 7 and i % 3 == 2 and str(i)[0] == "1"]
+        got = notes.get(where={"tag": "t2"}, where_document={"$contains": "number 1"})
+        assert got["ids"] == want and len(want) == 8
+        # The keys the records used, filled from the stored metadata by the migration.
+        assert _record_keys(client, "notes") == {
+            "i": {"int"},
+            "even": {"bool"},
+            "w": {"float"},  # i / 4, a float even where it is whole
+            "tag": {"string"},
+            "tags": {"string"},
+        }
+        assert _record_keys(client, "other") == {}
+        # What the new tables hold: sparse postings of new records, and a fork.
+        sparse = tintdb.SparseVector(indices=[3, 9], values=[0.5, 2.0])
+        other.add(ids=["s1"], embeddings=[[1.0, 0.0, 0.0]], metadatas=[{"sv": sparse}])
+        fork = other.fork("other-copy")
+        assert fork.count() == 30 and other.fork_count() == 1
+        assert fork.get(ids=["s1"])["metadatas"] == [{"sv": sparse}]
+    version, tables = _tables(v4_store)
+    assert version == _storage.SCHEMA_VERSION and tables >= V4_TABLES
+
+
+def test_the_v4_migration_alone_adds_the_tables_and_fills_the_keys(tmp_path: Path) -> None:
+    path = tmp_path / "store"
+    shutil.copytree(FIXTURE_V4, path)
+    store = _unopened(path)
+    try:
+        _migrated(store, schema.keys_sparse_and_forks)
+        tables = {r[0] for r in store._conn.execute("SELECT name FROM sqlite_master")}
+        assert tables >= V4_TABLES
+        keys = set(store._conn.execute("SELECT coll, key, vtype FROM collection_keys"))
+        notes = store._conn.execute("SELECT coll FROM collections WHERE name = 'notes'")
+        (coll,) = notes.fetchone()
+        assert keys == {
+            (coll, "i", "int"),
+            (coll, "even", "bool"),
+            (coll, "w", "float"),
+            (coll, "tag", "string"),
+            (coll, "tags", "string"),
+        }
+        # Run again on a file that has the tables (stamped 4 by a tintdb that made them),
+        # the step changes nothing.
+        store._conn.execute("DELETE FROM collection_keys WHERE key = 'w'")
+        _migrated(store, schema.keys_sparse_and_forks)
+        after = set(store._conn.execute("SELECT coll, key, vtype FROM collection_keys"))
+        assert after == {k for k in keys if k[1] != "w"}
+    finally:
+        store._conn.close()
