@@ -1,6 +1,6 @@
 """Vector blocks in SQLite agree with a plain dict, whatever the write pattern.
 
-Vectors are stored 64 seqs to a row (``Store._put_vectors``), so the interesting cases
+Vectors are stored 64 seqs to a row (``Tx.put_vectors``), so the interesting cases
 are runs that start or end inside a block, blocks shared by two collections (seqs are
 global), a block emptied and refilled, and a seq written twice in one call. Hypothesis
 drives random puts and drops on two collections and reads back through every path:

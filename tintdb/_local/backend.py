@@ -213,7 +213,7 @@ class LocalBackend:
             self._value_types.pop(col.coll, None)
 
     def fork(self, collection_id: str, new_name: str) -> CollectionModel:
-        """A copy of the collection under ``new_name`` (see Store.fork_collection); its
+        """A copy of the collection under ``new_name`` (see Tx.fork_collection); its
         vector index is the source's graph with its labels shifted, not a rebuild."""
         with self.store.lock:
             with self.store.write() as tx:
