@@ -15,7 +15,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import tintdb
-from tintdb import _filters, _regex
+from tintdb import _filter_sql, _regex
+from tintdb._conditions import Text
 from tintdb.errors import InvalidArgumentError
 
 
@@ -85,9 +86,9 @@ def test_a_store_answers_as_the_pattern_does(pattern: str, docs: list[str], nega
 
 
 def test_a_regex_with_a_literal_is_read_through_the_trigram_index() -> None:
-    sql, params, negate = _filters._document_leaf("$regex", "^amber ", 7)
+    sql, params, negate = _filter_sql.text_set(Text("$regex", "^amber "), 7)
     assert "docs MATCH" in sql and params == ['"amber "', 7, "^amber "] and not negate
-    sql, _, negate = _filters._document_leaf("$not_regex", "^amber ", 7)
+    sql, _, negate = _filter_sql.text_set(Text("$not_regex", "^amber "), 7)
     assert "docs MATCH" in sql and negate
-    sql, _, _ = _filters._document_leaf("$regex", "amber|birch", 7)
+    sql, _, _ = _filter_sql.text_set(Text("$regex", "amber|birch"), 7)
     assert "docs MATCH" not in sql

@@ -1,19 +1,37 @@
 """Filters as a small condition tree, independent of any storage engine.
 
 ``where`` and ``where_document`` (already checked by ``_filters.validate_where`` and
-``validate_where_document``) are read once into nodes that say what is asked and
-nothing about how: a backend compiles the tree into its own query language. The
-PostgreSQL backend compiles it to SQL over its records table (``_pgsql``).
+``validate_where_document``) are read once, by ``condition_tree``, into nodes that say
+what is asked and nothing about how; nothing else reads the raw dicts. A backend
+derives what it needs from the tree: the embedded backend its SQLite SQL, its
+record-by-record test and its set algebra (``_filter_sql``, ``_filter_sets``), the
+PostgreSQL backend its SQL (``_pgsql``). What several of them ask of a tree (the
+bounds on one key, a regex's required text, whether any regex is in it) is answered
+here once.
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["AllOf", "AnyOf", "Field", "Node", "Text", "condition_tree", "negated"]
+from . import _regex
+
+__all__ = [
+    "AllOf",
+    "AnyOf",
+    "Field",
+    "Node",
+    "Text",
+    "condition_tree",
+    "negated",
+    "split_bounds",
+    "uses_regex",
+]
 
 NEGATIONS = ("$ne", "$nin", "$not_contains", "$not_regex")
+ORDER = ("$gt", "$gte", "$lt", "$lte")
 
 
 @dataclass(frozen=True)
@@ -33,6 +51,14 @@ class Text:
     op: str
     value: str
 
+    @functools.cached_property
+    def literal(self) -> str | None:
+        """For $regex / $not_regex, a run of plain text every match of the pattern
+        holds (``_regex.required_literal``), which a text index can narrow with."""
+        if self.op not in ("$regex", "$not_regex"):
+            return None
+        return _regex.required_literal(self.value)
+
 
 @dataclass(frozen=True)
 class AllOf:
@@ -51,6 +77,26 @@ def negated(node: Field | Text) -> bool:
     """Whether the condition is the complement of a positive one (and so also holds for
     records without the key, or without a document)."""
     return node.op in NEGATIONS
+
+
+def split_bounds(node: AllOf) -> tuple[dict[str, list[Field]], list[Node]]:
+    """The order bounds ($gt $gte $lt $lte) among ``node``'s own parts grouped by key,
+    and its other parts: ``a <= x < b`` can then be read as one range on ``x``."""
+    bounds: dict[str, list[Field]] = {}
+    others: list[Node] = []
+    for part in node.parts:
+        if isinstance(part, Field) and part.op in ORDER:
+            bounds.setdefault(part.key, []).append(part)
+        else:
+            others.append(part)
+    return bounds, others
+
+
+def uses_regex(node: Node | None) -> bool:
+    """Does the tree hold a $regex or $not_regex anywhere?"""
+    if isinstance(node, (AllOf, AnyOf)):
+        return any(uses_regex(p) for p in node.parts)
+    return isinstance(node, Text) and node.op in ("$regex", "$not_regex")
 
 
 def _where(clause: dict[str, Any]) -> Node:

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from .. import _planning
-from .._filters import uses_regex
+from .._conditions import condition_tree, uses_regex
 from .._index import VectorIndex, scan_knn
 from .._planning import FILTERED_EF_FACTOR, postfilter_beam, postfilter_fetch
 from .._results import columns_for, get_result, query_result
@@ -110,7 +110,7 @@ class Reads:
         if (
             self.store.path is not None
             and not self.store.in_transaction
-            and uses_regex(where_document)
+            and uses_regex(condition_tree(None, where_document))
         ):
             return self.store.reader()
         return contextlib.nullcontext(self.store)

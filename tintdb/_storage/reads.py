@@ -11,13 +11,9 @@ from typing import Any, overload
 
 import numpy as np
 
-from .._filters import (
-    compile_record_test,
-    compile_where,
-    compile_where_document,
-    evaluate_sets,
-    sorted_unique,
-)
+from .._conditions import condition_tree
+from .._filter_sets import evaluate_sets, sorted_unique
+from .._filter_sql import compile_record_test, compile_sql
 from .blocks import block_parts
 from .rows import id_list, json_ints, unpack_seqs
 
@@ -163,12 +159,9 @@ class RecordReads:
             listed, listed_params = id_list(ids)
             clauses.append(f"r.id IN ({listed})")
             params.extend(listed_params)
-        if where:
-            sql, p = compile_where(where, coll)
-            clauses.append(sql)
-            params.extend(p)
-        if where_document:
-            sql, p = compile_where_document(where_document)
+        tree = condition_tree(where, where_document)
+        if tree is not None:
+            sql, p = compile_sql(tree, coll)
             clauses.append(sql)
             params.extend(p)
         return " AND ".join(clauses), params
@@ -226,7 +219,7 @@ class RecordReads:
         where_document: dict[str, Any] | None,
         universe: np.ndarray | None,
     ) -> np.ndarray | None:
-        """Sorted seqs matching every filter (see _filters.evaluate_sets).
+        """Sorted seqs matching every filter (see _filter_sets.evaluate_sets).
 
         ``universe`` (the sorted live seqs of the index) lists the complement of what
         the conditions found, for a filter of negations alone. Without one, that case
@@ -243,7 +236,8 @@ class RecordReads:
                     [coll, *params],
                 )
             )
-        found = evaluate_sets(where, where_document, coll, self.seq_array, within)
+        tree = condition_tree(where, where_document)
+        found = evaluate_sets(tree, coll, self.seq_array, within)
         if found is None:
             return universe
         seqs, negated = found
@@ -262,7 +256,7 @@ class RecordReads:
         in all."""
         if len(seqs) == 0:
             return np.empty(0, dtype=np.int64)
-        cond, params = compile_record_test(where, where_document)
+        cond, params = compile_record_test(condition_tree(where, where_document))
         return np.sort(
             self.seq_array(
                 f"SELECT r.seq AS seq FROM records r WHERE r.seq IN "
@@ -282,7 +276,7 @@ class RecordReads:
     ) -> list[tuple[Any, ...]]:
         """A page of a filter that matches many records: walk them in storage order,
         testing each, until the page is full (about (offset + limit) / share records)."""
-        cond, params = compile_record_test(where, where_document)
+        cond, params = compile_record_test(condition_tree(where, where_document))
         rows = self._conn.execute(
             f"SELECT r.seq, r.id{_select_columns(columns)} FROM records r "
             f"WHERE r.coll = ? AND {cond} ORDER BY r.seq LIMIT ? OFFSET ?",

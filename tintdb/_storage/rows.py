@@ -9,7 +9,8 @@ from typing import Any
 import numpy as np
 import orjson
 
-from .._filters import KIND_LIST_OFFSET, text_list, value_kind
+from .._filter_sql import text_list
+from .._filters import KIND_LIST_OFFSET, value_kind
 from ..types import CollectionModel
 
 # The kinds of change in the log: vectors set, records deleted, and records changed

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from .. import _vblocks as vblocks
-from .._filters import regexp
+from .._filter_sql import regexp
 from . import schema
 from .catalog import Catalog
 from .reads import RecordReads
