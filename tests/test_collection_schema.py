@@ -721,7 +721,10 @@ def test_a_file_from_before_collection_keys_is_filled_on_open(tmp_path: Path) ->
             metadatas=[{"s": "x", "n": 1, "tags": ["p", "q"]}, {"n": 2.5, "ok": True}],
         )
     db = sqlite3.connect(path / "tintdb.sqlite3")
-    db.execute("DROP TABLE collection_keys")  # as a file written before the table existed
+    # As a file written at schema 4, before the table existed (see also the store-v4
+    # fixture in test_schema_upgrade.py).
+    db.execute("DROP TABLE collection_keys")
+    db.execute("PRAGMA user_version = 4")
     db.commit()
     db.close()
     with tintdb.PersistentClient(path=str(path)) as client:

@@ -36,9 +36,9 @@ from _workers import (
 )
 
 import tintdb
-from tintdb import _storage
 from tintdb._index import GRAPH_FILE as GRAPH
 from tintdb._index import LABELS_FILE as LABELS
+from tintdb._storage import store as storage_store
 
 # The subject is the derived HNSW index: search it even in small collections.
 pytestmark = pytest.mark.usefixtures("graph_search_for_every_size")
@@ -448,7 +448,7 @@ def test_the_wal_is_copied_back_behind_the_writes(
     """No commit copies the WAL into the database file itself (SQLite's automatic
     checkpoint is off); once the WAL passes its line a thread does, and the WAL then
     starts over instead of growing with every write."""
-    monkeypatch.setattr(_storage, "WAL_CHECKPOINT_BYTES", 512 << 10)
+    monkeypatch.setattr(storage_store, "WAL_CHECKPOINT_BYTES", 512 << 10)
     rng = np.random.default_rng(2)
     wal = tmp_path / "tintdb.sqlite3-wal"
     with tintdb.PersistentClient(path=str(tmp_path)) as client:

@@ -23,7 +23,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import tintdb
-from tintdb import _exact, _index, _local, _planning, _storage
+from tintdb import _exact, _index, _local, _planning
 from tintdb._index import VectorIndex
 from tintdb._local.indexes import IndexKeeper
 from tintdb._local.reads import Reads
@@ -33,7 +33,8 @@ from tintdb._planning import (
     postfilter_beam,
     postfilter_fetch,
 )
-from tintdb._storage import Store
+from tintdb._storage import Store, Tx, reads
+from tintdb._storage.reads import RecordReads
 
 DIM = 16
 N = 6000
@@ -199,13 +200,13 @@ def test_failed_add_after_early_indexing_leaves_nothing(
         col = client.create_collection("early", embedding_function=None)
         col.add(ids=[f"a{i}" for i in range(3000)], embeddings=first)
         calls = {"n": 0}
-        real_log = Store.log
+        real_log = Tx.log
 
-        def failing_log(self: Store, *args: Any) -> int:
+        def failing_log(self: Tx, *args: Any) -> int:
             calls["n"] += 1
             raise OSError("disk full (injected)")
 
-        monkeypatch.setattr(Store, "log", failing_log)
+        monkeypatch.setattr(Tx, "log", failing_log)
         early = []
         real_early = IndexKeeper.index_early
 
@@ -218,7 +219,7 @@ def test_failed_add_after_early_indexing_leaves_nothing(
             col.add(ids=[f"b{i}" for i in range(500)], embeddings=refused)
         assert calls["n"] == 1
         assert early and early[0] is not None  # the graph insertion had started
-        monkeypatch.setattr(Store, "log", real_log)
+        monkeypatch.setattr(Tx, "log", real_log)
         assert col.count() == 3000
         got = col.query(query_embeddings=refused[:3], n_results=3)["ids"]
         assert all(i.startswith("a") for row in got for i in row)
@@ -412,13 +413,13 @@ def test_the_mirror_is_kept_from_the_writes_and_built_from_sqlite_after_a_reopen
 
     monkeypatch.setattr(IndexKeeper, "loader", counted)
     scans: list[int] = []  # every read of vectors out of SQLite, for the index or mirror
-    chunks = Store.vector_chunks
+    chunks = RecordReads.vector_chunks
 
-    def scanned(store: Store, *args: Any, **kwargs: Any) -> Any:
+    def scanned(store: RecordReads, *args: Any, **kwargs: Any) -> Any:
         scans.append(1)
         return chunks(store, *args, **kwargs)
 
-    monkeypatch.setattr(Store, "vector_chunks", scanned)
+    monkeypatch.setattr(RecordReads, "vector_chunks", scanned)
     mask = np.array([md["rare"] for md in mds])
     q = np.random.default_rng(5).normal(size=(1, DIM)).astype(np.float32)
     want = [ids[i] for i in _truth(vecs, mask, q[0], 3)]
@@ -687,8 +688,9 @@ class _Watch:
             monkeypatch.setattr(owner, name, wrapper)
 
         # Reads of every vector of a collection.
-        counted(Store, "vector_chunks", lambda s, coll, dim, seqs=None, **_: seqs is None)
-        counted(Store, "vectors", lambda s, coll, seqs, dim: seqs is None)
+        # (On the reads the store and a write's Tx share.)
+        counted(RecordReads, "vector_chunks", lambda s, coll, dim, seqs=None, **_: seqs is None)
+        counted(RecordReads, "vectors", lambda s, coll, seqs, dim: seqs is None)
         # Building the exact-search copy of the vectors.
         counted(VectorIndex, "ensure_mirror", lambda ix, loader: ix._mirror is None)
         # Whole-index work: snapshots, rebuilds, filter complements.
@@ -696,13 +698,13 @@ class _Watch:
         counted(IndexKeeper, "rebuild", None)
         counted(Store, "reclaim_space", None)
         # The complement of a set of seqs: a pass over the live seqs.
-        real_complement = _storage.complement
+        real_complement = reads.complement
 
         def complement(universe: np.ndarray, seqs: np.ndarray) -> np.ndarray:
             self.per_record.append((self.label, "complement"))
             return real_complement(universe, seqs)
 
-        monkeypatch.setattr(_storage, "complement", complement)
+        monkeypatch.setattr(reads, "complement", complement)
 
     def _trace(self, sql: str) -> None:
         if not sql.startswith("--"):  # "--": statements SQLite runs inside (FTS5, triggers)

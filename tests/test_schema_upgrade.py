@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import shutil
 import sqlite3
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ import pytest
 
 import tintdb
 from tintdb import _storage, _vblocks
+from tintdb._storage import schema
 
 FIXTURE = Path(__file__).parent / "fixtures" / "store-v1"
 
@@ -58,7 +60,7 @@ def test_old_store_opens_with_every_record_intact(old_store: Path) -> None:
         assert hits["ids"] == [["a", "b"]]
         assert col.get(where_document={"$contains": "moon"})["ids"] == ["a"]
     version, columns, triggers = _schema(old_store)
-    assert version == 4
+    assert version == _storage.SCHEMA_VERSION
     assert "embedding" not in columns
     assert "docs_insert" not in triggers
 
@@ -163,7 +165,7 @@ def test_v2_store_opens_with_every_vector_intact_and_answers_exactly(v2_store: P
         notes.add(ids=["new"], embeddings=[[1.0, 2.0, 3.0, 4.0]])
         assert notes.count() == len(want_notes) + 1
     version, tables = _tables(v2_store)
-    assert version == 4 and "vectors" not in tables and "vblocks" in tables
+    assert version == _storage.SCHEMA_VERSION and "vectors" not in tables and "vblocks" in tables
     # close() wrote snapshots of the current format; the old ones are gone.
     assert not list(v2_store.glob("index/*/v*/graph.hnsw"))
     assert len(list(v2_store.glob("index/*/v*/graph.npz"))) == 2
@@ -231,7 +233,7 @@ def test_v3_store_gets_its_counts_and_keeps_them_through_writes(v3_store: Path) 
         assert notes.count() == 103 + 3 - 2
         assert other.count() == 29
     version, _ = _tables(v3_store)
-    assert version == 4
+    assert version == _storage.SCHEMA_VERSION
     with tintdb.PersistentClient(path=str(v3_store)) as client:
         notes = client.get_collection("notes")
         assert notes.count() == len(notes.get()["ids"]) == 104
@@ -247,6 +249,15 @@ def _unopened(path: Path) -> _storage.Store:
     store.path = path
     store._conn = _storage.Store._connect(str(path / "tintdb.sqlite3"))
     return store
+
+
+def _migrated(store: _storage.Store, step: Any) -> None:
+    """Run one migration step in a transaction of its own, through its ``Tx``."""
+    store._conn.execute("BEGIN")
+    tx = _storage.Tx(store._conn, threading.RLock())
+    step(tx)
+    tx.end()
+    store._conn.execute("COMMIT")
 
 
 def _vectors(store: _storage.Store) -> dict[int, list[float]]:
@@ -269,8 +280,8 @@ def test_the_migrations_lead_from_every_old_version_to_the_current_one() -> None
 @pytest.mark.parametrize(
     ("fixture", "step", "vectors"),
     [
-        (FIXTURE, _storage.vectors_from_records_into_blocks, "SELECT seq, embedding FROM records"),
-        (FIXTURE_V2, _storage.vector_rows_into_blocks, "SELECT seq, embedding FROM vectors"),
+        (FIXTURE, schema.vectors_from_records_into_blocks, "SELECT seq, embedding FROM records"),
+        (FIXTURE_V2, schema.vector_rows_into_blocks, "SELECT seq, embedding FROM vectors"),
     ],
 )
 def test_each_vector_migration_alone_moves_every_vector_into_blocks(
@@ -285,9 +296,7 @@ def test_each_vector_migration_alone_moves_every_vector_into_blocks(
             for s, e in store._conn.execute(vectors).fetchall()
         }
         assert before
-        store._conn.execute("BEGIN")
-        step(store)
-        store._conn.execute("COMMIT")
+        _migrated(store, step)
         assert _vectors(store) == before
         columns = [r[1] for r in store._conn.execute("PRAGMA table_info(records)")]
         tables = [r[0] for r in store._conn.execute("SELECT name FROM sqlite_master")]
@@ -301,13 +310,97 @@ def test_the_count_migration_alone_counts_each_collections_records(tmp_path: Pat
     shutil.copytree(FIXTURE_V3, path)
     store = _unopened(path)
     try:
-        store._conn.execute("BEGIN")
-        _storage.record_counts_in_collections(store)
-        store._conn.execute("COMMIT")
+        _migrated(store, schema.record_counts_in_collections)
         counted = dict(
             store._conn.execute("SELECT coll, count(*) FROM records GROUP BY coll").fetchall()
         )
         kept = dict(store._conn.execute("SELECT coll, n_records FROM collections").fetchall())
         assert kept == {coll: counted.get(coll, 0) for coll in kept} and any(kept.values())
+    finally:
+        store._conn.close()
+
+
+# ---------------------------------------------------------------- schema 4
+
+# ``fixtures/store-v4`` was written by tintdb at schema 4, before collection_keys, the
+# sparse postings and forks (the tables schema 5 adds), by this recipe: ``notes`` (l2,
+# 4 dimensions) took n0..n119 in three adds of 40 with documents "note number {i}" and
+# metadata {"i": i, "even": i % 2 == 0, "w": i / 4, "tag": f"t{i % 3}", "tags":
+# [f"x{i % 2}"]}, each add followed by ten records o0..o29 to ``other`` (cosine, 3
+# dimensions, no metadata); then every 7th note was deleted, n1's metadata updated to
+# {"i": 1001} and o3 deleted; ``empty`` was created with no records.
+FIXTURE_V4 = Path(__file__).parent / "fixtures" / "store-v4"
+V4_TABLES = {"collection_keys", "sparse_keys", "sparse", "forks"}
+
+
+@pytest.fixture
+def v4_store(tmp_path: Path) -> Path:
+    path = tmp_path / "store-v4"
+    shutil.copytree(FIXTURE_V4, path)
+    return path
+
+
+def test_v4_fixture_is_schema_4_without_the_later_tables(v4_store: Path) -> None:
+    version, tables = _tables(v4_store)
+    assert version == 4 and not tables & V4_TABLES
+
+
+def test_v4_store_opens_upgraded_with_its_keys_and_takes_sparse_vectors_and_forks(
+    v4_store: Path,
+) -> None:
+    notes_ids = sorted(f"n{i}" for i in range(120) if i % 7)
+    with tintdb.PersistentClient(path=str(v4_store)) as client:
+        notes, other = client.get_collection("notes"), client.get_collection("other")
+        assert notes.count() == len(notes_ids) == 102
+        assert sorted(notes.get()["ids"]) == notes_ids
+        assert other.count() == 29
+        assert client.get_collection("empty").count() == 0
+        assert notes.get(ids=["n1"])["metadatas"][0]["i"] == 1001
+        want = [f"n{i}" for i in range(120) if i % 7 and i % 3 == 2 and str(i)[0] == "1"]
+        got = notes.get(where={"tag": "t2"}, where_document={"$contains": "number 1"})
+        assert got["ids"] == want and len(want) == 8
+        # The keys the records used, filled from the stored metadata by the migration.
+        assert _record_keys(client, "notes") == {
+            "i": {"int"},
+            "even": {"bool"},
+            "w": {"float"},  # i / 4, a float even where it is whole
+            "tag": {"string"},
+            "tags": {"string"},
+        }
+        assert _record_keys(client, "other") == {}
+        # What the new tables hold: sparse postings of new records, and a fork.
+        sparse = tintdb.SparseVector(indices=[3, 9], values=[0.5, 2.0])
+        other.add(ids=["s1"], embeddings=[[1.0, 0.0, 0.0]], metadatas=[{"sv": sparse}])
+        fork = other.fork("other-copy")
+        assert fork.count() == 30 and other.fork_count() == 1
+        assert fork.get(ids=["s1"])["metadatas"] == [{"sv": sparse}]
+    version, tables = _tables(v4_store)
+    assert version == _storage.SCHEMA_VERSION and tables >= V4_TABLES
+
+
+def test_the_v4_migration_alone_adds_the_tables_and_fills_the_keys(tmp_path: Path) -> None:
+    path = tmp_path / "store"
+    shutil.copytree(FIXTURE_V4, path)
+    store = _unopened(path)
+    try:
+        _migrated(store, schema.keys_sparse_and_forks)
+        tables = {r[0] for r in store._conn.execute("SELECT name FROM sqlite_master")}
+        assert tables >= V4_TABLES
+        keys = set(store._conn.execute("SELECT coll, key, vtype FROM collection_keys"))
+        notes = store._conn.execute("SELECT coll FROM collections WHERE name = 'notes'")
+        (coll,) = notes.fetchone()
+        assert keys == {
+            (coll, "i", "int"),
+            (coll, "even", "bool"),
+            (coll, "w", "float"),
+            (coll, "tag", "string"),
+            (coll, "tags", "string"),
+        }
+        # Run again on a file that has the tables (stamped 4 by a tintdb that made them),
+        # the step changes nothing.
+        store._conn.execute("DELETE FROM collection_keys WHERE key = 'w'")
+        _migrated(store, schema.keys_sparse_and_forks)
+        after = set(store._conn.execute("SELECT coll, key, vtype FROM collection_keys"))
+        assert after == {k for k in keys if k[1] != "w"}
     finally:
         store._conn.close()

@@ -1,6 +1,6 @@
 """Vector blocks in SQLite agree with a plain dict, whatever the write pattern.
 
-Vectors are stored 64 seqs to a row (``Store._put_vectors``), so the interesting cases
+Vectors are stored 64 seqs to a row (``Tx.put_vectors``), so the interesting cases
 are runs that start or end inside a block, blocks shared by two collections (seqs are
 global), a block emptied and refilled, and a seq written twice in one call. Hypothesis
 drives random puts and drops on two collections and reads back through every path:
@@ -23,9 +23,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import tintdb
-from tintdb import _storage
 from tintdb._index import VectorIndex
-from tintdb._storage import BLOCK_SHIFT, Store
+from tintdb._storage import Store
+from tintdb._storage import blocks as storage_blocks
+from tintdb._vblocks import BLOCK_SHIFT
 
 DIM = 3
 SEQS = st.integers(min_value=1, max_value=5 << BLOCK_SHIFT)  # five blocks' worth
@@ -71,7 +72,7 @@ def _check(store: Store, model: dict[int, dict[int, np.ndarray]], rng: Any) -> N
             True,
             id="blob-writes",
             marks=pytest.mark.skipif(
-                not _storage.IN_PLACE_UPDATES, reason="blob I/O is Python 3.11+"
+                not storage_blocks.IN_PLACE_UPDATES, reason="blob I/O is Python 3.11+"
             ),
         ),
         pytest.param(False, id="rewrites"),
@@ -83,7 +84,7 @@ def test_blocks_match_a_dict(
     """Both ways of changing a stored vector: written into its block's bytes (Python
     3.11+), or the block rewritten (3.10, and any block that gains slots)."""
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(_storage, "IN_PLACE_UPDATES", in_place)
+        mp.setattr(storage_blocks, "IN_PLACE_UPDATES", in_place)
         _blocks_match_a_dict(tmp_path_factory, ops, seed)
 
 
@@ -102,11 +103,11 @@ def _blocks_match_a_dict(tmp_path_factory: pytest.TempPathFactory, ops: list[Any
             if kind != "drop":  # a seq belongs to one collection only, as in the store
                 seqs = seqs[~np.isin(seqs, list(other))]
             vecs = rng.normal(size=(len(seqs), DIM)).astype(np.float32)
-            with store.write():
+            with store.write() as tx:
                 if kind == "drop":
-                    store._drop_vectors(coll, seqs)
+                    tx.drop_vectors(coll, seqs)
                 else:
-                    store._put_vectors(coll, seqs, vecs)
+                    tx.put_vectors(coll, seqs, vecs)
             for s, v in zip(seqs.tolist(), vecs, strict=True):
                 if kind == "drop":
                     model[coll].pop(s, None)
@@ -114,9 +115,9 @@ def _blocks_match_a_dict(tmp_path_factory: pytest.TempPathFactory, ops: list[Any
                     model[coll][s] = v  # a seq given twice keeps its last vector
             _check(store, model, rng)
         # An emptied collection leaves no block rows behind.
-        with store.write():
+        with store.write() as tx:
             for coll in (1, 2):
-                store._drop_vectors(coll, np.array(sorted(model[coll]), dtype=np.int64))
+                tx.drop_vectors(coll, np.array(sorted(model[coll]), dtype=np.int64))
         assert store._conn.execute("SELECT count(*) FROM vblocks").fetchone()[0] == 0
     finally:
         store.close()
@@ -266,7 +267,7 @@ def test_a_scratch_file_left_by_a_dead_process_is_removed(tmp_path: Path) -> Non
     assert not left.exists() and alive.exists()
 
 
-@pytest.mark.skipif(not _storage.IN_PLACE_UPDATES, reason="in-place deletes need blob I/O")
+@pytest.mark.skipif(not storage_blocks.IN_PLACE_UPDATES, reason="in-place deletes need blob I/O")
 def test_vacuum_compacts_blocks_holding_dead_slots(tmp_path: Path) -> None:
     """A delete marks its slot dead in place, and the block keeps the bytes while it is
     at most half dead; vacuum() rewrites those blocks, so the deleted vectors' bytes go
@@ -373,27 +374,56 @@ def test_changed_vectors_get_fresh_nodes_that_a_snapshot_keeps(tmp_path: Path, s
         assert len(ix) == len(current)
 
 
-def test_row_level_store_methods_refuse_to_run_outside_a_write(tmp_path: Path) -> None:
-    """insert, log and the other row-level methods assume the caller's transaction: called
-    outside Store.write() they refuse, and the store is left as it was."""
-    from tintdb._storage import OP_SET
+def test_rows_change_only_through_the_write_that_yields_them(tmp_path: Path) -> None:
+    """insert, log and the other row-level methods exist on the transaction that
+    Store.write() yields, not on the store; a transaction whose write has ended (committed
+    or rolled back) refuses every use, and the store is left as the write left it."""
+    from tintdb._storage import OP_SET, Tx
 
+    row_methods = [
+        "insert",
+        "update_rows",
+        "delete_rows",
+        "log",
+        "touch",
+        "set_dimension",
+        "next_seq",
+        "put_vectors",
+        "drop_vectors",
+        "fork_collection",
+        "create_collection",
+        "delete_collection",
+        "reset",
+        "prune_log",
+        "add_value_types",
+    ]
+    assert all(callable(getattr(Tx, name)) for name in row_methods)
+    assert [name for name in row_methods if hasattr(Store, name)] == []
     store = Store(tmp_path)
     try:
-        col, _ = store.create_collection(
-            "c", None, {"hnsw": {}}, False, "default_tenant", "default_database"
-        )
+        with store.write() as tx:
+            col, _ = tx.create_collection(
+                "c", None, {"hnsw": {}}, False, "default_tenant", "default_database"
+            )
         vec = np.ones((1, 3), np.float32)
         for call in (
-            lambda: store.insert(col.coll, ["a"], vec, None, None, None),
-            lambda: store.log(col, OP_SET, np.array([1], np.int64)),
-            lambda: store.set_dimension(col, 3),
+            lambda: tx.insert(col.coll, ["a"], vec, None, None, None),
+            lambda: tx.log(col, OP_SET, np.array([1], np.int64)),
+            lambda: tx.set_dimension(col, 3),
         ):
-            with pytest.raises(RuntimeError, match=r"inside Store\.write"):
+            with pytest.raises(RuntimeError, match="this transaction has ended"):
                 call()
-        with store.write():
-            store.set_dimension(col, 3)
-            store.insert(col.coll, ["a"], vec, None, None, None)
+        with pytest.raises(ValueError, match="refused"), store.write() as tx:
+            tx.set_dimension(col, 3)
+            tx.insert(col.coll, ["a"], vec, None, None, None)
+            raise ValueError("refused")
+        with pytest.raises(RuntimeError, match="this transaction has ended"):
+            tx.insert(col.coll, ["b"], vec, None, None, None)
+        assert store.count(col.coll) == 0
+        assert store.collection_by_id(col.id).dimension is None
+        with store.write() as tx:
+            tx.set_dimension(col, 3)
+            tx.insert(col.coll, ["a"], vec, None, None, None)
         assert store.count(col.coll) == 1
     finally:
         store.close()

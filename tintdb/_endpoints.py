@@ -204,8 +204,7 @@ class TintReader:
             return self.tenants
         if self.remote:  # the protocol cannot list tenants
             return [DEFAULT_TENANT]
-        with self.backend.store.read() as c:
-            return [r[0] for r in c.execute("SELECT name FROM tenants ORDER BY name")]
+        return self.backend.store.list_tenants()
 
     def _raw_collections(self, tenant: str, database: str) -> Iterator[dict[str, Any]]:
         """Collections as the server sends them: the ``schema`` travels with them."""

@@ -21,7 +21,7 @@ import numpy as np
 import orjson
 
 from .. import __version__, _schema
-from .._storage import OP_DELETE, OP_SET, OP_TOUCH, CollectionRow, Store
+from .._storage import OP_DELETE, OP_SET, OP_TOUCH, CollectionRow, Store, Tx
 from .._validation import merge_metadata, strip_none
 from ..config import Settings
 from ..errors import (
@@ -95,7 +95,9 @@ class LocalBackend:
 
     def reset(self) -> bool:
         with self.store.lock:
-            self.store.reset()
+            with self.store.write() as tx:
+                tx.reset()
+            self.store.reclaim_space()
             self.keeper.clear()
             self._value_types.clear()
         return True
@@ -110,13 +112,15 @@ class LocalBackend:
     # ------------------------------------------------------------ tenants and databases
 
     def create_tenant(self, name: str) -> None:
-        self.store.create_tenant(name)
+        with self.store.write() as tx:
+            tx.create_tenant(name)
 
     def get_tenant(self, name: str) -> dict[str, Any]:
         return self.store.get_tenant(name)
 
     def create_database(self, name: str, tenant: str) -> None:
-        self.store.create_database(name, tenant)
+        with self.store.write() as tx:
+            tx.create_database(name, tenant)
 
     def get_database(self, name: str, tenant: str) -> dict[str, Any]:
         return self.store.get_database(name, tenant)
@@ -128,7 +132,9 @@ class LocalBackend:
 
     def delete_database(self, name: str, tenant: str) -> None:
         with self.store.lock:
-            for cid in self.store.delete_database(name, tenant):
+            with self.store.write() as tx:
+                dropped = tx.delete_database(name, tenant)
+            for cid in dropped:
                 self.keeper.drop(cid)
 
     # ------------------------------------------------------------ collections
@@ -158,9 +164,8 @@ class LocalBackend:
         """``configuration`` is what the client sent (sections, ``schema``); the
         collection stores it resolved (see _schema.resolve_create)."""
         resolved = _schema.resolve_create(metadata, configuration)
-        col, _ = self.store.create_collection(
-            name, metadata, resolved, get_or_create, tenant, database
-        )
+        with self.store.write() as tx:
+            col, _ = tx.create_collection(name, metadata, resolved, get_or_create, tenant, database)
         return self._shown(col)
 
     def get_collection(self, name: str, tenant: str, database: str) -> CollectionModel:
@@ -189,30 +194,32 @@ class LocalBackend:
         """``new_configuration`` is the change asked for (see _schema.apply_update),
         applied to the stored configuration inside the write."""
         with self.store.lock:
-            with self.store.write():
+            with self.store.write() as tx:
                 config = None
                 if new_configuration is not None:
-                    current = _stored_configuration(self.store.collection_by_id(collection_id))
+                    current = _stored_configuration(tx.collection_by_id(collection_id))
                     config = _schema.apply_update(current, new_configuration)
-                col = self.store.modify_collection(collection_id, new_name, new_metadata, config)
+                col = tx.modify_collection(collection_id, new_name, new_metadata, config)
             if config is not None:
                 self.keeper.set_params(collection_id, col.configuration["hnsw"])
         return self._shown(col)
 
     def delete_collection(self, name: str, tenant: str, database: str) -> None:
         with self.store.lock:
-            col = self.store.delete_collection(name, tenant, database)
+            with self.store.write() as tx:
+                col = tx.delete_collection(name, tenant, database)
+            self.store.reclaim_space()
             self.keeper.drop(col.id)
             self._value_types.pop(col.coll, None)
 
     def fork(self, collection_id: str, new_name: str) -> CollectionModel:
-        """A copy of the collection under ``new_name`` (see Store.fork_collection); its
+        """A copy of the collection under ``new_name`` (see Tx.fork_collection); its
         vector index is the source's graph with its labels shifted, not a rebuild."""
         with self.store.lock:
-            with self.store.write():
-                col = self.store.collection_by_id(collection_id)
+            with self.store.write() as tx:
+                col = tx.collection_by_id(collection_id)
                 index = None if col.dimension is None else self.keeper.current(col)
-                forked, shift = self.store.fork_collection(col, new_name)
+                forked, shift = tx.fork_collection(col, new_name)
             if index is not None:
                 self.keeper.adopt_fork(forked, index, shift)
         return forked
@@ -223,19 +230,19 @@ class LocalBackend:
     # ------------------------------------------------------------ records: writes
 
     def _note_value_types(
-        self, col: CollectionRow, metadatas: list[Metadata | None] | None
+        self, tx: Tx, col: CollectionRow, metadatas: list[Metadata | None] | None
     ) -> set[tuple[str, str]]:
         """Inside a write: store the (key, value type) pairs of ``metadatas`` that the
         collection has not used before (its schema's discovered keys). Returns them; the
         caller adds them to ``_value_types`` once the write has committed."""
         known = self._value_types.get(col.coll)
         if known is None:
-            known = self._value_types[col.coll] = set(self.store.value_types(col.coll))
+            known = self._value_types[col.coll] = set(tx.value_types(col.coll))
         if not metadatas:
             return set()
         new = _schema.metadata_value_types(metadatas) - known
         if new:
-            self.store.add_value_types(col.coll, sorted(new))
+            tx.add_value_types(col.coll, sorted(new))
         return new
 
     @contextlib.contextmanager
@@ -252,18 +259,18 @@ class LocalBackend:
         with self.store.lock:
             change: _Change | None = None
             try:
-                with self.store.write():
-                    change = _Change(self.store.collection_by_id(collection_id))
+                with self.store.write() as tx:
+                    change = _Change(tx, tx.collection_by_id(collection_id))
                     yield change
                     if change.kind is not None:
                         col, seqs = change.col, change.seqs
                         if change.kind == OP_TOUCH:
-                            change.lsn = self.store.touch(col)
+                            change.lsn = tx.touch(col)
                         else:
                             assert seqs is not None
-                            change.lsn = self.store.log(col, change.kind, seqs)
+                            change.lsn = tx.log(col, change.kind, seqs)
                         if change.kind != OP_DELETE:
-                            change.seen = self._note_value_types(col, change.metadatas)
+                            change.seen = self._note_value_types(tx, col, change.metadatas)
             except BaseException:
                 if change is not None and change.early is not None:
                     change.early.join()  # the index holds vectors the store refused
@@ -294,13 +301,13 @@ class LocalBackend:
             self.keeper.forget(col.id)
 
     def _open_vector_write(
-        self, col: CollectionRow, ids: list[str], embeddings: np.ndarray
+        self, tx: Tx, col: CollectionRow, ids: list[str], embeddings: np.ndarray
     ) -> dict[str, tuple[int, bytes | None, str | None]]:
         """In an open write: which of ``ids`` exist; the first vectors written fix the
         collection's dimension (and start its index, see IndexKeeper.start_empty)."""
-        self.store.set_dimension(col, embeddings.shape[1])
+        tx.set_dimension(col, embeddings.shape[1])
         self.keeper.start_empty(col, embeddings.shape[1])
-        return self.store.existing(col.coll, ids)
+        return tx.existing(col.coll, ids)
 
     def add(
         self,
@@ -314,8 +321,8 @@ class LocalBackend:
         with self._write(collection_id) as change:
             if not ids:
                 return
-            col = change.col
-            taken = self._open_vector_write(col, ids, embeddings)
+            col, tx = change.col, change.tx
+            taken = self._open_vector_write(tx, col, ids, embeddings)
             if taken:
                 shown = ", ".join(sorted(taken)[:10]) + (" ..." if len(taken) > 10 else "")
                 raise IDAlreadyExistsError(
@@ -323,12 +330,13 @@ class LocalBackend:
                     f"{shown}. Nothing was added; use upsert() to overwrite."
                 )
             mds = None if metadatas is None else [strip_none(m) for m in metadatas]
-            change.early = self.keeper.index_early(col, change.prev, embeddings)
-            seqs = self.store.insert(col.coll, ids, embeddings, mds, documents, uris)
+            change.early = self.keeper.index_early(tx, col, change.prev, embeddings)
+            seqs = tx.insert(col.coll, ids, embeddings, mds, documents, uris)
             change.set_vectors(seqs, embeddings, mds)
 
     def _apply_update(
         self,
+        tx: Tx,
         col: CollectionRow,
         found: dict[str, tuple[int, bytes | None, str | None]],
         ids: list[str],
@@ -350,7 +358,7 @@ class LocalBackend:
                     )
                     for i in change
                 ]
-                self.store.update_rows(
+                tx.update_rows(
                     col.coll,
                     [found[ids[i]][0] for i in change],
                     None,
@@ -358,7 +366,7 @@ class LocalBackend:
                     None,
                     None,
                 )
-        self.store.update_rows(
+        tx.update_rows(
             col.coll,
             seqs.tolist(),
             None if embeddings is None else embeddings[rows],
@@ -378,14 +386,16 @@ class LocalBackend:
         uris: list[str | None] | None,
     ) -> None:
         with self._write(collection_id) as change:
-            col = change.col
+            col, tx = change.col, change.tx
             if embeddings is not None and col.dimension is not None:
-                self.store.set_dimension(col, embeddings.shape[1])
-            found = self.store.existing(col.coll, ids)
+                tx.set_dimension(col, embeddings.shape[1])
+            found = tx.existing(col.coll, ids)
             rows = [i for i, x in enumerate(ids) if x in found]
             if not rows:
                 return
-            seqs = self._apply_update(col, found, ids, rows, embeddings, metadatas, documents, uris)
+            seqs = self._apply_update(
+                tx, col, found, ids, rows, embeddings, metadatas, documents, uris
+            )
             changed = None if metadatas is None else [metadatas[i] for i in rows]
             if embeddings is not None:
                 change.set_vectors(seqs, embeddings[rows], changed)
@@ -404,19 +414,21 @@ class LocalBackend:
         with self._write(collection_id) as change:
             if not ids:
                 return
-            col = change.col
-            found = self._open_vector_write(col, ids, embeddings)
+            col, tx = change.col, change.tx
+            found = self._open_vector_write(tx, col, ids, embeddings)
             old = [i for i, x in enumerate(ids) if x in found]
             new = [i for i, x in enumerate(ids) if x not in found]
             parts, vec_parts = [], []
             if old:
                 parts.append(
-                    self._apply_update(col, found, ids, old, embeddings, metadatas, documents, uris)
+                    self._apply_update(
+                        tx, col, found, ids, old, embeddings, metadatas, documents, uris
+                    )
                 )
                 vec_parts.append(embeddings[old])
             if new:
                 parts.append(
-                    self.store.insert(
+                    tx.insert(
                         col.coll,
                         [ids[i] for i in new],
                         embeddings[new],
@@ -437,15 +449,15 @@ class LocalBackend:
         limit: int | None = None,
     ) -> int:
         with self._write(collection_id) as change:
-            coll = change.col.coll
-            seqs = self.store.candidate_seqs(coll, ids, where, where_document, None)
+            coll, tx = change.col.coll, change.tx
+            seqs = tx.candidate_seqs(coll, ids, where, where_document, None)
             if seqs is None:  # a filter of negations alone: one statement
-                seqs = self.store.matching_seqs(coll, ids, where, where_document, limit)
+                seqs = tx.matching_seqs(coll, ids, where, where_document, limit)
             elif limit is not None:
                 seqs = seqs[:limit]
             if len(seqs) == 0:
                 return 0
-            self.store.delete_rows(coll, seqs)
+            tx.delete_rows(coll, seqs)
             change.delete(seqs)
         return len(seqs)
 
@@ -492,11 +504,24 @@ class LocalBackend:
 
 class _Change:
     """What one write call changed, said by the call inside its transaction (see
-    LocalBackend._write): the kind of change, its seqs, and the vectors it set."""
+    LocalBackend._write): the kind of change, its seqs, and the vectors it set. ``tx``
+    is the open write the call changes rows through."""
 
-    __slots__ = ("col", "early", "kind", "lsn", "metadatas", "prev", "seen", "seqs", "vectors")
+    __slots__ = (
+        "col",
+        "early",
+        "kind",
+        "lsn",
+        "metadatas",
+        "prev",
+        "seen",
+        "seqs",
+        "tx",
+        "vectors",
+    )
 
-    def __init__(self, col: CollectionRow) -> None:
+    def __init__(self, tx: Tx, col: CollectionRow) -> None:
+        self.tx = tx
         self.col = col
         self.prev = col.last_lsn  # the collection's version before this write
         self.kind: int | None = None  # OP_SET, OP_DELETE, OP_TOUCH; None: nothing changed

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from .._index import VectorIndex
-from .._storage import OP_SET, CollectionRow, Store
+from .._storage import OP_SET, CollectionRow, Store, Tx
 from ..errors import NotFoundError, TintError
 
 __all__ = ["CLOSE_REPLAY_SHARE", "EARLY_INDEX_MIN", "IndexKeeper"]
@@ -288,7 +288,7 @@ class IndexKeeper:
         self.snapshot(col.id)
 
     def index_early(
-        self, col: CollectionRow, prev_lsn: int, vectors: np.ndarray
+        self, tx: Tx, col: CollectionRow, prev_lsn: int, vectors: np.ndarray
     ) -> EarlyIndexing | None:
         """Start inserting a large add's vectors into the index while SQLite writes them.
 
@@ -300,7 +300,7 @@ class IndexKeeper:
         index = self.indexes.get(col.id)
         if index is None or index.lsn != prev_lsn or len(vectors) < EARLY_INDEX_MIN:
             return None
-        first = self.store.next_seq()
+        first = tx.next_seq()
         return EarlyIndexing(index, np.arange(first, first + len(vectors)), vectors)
 
     def replace_worn(self, col: CollectionRow, *, wait: bool = False) -> None:
@@ -390,7 +390,8 @@ class IndexKeeper:
         rebuilding = self.rebuilding.get(collection_id)
         if rebuilding is not None:  # a fresh graph will replay the log from its read
             upto = min(upto, rebuilding[1])
-        self.store.prune_log(col, upto)
+        with self.store.write() as tx:
+            tx.prune_log(col, upto)
 
     def load_behind(self, col: CollectionRow) -> None:
         """Load (or build) the collection's index on a thread of its own."""
