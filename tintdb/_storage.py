@@ -363,8 +363,14 @@ class Store:
             c.execute("PRAGMA page_size = 16384")
             c.execute("PRAGMA auto_vacuum = INCREMENTAL")
             c.execute("PRAGMA journal_mode = WAL")
-            c.execute("PRAGMA synchronous = FULL")
+            # NORMAL: a commit reaches the OS before the call returns (it survives the
+            # process being killed) and is synced by the next checkpoint; FULL synced
+            # every commit (docs/internals.md, "Durability").
+            c.execute("PRAGMA synchronous = NORMAL")
             c.execute("PRAGMA wal_autocheckpoint = 0")  # see WAL_CHECKPOINT_BYTES
+            # The WAL starts over after a checkpoint but keeps its size unless told: it
+            # would stay past the line and start a checkpoint after every commit.
+            c.execute(f"PRAGMA journal_size_limit = {WAL_CHECKPOINT_BYTES}")
         c.execute("PRAGMA cache_size = -16384")
         version = c.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:
