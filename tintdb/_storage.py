@@ -292,6 +292,39 @@ def meta_rows(coll: int, seq: int, md: dict[str, Any] | None) -> list[tuple[Any,
     return rows
 
 
+def _same_value(a: Any, b: Any) -> bool:
+    """Equal and of the same types (``1``, ``1.0`` and ``True`` are stored apart)."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, list):
+        return len(a) == len(b) and all(_same_value(x, y) for x, y in zip(a, b, strict=True))
+    return bool(a == b)
+
+
+def meta_changes(
+    coll: int,
+    seqs: Sequence[int],
+    before: Sequence[dict[str, Any] | None],
+    after: Sequence[dict[str, Any] | None],
+) -> tuple[list[tuple[int, str]], list[tuple[Any, ...]]]:
+    """What changes in the typed metadata index when records ``seqs`` go from metadata
+    ``before`` to ``after``: the (seq, key) whose rows go, and the rows that come. Keys
+    whose value stays are left alone: an update of a few keys rewrites only their rows
+    (each row sits in its key's part of the index, so fewer pages change)."""
+    gone: list[tuple[int, str]] = []
+    rows: list[tuple[Any, ...]] = []
+    for seq, old, new in zip(seqs, before, after, strict=True):
+        old, new = old or {}, new or {}
+        for key in old.keys() | new.keys():
+            if key in old and key in new and _same_value(old[key], new[key]):
+                continue
+            if key in old:
+                gone.append((seq, key))
+            if key in new:
+                rows.extend(meta_rows(coll, seq, {key: new[key]}))
+    return gone, rows
+
+
 _F = TypeVar("_F", bound=Callable[..., Any])
 
 
@@ -986,8 +1019,11 @@ class Store:
         metadatas: Sequence[dict[str, Any] | None] | None,
         documents: Sequence[str | None] | None,
         uris: Sequence[str | None] | None,
+        previous: Sequence[dict[str, Any] | None] | None = None,
     ) -> None:
-        """Overwrite the given fields of existing rows (metadatas already merged)."""
+        """Overwrite the given fields of existing rows (metadatas already merged;
+        ``previous``, if given, the stored metadatas they replace: only the keys that
+        changed are rewritten in the metadata index)."""
         c = self._conn
         if embeddings is not None:
             self._put_vectors(coll, np.asarray(seqs, dtype=np.int64), embeddings)
@@ -1011,6 +1047,13 @@ class Store:
                     for md, s in zip(metadatas, seqs, strict=False)
                 ),
             )
+            if previous is not None:
+                gone, rows = meta_changes(coll, [int(s) for s in seqs], previous, metadatas)
+                c.executemany("DELETE FROM meta WHERE seq = ? AND key = ?", gone)
+                c.executemany(
+                    "INSERT INTO meta(coll, seq, key, kind, v) VALUES (?, ?, ?, ?, ?)", rows
+                )
+                return
             c.executemany("DELETE FROM meta WHERE seq = ?", ((int(s),) for s in seqs))
             c.executemany(
                 "INSERT INTO meta(coll, seq, key, kind, v) VALUES (?, ?, ?, ?, ?)",

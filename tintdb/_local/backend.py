@@ -343,12 +343,10 @@ class LocalBackend:
         if metadatas is not None:
             change = [i for i in rows if metadatas[i] is not None]
             if change:
+                stored = [orjson.loads(raw) if (raw := found[ids[i]][1]) else None for i in change]
                 merged_rows = [
-                    merge_metadata(
-                        orjson.loads(raw) if (raw := found[ids[i]][1]) else None,
-                        metadatas[i] or {},
-                    )
-                    for i in change
+                    merge_metadata(old, metadatas[i] or {})
+                    for old, i in zip(stored, change, strict=True)
                 ]
                 self.store.update_rows(
                     col.coll,
@@ -357,6 +355,7 @@ class LocalBackend:
                     merged_rows,
                     None,
                     None,
+                    previous=stored,
                 )
         self.store.update_rows(
             col.coll,
