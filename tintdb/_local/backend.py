@@ -384,6 +384,13 @@ class LocalBackend:
             rows = [i for i, x in enumerate(ids) if x in found]
             if not rows:
                 return
+            if embeddings is not None and col.dimension is not None:
+                change.early = self.keeper.index_early(
+                    col,
+                    change.prev,
+                    embeddings[rows],
+                    np.array([found[ids[i]][0] for i in rows], dtype=np.int64),
+                )
             seqs = self._apply_update(col, found, ids, rows, embeddings, metadatas, documents, uris)
             changed = None if metadatas is None else [metadatas[i] for i in rows]
             if embeddings is not None:
@@ -407,6 +414,13 @@ class LocalBackend:
             found = self._open_vector_write(col, ids, embeddings)
             old = [i for i, x in enumerate(ids) if x in found]
             new = [i for i, x in enumerate(ids) if x not in found]
+            if not new:  # only existing records: their seqs are known before the write
+                change.early = self.keeper.index_early(
+                    col,
+                    change.prev,
+                    embeddings,
+                    np.array([found[x][0] for x in ids], dtype=np.int64),
+                )
             parts, vec_parts = [], []
             if old:
                 parts.append(
