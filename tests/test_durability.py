@@ -451,8 +451,11 @@ def test_the_wal_is_copied_back_behind_the_writes(
     monkeypatch.setattr(storage_store, "WAL_CHECKPOINT_BYTES", 512 << 10)
     rng = np.random.default_rng(2)
     wal = tmp_path / "tintdb.sqlite3-wal"
+    started = []
     with tintdb.PersistentClient(path=str(tmp_path)) as client:
         store = client._backend.store  # type: ignore[attr-defined]
+        checkpoint = store.start_checkpoint
+        monkeypatch.setattr(store, "start_checkpoint", lambda: started.append(1) or checkpoint())
         assert store._conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
         col = client.create_collection("wal", embedding_function=None)
         sizes = []
@@ -463,5 +466,30 @@ def test_the_wal_is_copied_back_behind_the_writes(
             sizes.append(wal.stat().st_size)
         assert col.count() == 3000
     assert max(sizes) < 4 * (512 << 10)  # 60 writes of ~13 pages each, yet bounded
+    # The WAL shrinks back when it starts over: a checkpoint every few writes, not one
+    # after every write once the file has passed the line.
+    assert 0 < len(started) < 30, len(started)
     with tintdb.PersistentClient(path=str(tmp_path)) as client:
         assert client.get_collection("wal").count() == 3000
+
+
+def test_every_commit_is_synced_unless_asked_otherwise(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """FULL by default (a returned write survives a power cut); NORMAL only when
+    TINTDB_SYNCHRONOUS asks for it; any other value is refused when the store opens."""
+    monkeypatch.delenv("TINTDB_SYNCHRONOUS", raising=False)
+    with tintdb.PersistentClient(path=str(tmp_path / "a")) as client:
+        store = client._backend.store  # type: ignore[attr-defined]
+        assert store._conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+    monkeypatch.setenv("TINTDB_SYNCHRONOUS", "normal")
+    with tintdb.PersistentClient(path=str(tmp_path / "b")) as client:
+        store = client._backend.store  # type: ignore[attr-defined]
+        assert store._conn.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
+        col = client.create_collection("sync", embedding_function=None)
+        col.add(ids=["a"], embeddings=[[1.0, 2.0]])
+    with tintdb.PersistentClient(path=str(tmp_path / "b")) as client:
+        assert client.get_collection("sync").count() == 1
+    monkeypatch.setenv("TINTDB_SYNCHRONOUS", "OFF")
+    with pytest.raises(ValueError, match="TINTDB_SYNCHRONOUS must be FULL or NORMAL"):
+        tintdb.PersistentClient(path=str(tmp_path / "c"))

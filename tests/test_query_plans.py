@@ -232,6 +232,52 @@ def test_failed_add_after_early_indexing_leaves_nothing(
         assert col.query(query_embeddings=refused[:2], n_results=1)["ids"] == [["c0"], ["c1"]]
 
 
+@pytest.mark.parametrize("verb", ["update", "upsert"])
+def test_failed_update_after_early_indexing_leaves_the_old_vectors(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, verb: str
+) -> None:
+    """An update or upsert of existing records sets their new vectors in the graph
+    before SQLite commits; if the write then fails, the records are found at their old
+    vectors, not the new ones, and a later update of them works."""
+    rng = np.random.default_rng(6)
+    first = rng.random((3000, DIM), dtype=np.float32)
+    moved = rng.random((500, DIM), dtype=np.float32) + 5  # far from everything else
+    ids = [f"a{i}" for i in range(3000)]
+    with tintdb.PersistentClient(path=str(tmp_path)) as client:
+        col = client.create_collection("early", embedding_function=None)
+        col.add(ids=ids, embeddings=first)
+
+        def failing_log(self: Store, *args: Any) -> int:
+            raise OSError("disk full (injected)")
+
+        monkeypatch.setattr(Store, "log", failing_log)
+        early: list[Any] = []
+        real_early = IndexKeeper.index_early
+
+        def spy_early(self: Any, *args: Any) -> Any:
+            early.append(real_early(self, *args))
+            return early[-1]
+
+        monkeypatch.setattr(IndexKeeper, "index_early", spy_early)
+        with pytest.raises(OSError, match="injected"):
+            getattr(col, verb)(ids=ids[:500], embeddings=moved)
+        assert early and early[0] is not None  # the graph had started taking them
+        monkeypatch.undo()
+        got = col.query(query_embeddings=first[:3], n_results=1)["ids"]
+        assert got == [["a0"], ["a1"], ["a2"]]
+        far = col.query(query_embeddings=moved[:3], n_results=1)["ids"]
+        assert all(row[0] not in ("a0", "a1", "a2") for row in far)
+        getattr(col, verb)(ids=ids[:500], embeddings=moved)
+        assert col.query(query_embeddings=moved[:3], n_results=1)["ids"] == [
+            ["a0"],
+            ["a1"],
+            ["a2"],
+        ]
+    with tintdb.PersistentClient(path=str(tmp_path)) as client:
+        col = client.get_collection("early", embedding_function=None)
+        assert col.query(query_embeddings=moved[:2], n_results=1)["ids"] == [["a0"], ["a1"]]
+
+
 @settings(max_examples=examples(25), deadline=None)
 @given(data=st.data())
 def test_overlapped_adds_match_the_store(data: st.DataObject) -> None:
@@ -241,7 +287,8 @@ def test_overlapped_adds_match_the_store(data: st.DataObject) -> None:
     What is checked is that each record's node carries its label; the search beam is
     wide enough (ef_search past the collection's size) that the graph's approximation,
     which varies with the order hnswlib's threads insert in, cannot miss a record."""
-    sizes = data.draw(st.lists(st.sampled_from([1, 255, 256, 700]), min_size=1, max_size=6))
+    line = _local.indexes.EARLY_INDEX_MIN
+    sizes = data.draw(st.lists(st.sampled_from([1, line - 1, line, 700]), min_size=1, max_size=6))
     rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
     with tintdb.EphemeralClient() as client:
         col = client.create_collection(

@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
+from _profiles import examples
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import tintdb
+from tintdb._storage.rows import meta_changes, meta_rows
+from tintdb._validation import merge_metadata, strip_none
 from tintdb.errors import (
     DuplicateIDError,
     IDAlreadyExistsError,
@@ -356,3 +363,35 @@ def test_filters_never_reach_into_another_collection(client: tintdb.Client) -> N
     assert a.delete(where_document=wd) == {"deleted": len(want)}
     assert a.count() == 40 - len(want) and b.count() == 40
     assert len(b.get(where_document=wd)["ids"]) == len(want)
+
+
+_META_VALUE = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-3, 3),
+    st.sampled_from([1.0, 2.5, -0.5]),
+    st.sampled_from(["a", "b", ""]),
+    st.lists(st.sampled_from(["a", "b"]), min_size=1, max_size=3),
+    st.lists(st.integers(0, 2), min_size=1, max_size=3),
+)
+_METADATA = st.dictionaries(st.sampled_from(["k", "n", "s", "t"]), _META_VALUE, max_size=4)
+
+
+@settings(max_examples=examples(200), deadline=None)
+@given(before=_METADATA, change=_METADATA)
+def test_an_update_rewrites_only_the_metadata_index_rows_that_change(
+    before: dict[str, Any], change: dict[str, Any]
+) -> None:
+    """The rows an update of some keys removes and adds turn the metadata index of the
+    stored metadata into exactly that of the merged one (bools, ints and floats apart,
+    list elements counted), so filters read the same as after a full rewrite."""
+    before = strip_none(before) or {}
+    after = merge_metadata(before, change)
+    gone, added = meta_changes(7, [3], [before], [after])
+    kept = [r for r in meta_rows(7, 3, before) if (r[1], r[2]) not in set(gone)]
+
+    def typed(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+        return sorted((*r[:4], type(r[4]).__name__, r[4]) for r in rows)
+
+    assert typed(kept + added) == typed(meta_rows(7, 3, after))
+    assert {key for _, key in gone} <= set(before)

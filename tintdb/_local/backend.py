@@ -351,12 +351,10 @@ class LocalBackend:
         if metadatas is not None:
             change = [i for i in rows if metadatas[i] is not None]
             if change:
+                stored = [orjson.loads(raw) if (raw := found[ids[i]][1]) else None for i in change]
                 merged_rows = [
-                    merge_metadata(
-                        orjson.loads(raw) if (raw := found[ids[i]][1]) else None,
-                        metadatas[i] or {},
-                    )
-                    for i in change
+                    merge_metadata(old, metadatas[i] or {})
+                    for old, i in zip(stored, change, strict=True)
                 ]
                 tx.update_rows(
                     col.coll,
@@ -365,6 +363,7 @@ class LocalBackend:
                     merged_rows,
                     None,
                     None,
+                    previous=stored,
                 )
         tx.update_rows(
             col.coll,
@@ -393,6 +392,14 @@ class LocalBackend:
             rows = [i for i, x in enumerate(ids) if x in found]
             if not rows:
                 return
+            if embeddings is not None and col.dimension is not None:
+                change.early = self.keeper.index_early(
+                    tx,
+                    col,
+                    change.prev,
+                    embeddings[rows],
+                    np.array([found[ids[i]][0] for i in rows], dtype=np.int64),
+                )
             seqs = self._apply_update(
                 tx, col, found, ids, rows, embeddings, metadatas, documents, uris
             )
@@ -418,6 +425,14 @@ class LocalBackend:
             found = self._open_vector_write(tx, col, ids, embeddings)
             old = [i for i, x in enumerate(ids) if x in found]
             new = [i for i, x in enumerate(ids) if x not in found]
+            if not new:  # only existing records: their seqs are known before the write
+                change.early = self.keeper.index_early(
+                    tx,
+                    col,
+                    change.prev,
+                    embeddings,
+                    np.array([found[x][0] for x in ids], dtype=np.int64),
+                )
             parts, vec_parts = [], []
             if old:
                 parts.append(

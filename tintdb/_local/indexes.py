@@ -39,8 +39,9 @@ CLOSE_REPLAY_SHARE = 50
 # records is rebuilt inside the write (quick at that size).
 REBUILD_STEP = 8192
 REBUILD_NOW_BELOW = 2048
-# Adds of at least this many records index their vectors while SQLite writes them.
-EARLY_INDEX_MIN = 256
+# Writes of at least this many vectors index them while SQLite writes them (below it,
+# starting a thread costs more than the overlap saves).
+EARLY_INDEX_MIN = 32
 
 Jobs = dict[str, tuple[threading.Thread, int]]
 
@@ -288,20 +289,29 @@ class IndexKeeper:
         self.snapshot(col.id)
 
     def index_early(
-        self, tx: Tx, col: CollectionRow, prev_lsn: int, vectors: np.ndarray
+        self,
+        tx: Tx,
+        col: CollectionRow,
+        prev_lsn: int,
+        vectors: np.ndarray,
+        seqs: np.ndarray | None = None,
     ) -> EarlyIndexing | None:
-        """Start inserting a large add's vectors into the index while SQLite writes them.
+        """Start setting a write's vectors in the index while SQLite writes them.
 
-        hnswlib releases the GIL, so the graph insertion (most of an add's cost) overlaps
-        the SQLite work instead of following it. The seqs are known before the insert:
-        the write lock is held and seqs only grow. If the transaction then fails, the
-        index is dropped and rebuilt from the log (it is derived data).
+        hnswlib releases the GIL, so the graph insertion (most of a write's cost)
+        overlaps the SQLite work instead of following it. ``seqs``: the records'
+        (existing ones, for an update); None for new records, whose seqs are known
+        before the insert: the write lock is held and seqs only grow. If the
+        transaction then fails, the index is dropped and rebuilt from the log (it is
+        derived data). Readers wait meanwhile: they take the store lock the writer holds.
         """
         index = self.indexes.get(col.id)
         if index is None or index.lsn != prev_lsn or len(vectors) < EARLY_INDEX_MIN:
             return None
-        first = tx.next_seq()
-        return EarlyIndexing(index, np.arange(first, first + len(vectors)), vectors)
+        if seqs is None:
+            first = tx.next_seq()
+            seqs = np.arange(first, first + len(vectors))
+        return EarlyIndexing(index, seqs, vectors)
 
     def replace_worn(self, col: CollectionRow, *, wait: bool = False) -> None:
         """Replace a graph worn by deletes (tombstones) and in-place updates (see worn())

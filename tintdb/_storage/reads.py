@@ -14,7 +14,7 @@ import numpy as np
 from .._conditions import condition_tree
 from .._filter_sets import evaluate_sets, sorted_unique
 from .._filter_sql import compile_record_test, compile_sql
-from .blocks import block_parts
+from .blocks import block_parts, vectors_by_slot
 from .rows import id_list, json_ints, unpack_seqs
 
 
@@ -141,11 +141,7 @@ class RecordReads:
 
     def vector_bytes(self, coll: int, seqs: Sequence[int]) -> dict[int, bytes]:
         """seq -> float32 vector bytes, for ``include=["embeddings"]``."""
-        return {
-            seq: row.tobytes()
-            for part, vecs in block_parts(self._conn, coll, np.asarray(seqs, dtype=np.int64))
-            for seq, row in zip(part.tolist(), vecs, strict=True)
-        }
+        return vectors_by_slot(self._conn, coll, np.asarray(seqs, dtype=np.int64))
 
     def filter_sql(
         self,

@@ -107,3 +107,36 @@ def meta_rows(coll: int, seq: int, md: dict[str, Any] | None) -> list[tuple[Any,
             kind = value_kind(value)
             rows.append((coll, seq, key, kind, int(value) if isinstance(value, bool) else value))
     return rows
+
+
+def _same_value(a: Any, b: Any) -> bool:
+    """Equal and of the same types (``1``, ``1.0`` and ``True`` are stored apart)."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, list):
+        return len(a) == len(b) and all(_same_value(x, y) for x, y in zip(a, b, strict=True))
+    return bool(a == b)
+
+
+def meta_changes(
+    coll: int,
+    seqs: Sequence[int],
+    before: Sequence[dict[str, Any] | None],
+    after: Sequence[dict[str, Any] | None],
+) -> tuple[list[tuple[int, str]], list[tuple[Any, ...]]]:
+    """What changes in the typed metadata index when records ``seqs`` go from metadata
+    ``before`` to ``after``: the (seq, key) whose rows go, and the rows that come. Keys
+    whose value stays are left alone: an update of a few keys rewrites only their rows
+    (each row sits in its key's part of the index, so fewer pages change)."""
+    gone: list[tuple[int, str]] = []
+    rows: list[tuple[Any, ...]] = []
+    for seq, old, new in zip(seqs, before, after, strict=True):
+        old, new = old or {}, new or {}
+        for key in old.keys() | new.keys():
+            if key in old and key in new and _same_value(old[key], new[key]):
+                continue
+            if key in old:
+                gone.append((seq, key))
+            if key in new:
+                rows.extend(meta_rows(coll, seq, {key: new[key]}))
+    return gone, rows

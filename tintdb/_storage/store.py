@@ -32,6 +32,20 @@ __all__ = ["WAL_CHECKPOINT_BYTES", "Store"]
 # line: that commit then also wrote and synced the whole file's changed pages.
 WAL_CHECKPOINT_BYTES = 32 << 20
 
+# FULL (the default) syncs the WAL in every commit: a returned write survives a power
+# cut. TINTDB_SYNCHRONOUS=NORMAL leaves the sync to the next checkpoint: a returned
+# write still survives the process being killed, not the machine losing power, and
+# small writes are several times faster (docs/internals.md, "Durability").
+SYNCHRONOUS_MODES = ("FULL", "NORMAL")
+
+
+def synchronous_mode() -> str:
+    """The SQLite synchronous mode asked for by ``TINTDB_SYNCHRONOUS`` (FULL if unset)."""
+    raw = os.environ.get("TINTDB_SYNCHRONOUS", "FULL").strip().upper()
+    if raw not in SYNCHRONOUS_MODES:
+        raise ValueError(f"TINTDB_SYNCHRONOUS must be FULL or NORMAL, got {raw!r}")
+    return raw
+
 
 class Store(Catalog, RecordReads):
     """SQLite storage for tenants, databases, collections and records."""
@@ -87,8 +101,11 @@ class Store(Catalog, RecordReads):
             c.execute("PRAGMA page_size = 16384")
             c.execute("PRAGMA auto_vacuum = INCREMENTAL")
             c.execute("PRAGMA journal_mode = WAL")
-            c.execute("PRAGMA synchronous = FULL")
+            c.execute(f"PRAGMA synchronous = {synchronous_mode()}")
             c.execute("PRAGMA wal_autocheckpoint = 0")  # see WAL_CHECKPOINT_BYTES
+            # The WAL starts over after a checkpoint but keeps its size unless told: it
+            # would stay past the line and start a checkpoint after every commit.
+            c.execute(f"PRAGMA journal_size_limit = {WAL_CHECKPOINT_BYTES}")
         c.execute("PRAGMA cache_size = -16384")
         version = schema.file_version(c, self.path)
         migrated = 0 < version < schema.SCHEMA_VERSION
@@ -138,8 +155,8 @@ class Store(Catalog, RecordReads):
     def _after_commit(self) -> None:
         """Start a checkpoint behind the writes once the WAL has grown past its line.
 
-        Each commit still syncs the WAL (synchronous=FULL): only the copy into the
-        database file moves off the caller's path. PASSIVE, so it never waits for or
+        Each commit still syncs the WAL (unless TINTDB_SYNCHRONOUS=NORMAL): only the
+        copy into the database file moves off the caller's path. PASSIVE, so it never waits for or
         blocks a writer; a commit finding one still running leaves it be.
         """
         if self.path is None or (self._checkpointing and self._checkpointing.is_alive()):

@@ -25,7 +25,7 @@ from ..errors import UniqueConstraintError
 from . import blocks
 from .catalog import CatalogChanges
 from .reads import RecordReads
-from .rows import OP_TOUCH, CollectionRow, json_ints, meta_rows, pack_seqs
+from .rows import OP_TOUCH, CollectionRow, json_ints, meta_changes, meta_rows, pack_seqs
 
 __all__ = ["Tx"]
 
@@ -201,8 +201,11 @@ class Tx(CatalogChanges, RecordReads):
         metadatas: Sequence[dict[str, Any] | None] | None,
         documents: Sequence[str | None] | None,
         uris: Sequence[str | None] | None,
+        previous: Sequence[dict[str, Any] | None] | None = None,
     ) -> None:
-        """Overwrite the given fields of existing rows (metadatas already merged)."""
+        """Overwrite the given fields of existing rows (metadatas already merged;
+        ``previous``, if given, the stored metadatas they replace: only the keys that
+        changed are rewritten in the metadata index)."""
         c = self._conn
         if embeddings is not None:
             self.put_vectors(coll, np.asarray(seqs, dtype=np.int64), embeddings)
@@ -226,6 +229,13 @@ class Tx(CatalogChanges, RecordReads):
                     for md, s in zip(metadatas, seqs, strict=False)
                 ),
             )
+            if previous is not None:
+                gone, rows = meta_changes(coll, [int(s) for s in seqs], previous, metadatas)
+                c.executemany("DELETE FROM meta WHERE seq = ? AND key = ?", gone)
+                c.executemany(
+                    "INSERT INTO meta(coll, seq, key, kind, v) VALUES (?, ?, ?, ?, ?)", rows
+                )
+                return
             c.executemany("DELETE FROM meta WHERE seq = ?", ((int(s),) for s in seqs))
             c.executemany(
                 "INSERT INTO meta(coll, seq, key, kind, v) VALUES (?, ?, ?, ?, ?)",
