@@ -197,5 +197,5 @@ def test_many_clients_creating_collections_at_once(tmp_path: Path, clients: int)
         assert set(outcomes) <= {"got", "created", "conflict"}, outcomes
         assert outcomes.count("created") <= 1
         assert outcomes.count("created") + outcomes.count("conflict") == clients // 2
-        check = HttpClient(host=server.host, port=server.port)
-        assert [c.name for c in check.list_collections()] == ["contested"]
+        with HttpClient(host=server.host, port=server.port) as check:
+            assert [c.name for c in check.list_collections()] == ["contested"]
