@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import shutil
 import subprocess
@@ -19,6 +20,16 @@ import tintdb
 from tintdb import _planning
 
 _profiles.register()
+
+
+@pytest.fixture(autouse=True)
+def _collect_garbage() -> Iterator[None]:
+    """Collect the garbage as each test ends: a socket, file or client it left open then
+    fails that test (pyproject.toml: warnings are errors), not whichever test happens to
+    run when the collector next does."""
+    yield
+    gc.collect()
+
 
 # postgres: PostgresClient in this process; postgres-http: a `tintdb run --postgres` node.
 CLIENT_KINDS = ["ephemeral", "persistent", "http", "postgres", "postgres-http"]
@@ -111,16 +122,21 @@ def client(
 @pytest.fixture
 def reopen(
     client_kind: str, tmp_path: Path, request: pytest.FixtureRequest
-) -> Callable[[tintdb.Client], tintdb.Client]:
-    """Close and reopen a client on the same store (a no-op for in-memory clients)."""
+) -> Iterator[Callable[[tintdb.Client], tintdb.Client]]:
+    """Close and reopen a client on the same store (a no-op for in-memory clients); the
+    clients it made are closed when the test ends."""
+    made: list[tintdb.Client] = []
 
     def _reopen(c: tintdb.Client) -> tintdb.Client:
         if client_kind == "ephemeral":
             return c
         c.close()
-        return _make(client_kind, tmp_path / "store", request, allow_reset=True)
+        made.append(_make(client_kind, tmp_path / "store", request, allow_reset=True))
+        return made[-1]
 
-    return _reopen
+    yield _reopen
+    for c in made:
+        c.close()
 
 
 @contextlib.contextmanager

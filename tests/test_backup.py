@@ -78,6 +78,7 @@ def test_backup_while_another_process_writes(tmp_path: Path) -> None:
         rid, began, done = line.split()
         acked.append((rid, float(began), float(done)))
     assert writer.wait(60) == 0
+    writer.stdout.close()
     client.close()
 
     copy = tmp_path / "copy"

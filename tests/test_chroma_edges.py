@@ -71,27 +71,26 @@ def test_an_empty_id_list_queries_nothing(client: tintdb.Client) -> None:
 
 def test_an_empty_id_list_over_the_wire(http_server: TintServer) -> None:
     """What Chroma's server answers to raw requests with ``"ids": []``."""
-    client = tintdb.HttpClient(host=http_server.host, port=http_server.port)
-    client.reset()
-    col = _filled(client)
-    base = (
-        f"{http_server.url}/api/v2/tenants/default_tenant/databases/default_database"
-        f"/collections/{col.id}"
-    )
-    refused = httpx.post(base + "/delete", json={"ids": []})
-    assert refused.status_code == 400
-    assert refused.json()["error"] == "InvalidArgumentError"
-    beside = httpx.post(base + "/delete", json={"ids": [], "where": {"k": "x"}})
-    assert beside.json() == {"deleted": 0}
-    assert httpx.post(base + "/delete", json={}).json() == {"deleted": 0}
-    bad_filter = httpx.post(base + "/delete", json={"ids": [], "where": {"k": {"$bad": 1}}})
-    assert bad_filter.status_code == 400
-    got = httpx.post(base + "/get", json={"ids": []}).json()
-    assert (got["ids"], got["documents"], got["metadatas"]) == ([], [], [])
-    queried = httpx.post(base + "/query", json={"ids": [], "query_embeddings": [[1.0, 0.0]]})
-    assert queried.json()["ids"] == [[]]
-    assert col.count() == 3
-    client.close()
+    with tintdb.HttpClient(host=http_server.host, port=http_server.port) as client:
+        client.reset()
+        col = _filled(client)
+        base = (
+            f"{http_server.url}/api/v2/tenants/default_tenant/databases/default_database"
+            f"/collections/{col.id}"
+        )
+        refused = httpx.post(base + "/delete", json={"ids": []})
+        assert refused.status_code == 400
+        assert refused.json()["error"] == "InvalidArgumentError"
+        beside = httpx.post(base + "/delete", json={"ids": [], "where": {"k": "x"}})
+        assert beside.json() == {"deleted": 0}
+        assert httpx.post(base + "/delete", json={}).json() == {"deleted": 0}
+        bad_filter = httpx.post(base + "/delete", json={"ids": [], "where": {"k": {"$bad": 1}}})
+        assert bad_filter.status_code == 400
+        got = httpx.post(base + "/get", json={"ids": []}).json()
+        assert (got["ids"], got["documents"], got["metadatas"]) == ([], [], [])
+        queried = httpx.post(base + "/query", json={"ids": [], "query_embeddings": [[1.0, 0.0]]})
+        assert queried.json()["ids"] == [[]]
+        assert col.count() == 3
 
 
 # ---------------------------------------------------------------- embedding_function=None

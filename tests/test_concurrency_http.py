@@ -3,6 +3,7 @@ even after the server is killed with SIGKILL."""
 
 from __future__ import annotations
 
+import contextlib
 import random
 import signal
 import threading
@@ -57,10 +58,10 @@ class Load:
 
 def test_mixed_reads_and_writes_lose_nothing(tmp_path: Path) -> None:
     load = Load()
-    with TintServer(tmp_path / "store") as server:
+    with TintServer(tmp_path / "store") as server, contextlib.ExitStack() as opened:
 
-        def connect() -> tintdb.Client:
-            return _connect(server)
+        def connect() -> tintdb.Client:  # closed when the test ends
+            return opened.enter_context(_connect(server))
 
         setup = connect()
         busy = setup.create_collection("busy", embedding_function=None)
@@ -120,11 +121,11 @@ def test_mixed_reads_and_writes_lose_nothing(tmp_path: Path) -> None:
             return step
 
         def churn() -> None:
-            client = connect()
-            name = f"tmp-{threading.get_ident()}-{time.monotonic_ns()}"
-            col = client.create_collection(name, embedding_function=None)
-            col.add(ids=["x"], embeddings=[[1.0] * DIM])
-            client.delete_collection(name)
+            with _connect(server) as client:
+                name = f"tmp-{threading.get_ident()}-{time.monotonic_ns()}"
+                col = client.create_collection(name, embedding_function=None)
+                col.add(ids=["x"], embeddings=[[1.0] * DIM])
+                client.delete_collection(name)
 
         steps = [(f"writer{k}", writer(k)) for k in range(4)]
         steps += [(f"reader{k}", reader(k)) for k in range(4)]
@@ -148,8 +149,8 @@ def test_mixed_reads_and_writes_lose_nothing(tmp_path: Path) -> None:
         server._proc.send_signal(signal.SIGKILL)
         server._proc.wait(30)
 
-    with TintServer(tmp_path / "store") as again:
-        _check_everything_is_there(_connect(again), load)
+    with TintServer(tmp_path / "store") as again, _connect(again) as client:
+        _check_everything_is_there(client, load)
 
 
 def _check_everything_is_there(client: tintdb.Client, load: Load) -> None:
@@ -186,6 +187,8 @@ def test_many_clients_creating_collections_at_once(tmp_path: Path, clients: int)
                 outcomes.append("conflict")
             except Exception as exc:  # anything else is a bug
                 outcomes.append(f"{type(exc).__name__}: {exc}")
+            finally:
+                client.close()
 
         threads = [threading.Thread(target=race, args=(i,)) for i in range(clients)]
         for t in threads:
@@ -197,5 +200,5 @@ def test_many_clients_creating_collections_at_once(tmp_path: Path, clients: int)
         assert set(outcomes) <= {"got", "created", "conflict"}, outcomes
         assert outcomes.count("created") <= 1
         assert outcomes.count("created") + outcomes.count("conflict") == clients // 2
-        check = HttpClient(host=server.host, port=server.port)
-        assert [c.name for c in check.list_collections()] == ["contested"]
+        with HttpClient(host=server.host, port=server.port) as check:
+            assert [c.name for c in check.list_collections()] == ["contested"]

@@ -108,9 +108,10 @@ def test_embedded_constructors_positionally(tmp_path: Path) -> None:
         assert c.get_collection("pers").count() == 1
     with tintdb.RustClient() as c:
         assert c.list_collections() == []
-    admin = tintdb.AdminClient(Settings(is_persistent=True, persist_directory=str(tmp_path / "p")))
-    admin.create_tenant("acme")
-    admin.create_database("main", "acme")
+    settings = Settings(is_persistent=True, persist_directory=str(tmp_path / "p"))
+    with tintdb.AdminClient(settings) as admin:
+        admin.create_tenant("acme")
+        admin.create_database("main", "acme")
     with tintdb.PersistentClient(str(tmp_path / "p"), None, "acme", "main") as c:
         assert (c.tenant, c.database) == ("acme", "main")
         assert c.list_collections() == []
@@ -135,12 +136,13 @@ def test_embedded_constructors_by_keyword(tmp_path: Path) -> None:
 
 def test_http_constructors(http_server: TintServer) -> None:
     host, port = http_server.host, http_server.port
-    admin = tintdb.AdminClient(Settings(chroma_server_host=host, chroma_server_http_port=port))
-    # The server outlives a test: an earlier one in this worker may have made them.
-    with contextlib.suppress(tintdb.errors.UniqueConstraintError):
-        admin.create_tenant("positional")
-    with contextlib.suppress(tintdb.errors.UniqueConstraintError):
-        admin.create_database("db1", "positional")
+    settings = Settings(chroma_server_host=host, chroma_server_http_port=port)
+    with tintdb.AdminClient(settings) as admin:
+        # The server outlives a test: an earlier one in this worker may have made them.
+        with contextlib.suppress(tintdb.errors.UniqueConstraintError):
+            admin.create_tenant("positional")
+        with contextlib.suppress(tintdb.errors.UniqueConstraintError):
+            admin.create_database("db1", "positional")
     with tintdb.HttpClient(host, port, False, None, Settings(), "positional", "db1") as c:
         assert (c.tenant, c.database) == ("positional", "db1")
         c.get_or_create_collection("pos").upsert(ids=["a"], embeddings=[[1.0]])

@@ -88,22 +88,21 @@ def test_document_update_is_seen_by_where_document(client: tintdb.Client) -> Non
 def test_document_only_update_over_the_wire(http_server: TintServer) -> None:
     """Chroma's clients send a document-only update without vectors, and the server
     stores the documents as they are; filters must see them at once."""
-    client = tintdb.HttpClient(host=http_server.host, port=http_server.port)
-    client.reset()
-    col = _filled(client)
-    assert _matches(col, where_document={"$contains": "banana"}) == {"id2"}
-    url = (
-        f"{http_server.url}/api/v2/tenants/default_tenant/databases/default_database"
-        f"/collections/{col.id}/update"
-    )
-    answer = httpx.post(url, json={"ids": ["id2"], "documents": ["plums are purple"]})
-    assert answer.status_code == 200, answer.text
-    assert _matches(col, where_document={"$contains": "banana"}) == set()
-    assert _matches(col, where_document={"$contains": "plums"}) == {"id2"}
-    answer = httpx.post(url, json={"ids": ["id3"], "metadatas": [{"k": "x"}]})
-    assert answer.status_code == 200, answer.text
-    assert _matches(col, {"k": "x"}) == {"id1", "id2", "id3"}
-    client.close()
+    with tintdb.HttpClient(host=http_server.host, port=http_server.port) as client:
+        client.reset()
+        col = _filled(client)
+        assert _matches(col, where_document={"$contains": "banana"}) == {"id2"}
+        url = (
+            f"{http_server.url}/api/v2/tenants/default_tenant/databases/default_database"
+            f"/collections/{col.id}/update"
+        )
+        answer = httpx.post(url, json={"ids": ["id2"], "documents": ["plums are purple"]})
+        assert answer.status_code == 200, answer.text
+        assert _matches(col, where_document={"$contains": "banana"}) == set()
+        assert _matches(col, where_document={"$contains": "plums"}) == {"id2"}
+        answer = httpx.post(url, json={"ids": ["id3"], "metadatas": [{"k": "x"}]})
+        assert answer.status_code == 200, answer.text
+        assert _matches(col, {"k": "x"}) == {"id1", "id2", "id3"}
 
 
 UPDATE_IN_ANOTHER_PROCESS = """

@@ -157,13 +157,13 @@ def test_tenants_and_databases(server: TintServer) -> None:
     with pytest.raises(errors.UniqueConstraintError):
         admin.create_database("main", tenant="acme")
 
-    scoped = HttpClient(host=server.host, port=server.port, tenant="acme", database="main")
-    col = scoped.create_collection("scoped", embedding_function=None)
-    col.add(ids=["a"], embeddings=[[1.0]])
-    assert col.count() == 1
-    assert (col.tenant, col.database) == ("acme", "main")
-    default = HttpClient(host=server.host, port=server.port)
-    assert "scoped" not in [c.name for c in default.list_collections()]
+    with HttpClient(host=server.host, port=server.port, tenant="acme", database="main") as scoped:
+        col = scoped.create_collection("scoped", embedding_function=None)
+        col.add(ids=["a"], embeddings=[[1.0]])
+        assert col.count() == 1
+        assert (col.tenant, col.database) == ("acme", "main")
+    with HttpClient(host=server.host, port=server.port) as default:
+        assert "scoped" not in [c.name for c in default.list_collections()]
 
     with pytest.raises(errors.NotFoundError):
         HttpClient(host=server.host, port=server.port, tenant="nobody")
@@ -171,6 +171,18 @@ def test_tenants_and_databases(server: TintServer) -> None:
         HttpClient(host=server.host, port=server.port, tenant="acme", database="nothing")
     admin.delete_database("spare", tenant="acme")
     assert [d["name"] for d in admin.list_databases(tenant="acme")] == ["main"]
+    admin.close()
+    with pytest.raises(errors.InvalidArgumentError, match="closed"):
+        admin.list_databases(tenant="acme")
+    admin.close()  # idempotent
+
+
+def test_an_admin_client_over_a_clients_backend_leaves_closing_to_the_client(
+    client: tintdb.Client,
+) -> None:
+    with tintdb.AdminClient.from_client(client) as admin:
+        assert admin.get_database("default_database")["name"] == "default_database"
+    assert client.heartbeat() > 0  # the client's connection is still open
 
 
 @pytest.mark.parametrize(
@@ -195,9 +207,9 @@ def test_tenants_and_databases(server: TintServer) -> None:
     ids=["x-chroma-token", "bearer", "settings-bearer", "settings-x-chroma-token"],
 )
 def test_token_auth(secured: TintServer, make: Callable[[TintServer], tintdb.Client]) -> None:
-    c = make(secured)
-    col = c.get_or_create_collection("guarded", embedding_function=None)
-    assert col.count() >= 0
+    with make(secured) as c:
+        col = c.get_or_create_collection("guarded", embedding_function=None)
+        assert col.count() >= 0
 
 
 def test_missing_token_is_an_auth_error(secured: TintServer) -> None:
@@ -208,8 +220,10 @@ def test_missing_token_is_an_auth_error(secured: TintServer) -> None:
 
 
 def test_reset_is_decided_by_the_server(secured: TintServer) -> None:
-    c = HttpClient(host=secured.host, port=secured.port, headers={"x-chroma-token": TOKEN})
-    with pytest.raises(errors.AuthorizationError, match="--allow-reset"):
+    with (
+        HttpClient(host=secured.host, port=secured.port, headers={"x-chroma-token": TOKEN}) as c,
+        pytest.raises(errors.AuthorizationError, match="--allow-reset"),
+    ):
         c.reset()
 
 

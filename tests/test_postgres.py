@@ -223,8 +223,21 @@ def two_nodes(fresh_dsn: str, tmp_path: Path) -> Iterator[tuple[TintServer, Tint
         b.stop()
 
 
+_opened: list[tintdb.Client] = []
+
+
 def _client(node: TintServer) -> tintdb.Client:
-    return tintdb.HttpClient(host=node.host, port=node.port)
+    """A client of ``node``, closed when the test ends (``_close_node_clients``)."""
+    client = tintdb.HttpClient(host=node.host, port=node.port)
+    _opened.append(client)
+    return client
+
+
+@pytest.fixture(autouse=True)
+def _close_node_clients() -> Iterator[None]:
+    yield
+    while _opened:
+        _opened.pop().close()
 
 
 def test_a_write_on_one_node_is_read_by_the_next_call_on_another(

@@ -553,8 +553,10 @@ def test_http_answers_as_embedded(tmp_path: Path) -> None:
         )
         .select_all(),
     ]
-    with TintServer(tmp_path / "srv") as server:
-        http = tintdb.HttpClient(host=server.host, port=server.port)
+    with (
+        TintServer(tmp_path / "srv") as server,
+        tintdb.HttpClient(host=server.host, port=server.port) as http,
+    ):
         c = make(http)
         c.add(
             ids=["a", "b", "c"],

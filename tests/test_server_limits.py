@@ -190,19 +190,19 @@ def test_tintdbs_client_raises_service_unavailable(narrow: TintServer) -> None:
     import tintdb
     from tintdb.errors import ServiceUnavailableError
 
-    client = tintdb.HttpClient(host=narrow.host, port=narrow.port)
+    with tintdb.HttpClient(host=narrow.host, port=narrow.port) as client:
 
-    def probe() -> ServiceUnavailableError | None:
-        try:
-            client.list_collections()
-        except ServiceUnavailableError as exc:
-            return exc
-        return None
+        def probe() -> ServiceUnavailableError | None:
+            try:
+                client.list_collections()
+            except ServiceUnavailableError as exc:
+                return exc
+            return None
 
-    refused, held = _until_refused(narrow, probe)
-    assert "retry after a second" in str(refused)
-    for sock in held:
-        sock.close()
+        refused, held = _until_refused(narrow, probe)
+        assert "retry after a second" in str(refused)
+        for sock in held:
+            sock.close()
 
 
 @pytest.mark.parametrize(

@@ -236,23 +236,22 @@ def test_is_persistent_keeps_the_data(tmp_path: Path) -> None:
 
 def test_server_settings_give_an_http_client(http_server: TintServer) -> None:
     host, port = http_server.host, http_server.port
-    direct = tintdb.HttpClient(host=host, port=port)
-    direct.reset()
-    direct.create_collection("over-http").add(ids=["a"], embeddings=[[1.0, 2.0]])
-    for settings in (
-        Settings(
-            chroma_api_impl="chromadb.api.fastapi.FastAPI",
-            chroma_server_host=host,
-            chroma_server_http_port=port,
-        ),
-        Settings(chroma_server_host=host, chroma_server_http_port=str(port)),
-        Settings(chroma_server_host=f"http://{host}:{port}"),
-    ):
-        with tintdb.Client(settings) as client:
-            assert client.get_collection("over-http").count() == 1
-        admin = tintdb.AdminClient(settings)
-        assert admin.get_database("default_database")["name"] == "default_database"
-    direct.close()
+    with tintdb.HttpClient(host=host, port=port) as direct:
+        direct.reset()
+        direct.create_collection("over-http").add(ids=["a"], embeddings=[[1.0, 2.0]])
+        for settings in (
+            Settings(
+                chroma_api_impl="chromadb.api.fastapi.FastAPI",
+                chroma_server_host=host,
+                chroma_server_http_port=port,
+            ),
+            Settings(chroma_server_host=host, chroma_server_http_port=str(port)),
+            Settings(chroma_server_host=f"http://{host}:{port}"),
+        ):
+            with tintdb.Client(settings) as client:
+                assert client.get_collection("over-http").count() == 1
+            with tintdb.AdminClient(settings) as admin:
+                assert admin.get_database("default_database")["name"] == "default_database"
 
 
 def test_settings_that_cannot_apply_are_refused(tmp_path: Path) -> None:

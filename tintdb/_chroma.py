@@ -22,6 +22,10 @@ and the log must not hold writes the metadata tables have not applied. Anything 
 is refused with what to do instead (install chromadb, or read the directory through
 ``chroma run``). It opens the database read-only; Chroma should not be writing the
 directory meanwhile (copy from its server instead).
+
+Over 500 lines because the two readers must give the same collections and records,
+and keeping them side by side is how that is checked by reading. What would split off
+cleanly: the file formats the direct reader parses (``_Hnsw``, ``_Vectors``).
 """
 
 from __future__ import annotations

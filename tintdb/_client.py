@@ -861,14 +861,39 @@ class Client:
 
 
 class AdminClient:
-    """Tenants and databases: ``AdminClient(settings)``, chromadb's signature."""
+    """Tenants and databases: ``AdminClient(settings)``, chromadb's signature.
+
+    One made from settings holds a connection of its own (an HTTP connection pool, or
+    the store's files): ``close()`` it, or use it as a context manager. One made over a
+    client's backend (``from_client``) leaves closing to that client.
+    """
 
     def __init__(self, settings: Settings | None = None, *, backend: Backend | None = None) -> None:
         _check_settings_type(settings)
+        self._owned = backend is None
+        self._closed = False
         if backend is None:
             settings = settings if settings is not None else Settings()
             backend = _backend_from_settings(settings, DEFAULT_TENANT, DEFAULT_DATABASE)
         self._backend = backend
+
+    def __enter__(self) -> AdminClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Release the connection this admin client opened (none if it was given a
+        backend). Idempotent."""
+        if self._owned and not self._closed:
+            self._backend.close()
+        self._closed = True
+
+    def _live(self) -> Backend:
+        if self._closed:
+            raise InvalidArgumentError("This admin client is closed; create a new one")
+        return self._backend
 
     @classmethod
     def from_client(cls, client: Client) -> AdminClient:
@@ -876,26 +901,26 @@ class AdminClient:
 
     def create_tenant(self, name: str) -> None:
         validate_tenant_name(name)
-        self._backend.create_tenant(name)
+        self._live().create_tenant(name)
 
     def get_tenant(self, name: str) -> dict[str, Any]:
-        return self._backend.get_tenant(name)
+        return self._live().get_tenant(name)
 
     def create_database(self, name: str, tenant: str = DEFAULT_TENANT) -> None:
         validate_database_name(name)
-        self._backend.create_database(name, tenant)
+        self._live().create_database(name, tenant)
 
     def get_database(self, name: str, tenant: str = DEFAULT_TENANT) -> dict[str, Any]:
-        return self._backend.get_database(name, tenant)
+        return self._live().get_database(name, tenant)
 
     def list_databases(
         self, limit: int | None = None, offset: int | None = None, tenant: str = DEFAULT_TENANT
     ) -> list[dict[str, Any]]:
         limit, offset = validate_limit_offset(limit, offset)
-        return self._backend.list_databases(tenant, limit, offset)
+        return self._live().list_databases(tenant, limit, offset)
 
     def delete_database(self, name: str, tenant: str = DEFAULT_TENANT) -> None:
-        self._backend.delete_database(name, tenant)
+        self._live().delete_database(name, tenant)
 
 
 # ---------------------------------------------------------------- from settings to a store

@@ -17,6 +17,12 @@ batches. ``copy`` joins any reader to any writer:
   read back from the destination and compared field by field, vectors bit for bit.
 
 ``tintdb/_endpoints.py`` turns a command-line location into a reader or a writer.
+
+Over 500 lines because the copy loop and what makes it safe (read-ahead, per-record
+validation, resuming by asking the destination, the count and sample check at the end)
+are one algorithm whose pieces share the batch and report types defined here. What
+would split off cleanly: the plan and the result in words (``describe_plan``,
+``describe_result``), which only read a report.
 """
 
 from __future__ import annotations

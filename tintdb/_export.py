@@ -224,7 +224,11 @@ class ExportReader:
         if not path.is_file():
             raise InvalidArgumentError(f"{path} does not exist")
         self._file = _open(path, "rb")
-        self._specs = self._index()
+        try:
+            self._specs = self._index()
+        except BaseException:  # a damaged file is refused; its handle is not left open
+            self._file.close()
+            raise
 
     def describe(self) -> str:
         return f"export file {self.path}"

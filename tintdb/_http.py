@@ -13,6 +13,11 @@ each answer becomes a result. The transports differ only in ``_send``:
   ``AsyncClient`` runs the ordinary ``Client`` method in a worker thread (validation and
   embedding are CPU work that must not stall the loop), and each request it makes hops
   back to the loop. No validation or result-shaping code exists twice.
+
+Over 500 lines because ``_Protocol`` is the whole ``Backend`` seam written once (every
+call's request and answer), which is what lets the two transports share it. What would
+split off cleanly: the async twin at the end (``AsyncClient``, ``AsyncCollection``,
+``AsyncHttpClient``), which needs only the public constructors' helpers.
 """
 
 from __future__ import annotations

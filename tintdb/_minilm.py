@@ -23,6 +23,10 @@ Why it is fast without torch:
 One :class:`MiniLM` is loaded per model folder per process (:func:`load`), lazily and
 under a lock. A loaded model is read-only, so any number of threads may embed at once;
 their chunks share the same workers.
+
+Over 500 lines because tokenizing, the packed encoder and the pooling are one model
+whose chunks and scratch buffers they share. What would split off cleanly: the thread
+plumbing at the end (``_BlasThreads``, ``_Workers``), which knows nothing of the model.
 """
 
 from __future__ import annotations

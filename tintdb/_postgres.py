@@ -12,6 +12,12 @@ short answers: count the matches, then decide as the embedded backend does
 window of the nearest neighbours, with exact search for a query whose window holds
 fewer than it needs. Every answer's distances are computed
 from the float32 vectors exactly as the embedded backend computes them.
+
+Over 500 lines because ``PostgresBackend`` is every ``Backend`` method over one
+connection pool, each call one transaction written in SQL beside its Python, plus the
+filtered-query planner (``_Planner``) that needs the same cursor. What would split it:
+the catalog (tenants, databases, collections) from the record methods, and the
+planner into a module of its own.
 """
 
 from __future__ import annotations

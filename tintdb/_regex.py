@@ -14,6 +14,12 @@ form would match differently from Chroma's is refused with ``InvalidArgumentErro
 rather than run approximately: Unicode word boundaries (``\\b`` outside ``(?-u:...)``),
 look-around and backreferences (refused by Chroma too), the CRLF flag ``R``, and a few
 rare class forms. The full list is in docs/regex.md.
+
+Over 500 lines because ``_Parser`` is one recursive descent over one grammar (Rust's
+regex syntax, written out as RE2 as it goes), and splitting a grammar's productions
+across modules hides how they recurse. What would split off cleanly: the Unicode
+tables at the top (categories, scripts, POSIX classes) and ``required_literal`` (the
+trigram prefilter's literal), which only read patterns.
 """
 
 from __future__ import annotations

@@ -12,6 +12,13 @@ None, "embedding_function": descriptor | None}`` plus ``"schema"`` when the call
 declared a schema that differs from the default one. The HNSW parameters stay the one
 source of truth for the vector index: the schema's vector index entries are rebuilt
 from them whenever a schema is shown.
+
+Over 500 lines because configuration and schema are one stored value seen two ways:
+creating, updating, parsing and showing it all apply the same parameter rules and
+defaults (the HNSW fields, the default schema), and Chroma's precedence between
+configuration, schema and legacy metadata crosses every section. What would split off
+cleanly: the shown form and the filter checks (``collection_schema``,
+``metadata_value_types``, ``check_filters``), importing the rules from here.
 """
 
 from __future__ import annotations

@@ -14,6 +14,10 @@ defaults. Each field is one of:
 As in chromadb, a field not given as an argument is read from the environment variable
 of the same name (any case: ``ALLOW_RESET=true``, ``CHROMA_SERVER_HOST=...``); tintdb
 does this for the used and accepted fields only, and does not read ``.env`` files.
+
+Over 500 lines because ``FIELDS`` lists every one of chromadb's fields, each marked
+used, accepted or refused exactly once, with its parser; the value parsers above it
+exist only for that table. A table split across modules could miss or repeat a field.
 """
 
 from __future__ import annotations

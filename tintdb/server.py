@@ -829,14 +829,14 @@ class _Service:
         collection = self.collection(tenant, database, collection_id)
         # The payloads go to the backend as they came: it checks them, and a server never
         # embeds text (a text query is refused with a message saying so).
-        return self.backend.search(collection._model.id, searches, level)
+        return self.backend.search(_client.model_of(collection).id, searches, level)
 
     def fork(
         self, tenant: str, database: str, collection_id: str, body: dict[str, Any]
     ) -> dict[str, Any]:
         new_name = _str(body, "new_name")
         forked = self.collection(tenant, database, collection_id).fork(new_name)
-        return _wire.collection_to_json(forked._model)
+        return _wire.collection_to_json(_client.model_of(forked))
 
     def fork_count(self, tenant: str, database: str, collection_id: str) -> dict[str, int]:
         return {"count": int(self.collection(tenant, database, collection_id).fork_count())}

@@ -6,6 +6,11 @@ They only build the JSON that travels (``to_dict``) and read it back (``from_dic
 nothing here searches. The JSON is Chroma's: the same object leaves chromadb's client
 and tintdb's, so a payload built with either runs on either server. ``plan.parse``
 checks it on the way in (embedded and over HTTP alike).
+
+Over 500 lines because the builders are many small ``to_dict``/``from_dict`` pairs, and
+reading a kind back (``Where.from_dict``, ``Rank.from_dict``) must know every class of
+that kind; ``Search`` composes them all. What would split off cleanly: the ``Where``
+conditions and the rank expressions, one module each.
 """
 
 from __future__ import annotations

@@ -25,6 +25,11 @@ again.
 Constructing a function never fails for a missing package, API key or model file;
 those are reported on the first call. That way a collection whose function cannot run on
 this machine can still be opened, read and queried by vector.
+
+Over 500 lines because chromadb's users import every function from this one module
+path (``chromadb.utils.embedding_functions``), and each function carries its own
+configuration round trip. What would split it: a package with one module per
+function, re-exporting them here.
 """
 
 from __future__ import annotations
