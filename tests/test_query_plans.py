@@ -247,10 +247,10 @@ def test_failed_update_after_early_indexing_leaves_the_old_vectors(
         col = client.create_collection("early", embedding_function=None)
         col.add(ids=ids, embeddings=first)
 
-        def failing_log(self: Store, *args: Any) -> int:
+        def failing_log(self: Tx, *args: Any) -> int:
             raise OSError("disk full (injected)")
 
-        monkeypatch.setattr(Store, "log", failing_log)
+        monkeypatch.setattr(Tx, "log", failing_log)
         early: list[Any] = []
         real_early = IndexKeeper.index_early
 
