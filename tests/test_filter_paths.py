@@ -198,7 +198,7 @@ def test_sql_record_test_and_sets_agree_with_the_reference(
         assert tree is not None
         with store.read():
             all_seqs = store.seq_array("SELECT seq FROM records WHERE coll = ?", [coll])
-            id_of = dict(store.fetch(coll, None, None, None, None, None, []))
+            id_of = dict(store.fetch(coll, None, None, None, None, []))
 
             def ids(seqs: np.ndarray) -> set[str]:
                 return {id_of[s] for s in seqs.tolist()}

@@ -21,6 +21,7 @@ import numpy as np
 import orjson
 
 from .. import __version__, _schema
+from .._conditions import condition_tree
 from .._storage import OP_DELETE, OP_SET, OP_TOUCH, CollectionRow, Store, Tx
 from .._validation import merge_metadata, strip_none
 from ..config import Settings
@@ -465,9 +466,10 @@ class LocalBackend:
     ) -> int:
         with self._write(collection_id) as change:
             coll, tx = change.col.coll, change.tx
-            seqs = tx.candidate_seqs(coll, ids, where, where_document, None)
+            cond = condition_tree(where, where_document)  # the filter, read once
+            seqs = tx.candidate_seqs(coll, ids, cond, None)
             if seqs is None:  # a filter of negations alone: one statement
-                seqs = tx.matching_seqs(coll, ids, where, where_document, limit)
+                seqs = tx.matching_seqs(coll, ids, cond, limit)
             elif limit is not None:
                 seqs = seqs[:limit]
             if len(seqs) == 0:

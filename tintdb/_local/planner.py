@@ -17,6 +17,8 @@ from typing import Any
 import numpy as np
 import orjson
 
+from .._conditions import Node
+
 __all__ = [
     "DENSE_SHARE",
     "EXACT_LIMIT",
@@ -56,16 +58,10 @@ WALK_MAX = 4096
 FilterKey = tuple[str, int, bytes]
 
 
-def filter_key(
-    collection_id: str, lsn: int, ids: Any, where: Any, where_document: Any
-) -> FilterKey:
-    """One filter on one version of a collection: any write, from any process, moves the
-    lsn and so retires every entry of the collection."""
-    return (
-        collection_id,
-        lsn,
-        orjson.dumps([ids, where, where_document], option=orjson.OPT_SORT_KEYS),
-    )
+def filter_key(collection_id: str, lsn: int, ids: Any, cond: Node | None) -> FilterKey:
+    """One filter (its ids and condition tree) on one version of a collection: any write,
+    from any process, moves the lsn and so retires every entry of the collection."""
+    return (collection_id, lsn, orjson.dumps([ids, cond], option=orjson.OPT_SORT_KEYS))
 
 
 def exact_among(matches: int, k: int) -> bool:

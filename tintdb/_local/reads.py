@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from .. import _planning
-from .._conditions import condition_tree, uses_regex
+from .._conditions import Node, condition_tree, uses_regex
 from .._index import VectorIndex, scan_knn
 from .._planning import FILTERED_EF_FACTOR, postfilter_beam, postfilter_fetch
 from .._results import columns_for, get_result, query_result
@@ -60,8 +60,9 @@ class Reads:
         include: list[str],
     ) -> GetResult:
         columns = columns_for(include)
+        cond = condition_tree(where, where_document)  # the filter, read once
         col = self.store.collection_by_id(collection_id)
-        filtered = bool(where or where_document)
+        filtered = cond is not None
         paged = ids is None and (limit is not None or bool(offset))
         # Without an index in memory, SQLite answers alone: no load for a get.
         index = self.keeper.current(col) if (filtered or paged) and col.id in self.keeper else None
@@ -71,47 +72,38 @@ class Reads:
             # everything the index's sorted seqs (no walk past `offset` records).
             share = None
             if filtered and limit is not None:
-                share = self._sampled_share(col, index, ids, where, where_document)
+                share = self._sampled_share(col, index, ids, cond)
             if limit is not None and walks(share, offset, limit):
                 # Many match: the page is a short walk in order (no list of every match).
-                with self._scanning(where_document) as store, store.read():
+                with self._scanning(cond) as store, store.read():
                     return get_result(
-                        store.fetch_walk(col.coll, where, where_document, limit, offset, columns),
+                        store.fetch_walk(col.coll, cond, limit, offset, columns),
                         columns,
                         include,
                         col.dimension,
                     )
-            if filtered:
-                cand = self._candidates(col, index, ids, where, where_document).seqs
-            else:
-                cand = index.universe()
+            cand = self._candidates(col, index, ids, cond).seqs if filtered else index.universe()
             with self.store.read():
                 # None: a record was deleted since the candidates were read (a concurrent
                 # write), and the page would be short and shifted; asked again below.
                 rows = self._page(self.store, col, cand, limit, offset, columns)
         if rows is None and filtered:
             # Candidates and records from one snapshot.
-            with self._scanning(where_document) as store, store.read():
-                listed = store.candidate_seqs(col.coll, ids, where, where_document, None)
+            with self._scanning(cond) as store, store.read():
+                listed = store.candidate_seqs(col.coll, ids, cond, None)
                 if listed is not None:
                     rows = self._page(store, col, listed, limit, offset, columns)
         if rows is None:  # no filter, or one of negations alone: one statement
-            with self._scanning(where_document) as store, store.read():
-                rows = store.fetch(col.coll, ids, where, where_document, limit, offset, columns)
+            with self._scanning(cond) as store, store.read():
+                rows = store.fetch(col.coll, ids, cond, limit, offset, columns)
         return get_result(rows, columns, include, col.dimension)
 
-    def _scanning(
-        self, where_document: WhereDocument | None
-    ) -> contextlib.AbstractContextManager[Store]:
+    def _scanning(self, cond: Node | None) -> contextlib.AbstractContextManager[Store]:
         """The store to read a filter's matches from. A regex reads every document: on
         disk it does so on a connection of its own, leaving the store's lock to other
         calls meanwhile (RE2 releases the GIL while it matches). Inside a transaction
         of the store's, the read belongs to that snapshot."""
-        if (
-            self.store.path is not None
-            and not self.store.in_transaction
-            and uses_regex(condition_tree(None, where_document))
-        ):
+        if self.store.path is not None and not self.store.in_transaction and uses_regex(cond):
             return self.store.reader()
         return contextlib.nullcontext(self.store)
 
@@ -142,7 +134,8 @@ class Reads:
         where_document: WhereDocument | None,
         include: list[str],
     ) -> QueryResult:
-        rest = (query_embeddings, n_results, ids, where, where_document, include)
+        cond = condition_tree(where, where_document)  # the filter, read once
+        rest = (query_embeddings, n_results, ids, cond, include)
         if self._cold(collection_id, len(query_embeddings), n_results):
             # On a connection of its own: a load under way holds the store's lock.
             with self.store.reader() as store, store.read():
@@ -172,8 +165,7 @@ class Reads:
         query_embeddings: np.ndarray,
         n_results: int,
         ids: list[str] | None,
-        where: Where | None,
-        where_document: WhereDocument | None,
+        cond: Node | None,
         include: list[str],
         *,
         whole: bool,
@@ -189,12 +181,10 @@ class Reads:
         if index is None or len(index) == 0:
             labels = [np.empty(0, np.int64)] * nq
             dists = [np.empty(0, np.float32)] * nq
-        elif ids is None and not where and not where_document:
+        elif ids is None and cond is None:
             labels, dists = self._knn_all(col, index, query_embeddings, n_results)
         else:
-            labels, dists = self._filtered(
-                col, index, query_embeddings, n_results, ids, where, where_document
-            )
+            labels, dists = self._filtered(col, index, query_embeddings, n_results, ids, cond)
         return self._query_result(labels, dists, include, col, whole=whole)
 
     def _cold(self, collection_id: str, nq: int, n_results: int) -> bool:
@@ -215,8 +205,7 @@ class Reads:
         query_embeddings: np.ndarray,
         n_results: int,
         ids: list[str] | None,
-        where: Where | None,
-        where_document: WhereDocument | None,
+        cond: Node | None,
         include: list[str],
     ) -> QueryResult:
         """Exact search over SQLite's vectors, read in ``store``'s one transaction: the
@@ -235,10 +224,10 @@ class Reads:
         if ids is not None:
             self._check_ids_exist(col, ids, store)
         cand = None
-        if ids is not None or where or where_document:
-            cand = store.candidate_seqs(col.coll, ids, where, where_document, None)
+        if ids is not None or cond is not None:
+            cand = store.candidate_seqs(col.coll, ids, cond, None)
             if cand is None:  # a filter of negations alone: one statement
-                cand = store.matching_seqs(col.coll, ids, where, where_document)
+                cand = store.matching_seqs(col.coll, ids, cond)
         chunks = store.vector_chunks(col.coll, dim, cand)
         labels, dists = scan_knn(col.space, query_embeddings, n_results, chunks)
         result = self._query_result(labels, dists, include, col, whole=False, store=store)
@@ -252,23 +241,22 @@ class Reads:
         q: np.ndarray,
         k: int,
         ids: list[str] | None,
-        where: Where | None,
-        where_document: WhereDocument | None,
+        cond: Node | None,
     ) -> tuple[list[np.ndarray], list[np.ndarray]]:
         ef_search = int(col.configuration["hnsw"]["ef_search"])
-        share = self._sampled_share(col, index, ids, where, where_document)
+        share = self._sampled_share(col, index, ids, cond)
         if share is not None and dense(share):
             fetch = postfilter_fetch(round(share * len(index)), len(index), k, ef_search)
             if fetch is not None:
                 found = index.knn_postfilter(
                     q,
                     k,
-                    lambda seqs: self._matching_among(seqs, where, where_document),
+                    lambda seqs: self._matching_among(seqs, cond),
                     fetch,
                     postfilter_beam(fetch, ef_search),
                 )
-                return self._answer_rest(col, index, q, k, found, ids, where, where_document)
-        matches = self._candidates(col, index, ids, where, where_document)
+                return self._answer_rest(col, index, q, k, found, ids, cond)
+        matches = self._candidates(col, index, ids, cond)
         return self._knn_matches(col, index, q, k, matches)
 
     def _knn_all(
@@ -315,8 +303,7 @@ class Reads:
         k: int,
         found: list[tuple[np.ndarray, np.ndarray] | None],
         ids: list[str] | None,
-        where: Where | None,
-        where_document: WhereDocument | None,
+        cond: Node | None,
     ) -> tuple[list[np.ndarray], list[np.ndarray]]:
         """The post-filtered answers, and for the queries that came up short (too few
         matches among their neighbours) those of the plan over every match."""
@@ -324,7 +311,7 @@ class Reads:
         dists = [f[1] if f is not None else np.empty(0, np.float32) for f in found]
         rest = [i for i, f in enumerate(found) if f is None]
         if rest:
-            matches = self._candidates(col, index, ids, where, where_document)
+            matches = self._candidates(col, index, ids, cond)
             matches.tries += len(found)  # what was learnt counts for the next queries
             matches.misses += len(rest)
             more = self._exact_or_callback(col, index, q[rest], k, matches)
@@ -337,24 +324,21 @@ class Reads:
         col: CollectionRow,
         index: VectorIndex,
         ids: list[str] | None,
-        where: Where | None,
-        where_document: WhereDocument | None,
+        cond: Node | None,
     ) -> float | None:
         """See FilterMemory.sampled_share; None for a list of ids (cheap to list)."""
         if ids is not None:
             return None
         return self.filters.sampled_share(
-            filter_key(col.id, index.lsn, ids, where, where_document),
+            filter_key(col.id, index.lsn, ids, cond),
             index.universe,
             len(index),
-            lambda seqs: self._matching_among(seqs, where, where_document),
+            lambda seqs: self._matching_among(seqs, cond),
         )
 
-    def _matching_among(
-        self, seqs: np.ndarray, where: Where | None, where_document: WhereDocument | None
-    ) -> np.ndarray:
-        with self._scanning(where_document) as store, store.read():
-            return store.matching_among(seqs, where, where_document)
+    def _matching_among(self, seqs: np.ndarray, cond: Node | None) -> np.ndarray:
+        with self._scanning(cond) as store, store.read():
+            return store.matching_among(seqs, cond)
 
     def _exact_or_callback(
         self, col: CollectionRow, index: VectorIndex, q: np.ndarray, k: int, matches: Matches
@@ -389,8 +373,7 @@ class Reads:
         col: CollectionRow,
         index: VectorIndex,
         ids: list[str] | None,
-        where: Where | None,
-        where_document: WhereDocument | None,
+        cond: Node | None,
     ) -> Matches:
         """Matching seqs, from the cache when this filter ran on this version before.
 
@@ -398,10 +381,10 @@ class Reads:
         """
 
         def compute() -> np.ndarray:
-            with self._scanning(where_document) as store, store.read():
-                return store.candidate_seqs(col.coll, ids, where, where_document, index.universe())
+            with self._scanning(cond) as store, store.read():
+                return store.candidate_seqs(col.coll, ids, cond, index.universe())
 
-        key = filter_key(col.id, index.lsn, ids, where, where_document)
+        key = filter_key(col.id, index.lsn, ids, cond)
         return self._cached_matches(col, index, key[2], compute)
 
     def _cached_matches(

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import orjson
 
+from .._conditions import condition_tree
 from .._index import scan_knn
 from . import engine
 from .plan import FilterNode, parse
@@ -51,7 +52,10 @@ class _Lookup:
     __slots__ = ("_listed", "args", "col", "index", "reads")
 
     def __init__(self, reads: Reads, col: CollectionRow, index: VectorIndex, args: tuple) -> None:
-        self.reads, self.col, self.index, self.args = reads, col, index, args
+        ids, where, where_document = args
+        # (ids, condition tree): the arguments query's own planning takes.
+        self.args = (ids, condition_tree(where, where_document))
+        self.reads, self.col, self.index = reads, col, index
         self._listed: Any = None
 
     @property
@@ -79,7 +83,8 @@ class SqlSource:
         return len(self.universe())
 
     def lookup(self, ids: Any, where: Any, where_document: Any) -> np.ndarray:
-        return self.store.candidate_seqs(self.col.coll, ids, where, where_document, self.universe())
+        cond = condition_tree(where, where_document)
+        return self.store.candidate_seqs(self.col.coll, ids, cond, self.universe())
 
     def matches(self, node: FilterNode) -> Any:
         return _Seqs(engine.filter_seqs(node, self))

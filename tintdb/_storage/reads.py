@@ -11,7 +11,7 @@ from typing import Any, overload
 
 import numpy as np
 
-from .._conditions import condition_tree
+from .._conditions import Node
 from .._filter_sets import evaluate_sets, sorted_unique
 from .._filter_sql import compile_record_test, compile_sql
 from .blocks import block_parts, vectors_by_slot
@@ -147,17 +147,15 @@ class RecordReads:
         self,
         coll: int,
         ids: Sequence[str] | None,
-        where: dict[str, Any] | None,
-        where_document: dict[str, Any] | None,
+        cond: Node | None,
     ) -> tuple[str, list[Any]]:
         clauses, params = ["r.coll = ?"], [coll]
         if ids is not None:
             listed, listed_params = id_list(ids)
             clauses.append(f"r.id IN ({listed})")
             params.extend(listed_params)
-        tree = condition_tree(where, where_document)
-        if tree is not None:
-            sql, p = compile_sql(tree, coll)
+        if cond is not None:
+            sql, p = compile_sql(cond, coll)
             clauses.append(sql)
             params.extend(p)
         return " AND ".join(clauses), params
@@ -166,14 +164,13 @@ class RecordReads:
         self,
         coll: int,
         ids: Sequence[str] | None,
-        where: dict[str, Any] | None,
-        where_document: dict[str, Any] | None,
+        cond: Node | None,
         limit: int | None = None,
         offset: int | None = None,
     ) -> np.ndarray:
-        cond, params = self.filter_sql(coll, ids, where, where_document)
+        test, params = self.filter_sql(coll, ids, cond)
         rows = self._conn.execute(
-            f"SELECT r.seq FROM records r WHERE {cond} ORDER BY {_order(ids)} LIMIT ? OFFSET ?",
+            f"SELECT r.seq FROM records r WHERE {test} ORDER BY {_order(ids)} LIMIT ? OFFSET ?",
             (*params, -1 if limit is None else limit, offset or 0),
         ).fetchall()
         return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
@@ -194,8 +191,7 @@ class RecordReads:
         self,
         coll: int,
         ids: Sequence[str] | None,
-        where: dict[str, Any] | None,
-        where_document: dict[str, Any] | None,
+        cond: Node | None,
         universe: np.ndarray,
     ) -> np.ndarray: ...
     @overload
@@ -203,16 +199,14 @@ class RecordReads:
         self,
         coll: int,
         ids: Sequence[str] | None,
-        where: dict[str, Any] | None,
-        where_document: dict[str, Any] | None,
+        cond: Node | None,
         universe: None,
     ) -> np.ndarray | None: ...
     def candidate_seqs(
         self,
         coll: int,
         ids: Sequence[str] | None,
-        where: dict[str, Any] | None,
-        where_document: dict[str, Any] | None,
+        cond: Node | None,
         universe: np.ndarray | None,
     ) -> np.ndarray | None:
         """Sorted seqs matching every filter (see _filter_sets.evaluate_sets).
@@ -232,8 +226,7 @@ class RecordReads:
                     [coll, *params],
                 )
             )
-        tree = condition_tree(where, where_document)
-        found = evaluate_sets(tree, coll, self.seq_array, within)
+        found = evaluate_sets(cond, coll, self.seq_array, within)
         if found is None:
             return universe
         seqs, negated = found
@@ -244,19 +237,18 @@ class RecordReads:
     def matching_among(
         self,
         seqs: np.ndarray,
-        where: dict[str, Any] | None,
-        where_document: dict[str, Any] | None,
+        cond: Node | None,
     ) -> np.ndarray:
         """The sorted seqs among ``seqs`` that match, tested record by record: for a few
         hundred records (a sample, a search's neighbours), whatever the filter matches
         in all."""
         if len(seqs) == 0:
             return np.empty(0, dtype=np.int64)
-        cond, params = compile_record_test(condition_tree(where, where_document))
+        test, params = compile_record_test(cond)
         return np.sort(
             self.seq_array(
                 f"SELECT r.seq AS seq FROM records r WHERE r.seq IN "
-                f"(SELECT value FROM json_each(?)) AND {cond}",
+                f"(SELECT value FROM json_each(?)) AND {test}",
                 [json_ints(seqs), *params],
             )
         )
@@ -264,18 +256,17 @@ class RecordReads:
     def fetch_walk(
         self,
         coll: int,
-        where: dict[str, Any] | None,
-        where_document: dict[str, Any] | None,
+        cond: Node | None,
         limit: int,
         offset: int | None,
         columns: Sequence[str],
     ) -> list[tuple[Any, ...]]:
         """A page of a filter that matches many records: walk them in storage order,
         testing each, until the page is full (about (offset + limit) / share records)."""
-        cond, params = compile_record_test(condition_tree(where, where_document))
+        test, params = compile_record_test(cond)
         rows = self._conn.execute(
             f"SELECT r.seq, r.id{_select_columns(columns)} FROM records r "
-            f"WHERE r.coll = ? AND {cond} ORDER BY r.seq LIMIT ? OFFSET ?",
+            f"WHERE r.coll = ? AND {test} ORDER BY r.seq LIMIT ? OFFSET ?",
             (coll, *params, limit, offset or 0),
         ).fetchall()
         return self._with_vectors(coll, rows, columns)
@@ -284,16 +275,15 @@ class RecordReads:
         self,
         coll: int,
         ids: Sequence[str] | None,
-        where: dict[str, Any] | None,
-        where_document: dict[str, Any] | None,
+        cond: Node | None,
         limit: int | None,
         offset: int | None,
         columns: Sequence[str],
     ) -> list[tuple[Any, ...]]:
         """Rows (seq, id, *columns) matching the filters, in storage order."""
-        cond, params = self.filter_sql(coll, ids, where, where_document)
+        test, params = self.filter_sql(coll, ids, cond)
         rows = self._conn.execute(
-            f"SELECT r.seq, r.id{_select_columns(columns)} FROM records r WHERE {cond} "
+            f"SELECT r.seq, r.id{_select_columns(columns)} FROM records r WHERE {test} "
             f"ORDER BY {_order(ids)} LIMIT ? OFFSET ?",
             (*params, -1 if limit is None else limit, offset or 0),
         ).fetchall()
