@@ -4,6 +4,12 @@ It keeps one rule: SQLite is the truth and every index is caught up with the cha
 log before it answers (``IndexKeeper.current``). Writes commit to SQLite first and only
 then touch the in-memory index, so a crash between the two loses nothing: the next
 ``current`` (in this process, another one, or after a restart) replays the log.
+
+A little over 500 lines because it is every Backend method of the embedded engine, each
+write's rules (dimension, ids taken, metadata merge, early indexing) beside the one
+``_write`` they go through; reads live in ``reads``, indexes in ``indexes``, plans in
+``planner``. What would split off next: the catalog methods (tenants, databases,
+collections, fork), which only pass through to the store's ``Tx``.
 """
 
 from __future__ import annotations
