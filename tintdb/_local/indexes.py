@@ -32,7 +32,8 @@ log = logging.getLogger("tintdb")
 # close() snapshots an index only if more than 1/CLOSE_REPLAY_SHARE of its records
 # changed since its last snapshot; fewer are replayed from the log by the next open, on
 # the load behind its first query (a snapshot costs several microseconds a record, a
-# replayed change a fraction of a millisecond: see docs/design.md).
+# replayed change a fraction of a millisecond: see docs/internals.md, "Vectors,
+# snapshots and the log").
 CLOSE_REPLAY_SHARE = 50
 # A worn graph rebuilt behind the writes is filled this many records at a time, so that
 # closing the store never waits long for it. One of at most REBUILD_NOW_BELOW live

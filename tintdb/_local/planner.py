@@ -48,7 +48,8 @@ POSTFILTER_TRIES = 2
 # (if that takes at most WALK_MAX records), instead of listing every match.
 # A filter that comes again on the same version is listed (and cached) instead, the
 # list then answering its later queries without SQL, unless its sample put it above
-# LIST_MAX matches. (The costs behind these lines: docs/design.md, "A query".)
+# LIST_MAX matches. (The costs behind these lines: docs/internals.md, "Queries: the
+# cold scan and the filtered plans".)
 SAMPLE_SIZE = 128
 LIST_MAX = 50_000
 SAMPLE_ABOVE = 4096
