@@ -171,8 +171,17 @@ class IndexKeeper:
             index.ensure_mirror(self.loader(col))
         return index.exact(q, k, cand)
 
-    def current(self, col: CollectionRow) -> VectorIndex | None:
-        """The collection's index, caught up with every committed change (None if empty)."""
+    def current(self, col: CollectionRow, *, row_is_fresh: bool = False) -> VectorIndex | None:
+        """The collection's index, caught up with every committed change (None if empty).
+
+        ``row_is_fresh``: ``col`` was read from SQLite by this very call, so its
+        ``last_lsn`` is the store's as of that read; an index at that lsn is current
+        without reading the lsn again (the common case of a query: no transaction).
+        """
+        if row_is_fresh:
+            index = self.indexes.get(col.id)
+            if index is not None and index.lsn == col.last_lsn:
+                return index
         # One read transaction: the log floor and the ops replayed come from one snapshot,
         # so another process pruning the log in between cannot hide changes.
         with self.store.lock, self.store.read():

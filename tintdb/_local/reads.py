@@ -65,7 +65,11 @@ class Reads:
         filtered = cond is not None
         paged = ids is None and (limit is not None or bool(offset))
         # Without an index in memory, SQLite answers alone: no load for a get.
-        index = self.keeper.current(col) if (filtered or paged) and col.id in self.keeper else None
+        index = (
+            self.keeper.current(col, row_is_fresh=True)
+            if (filtered or paged) and col.id in self.keeper
+            else None
+        )
         rows = None
         if index is not None:
             # The same (cached) candidate set a filtered query uses, or for a page of
@@ -173,7 +177,8 @@ class Reads:
         """One search and the read of its records; None if ``whole`` and one of them was
         gone by the time it was read."""
         nq = len(query_embeddings)
-        index = self.keeper.current(col)
+        # A retry (not whole) must catch up inside its snapshot: no fast path for it.
+        index = self.keeper.current(col, row_is_fresh=whole)
         labels: list[np.ndarray]
         dists: list[np.ndarray]
         if ids is not None:
@@ -410,7 +415,9 @@ class Reads:
         columns = columns_for(include)
         wanted = sorted({int(s) for row in labels for s in row.tolist()})
         store = store or self.store
-        with store.read():
+        # Without embeddings the read back is one statement, a snapshot of its own; with
+        # them, the vectors must come from the same snapshot as the records.
+        with store.read() if "embedding" in columns else store.lock:
             rows = store.fetch_seqs(col.coll, wanted, columns) if wanted else {}
         if whole and len(rows) < len(wanted):
             return None
