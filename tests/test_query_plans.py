@@ -188,6 +188,29 @@ def test_small_collections_are_searched_exactly(tmp_path: Path) -> None:
         assert row == [str(i) for i in np.argsort(d, kind="stable")[:5]]
 
 
+def _failing_log_watching_early(
+    monkeypatch: pytest.MonkeyPatch,
+) -> tuple[dict[str, int], list[Any]]:
+    """Make every write fail at its change-log row (after the early graph insertion has
+    started) and record what IndexKeeper.index_early returned: (calls to the log, the
+    early insertions)."""
+    calls = {"n": 0}
+    early: list[Any] = []
+    real_early = IndexKeeper.index_early
+
+    def failing_log(self: Tx, *args: Any) -> int:
+        calls["n"] += 1
+        raise OSError("disk full (injected)")
+
+    def spy_early(self: Any, *args: Any) -> Any:
+        early.append(real_early(self, *args))
+        return early[-1]
+
+    monkeypatch.setattr(Tx, "log", failing_log)
+    monkeypatch.setattr(IndexKeeper, "index_early", spy_early)
+    return calls, early
+
+
 def test_failed_add_after_early_indexing_leaves_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -199,22 +222,8 @@ def test_failed_add_after_early_indexing_leaves_nothing(
     with tintdb.PersistentClient(path=str(tmp_path)) as client:
         col = client.create_collection("early", embedding_function=None)
         col.add(ids=[f"a{i}" for i in range(3000)], embeddings=first)
-        calls = {"n": 0}
         real_log = Tx.log
-
-        def failing_log(self: Tx, *args: Any) -> int:
-            calls["n"] += 1
-            raise OSError("disk full (injected)")
-
-        monkeypatch.setattr(Tx, "log", failing_log)
-        early = []
-        real_early = IndexKeeper.index_early
-
-        def spy_early(self: Any, *args: Any) -> Any:
-            early.append(real_early(self, *args))
-            return early[-1]
-
-        monkeypatch.setattr(IndexKeeper, "index_early", spy_early)
+        calls, early = _failing_log_watching_early(monkeypatch)
         with pytest.raises(OSError, match="injected"):
             col.add(ids=[f"b{i}" for i in range(500)], embeddings=refused)
         assert calls["n"] == 1
@@ -246,21 +255,10 @@ def test_failed_update_after_early_indexing_leaves_the_old_vectors(
     with tintdb.PersistentClient(path=str(tmp_path)) as client:
         col = client.create_collection("early", embedding_function=None)
         col.add(ids=ids, embeddings=first)
-
-        def failing_log(self: Tx, *args: Any) -> int:
-            raise OSError("disk full (injected)")
-
-        monkeypatch.setattr(Tx, "log", failing_log)
-        early: list[Any] = []
-        real_early = IndexKeeper.index_early
-
-        def spy_early(self: Any, *args: Any) -> Any:
-            early.append(real_early(self, *args))
-            return early[-1]
-
-        monkeypatch.setattr(IndexKeeper, "index_early", spy_early)
+        calls, early = _failing_log_watching_early(monkeypatch)
         with pytest.raises(OSError, match="injected"):
             getattr(col, verb)(ids=ids[:500], embeddings=moved)
+        assert calls["n"] == 1
         assert early and early[0] is not None  # the graph had started taking them
         monkeypatch.undo()
         got = col.query(query_embeddings=first[:3], n_results=1)["ids"]
