@@ -69,19 +69,25 @@ def _last_lsn(conn: sqlite3.Connection) -> int:
     return int(row[0]) if row else 0
 
 
+def _copy_file_database(source: sqlite3.Connection, target: Path) -> tuple[int, float]:
+    """``_copy_database`` from a connection of the backup's own, in its own read
+    transaction (the snapshots are copied after it ends)."""
+    source.execute("BEGIN")
+    try:
+        return _copy_database(source, target)
+    finally:
+        source.execute("COMMIT")
+
+
 def _copy_database(source: sqlite3.Connection, target: Path) -> tuple[int, float]:
-    """Copy ``source`` into a new file ``target`` in one read transaction; returns the
-    start point's lsn and when it began."""
+    """Copy ``source``, inside a read transaction the caller holds open, into a new
+    file ``target``; returns the start point's lsn and when it began."""
     out = sqlite3.connect(str(target))
     try:
-        source.execute("BEGIN")
-        try:
-            # The read transaction starts at the first read: this one.
-            lsn = _last_lsn(source)
-            started = time.time()
-            source.backup(out, pages=-1)  # every page in one step, inside that transaction
-        finally:
-            source.execute("COMMIT")
+        # The read transaction starts at its first read: this one.
+        lsn = _last_lsn(source)
+        started = time.time()
+        source.backup(out, pages=-1)  # every page in one step, inside that transaction
         if _last_lsn(out) != lsn:
             raise InvalidArgumentError("the backup does not match its start point")  # never seen
         out.execute("PRAGMA journal_mode = WAL").fetchall()
@@ -142,7 +148,9 @@ def backup_store(source: Path, dest: Path) -> BackupInfo:
     conn = sqlite3.connect(str(db), timeout=60.0)
     try:
         conn.execute("PRAGMA busy_timeout = 60000")
-        return _finish(dest, began, lambda tmp: _copy_database(conn, tmp / DB_FILENAME), source)
+        return _finish(
+            dest, began, lambda tmp: _copy_file_database(conn, tmp / DB_FILENAME), source
+        )
     finally:
         conn.close()
 
@@ -168,10 +176,8 @@ def backup_backend(backend: Any, dest: Path) -> BackupInfo:
     began = time.monotonic()
     dest = Path(dest).expanduser()
     _empty_target(dest)
-    with store.lock:
-        return _finish(
-            dest, began, lambda tmp: _copy_database(store._conn, tmp / DB_FILENAME), None
-        )
+    with store.read() as conn:  # holds the store's lock: this process's writes wait
+        return _finish(dest, began, lambda tmp: _copy_database(conn, tmp / DB_FILENAME), None)
 
 
 def _finish(dest: Path, began: float, copy_db: Any, source: Path | None) -> BackupInfo:
