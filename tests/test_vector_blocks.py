@@ -427,3 +427,37 @@ def test_rows_change_only_through_the_write_that_yields_them(tmp_path: Path) -> 
         assert store.count(col.coll) == 1
     finally:
         store.close()
+
+
+def test_a_new_file_has_small_pages_and_an_older_file_keeps_its_own(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """New files get PAGE_SIZE pages (a scattered write dirties a page per record and
+    index, each synced through the WAL); a file made with 16 KiB pages, as tintdb made
+    them before, keeps them and reads and writes the same records."""
+    from tintdb._storage import store as storage_store
+
+    rng = np.random.default_rng(4)
+    vecs = rng.random((300, 384), dtype=np.float32)
+    for name, made_with in (("new", storage_store.PAGE_SIZE), ("old", 16384)):
+        path = tmp_path / name
+        monkeypatch.setattr(storage_store, "PAGE_SIZE", made_with)
+        with tintdb.PersistentClient(path=str(path)) as client:
+            col = client.create_collection("pages", embedding_function=None)
+            col.add(ids=[str(i) for i in range(200)], embeddings=vecs[:200])
+        monkeypatch.undo()
+        with tintdb.PersistentClient(path=str(path)) as client:
+            col = client.get_collection("pages")
+            col.add(ids=[str(i) for i in range(200, 300)], embeddings=vecs[200:])
+            col.delete(ids=[str(i) for i in range(0, 300, 3)])
+            col.update(ids=["1", "299"], embeddings=vecs[:2])
+            got = col.get(include=["embeddings"])
+        conn = sqlite3.connect(path / "tintdb.sqlite3")
+        assert conn.execute("PRAGMA page_size").fetchone()[0] == made_with
+        conn.close()
+        want = {str(i): vecs[i] for i in range(300) if i % 3}
+        want["1"], want["299"] = vecs[0], vecs[1]
+        assert sorted(got["ids"]) == sorted(want)
+        for i, e in zip(got["ids"], got["embeddings"], strict=True):
+            assert np.array_equal(e, want[i])
+    assert storage_store.PAGE_SIZE == 4096
