@@ -149,6 +149,53 @@ def test_snapshot_keeps_links_only_and_reopens_exactly(tmp_path: Path) -> None:
         np.testing.assert_array_equal(got["embeddings"], vecs[1:3])
 
 
+@pytest.mark.usefixtures("graph_search_for_every_size")
+def test_snapshot_links_are_deflated_and_an_uncompressed_one_still_loads(
+    tmp_path: Path,
+) -> None:
+    """graph.npz deflates the links (neighbour numbers: about a third of their size)
+    and stores the deleted nodes' vectors as they are (floats barely shrink); a graph
+    written entirely uncompressed, as tintdb wrote it before, loads to the same graph."""
+    import zipfile
+
+    rng = np.random.default_rng(8)
+    vecs = rng.normal(size=(3000, 32)).astype(np.float32)
+    ids = [f"r{i}" for i in range(len(vecs))]
+    q = rng.normal(size=(20, 32)).astype(np.float32)
+    with tintdb.PersistentClient(path=str(tmp_path)) as client:
+        col = client.create_collection("links", embedding_function=None)
+        col.add(ids=ids, embeddings=vecs)
+        col.delete(ids=ids[::5])
+        before = col.query(query_embeddings=q, n_results=10)
+    graph = next(tmp_path.glob("index/*/v*/graph.npz"))
+    with zipfile.ZipFile(graph) as zf:
+        kinds = {i.filename: i for i in zf.infolist()}
+    assert sorted(kinds) == ["dead.npy", "dead_vectors.npy", "links.npy", "tail.npy"]
+    assert kinds["links.npy"].compress_type == zipfile.ZIP_DEFLATED
+    assert kinds["links.npy"].compress_size < kinds["links.npy"].file_size / 2
+    assert kinds["dead_vectors.npy"].compress_type == zipfile.ZIP_STORED
+    with np.load(graph) as arrays:
+        parts = {name: arrays[name] for name in arrays.files}
+    assert len(parts["dead"]) == len(ids[::5])
+    held = []
+    for stored in (False, True):
+        if stored:
+            with graph.open("wb") as f:
+                np.savez(f, **parts)
+        with tintdb.PersistentClient(path=str(tmp_path)) as client:
+            col = client.get_collection("links")
+            col.query(query_embeddings=q[:1], n_results=10)  # the graph loads behind it
+            col._backend.keeper.wait_jobs()
+            got = col.query(query_embeddings=q, n_results=10)
+            index = col._backend.keeper.indexes[str(col.id)]
+            # The deleted nodes are there: loaded from the snapshot, not rebuilt.
+            assert index._hnsw.get_current_count() == len(vecs)
+            held.append(np.asarray(index._full_vectors(index.universe()), dtype=np.float32))
+        assert got["ids"] == before["ids"]
+        np.testing.assert_allclose(got["distances"], before["distances"], rtol=1e-6)
+    np.testing.assert_array_equal(held[0], held[1])
+
+
 @pytest.mark.parametrize("space", ["l2", "cosine", "ip"])
 @pytest.mark.parametrize("deletes", [0, 1, 40])
 def test_state_read_from_hnswlib_file_equals_getstate(
