@@ -83,3 +83,17 @@ def test_block_runs_cut_sorted_seqs_at_block_edges() -> None:
     seqs = np.array([0, 1, 63, 64, 65, 200, 1000], dtype=np.int64)
     assert vb.block_runs(seqs) == [(0, 0, 3), (1, 3, 5), (3, 5, 6), (15, 6, 7)]
     assert vb.block_runs(np.empty(0, np.int64)) == []
+
+
+@given(present=slot_sets, dead=slot_sets, gone=slot_sets)
+def test_a_slot_marked_dead_is_neither_dropped_again_nor_live(
+    present: set[int], dead: set[int], gone: set[int]
+) -> None:
+    block = _block({s: np.full(DIM, s, np.float32) for s in present})
+    if block is None:
+        return
+    marked = bytes(vb.DEAD if s in dead else s for s in block[0])
+    drop, live = vb.dropped(marked, np.array(sorted(gone), np.uint8))
+    have = list(block[0])
+    assert [have[i] for i in np.flatnonzero(drop)] == sorted((present - dead) & gone)
+    assert [have[i] for i in np.flatnonzero(live)] == sorted(present - dead - gone)

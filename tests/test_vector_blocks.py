@@ -149,6 +149,53 @@ def test_snapshot_keeps_links_only_and_reopens_exactly(tmp_path: Path) -> None:
         np.testing.assert_array_equal(got["embeddings"], vecs[1:3])
 
 
+@pytest.mark.usefixtures("graph_search_for_every_size")
+def test_snapshot_links_are_deflated_and_an_uncompressed_one_still_loads(
+    tmp_path: Path,
+) -> None:
+    """graph.npz deflates the links (neighbour numbers: about a third of their size)
+    and stores the deleted nodes' vectors as they are (floats barely shrink); a graph
+    written entirely uncompressed, as tintdb wrote it before, loads to the same graph."""
+    import zipfile
+
+    rng = np.random.default_rng(8)
+    vecs = rng.normal(size=(3000, 32)).astype(np.float32)
+    ids = [f"r{i}" for i in range(len(vecs))]
+    q = rng.normal(size=(20, 32)).astype(np.float32)
+    with tintdb.PersistentClient(path=str(tmp_path)) as client:
+        col = client.create_collection("links", embedding_function=None)
+        col.add(ids=ids, embeddings=vecs)
+        col.delete(ids=ids[::5])
+        before = col.query(query_embeddings=q, n_results=10)
+    graph = next(tmp_path.glob("index/*/v*/graph.npz"))
+    with zipfile.ZipFile(graph) as zf:
+        kinds = {i.filename: i for i in zf.infolist()}
+    assert sorted(kinds) == ["dead.npy", "dead_vectors.npy", "links.npy", "tail.npy"]
+    assert kinds["links.npy"].compress_type == zipfile.ZIP_DEFLATED
+    assert kinds["links.npy"].compress_size < kinds["links.npy"].file_size / 2
+    assert kinds["dead_vectors.npy"].compress_type == zipfile.ZIP_STORED
+    with np.load(graph) as arrays:
+        parts = {name: arrays[name] for name in arrays.files}
+    assert len(parts["dead"]) == len(ids[::5])
+    held = []
+    for stored in (False, True):
+        if stored:
+            with graph.open("wb") as f:
+                np.savez(f, **parts)
+        with tintdb.PersistentClient(path=str(tmp_path)) as client:
+            col = client.get_collection("links")
+            col.query(query_embeddings=q[:1], n_results=10)  # the graph loads behind it
+            col._backend.keeper.wait_jobs()
+            got = col.query(query_embeddings=q, n_results=10)
+            index = col._backend.keeper.indexes[str(col.id)]
+            # The deleted nodes are there: loaded from the snapshot, not rebuilt.
+            assert index._hnsw.get_current_count() == len(vecs)
+            held.append(np.asarray(index._full_vectors(index.universe()), dtype=np.float32))
+        assert got["ids"] == before["ids"]
+        np.testing.assert_allclose(got["distances"], before["distances"], rtol=1e-6)
+    np.testing.assert_array_equal(held[0], held[1])
+
+
 @pytest.mark.parametrize("space", ["l2", "cosine", "ip"])
 @pytest.mark.parametrize("deletes", [0, 1, 40])
 def test_state_read_from_hnswlib_file_equals_getstate(
@@ -427,3 +474,37 @@ def test_rows_change_only_through_the_write_that_yields_them(tmp_path: Path) -> 
         assert store.count(col.coll) == 1
     finally:
         store.close()
+
+
+def test_a_new_file_has_small_pages_and_an_older_file_keeps_its_own(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """New files get PAGE_SIZE pages (a scattered write dirties a page per record and
+    index, each synced through the WAL); a file made with 16 KiB pages, as tintdb made
+    them before, keeps them and reads and writes the same records."""
+    from tintdb._storage import store as storage_store
+
+    rng = np.random.default_rng(4)
+    vecs = rng.random((300, 384), dtype=np.float32)
+    for name, made_with in (("new", storage_store.PAGE_SIZE), ("old", 16384)):
+        path = tmp_path / name
+        monkeypatch.setattr(storage_store, "PAGE_SIZE", made_with)
+        with tintdb.PersistentClient(path=str(path)) as client:
+            col = client.create_collection("pages", embedding_function=None)
+            col.add(ids=[str(i) for i in range(200)], embeddings=vecs[:200])
+        monkeypatch.undo()
+        with tintdb.PersistentClient(path=str(path)) as client:
+            col = client.get_collection("pages")
+            col.add(ids=[str(i) for i in range(200, 300)], embeddings=vecs[200:])
+            col.delete(ids=[str(i) for i in range(0, 300, 3)])
+            col.update(ids=["1", "299"], embeddings=vecs[:2])
+            got = col.get(include=["embeddings"])
+        conn = sqlite3.connect(path / "tintdb.sqlite3")
+        assert conn.execute("PRAGMA page_size").fetchone()[0] == made_with
+        conn.close()
+        want = {str(i): vecs[i] for i in range(300) if i % 3}
+        want["1"], want["299"] = vecs[0], vecs[1]
+        assert sorted(got["ids"]) == sorted(want)
+        for i, e in zip(got["ids"], got["embeddings"], strict=True):
+            assert np.array_equal(e, want[i])
+    assert storage_store.PAGE_SIZE == 4096

@@ -59,6 +59,7 @@ from ._snapshot import (
     remove_abandoned,
     snapshot_format,
     state_from_file,
+    write_graph,
 )
 
 __all__ = [
@@ -504,14 +505,7 @@ class VectorIndex:
             seed=100,
             ef=int(self._hnsw.ef),
         )
-        with path.open("wb") as f:
-            np.savez(
-                f,
-                links=parts["links"],
-                tail=parts["tail"],
-                dead=parts["dead"],
-                dead_vectors=parts["dead_vectors"],
-            )
+        write_graph(path, parts)
         return state
 
     @classmethod

@@ -18,6 +18,7 @@ import shutil
 import struct
 import threading
 import uuid
+import zipfile
 import zlib
 from collections.abc import Callable, Generator
 from pathlib import Path
@@ -39,6 +40,7 @@ __all__ = [
     "hnsw_space",
     "load_graph",
     "state_from_file",
+    "write_graph",
 ]
 
 log = logging.getLogger("tintdb._index")
@@ -280,6 +282,26 @@ def fill_level0(
         near = level0[i, 4 : 4 + 4 * count].view(np.uint32)
         done = near[filled[near]]
         vecs[i] = vecs[done[0]] if len(done) else 0
+
+
+# The members of graph.npz compressed on writing (deflate at its fastest level): the
+# links are neighbour numbers, which shrink to about a third (16 MB of a 100k graph to
+# 5.6, in about 0.1 s). The vectors of deleted nodes are floats that deflate shrinks by
+# a few percent for several times that time, so they are stored as they are. np.load
+# reads either way, so files written before read the same.
+DEFLATED_MEMBERS = ("links", "tail", "dead")
+
+
+def write_graph(path: Path, parts: dict[str, np.ndarray]) -> None:
+    """Write ``parts`` (links, tail, dead, dead_vectors) as ``graph.npz``, the members in
+    DEFLATED_MEMBERS compressed."""
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED, allowZip64=True, compresslevel=1) as zf:
+        for name, array in parts.items():
+            member: str | zipfile.ZipInfo = f"{name}.npy"
+            if name not in DEFLATED_MEMBERS:
+                member = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            with zf.open(member, "w", force_zip64=True) as out:
+                np.lib.format.write_array(out, np.asarray(array), allow_pickle=False)
 
 
 def load_graph(

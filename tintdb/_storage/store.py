@@ -32,6 +32,9 @@ __all__ = ["WAL_CHECKPOINT_BYTES", "Store"]
 # line: that commit then also wrote and synced the whole file's changed pages.
 WAL_CHECKPOINT_BYTES = 32 << 20
 
+# The page size of a new file (see Store._open_schema).
+PAGE_SIZE = 4096
+
 # FULL (the default) syncs the WAL in every commit: a returned write survives a power
 # cut. TINTDB_SYNCHRONOUS=NORMAL leaves the sync to the next checkpoint: a returned
 # write still survives the process being killed, not the machine losing power, and
@@ -94,11 +97,14 @@ class Store(Catalog, RecordReads):
     def _open_schema(self) -> None:
         c = self._conn
         if self.path is not None:
-            # Both must precede the first table, page_size first (auto_vacuum fixes it):
-            # 16 KiB pages: a 384-dimension vector block spans 6 overflow pages, not 12
-            # (it reads back faster than with 8 KiB pages), and deletes hand pages back
-            # to the OS. Existing files keep their page size.
-            c.execute("PRAGMA page_size = 16384")
+            # Both must precede the first table, page_size first (auto_vacuum fixes it).
+            # 4 KiB pages: a write of scattered records dirties one page per record in
+            # each table and index it touches, and every dirty page goes through the
+            # WAL and its sync; with 16 KiB pages a delete of 100 records wrote 20 MB
+            # (docs/benchmarks.md). Reading vector blocks back costs a little more
+            # (24 overflow pages a block instead of 6). Deletes hand pages back to the
+            # OS. Existing files keep their page size.
+            c.execute(f"PRAGMA page_size = {PAGE_SIZE}")
             c.execute("PRAGMA auto_vacuum = INCREMENTAL")
             c.execute("PRAGMA journal_mode = WAL")
             c.execute(f"PRAGMA synchronous = {synchronous_mode()}")
