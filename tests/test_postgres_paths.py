@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
+import psycopg
 import pytest
 from _postgres import PostgresServer
 
@@ -57,6 +58,35 @@ def _data(n: int, dim: int = 8, seed: int = 0) -> np.ndarray:
 
 def _forget(client: tintdb.Client) -> None:
     client._live_backend()._known.clear()  # type: ignore[attr-defined]
+
+
+def test_the_search_statement_sets_ef_search_before_its_index_scan_and_only_for_itself(
+    fresh_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The remembered path sets ``hnsw.ef_search`` inside its one search statement. pgvector
+    returns at most ef_search rows from an index scan, so a 150-neighbour answer comes
+    whole from the short path only if the setting (150) held when the scan began, not
+    pgvector's default of 40 (then the window is short and the long way answers). The
+    setting must not outlive the statement on the pooled connection. (The database is
+    told not to read and sort: on so few records PostgreSQL would, rather than use the
+    index.)"""
+    monkeypatch.setattr(_planning, "EXACT_BELOW", 0)
+    with psycopg.connect(fresh_dsn, autocommit=True) as conn:
+        for plan in ("enable_seqscan", "enable_bitmapscan", "enable_sort"):
+            conn.execute(f"ALTER DATABASE {conn.info.dbname} SET {plan} = off")
+    with tintdb.PostgresClient(fresh_dsn, pool_size=1) as client:
+        data = _data(600)
+        col = client.create_collection("beam", embedding_function=None)
+        col.add(ids=[f"b{i}" for i in range(600)], embeddings=data)
+        col.query(query_embeddings=data[:1], n_results=150)  # the long way; remembered
+        tx = _Transactions(monkeypatch)
+        got = col.query(query_embeddings=data[1:2], n_results=150, include=["distances"])
+        assert tx.count == 0  # answered by the one statement, no window short
+        assert len(got["ids"][0]) == 150 and got["ids"][0][0] == "b1"
+        distances = got["distances"][0]  # type: ignore[index]
+        assert distances == sorted(distances)
+        with client._live_backend().pool.connection() as conn:  # type: ignore[attr-defined]
+            assert conn.execute("SHOW hnsw.ef_search").fetchone()[0] == "40"
 
 
 @pytest.mark.parametrize("graph", [False, True], ids=["exact", "index"])
