@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/bench_pg_query.py --postgres DSN --n 100000
     .venv/bin/python bench/bench_pg_query.py --postgres DSN --http    # + `tintdb run` nodes
+    .venv/bin/python bench/bench_pg_query.py --postgres DSN --chromadb # + chromadb embedded
     .venv/bin/python bench/bench_pg_query.py --postgres DSN --profile # where the time goes
 
 The matrix (bench_matrix.py) loads its collections anew each run, which on PostgreSQL
@@ -11,7 +12,8 @@ PostgreSQL builds its HNSW index once) and keeps them, so that a change to the q
 path can be measured again in a minute. Rows: unfiltered ``query(n_results=10)`` with the
 default include and with ``["distances"]``, one vector per call, p50/p90 and recall@10
 against exact search; with --http the same through chromadb's official ``HttpClient``
-(bench/.venv-chroma) to ``tintdb run --path`` and ``tintdb run --postgres``; the
+(bench/.venv-chroma) to ``tintdb run --path`` and ``tintdb run --postgres``; with
+--chromadb the same rows on chromadb embedded (loaded once too); the
 ``$regex`` row matching 10% (``^theme ``) and its recall; with --profile, the parts of
 one PostgreSQL query: a bare round trip, the search statement's ``EXPLAIN (ANALYZE,
 BUFFERS)`` at the collection's ef_search, and the client's own CPU.
@@ -124,14 +126,29 @@ def _serve(args: list[str]) -> tuple[subprocess.Popen[bytes], int]:
     raise RuntimeError("tintdb run did not answer")
 
 
-def http_worker(port: int, data: Path, calls: int) -> None:
-    """Run under chromadb's interpreter: the official HttpClient against one node."""
+def chroma_worker(port: int, data: Path, store: Path, calls: int) -> None:
+    """Run under chromadb's interpreter: the official HttpClient against one node, or
+    (port 0) chromadb itself, embedded, on a store of its own (loaded once, in batches
+    of its largest)."""
     import chromadb
 
     ds = wl.load(data)
     truth = json.loads((data / "truth.json").read_text())
-    client = chromadb.HttpClient(host="127.0.0.1", port=port)
-    col = client.get_collection("bench")
+    if port:
+        col = chromadb.HttpClient(host="127.0.0.1", port=port).get_collection("bench")
+    else:
+        client = chromadb.PersistentClient(path=str(store))
+        col = client.get_or_create_collection("bench", metadata={"hnsw:space": "l2"})
+        if col.count() != len(ds.ids):
+            most = client.get_max_batch_size()
+            for s in range(0, len(ds.ids), most):
+                part = slice(s, s + most)
+                col.add(
+                    ids=ds.ids[part],
+                    embeddings=ds.vectors[part],
+                    metadatas=ds.metadatas[part],
+                    documents=ds.documents[part],
+                )
     print(json.dumps(_rows(col, ds, truth, calls)))
 
 
@@ -192,6 +209,7 @@ def main() -> None:
     ap.add_argument("--calls", type=int, default=200)
     ap.add_argument("--store", default=str(Path(tempfile.gettempdir()) / "tintdb-bench-pgq"))
     ap.add_argument("--http", action="store_true")
+    ap.add_argument("--chromadb", action="store_true", help="the same rows on chromadb embedded")
     ap.add_argument("--profile", action="store_true")
     ap.add_argument("--chroma-python", default=str(CHROMA_PY), help="chromadb's interpreter")
     ap.add_argument("--only", choices=["embedded", "postgres"], default=None)
@@ -199,7 +217,7 @@ def main() -> None:
     args = ap.parse_args()
     data = Path(args.store) / f"data-{args.n}"
     if args.http_worker is not None:
-        http_worker(args.http_worker, data, args.calls)
+        chroma_worker(args.http_worker, data, Path(args.store) / f"chroma-{args.n}", args.calls)
         return
     import tintdb
 
@@ -221,6 +239,19 @@ def main() -> None:
             print(f"in-process {name:9} {row:34} {text}")
         client.close()
     print(f"load {os.getloadavg()}")
+    if args.chromadb:
+        worker = ["--postgres", args.postgres, "--n", str(args.n), "--store", args.store]
+        worker += ["--calls", str(args.calls), "--http-worker", "0"]
+        done = subprocess.run(
+            [args.chroma_python, __file__, *worker],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "ANONYMIZED_TELEMETRY": "False"},
+            check=True,
+        )
+        for row, text in json.loads(done.stdout.strip().splitlines()[-1]).items():
+            print(f"in-process chromadb  {row:34} {text}")
+        print(f"load {os.getloadavg()}")
     if args.http:
         nodes = {
             "embedded": ["--path", str(Path(args.store) / f"db-{args.n}")],

@@ -18,7 +18,7 @@ import pytest
 from _postgres import PostgresServer
 
 import tintdb
-from tintdb import _planning, _postgres, errors
+from tintdb import _planning, _postgres, _regex, errors
 
 
 @pytest.fixture
@@ -250,6 +250,7 @@ def test_ranges_and_document_filters_read_indexes_and_answer_as_before(fresh_dsn
             (None, {"$regex": "alpha(bet)?$"}, _matching("alpha(bet)?$", docs)),
             (None, {"$regex": "note [0-9]+ alpha"}, _matching("note [0-9]+ alpha", docs)),
             (None, {"$not_regex": "a\\x00alpha"}, set(range(n)) - {12}),
+            (None, {"$regex": "^note 3 alpha$"}, {3}),
         ]
         for where, where_document, want in cases:
             got = col.get(where=where, where_document=where_document, include=[])["ids"]
@@ -260,6 +261,56 @@ def test_ranges_and_document_filters_read_indexes_and_answer_as_before(fresh_dsn
         assert "BitmapOr" in orplan and "_num_" in orplan
         docplan = _plan(fresh_dsn, coll, None, {"$contains": "gamma"})
         assert "document_idx" in docplan and "Seq Scan" not in docplan
+        likeplan = _plan(fresh_dsn, coll, None, {"$regex": "^note 3 alpha$"})  # plain text
+        assert "document_idx" in likeplan and "Seq Scan" not in likeplan
+
+
+def test_a_plain_text_regex_runs_in_postgresql_with_the_engines_answers(
+    fresh_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A `$regex` that is plain text (anchored or not) is a LIKE that PostgreSQL runs,
+    through the trigram index, with no document read into this process; its answers
+    (documents held as bytes, LIKE's own wildcards in the text, records without a
+    document under `$not_regex`) are the pattern engine's. A pattern that is not plain
+    text still runs here."""
+    docs: list[str | None] = [f"item {i} {'amber' if i % 4 else 'birch'} end" for i in range(400)]
+    docs[5] = "amber 50% off_now\\"
+    docs[6] = "amber\0held as bytes"
+    docs[7] = "x amber\0bytes end"
+    docs[8] = None
+    docs[9] = "50% off_now\\"
+    patterns = ["^amber ", "^amber", "end$", r"50% off_now\\$", r"^amber 50% off_now\\$", "m 3 a"]
+    with tintdb.PostgresClient(fresh_dsn) as client:
+        col = client.create_collection("plain", embedding_function=None)
+        col.add(
+            ids=[str(i) for i in range(400)],
+            embeddings=_data(400),
+            documents=docs,  # type: ignore[arg-type]
+        )
+        for pattern in patterns:
+            assert _regex.plain_text(pattern) is not None
+            for op in ("$regex", "$not_regex"):
+                want = {
+                    i
+                    for i, d in enumerate(docs)
+                    if (d is not None and _regex.search(pattern, d)) != (op == "$not_regex")
+                }
+                got = col.get(where_document={op: pattern}, include=[])["ids"]
+                assert set(map(int, got)) == want, (op, pattern)
+                q = col.query(
+                    query_embeddings=_data(1, seed=3), n_results=5, where_document={op: pattern}
+                )
+                assert len(q["ids"][0]) == min(5, len(want))
+        calls: list[str] = []
+        monkeypatch.setattr(
+            _regex, "search", lambda p, t, s=_regex.search: calls.append(p) or s(p, t)
+        )
+        col.get(where_document={"$regex": "^amber "}, include=[])
+        assert calls == []  # plain text: no document came here
+        got = col.get(where_document={"$regex": "^am+ber "}, include=[])["ids"]
+        assert calls and set(map(int, got)) == {
+            i for i, d in enumerate(docs) if d and d.startswith("amber ")
+        }
 
 
 def _matching(pattern: str, docs: list[str]) -> set[int]:
