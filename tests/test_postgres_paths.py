@@ -89,6 +89,42 @@ def test_the_search_statement_sets_ef_search_before_its_index_scan_and_only_for_
             assert conn.execute("SHOW hnsw.ef_search").fetchone()[0] == "40"
 
 
+def test_a_filtered_window_sets_its_beam_in_its_own_statement(
+    fresh_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A filtered query's window of neighbours sets ``hnsw.ef_search`` inside its one
+    statement: a window of more than pgvector's default 40 neighbours comes whole (no
+    exact fallback), and the setting does not outlive the call."""
+    monkeypatch.setattr(_planning, "EXACT_BELOW", 0)
+    with psycopg.connect(fresh_dsn, autocommit=True) as conn:
+        for plan in ("enable_seqscan", "enable_bitmapscan", "enable_sort"):
+            conn.execute(f"ALTER DATABASE {conn.info.dbname} SET {plan} = off")
+    with tintdb.PostgresClient(fresh_dsn, pool_size=1) as client:
+        data = _data(2000)
+        col = client.create_collection("window", embedding_function=None)
+        col.add(
+            ids=[f"w{i}" for i in range(2000)],
+            embeddings=data,
+            metadatas=[{"tenth": i % 10} for i in range(2000)],
+        )
+        used: list[str] = []
+        for name in ("_window", "_exact"):
+            original = getattr(_postgres._Planner, name)
+            monkeypatch.setattr(
+                _postgres._Planner,
+                name,
+                lambda *a, n=name, f=original: used.append(n) or f(*a),
+            )
+        # 90% match: a window of about 134 neighbours, with a beam of 268
+        got = col.query(query_embeddings=data[:1], n_results=60, where={"tenth": {"$ne": 0}})
+        assert used == ["_window"]  # no window came back short
+        keep = np.array([i for i in range(2000) if i % 10])
+        want = keep[np.argsort(((data[keep] - data[0]) ** 2).sum(axis=1))[:60]]
+        assert len(set(got["ids"][0]) & {f"w{i}" for i in want}) >= 57
+        with client._live_backend().pool.connection() as conn:  # type: ignore[attr-defined]
+            assert conn.execute("SHOW hnsw.ef_search").fetchone()[0] == "40"
+
+
 @pytest.mark.parametrize("graph", [False, True], ids=["exact", "index"])
 def test_a_remembered_collection_answers_as_the_long_way(
     two_nodes: tuple[tintdb.Client, tintdb.Client],

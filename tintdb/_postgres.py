@@ -1491,23 +1491,24 @@ class _Planner:
         self, v: np.ndarray, k: int, fetch: int, cond: str | None, params: list[Any]
     ) -> tuple[np.ndarray, np.ndarray]:
         """The HNSW index's ``fetch`` nearest neighbours, unfiltered, then those of them
-        that pass the filter. ``SET LOCAL`` (through set_config): the beam holds for
-        this transaction only, which also suits PgBouncer in transaction mode."""
+        that pass the filter, in one statement that also sets the beam, ``SET LOCAL``
+        (through set_config): it holds for this transaction only, which also suits
+        PgBouncer in transaction mode."""
         beam = min(MAX_EF_SEARCH, max(self.ef, postfilter_beam(fetch, self.ef) if cond else fetch))
-        self.cur.execute("SELECT set_config('hnsw.ef_search', %s, true)", (str(beam),))
         typed = f"vector({self.dim})"
-        inner = (
-            f"SELECT * FROM tintdb.records r WHERE r.coll = %s ORDER BY "
-            f"(r.embedding::{typed}) {self.op} (%b::{typed}) LIMIT %s"
+        # The setting feeds the LIMIT, so it is made before the index scan starts (see
+        # _known_sql): one statement, no round trip of its own.
+        window = (
+            "set_config('hnsw.ef_search', %s, true) s(ef) CROSS JOIN LATERAL (SELECT * FROM "
+            f"tintdb.records r WHERE r.coll = %s ORDER BY (r.embedding::{typed}) {self.op} "
+            f"(%b::{typed}) LIMIT %s + 0 * length(s.ef)) r"
         )
+        head = (str(beam), self.col.coll, v, fetch)
         if cond is None:
-            rows = self.cur.execute(
-                f"SELECT r.seq, r.embedding FROM ({inner}) r", (self.col.coll, v, fetch)
-            ).fetchall()
+            rows = self.cur.execute(f"SELECT r.seq, r.embedding FROM {window}", head).fetchall()
         else:
             rows = self.cur.execute(
-                f"SELECT r.seq, r.embedding FROM ({inner}) r WHERE {cond}",
-                (self.col.coll, v, fetch, *params),
+                f"SELECT r.seq, r.embedding FROM {window} WHERE {cond}", (*head, *params)
             ).fetchall()
         return self._ranked(v, k, rows)
 
