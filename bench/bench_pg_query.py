@@ -40,6 +40,7 @@ import _workload as wl
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 CHROMA_PY = HERE / ".venv-chroma" / "bin" / "python"
+CHROMA = "chromadb==1.5.9"
 K = 10
 
 
@@ -79,7 +80,9 @@ def _rows(col: Any, ds: wl.Dataset, truth: dict[str, Any], calls: int) -> dict[s
             r = col.query(query_embeddings=v[None, :], n_results=K, **kw)
             lat.append((time.perf_counter() - t) * 1e3)
             got.append(r["ids"][0])
-        out[f"query, {name}"] = f"{_pcts(lat)}, recall@10 {_recall(got, truth['plain']):.3f}"
+        out[f"query, {name}"] = (
+            f"{_pcts(lat)}, recall@10 {_recall(got, truth['plain'][: len(got)]):.3f}"
+        )
     lat, got = [], []
     for i in range(min(calls, 40)):
         where_document = {"$regex": f"^{wl.THEMES[i % 10]} "}
@@ -239,6 +242,11 @@ def main() -> None:
             print(f"in-process {name:9} {row:34} {text}")
         client.close()
     print(f"load {os.getloadavg()}")
+    if (args.chromadb or args.http) and args.chroma_python == str(CHROMA_PY):
+        # made on first use, as bench_matrix.py does (chromadb never goes into .venv)
+        args.chroma_python = str(
+            wl.ensure_venv(CHROMA_PY.parent.parent, [CHROMA, "numpy"], "import chromadb, numpy")
+        )
     if args.chromadb:
         worker = ["--postgres", args.postgres, "--n", str(args.n), "--store", args.store]
         worker += ["--calls", str(args.calls), "--http-worker", "0"]
