@@ -13,11 +13,12 @@ from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
+import psycopg
 import pytest
 from _postgres import PostgresServer
 
 import tintdb
-from tintdb import _planning, _postgres, errors
+from tintdb import _planning, _postgres, _regex, errors
 
 
 @pytest.fixture
@@ -57,6 +58,71 @@ def _data(n: int, dim: int = 8, seed: int = 0) -> np.ndarray:
 
 def _forget(client: tintdb.Client) -> None:
     client._live_backend()._known.clear()  # type: ignore[attr-defined]
+
+
+def test_the_search_statement_sets_ef_search_before_its_index_scan_and_only_for_itself(
+    fresh_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The remembered path sets ``hnsw.ef_search`` inside its one search statement. pgvector
+    returns at most ef_search rows from an index scan, so a 150-neighbour answer comes
+    whole from the short path only if the setting (150) held when the scan began, not
+    pgvector's default of 40 (then the window is short and the long way answers). The
+    setting must not outlive the statement on the pooled connection. (The database is
+    told not to read and sort: on so few records PostgreSQL would, rather than use the
+    index.)"""
+    monkeypatch.setattr(_planning, "EXACT_BELOW", 0)
+    with psycopg.connect(fresh_dsn, autocommit=True) as conn:
+        for plan in ("enable_seqscan", "enable_bitmapscan", "enable_sort"):
+            conn.execute(f"ALTER DATABASE {conn.info.dbname} SET {plan} = off")
+    with tintdb.PostgresClient(fresh_dsn, pool_size=1) as client:
+        data = _data(600)
+        col = client.create_collection("beam", embedding_function=None)
+        col.add(ids=[f"b{i}" for i in range(600)], embeddings=data)
+        col.query(query_embeddings=data[:1], n_results=150)  # the long way; remembered
+        tx = _Transactions(monkeypatch)
+        got = col.query(query_embeddings=data[1:2], n_results=150, include=["distances"])
+        assert tx.count == 0  # answered by the one statement, no window short
+        assert len(got["ids"][0]) == 150 and got["ids"][0][0] == "b1"
+        distances = got["distances"][0]  # type: ignore[index]
+        assert distances == sorted(distances)
+        with client._live_backend().pool.connection() as conn:  # type: ignore[attr-defined]
+            assert conn.execute("SHOW hnsw.ef_search").fetchone()[0] == "40"
+
+
+def test_a_filtered_window_sets_its_beam_in_its_own_statement(
+    fresh_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A filtered query's window of neighbours sets ``hnsw.ef_search`` inside its one
+    statement: a window of more than pgvector's default 40 neighbours comes whole (no
+    exact fallback), and the setting does not outlive the call."""
+    monkeypatch.setattr(_planning, "EXACT_BELOW", 0)
+    with psycopg.connect(fresh_dsn, autocommit=True) as conn:
+        for plan in ("enable_seqscan", "enable_bitmapscan", "enable_sort"):
+            conn.execute(f"ALTER DATABASE {conn.info.dbname} SET {plan} = off")
+    with tintdb.PostgresClient(fresh_dsn, pool_size=1) as client:
+        data = _data(2000)
+        col = client.create_collection("window", embedding_function=None)
+        col.add(
+            ids=[f"w{i}" for i in range(2000)],
+            embeddings=data,
+            metadatas=[{"tenth": i % 10} for i in range(2000)],
+        )
+        used: list[str] = []
+        for name in ("_window", "_exact"):
+            original = getattr(_postgres._Planner, name)
+            monkeypatch.setattr(
+                _postgres._Planner,
+                name,
+                lambda *a, n=name, f=original: used.append(n) or f(*a),
+            )
+        # 90% match: a window of about 134 neighbours, with a beam of 268
+        got = col.query(query_embeddings=data[:1], n_results=60, where={"tenth": {"$ne": 0}})
+        assert used == ["_window"]  # no window came back short
+        keep = np.array([i for i in range(2000) if i % 10])
+        want = keep[np.argsort(((data[keep] - data[0]) ** 2).sum(axis=1))[:60]]
+        assert len(set(got["ids"][0]) & {f"w{i}" for i in want}) >= 57
+        with client._live_backend().pool.connection() as conn:  # type: ignore[attr-defined]
+            assert conn.execute("SHOW hnsw.ef_search").fetchone()[0] == "40"
 
 
 @pytest.mark.parametrize("graph", [False, True], ids=["exact", "index"])
@@ -220,6 +286,7 @@ def test_ranges_and_document_filters_read_indexes_and_answer_as_before(fresh_dsn
             (None, {"$regex": "alpha(bet)?$"}, _matching("alpha(bet)?$", docs)),
             (None, {"$regex": "note [0-9]+ alpha"}, _matching("note [0-9]+ alpha", docs)),
             (None, {"$not_regex": "a\\x00alpha"}, set(range(n)) - {12}),
+            (None, {"$regex": "^note 3 alpha$"}, {3}),
         ]
         for where, where_document, want in cases:
             got = col.get(where=where, where_document=where_document, include=[])["ids"]
@@ -230,6 +297,56 @@ def test_ranges_and_document_filters_read_indexes_and_answer_as_before(fresh_dsn
         assert "BitmapOr" in orplan and "_num_" in orplan
         docplan = _plan(fresh_dsn, coll, None, {"$contains": "gamma"})
         assert "document_idx" in docplan and "Seq Scan" not in docplan
+        likeplan = _plan(fresh_dsn, coll, None, {"$regex": "^note 3 alpha$"})  # plain text
+        assert "document_idx" in likeplan and "Seq Scan" not in likeplan
+
+
+def test_a_plain_text_regex_runs_in_postgresql_with_the_engines_answers(
+    fresh_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A `$regex` that is plain text (anchored or not) is a LIKE that PostgreSQL runs,
+    through the trigram index, with no document read into this process; its answers
+    (documents held as bytes, LIKE's own wildcards in the text, records without a
+    document under `$not_regex`) are the pattern engine's. A pattern that is not plain
+    text still runs here."""
+    docs: list[str | None] = [f"item {i} {'amber' if i % 4 else 'birch'} end" for i in range(400)]
+    docs[5] = "amber 50% off_now\\"
+    docs[6] = "amber\0held as bytes"
+    docs[7] = "x amber\0bytes end"
+    docs[8] = None
+    docs[9] = "50% off_now\\"
+    patterns = ["^amber ", "^amber", "end$", r"50% off_now\\$", r"^amber 50% off_now\\$", "m 3 a"]
+    with tintdb.PostgresClient(fresh_dsn) as client:
+        col = client.create_collection("plain", embedding_function=None)
+        col.add(
+            ids=[str(i) for i in range(400)],
+            embeddings=_data(400),
+            documents=docs,  # type: ignore[arg-type]
+        )
+        for pattern in patterns:
+            assert _regex.plain_text(pattern) is not None
+            for op in ("$regex", "$not_regex"):
+                want = {
+                    i
+                    for i, d in enumerate(docs)
+                    if (d is not None and _regex.search(pattern, d)) != (op == "$not_regex")
+                }
+                got = col.get(where_document={op: pattern}, include=[])["ids"]
+                assert set(map(int, got)) == want, (op, pattern)
+                q = col.query(
+                    query_embeddings=_data(1, seed=3), n_results=5, where_document={op: pattern}
+                )
+                assert len(q["ids"][0]) == min(5, len(want))
+        calls: list[str] = []
+        monkeypatch.setattr(
+            _regex, "search", lambda p, t, s=_regex.search: calls.append(p) or s(p, t)
+        )
+        col.get(where_document={"$regex": "^amber "}, include=[])
+        assert calls == []  # plain text: no document came here
+        got = col.get(where_document={"$regex": "^am+ber "}, include=[])["ids"]
+        assert calls and set(map(int, got)) == {
+            i for i, d in enumerate(docs) if d and d.startswith("amber ")
+        }
 
 
 def _matching(pattern: str, docs: list[str]) -> set[int]:

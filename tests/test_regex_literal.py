@@ -92,3 +92,50 @@ def test_a_regex_with_a_literal_is_read_through_the_trigram_index() -> None:
     assert "docs MATCH" in sql and negate
     sql, _, _ = _filter_sql.text_set(Text("$regex", "amber|birch"), 7)
     assert "docs MATCH" not in sql
+
+
+@pytest.mark.parametrize(
+    ("pattern", "plain"),
+    [
+        ("^amber ", ("amber ", True, False)),
+        ("amber", ("amber", False, False)),
+        (r"50% off\.$", ("50% off.", False, True)),
+        (r"^a\$b\\c$", ("a$b\\c", True, True)),
+        ("^a.b", None),
+        ("(?i)amber", None),
+        ("amber|birch", None),
+        (r"\d+", None),
+        ("ab+", None),
+        ("^$", None),
+    ],
+)
+def test_plain_text_patterns(pattern: str, plain: tuple[str, bool, bool] | None) -> None:
+    assert _regex.plain_text(pattern) == plain
+
+
+@settings(max_examples=examples(400), deadline=None)
+@given(
+    pattern=st.text(alphabet="ab%_^$\\.\n ", min_size=1, max_size=10),
+    texts=st.lists(st.text(alphabet="ab%_$\\.\n ", max_size=12), min_size=1, max_size=8),
+)
+def test_a_plain_text_pattern_matches_as_its_text_search(pattern: str, texts: list[str]) -> None:
+    """Where plain_text reads a pattern as a text search, that search and the pattern
+    engine agree on every text (a store runs the search in its place)."""
+    try:
+        _regex.check(pattern)
+    except InvalidArgumentError:
+        return
+    plain = _regex.plain_text(pattern)
+    if plain is None:
+        return
+    text, at_start, at_end = plain
+    for t in [*texts, text, f"x{text}", f"{text}x", f"\n{text}\n"]:
+        if at_start and at_end:
+            found = t == text
+        elif at_start:
+            found = t.startswith(text)
+        elif at_end:
+            found = t.endswith(text)
+        else:
+            found = text in t
+        assert found == _regex.search(pattern, t), (pattern, t)

@@ -39,6 +39,7 @@ except ImportError as exc:  # the embedded install does not carry the driver
         "the PostgreSQL backend needs its driver: pip install 'tintdb[postgres]'"
     ) from exc
 
+from . import _regex
 from ._conditions import AllOf, AnyOf, Field, Node, Text
 
 __all__ = [
@@ -262,14 +263,14 @@ def decode_vectors(raw: list[bytes], dim: int) -> np.ndarray:
 
 def like_pattern(text: str) -> str:
     """A LIKE pattern matching ``text`` anywhere (backslash escapes)."""
-    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return f"%{escaped}%"
+    return anchored_like(text, False, False)
 
 
 class FilterSQL:
-    """A boolean SQL expression over ``records r`` and its parameters. ``regex`` gives
-    the seqs whose document matches a pattern (PostgreSQL's regex dialect is not
-    Chroma's: patterns run on RE2 in this process, see ``_regex``)."""
+    """A boolean SQL expression over ``records r`` and its parameters. A ``$regex`` that
+    is plain text (``_regex.plain_text``) becomes a LIKE; for any other, ``regex`` gives
+    the seqs whose document matches it (PostgreSQL's regex dialect is not Chroma's:
+    those patterns run on RE2 in this process, see ``_regex``)."""
 
     def __init__(self, regex: Any) -> None:
         self.params: list[Any] = []
@@ -316,8 +317,22 @@ class FilterSQL:
             return f"NOT coalesce({sql}, false)"
         return sql
 
+    def _like(self, text: str, at_start: bool, at_end: bool) -> str:
+        """Documents holding ``text`` (anchored as asked): the text column by LIKE (its
+        trigram index serves it), the few held as bytes by bytea's LIKE on UTF-8."""
+        pattern = anchored_like(text, at_start, at_end)
+        # Parameters are numbered in the order they appear in the SQL.
+        like = None if "\0" in text else self._p(pattern)
+        raw = self._p(pattern.encode("utf-8"))
+        found = f"(r.document_bytes IS NOT NULL AND r.document_bytes LIKE {raw}::bytea)"
+        return found if like is None else f"(r.document LIKE {like} OR {found})"
+
     def _text(self, t: Text) -> str:
         if t.op in ("$regex", "$not_regex"):
+            plain = _regex.plain_text(t.value)
+            if plain is not None:  # a text search: PostgreSQL runs it, by the trigram index
+                found = self._like(*plain)
+                return found if t.op == "$regex" else f"NOT coalesce({found}, false)"
             seqs = self._regex(t.value)
             sql = f"r.seq = ANY({self._p(seqs)}::bigint[])"
             return sql if t.op == "$regex" else f"NOT ({sql})"
@@ -330,6 +345,12 @@ class FilterSQL:
         if like is not None:
             found = f"(r.document LIKE {like} OR {found})"
         return found if t.op == "$contains" else f"NOT coalesce({found}, false)"
+
+
+def anchored_like(text: str, at_start: bool, at_end: bool) -> str:
+    """A LIKE pattern for ``text`` at the start, the end, both (equal) or anywhere."""
+    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return ("" if at_start else "%") + escaped + ("" if at_end else "%")
 
 
 def compile_filter(node: Node | None, regex: Any) -> tuple[str, list[Any]]:

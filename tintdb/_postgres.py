@@ -1269,55 +1269,42 @@ class PostgresBackend:
     ) -> QueryResult | None:
         """An unfiltered query in one round trip to PostgreSQL, planned by what this node
         knows of the collection (``known``): per query vector one statement that reads
-        the collection's row and searches, sent together (psycopg's pipeline mode) with
-        the ``hnsw.ef_search`` setting, which holds for that transaction only. None when
-        the row says ``known`` is out of date (the caller then plans the long way)."""
+        the collection's row, sets ``hnsw.ef_search`` for its transaction and searches
+        (see ``_known_sql``). Several query vectors send their statements together
+        (psycopg's pipeline mode) in one transaction. None when the row says ``known``
+        is out of date (the caller then plans the long way)."""
         if q.shape[1] != known.dimension or known.n_records == 0:
             return None
         if self._closed:
             raise InvalidArgumentError("This client is closed; create a new one")
         graph = known.indexed and not searched_exactly(known.n_records) and k <= MAX_EF_SEARCH
         columns = columns_for(include)
-        cols = self._select_list(columns)
-        if graph:  # the index's k nearest, as the long way's window (fetch = k)
-            typed = f"vector({known.dimension})"
-            order = f"(r.embedding::{typed}) {OPERATORS[known.space]} (%b::{typed})"
-            where, limit = "r.coll = %s", k
-        else:  # exact search, as _Planner._exact
-            order = f"r.embedding {OPERATORS[known.space]} %b"
-            where, limit = "r.coll = %s AND r.embedding IS NOT NULL", k + RERANK_EXTRA
-        near = "" if "embedding" in columns else ", r.embedding"
-        sql = (
-            "SELECT c.version, c.n_records, w.* FROM tintdb.collections c LEFT JOIN LATERAL "
-            f"(SELECT r.seq, r.id{cols}{near} FROM tintdb.records r WHERE {where} "
-            f"ORDER BY {order} LIMIT %s) w ON true WHERE c.id = %s"
-        )
+        sql, at = _known_sql(known, columns, graph)
         width = 2 + sum(2 if c == "document" else 1 for c in columns)  # seq, id, columns
-        at = 2 + width  # the vector ranked by: the embedding column, or the one added
-        if not near:
-            at = 4 + sum(2 if c == "document" else 1 for c in columns[: columns.index("embedding")])
+        params: list[tuple[Any, ...]]
+        if graph:  # the index's k nearest, as the long way's window (fetch = k)
+            beam = str(min(MAX_EF_SEARCH, max(known.ef, k)))
+            params = [(beam, known.coll, v, k, collection_id) for v in q]
+        else:  # exact search, as _Planner._exact
+            params = [(known.coll, v, k + RERANK_EXTRA, collection_id) for v in q]
         psycopg = self._psycopg
         try:
             with self.pool.connection() as conn:
-                if len(q) > 1:  # several statements: one snapshot, as the long way
+                if len(q) == 1:  # one statement: its own transaction, one round trip
+                    results = [conn.cursor(binary=True).execute(sql, params[0]).fetchall()]
+                else:  # several statements: one snapshot, as the long way
                     conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
                     conn.read_only = True
-                try:
-                    tx = conn.transaction() if len(q) > 1 else contextlib.nullcontext()
-                    with conn.pipeline(), tx:
-                        if graph:
-                            beam = min(MAX_EF_SEARCH, max(known.ef, k))
-                            conn.execute(
-                                "SELECT set_config('hnsw.ef_search', %s, true)", (str(beam),)
-                            )
-                        cursors = []
-                        for v in q:
-                            cur = conn.cursor(binary=True)
-                            cur.execute(sql, (known.coll, v, limit, collection_id))
-                            cursors.append(cur)
-                    results = [cur.fetchall() for cur in cursors]
-                finally:
-                    _plain(conn)
+                    try:
+                        with conn.pipeline(), conn.transaction():
+                            cursors = []
+                            for p in params:
+                                cur = conn.cursor(binary=True)
+                                cur.execute(sql, p)
+                                cursors.append(cur)
+                        results = [cur.fetchall() for cur in cursors]
+                    finally:
+                        _plain(conn)
         except psycopg.Error:
             # Whatever it was (the partition dropped by a concurrent delete, say), the
             # long way meets it again and answers or raises as it should.
@@ -1348,6 +1335,41 @@ class PostgresBackend:
             self._known[collection_id] = replace(known, n_records=n_records)
         shaped = {r[0]: r for r in self._rows(found, columns, known.dimension)}
         return query_result(labels, dists, shaped, include, known.dimension)
+
+
+def _known_sql(known: _Known, columns: list[str], graph: bool) -> tuple[str, int]:
+    """The one statement of an unfiltered query planned by ``known``, and the position
+    in its rows of the vector that ranks them.
+
+    It reads the collection's row (its ``version`` and count, which the caller checks)
+    beside the nearest records. When it searches the HNSW index it also sets
+    ``hnsw.ef_search`` for its transaction only (``set_config(..., true)``, as ``SET
+    LOCAL``), in the same statement: the setting's result feeds the search's ``LIMIT``,
+    so PostgreSQL must have run it before the index scan fetches its first row, which
+    is when pgvector reads the setting. One statement is one round trip with no
+    transaction of its own to open and close."""
+    cols = PostgresBackend._select_list(columns)
+    near = "" if "embedding" in columns else ", r.embedding"
+    if graph:
+        typed = f"vector({known.dimension})"
+        order = f"(r.embedding::{typed}) {OPERATORS[known.space]} (%b::{typed})"
+        where = "r.coll = %s"
+        setting = "CROSS JOIN LATERAL set_config('hnsw.ef_search', %s, true) s(ef) "
+        limit = "%s + 0 * length(s.ef)"
+    else:
+        order = f"r.embedding {OPERATORS[known.space]} %b"
+        where = "r.coll = %s AND r.embedding IS NOT NULL"
+        setting, limit = "", "%s"
+    sql = (
+        f"SELECT c.version, c.n_records, w.* FROM tintdb.collections c {setting}"
+        f"LEFT JOIN LATERAL (SELECT r.seq, r.id{cols}{near} FROM tintdb.records r "
+        f"WHERE {where} ORDER BY {order} LIMIT {limit}) w ON true WHERE c.id = %s"
+    )
+    width = 2 + sum(2 if c == "document" else 1 for c in columns)  # seq, id, columns
+    at = 2 + width  # the vector ranked by: the embedding column, or the one added
+    if not near:
+        at = 4 + sum(2 if c == "document" else 1 for c in columns[: columns.index("embedding")])
+    return sql, at
 
 
 class _RawJson:
@@ -1469,23 +1491,24 @@ class _Planner:
         self, v: np.ndarray, k: int, fetch: int, cond: str | None, params: list[Any]
     ) -> tuple[np.ndarray, np.ndarray]:
         """The HNSW index's ``fetch`` nearest neighbours, unfiltered, then those of them
-        that pass the filter. ``SET LOCAL`` (through set_config): the beam holds for
-        this transaction only, which also suits PgBouncer in transaction mode."""
+        that pass the filter, in one statement that also sets the beam, ``SET LOCAL``
+        (through set_config): it holds for this transaction only, which also suits
+        PgBouncer in transaction mode."""
         beam = min(MAX_EF_SEARCH, max(self.ef, postfilter_beam(fetch, self.ef) if cond else fetch))
-        self.cur.execute("SELECT set_config('hnsw.ef_search', %s, true)", (str(beam),))
         typed = f"vector({self.dim})"
-        inner = (
-            f"SELECT * FROM tintdb.records r WHERE r.coll = %s ORDER BY "
-            f"(r.embedding::{typed}) {self.op} (%b::{typed}) LIMIT %s"
+        # The setting feeds the LIMIT, so it is made before the index scan starts (see
+        # _known_sql): one statement, no round trip of its own.
+        window = (
+            "set_config('hnsw.ef_search', %s, true) s(ef) CROSS JOIN LATERAL (SELECT * FROM "
+            f"tintdb.records r WHERE r.coll = %s ORDER BY (r.embedding::{typed}) {self.op} "
+            f"(%b::{typed}) LIMIT %s + 0 * length(s.ef)) r"
         )
+        head = (str(beam), self.col.coll, v, fetch)
         if cond is None:
-            rows = self.cur.execute(
-                f"SELECT r.seq, r.embedding FROM ({inner}) r", (self.col.coll, v, fetch)
-            ).fetchall()
+            rows = self.cur.execute(f"SELECT r.seq, r.embedding FROM {window}", head).fetchall()
         else:
             rows = self.cur.execute(
-                f"SELECT r.seq, r.embedding FROM ({inner}) r WHERE {cond}",
-                (self.col.coll, v, fetch, *params),
+                f"SELECT r.seq, r.embedding FROM {window} WHERE {cond}", (*head, *params)
             ).fetchall()
         return self._ranked(v, k, rows)
 

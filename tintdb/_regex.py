@@ -886,3 +886,40 @@ def required_literal(pattern: str) -> str | None:
         i += 1
     best = close(run)
     return best if len(best) >= 3 else None
+
+
+_META = ".+*?()|[]{}^$"
+
+
+def plain_text(pattern: str) -> tuple[str, bool, bool] | None:
+    """``(text, at_start, at_end)`` when ``pattern`` (already checked) matches exactly the
+    documents that contain ``text`` (or start with it, end with it, or equal it, as
+    anchored by a leading ``^`` and a trailing ``$``); else None.
+
+    Only plain characters and escaped punctuation, with no flags, classes, groups or
+    repetition: for those, Chroma's dialect means a plain text search, which a store
+    can run as ``LIKE`` through its trigram index instead of reading the documents out.
+    Without the ``m`` flag, ``^`` and ``$`` are the start and end of the whole document.
+    """
+    at_start = pattern.startswith("^")
+    body = pattern[1:] if at_start else pattern
+    at_end = False
+    text: list[str] = []
+    i = 0
+    while i < len(body):
+        c = body[i]
+        if c == "\\":
+            nxt = body[i + 1] if i + 1 < len(body) else ""
+            if not nxt or nxt.isalnum() or nxt.isspace() or not nxt.isascii():
+                return None  # a class, an escape sequence, or an odd case: not plain
+            text.append(nxt)
+            i += 2
+            continue
+        if c == "$" and i == len(body) - 1:
+            at_end = True
+        elif c in _META:
+            return None
+        else:
+            text.append(c)
+        i += 1
+    return ("".join(text), at_start, at_end) if text else None
