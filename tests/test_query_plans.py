@@ -23,7 +23,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import tintdb
-from tintdb import _exact, _index, _local, _planning
+from tintdb import _exact, _index, _local, _planning, _regex
 from tintdb._index import VectorIndex
 from tintdb._local.indexes import IndexKeeper
 from tintdb._local.reads import Reads
@@ -171,6 +171,55 @@ def test_a_filter_far_from_the_query_falls_back_and_is_not_short(
         col.update(
             ids=[ids[i] for i in np.flatnonzero(mask)], metadatas=[{"far": None}] * int(mask.sum())
         )
+
+
+@pytest.mark.parametrize(
+    ("pattern", "often"),
+    [
+        ("^amber ", True),  # every document holding the literal matches
+        ("^amber [0-9]*7$", False),  # a tenth of them
+        ("^amber 1999$", False),  # one record: the superset is tested to its end
+        ("^amber x", False),  # none
+    ],
+)
+def test_a_regex_query_tests_only_the_nearest_of_its_literal_superset(
+    monkeypatch: pytest.MonkeyPatch, pattern: str, often: bool
+) -> None:
+    """A $regex with a required literal is searched among the records holding the
+    literal (read from the trigram index alone); the pattern runs only on the nearest
+    of them, as many as it takes to find k that match, and the answer is the exact one."""
+    ids, vecs, _ = _data()
+    docs = [f"{'amber' if i % 3 else 'birch'} {i}" for i in range(N)]
+    mask = np.array([_regex.search(pattern, d) for d in docs])
+    tested: list[str] = []
+    real = _regex.search
+
+    def counted(p: str, text: str) -> bool:
+        tested.append(text)
+        return real(p, text)
+
+    with tintdb.EphemeralClient() as client:
+        col = client.create_collection("regex-plans", embedding_function=None)
+        for s in range(0, N, 1000):
+            col.add(
+                ids=ids[s : s + 1000], embeddings=vecs[s : s + 1000], documents=docs[s : s + 1000]
+            )
+        monkeypatch.setattr(_regex, "search", counted)
+        queries = np.random.default_rng(3).normal(size=(6, DIM)).astype(np.float32) * 4
+        for round_ in range(2):  # the second time, the superset is remembered
+            for i, q in enumerate(queries):
+                tested.clear()
+                got = col.query(
+                    query_embeddings=q[None], n_results=10, where_document={"$regex": pattern}
+                )
+                want = [ids[r] for r in _truth(vecs, mask, q, 10)]
+                assert got["ids"][0] == want, (round_, i)
+                if often:  # a window's worth at most, never the ~4,000 holding the literal
+                    assert len(tested) <= 200, len(tested)
+        # Several queries in one call, and beside a where.
+        got = col.query(query_embeddings=queries, n_results=10, where_document={"$regex": pattern})
+        assert got["ids"] == [[ids[r] for r in _truth(vecs, mask, q, 10)] for q in queries]
+        assert all(not t.startswith("birch") for t in tested)  # only the literal's records
 
 
 def test_small_collections_are_searched_exactly(tmp_path: Path) -> None:

@@ -25,6 +25,7 @@ __all__ = [
     "FilterMemory",
     "Matches",
     "POSTFILTER_TRIES",
+    "VERIFY_FIRST",
     "WALK_MAX",
     "exact_among",
     "filter_key",
@@ -40,6 +41,9 @@ FILTER_CACHE_SIZE = 32
 # not, goes straight to the fallback plan for the rest of this version of the
 # collection: each short try costs a wide HNSW search on top of the fallback.
 POSTFILTER_TRIES = 2
+# Exact search over a superset of a filter's matches first takes this many times k of
+# its nearest records and tests them; where fewer than k pass, four times as many.
+VERIFY_FIRST = 2
 
 # A filter not seen on this version of a collection is first tried on an even sample of
 # this many of its records (when it has at least SAMPLE_ABOVE): where at least
@@ -90,12 +94,15 @@ class Matches:
     with that filter have learnt: the HNSW filter set and how often post-filtering came
     up short."""
 
-    __slots__ = ("allowed", "misses", "seqs", "tries")
+    __slots__ = ("allowed", "misses", "seqs", "tries", "verify")
 
     def __init__(self, seqs: np.ndarray) -> None:
         self.seqs = seqs
         self.allowed: set[int] | None = None
         self.tries = self.misses = 0
+        # Set when ``seqs`` is a superset of the filter's matches (its relaxed tree, see
+        # _filter_sql.relaxed): the filter each record found must still pass.
+        self.verify: Node | None = None
 
     def correlated(self) -> bool:
         """Whether post-filtering keeps coming up short for this filter (its matches lie
