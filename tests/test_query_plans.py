@@ -382,6 +382,34 @@ def test_a_filter_that_keeps_coming_up_short_stops_trying_post_filtering(
         )
 
 
+def test_a_key_whose_values_keep_coming_up_short_skips_the_window_for_them_all(
+    big: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Both values of ``zone`` lie on the far side from the queries: once post-filtering
+    came up short for filters of that shape (once for each value), the next query goes
+    straight to the plan over its matches, though its own filter came up short only
+    once; its answer is still the exact one."""
+    col, ids, vecs, _ = big
+    far = np.flatnonzero(vecs[:, 0] > -1)
+    zones = (far // 7) % 2  # over 1,000 each, and not alike on an even sample
+    col.update(ids=[ids[i] for i in far], metadatas=[{"zone": int(z)} for z in zones])
+    try:
+        spy = _Spy(monkeypatch)
+        rng = np.random.default_rng(5)
+        for zone in (0, 1, 0):
+            q = np.zeros(DIM, np.float32)
+            q[0] = -40.0
+            q[1:] = rng.normal(size=DIM - 1)
+            mask = np.zeros(len(ids), dtype=bool)
+            mask[far[zones == zone]] = True
+            # Post-filtering is the plan for 3 results among over 1,000 matches.
+            got = col.query(query_embeddings=q[None], n_results=3, where={"zone": zone})
+            assert got["ids"][0] == [ids[i] for i in _truth(vecs, mask, q, 3)], zone
+        assert spy.results == [False, False]  # tried for the first two queries only
+    finally:
+        col.update(ids=[ids[i] for i in far], metadatas=[{"zone": None}] * len(far))
+
+
 @settings(max_examples=examples(60), deadline=None)
 @given(
     n=st.integers(1, 300),

@@ -31,11 +31,13 @@ from .indexes import IndexKeeper
 from .planner import (
     EXACT_LIMIT,
     VERIFY_FIRST,
+    FilterKey,
     FilterMemory,
     Matches,
     dense,
     exact_among,
     filter_key,
+    shape_key,
     walks,
 )
 
@@ -263,12 +265,15 @@ class Reads:
         cond: Node | None,
     ) -> tuple[list[np.ndarray], list[np.ndarray]]:
         ef_search = int(col.configuration["hnsw"]["ef_search"])
+        shape = None if ids is not None or cond is None else shape_key(col.id, index.lsn, cond)
         if cond is not None and relaxed(cond) != cond:
             # A superset listed from the indexes alone: no sample (each of its records
             # would run the pattern), the window tests only its neighbours in the set.
-            return self._knn_matches(col, index, q, k, self._query_matches(col, index, ids, cond))
+            matches = self._query_matches(col, index, ids, cond)
+            return self._knn_matches(col, index, q, k, matches, shape)
         share = self._sampled_share(col, index, ids, cond)
-        if share is not None and dense(share):
+        skip = shape is not None and self.filters.shape_correlated(shape)
+        if share is not None and dense(share) and not skip:
             fetch = postfilter_fetch(round(share * len(index)), len(index), k, ef_search)
             if fetch is not None:
                 found = index.knn_postfilter(
@@ -278,9 +283,9 @@ class Reads:
                     fetch,
                     postfilter_beam(fetch, ef_search),
                 )
-                return self._answer_rest(col, index, q, k, found, ids, cond)
+                return self._answer_rest(col, index, q, k, found, ids, cond, shape)
         matches = self._query_matches(col, index, ids, cond)
-        return self._knn_matches(col, index, q, k, matches)
+        return self._knn_matches(col, index, q, k, matches, shape)
 
     def _knn_all(
         self, col: CollectionRow, index: VectorIndex, q: np.ndarray, k: int
@@ -292,13 +297,21 @@ class Reads:
         return list(found[0]), list(found[1])
 
     def _knn_matches(
-        self, col: CollectionRow, index: VectorIndex, q: np.ndarray, k: int, matches: Matches
+        self,
+        col: CollectionRow,
+        index: VectorIndex,
+        q: np.ndarray,
+        k: int,
+        matches: Matches,
+        shape: FilterKey | None = None,
     ) -> tuple[list[np.ndarray], list[np.ndarray]]:
         """The ``k`` nearest records to each query among a filter's listed ``matches``,
-        by cost (post-filtering, exact search, or hnswlib's filter callback)."""
+        by cost (post-filtering, exact search, or hnswlib's filter callback). ``shape``:
+        the filter's shape, whose record of short windows counts too."""
         ef_search = int(col.configuration["hnsw"]["ef_search"])
         fetch = postfilter_fetch(len(matches.seqs), len(index), k, ef_search)
-        if fetch is None or matches.correlated():
+        skip = shape is not None and self.filters.shape_correlated(shape)
+        if fetch is None or matches.correlated() or skip:
             return self._exact_or_callback(col, index, q, k, matches)
         # Queries with fewer than k matches among their neighbours (a filter correlated
         # with position) take a slower plan: a wider window would reach into the
@@ -313,6 +326,8 @@ class Reads:
         rest = [i for i, f in enumerate(found) if f is None]
         matches.tries += len(found)
         matches.misses += len(rest)
+        if shape is not None:
+            self.filters.shape_tried(shape, len(found), len(rest))
         if rest:
             more = self._exact_or_callback(col, index, q[rest], k, matches)
             for j, i in enumerate(rest):
@@ -328,12 +343,15 @@ class Reads:
         found: list[tuple[np.ndarray, np.ndarray] | None],
         ids: list[str] | None,
         cond: Node | None,
+        shape: FilterKey | None,
     ) -> tuple[list[np.ndarray], list[np.ndarray]]:
         """The post-filtered answers, and for the queries that came up short (too few
         matches among their neighbours) those of the plan over every match."""
         labels = [f[0] if f is not None else np.empty(0, np.int64) for f in found]
         dists = [f[1] if f is not None else np.empty(0, np.float32) for f in found]
         rest = [i for i, f in enumerate(found) if f is None]
+        if shape is not None:
+            self.filters.shape_tried(shape, len(found), len(rest))
         if rest:
             matches = self._query_matches(col, index, ids, cond)
             matches.tries += len(found)  # what was learnt counts for the next queries
