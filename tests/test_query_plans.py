@@ -220,6 +220,14 @@ def test_a_regex_query_tests_only_the_nearest_of_its_literal_superset(
         got = col.query(query_embeddings=queries, n_results=10, where_document={"$regex": pattern})
         assert got["ids"] == [[ids[r] for r in _truth(vecs, mask, q, 10)] for q in queries]
         assert all(not t.startswith("birch") for t in tested)  # only the literal's records
+        # A page of get: the superset's records tested in order until the page is full.
+        matching = [ids[r] for r in np.flatnonzero(mask)]
+        for offset, limit in ((0, 10), (7, 5), (max(0, len(matching) - 2), 10)):
+            tested.clear()
+            page = col.get(where_document={"$regex": pattern}, limit=limit, offset=offset)
+            assert page["ids"] == matching[offset : offset + limit]
+            if often and offset < 10:
+                assert len(tested) <= 600, len(tested)
 
 
 def test_small_collections_are_searched_exactly(tmp_path: Path) -> None:

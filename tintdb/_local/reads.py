@@ -91,9 +91,18 @@ class Reads:
             # The same (cached) candidate set a filtered query uses, or for a page of
             # everything the index's sorted seqs (no walk past `offset` records).
             share = None
-            if filtered and limit is not None:
+            superset = None
+            if cond is not None and limit is not None and relaxed(cond) != cond:
+                superset = self._query_matches(col, index, ids, cond)
+                if superset.verify is None:
+                    superset = None
+            elif filtered and limit is not None:
                 share = self._sampled_share(col, index, ids, cond)
-            if limit is not None and walks(share, offset, limit):
+            if superset is not None and limit is not None:
+                # A $regex with a required text: the records holding it, in order, are
+                # tested until the page is full (the pattern runs on those alone).
+                cand = self._verified_prefix(superset, (offset or 0) + limit)
+            elif limit is not None and walks(share, offset, limit):
                 # Many match: the page is a short walk in order (no list of every match).
                 with self._scanning(cond) as store, store.read():
                     return get_result(
@@ -102,7 +111,10 @@ class Reads:
                         include,
                         col.dimension,
                     )
-            cand = self._candidates(col, index, ids, cond).seqs if filtered else index.universe()
+            else:
+                cand = (
+                    self._candidates(col, index, ids, cond).seqs if filtered else index.universe()
+                )
             with self.store.read():
                 # None: a record was deleted since the candidates were read (a concurrent
                 # write), and the page would be short and shifted; asked again below.
@@ -415,6 +427,21 @@ class Reads:
             return self._matching_among(seqs[member(seqs, matches.seqs)], cond)
 
         return allowed
+
+    def _verified_prefix(self, matches: Matches, need: int) -> np.ndarray:
+        """The first ``need`` records, in seq order, of the superset ``matches`` that pass
+        its filter (all of them if fewer pass), testing it a growing run at a time."""
+        cand, cond = matches.seqs, matches.verify
+        passed: list[np.ndarray] = []
+        found = start = 0
+        step = max(2 * need, 256)
+        while start < len(cand) and found < need:
+            part = self._matching_among(cand[start : start + step], cond)
+            passed.append(part)
+            found += len(part)
+            start += step
+            step *= 2
+        return np.concatenate(passed) if passed else np.empty(0, np.int64)
 
     def _exact_verified(
         self, col: CollectionRow, index: VectorIndex, q: np.ndarray, k: int, matches: Matches
