@@ -12,6 +12,7 @@ on a connection of its own (``_scanning``).
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -418,7 +419,7 @@ class Reads:
             return self.keeper.exact(col, index, q, k, cand)
         return list(found[0]), list(found[1])
 
-    def _verifier(self, matches: Matches) -> Any:
+    def _verifier(self, matches: Matches) -> Callable[[np.ndarray], np.ndarray]:
         """The records of sorted seqs that are in the superset ``matches`` and pass its
         filter (a window's neighbours, a few hundred at most)."""
         cond = matches.verify
