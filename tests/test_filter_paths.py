@@ -5,7 +5,10 @@ A filter reaches SQLite in three forms, chosen by the planner: one SQL expressio
 over the records (``_filter_sql.compile_sql``), a test of one record at a time
 (``compile_record_test``, for samples, post-filtered neighbours and walks), and set
 algebra over each condition's indexed lookup (``_filter_sets.evaluate_sets``, with or
-without a set of ids to stay within). Which form answers a call depends on sizes and
+without a set of ids to stay within, with or without the collection's seqs, which let
+document conditions read the trigram index alone). The relaxed tree a query searches
+among (``_filter_sql.relaxed``, each ``$regex`` with a literal read as ``$contains``) must
+hold every match. Which form answers a call depends on sizes and
 on what the planner remembers, so the behaviour tests through ``get``/``query`` do not
 reach all three for every filter; here each form is run on the same records and
 filters, directly against a real store.
@@ -49,7 +52,7 @@ from tintdb import _filters
 from tintdb._client import backend_of
 from tintdb._conditions import condition_tree
 from tintdb._filter_sets import evaluate_sets
-from tintdb._filter_sql import compile_record_test, compile_sql
+from tintdb._filter_sql import compile_record_test, compile_sql, relaxed
 
 CONTAINS_OPS = ("$contains", "$not_contains")
 REGEX_OPS = ("$regex", "$not_regex")
@@ -220,6 +223,19 @@ def test_sql_record_test_and_sets_agree_with_the_reference(
             seqs, negated = found
             assert np.all(np.diff(seqs) > 0), "sorted, no repeats"
             assert (ids(all_seqs) - ids(seqs) if negated else ids(seqs)) == want, "sets"
+
+            # With the collection's seqs: document conditions read the trigram index alone.
+            universe = np.sort(all_seqs)
+            found = evaluate_sets(tree, coll, store.seq_array, None, universe)
+            assert found is not None
+            seqs, negated = found
+            assert (ids(all_seqs) - ids(seqs) if negated else ids(seqs)) == want, "sets, universe"
+
+            # The relaxed tree (a $regex read as its literal) holds every match.
+            loose = evaluate_sets(relaxed(tree), coll, store.seq_array, None, universe)
+            assert loose is not None
+            seqs, negated = loose
+            assert (ids(all_seqs) - ids(seqs) if negated else ids(seqs)) >= want, "superset"
 
             if within_ids is not None:
                 within = np.sort([s for s, rid in id_of.items() if rid in within_ids])

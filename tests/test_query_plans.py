@@ -23,7 +23,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import tintdb
-from tintdb import _exact, _index, _local, _planning
+from tintdb import _exact, _index, _local, _planning, _regex, _snapshot
 from tintdb._index import VectorIndex
 from tintdb._local.indexes import IndexKeeper
 from tintdb._local.reads import Reads
@@ -171,6 +171,63 @@ def test_a_filter_far_from_the_query_falls_back_and_is_not_short(
         col.update(
             ids=[ids[i] for i in np.flatnonzero(mask)], metadatas=[{"far": None}] * int(mask.sum())
         )
+
+
+@pytest.mark.parametrize(
+    ("pattern", "often"),
+    [
+        ("^amber ", True),  # every document holding the literal matches
+        ("^amber [0-9]*7$", False),  # a tenth of them
+        ("^amber 1999$", False),  # one record: the superset is tested to its end
+        ("^amber x", False),  # none
+    ],
+)
+def test_a_regex_query_tests_only_the_nearest_of_its_literal_superset(
+    monkeypatch: pytest.MonkeyPatch, pattern: str, often: bool
+) -> None:
+    """A $regex with a required literal is searched among the records holding the
+    literal (read from the trigram index alone); the pattern runs only on the nearest
+    of them, as many as it takes to find k that match, and the answer is the exact one."""
+    ids, vecs, _ = _data()
+    docs = [f"{'amber' if i % 3 else 'birch'} {i}" for i in range(N)]
+    mask = np.array([_regex.search(pattern, d) for d in docs])
+    tested: list[str] = []
+    real = _regex.search
+
+    def counted(p: str, text: str) -> bool:
+        tested.append(text)
+        return real(p, text)
+
+    with tintdb.EphemeralClient() as client:
+        col = client.create_collection("regex-plans", embedding_function=None)
+        for s in range(0, N, 1000):
+            col.add(
+                ids=ids[s : s + 1000], embeddings=vecs[s : s + 1000], documents=docs[s : s + 1000]
+            )
+        monkeypatch.setattr(_regex, "search", counted)
+        queries = np.random.default_rng(3).normal(size=(6, DIM)).astype(np.float32) * 4
+        for round_ in range(2):  # the second time, the superset is remembered
+            for i, q in enumerate(queries):
+                tested.clear()
+                got = col.query(
+                    query_embeddings=q[None], n_results=10, where_document={"$regex": pattern}
+                )
+                want = [ids[r] for r in _truth(vecs, mask, q, 10)]
+                assert got["ids"][0] == want, (round_, i)
+                if often:  # a window's worth at most, never the ~4,000 holding the literal
+                    assert len(tested) <= 200, len(tested)
+        # Several queries in one call, and beside a where.
+        got = col.query(query_embeddings=queries, n_results=10, where_document={"$regex": pattern})
+        assert got["ids"] == [[ids[r] for r in _truth(vecs, mask, q, 10)] for q in queries]
+        assert all(not t.startswith("birch") for t in tested)  # only the literal's records
+        # A page of get: the superset's records tested in order until the page is full.
+        matching = [ids[r] for r in np.flatnonzero(mask)]
+        for offset, limit in ((0, 10), (7, 5), (max(0, len(matching) - 2), 10)):
+            tested.clear()
+            page = col.get(where_document={"$regex": pattern}, limit=limit, offset=offset)
+            assert page["ids"] == matching[offset : offset + limit]
+            if often and offset < 10:
+                assert len(tested) <= 600, len(tested)
 
 
 def test_small_collections_are_searched_exactly(tmp_path: Path) -> None:
@@ -331,6 +388,34 @@ def test_a_filter_that_keeps_coming_up_short_stops_trying_post_filtering(
         col.update(
             ids=[ids[i] for i in np.flatnonzero(mask)], metadatas=[{"side": None}] * int(mask.sum())
         )
+
+
+def test_a_key_whose_values_keep_coming_up_short_skips_the_window_for_them_all(
+    big: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Both values of ``zone`` lie on the far side from the queries: once post-filtering
+    came up short for filters of that shape (once for each value), the next query goes
+    straight to the plan over its matches, though its own filter came up short only
+    once; its answer is still the exact one."""
+    col, ids, vecs, _ = big
+    far = np.flatnonzero(vecs[:, 0] > -1)
+    zones = (far // 7) % 2  # over 1,000 each, and not alike on an even sample
+    col.update(ids=[ids[i] for i in far], metadatas=[{"zone": int(z)} for z in zones])
+    try:
+        spy = _Spy(monkeypatch)
+        rng = np.random.default_rng(5)
+        for zone in (0, 1, 0):
+            q = np.zeros(DIM, np.float32)
+            q[0] = -40.0
+            q[1:] = rng.normal(size=DIM - 1)
+            mask = np.zeros(len(ids), dtype=bool)
+            mask[far[zones == zone]] = True
+            # Post-filtering is the plan for 3 results among over 1,000 matches.
+            got = col.query(query_embeddings=q[None], n_results=3, where={"zone": zone})
+            assert got["ids"][0] == [ids[i] for i in _truth(vecs, mask, q, 3)], zone
+        assert spy.results == [False, False]  # tried for the first two queries only
+    finally:
+        col.update(ids=[ids[i] for i in far], metadatas=[{"zone": None}] * len(far))
 
 
 @settings(max_examples=examples(60), deadline=None)
@@ -551,6 +636,56 @@ def test_a_record_deleted_between_filtering_and_read_back_does_not_shorten_a_get
         want = [ids[i] for i in range(1000) if mds[i]["half"] == 1 and ids[i] != raced[0]]
         assert got["ids"] == want[2:7]
         assert got["metadatas"] == [mds[ids.index(r)] for r in want[2:7]]
+
+
+def test_a_graph_loaded_through_released_pages_holds_every_vector(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Loading fills hnswlib's file through a mapping whose written pages are handed back
+    to the page cache every RELEASE_ROWS records (so the process never holds the whole
+    file beside the index read from it); what hnswlib reads must still be every link and
+    vector: live ones from SQLite, updated ones out of slot order, deleted ones from the
+    snapshot."""
+    monkeypatch.setattr(_snapshot, "RELEASE_ROWS", 50)
+    released: list[int] = []
+    real = _snapshot._releaser
+
+    def counting(mapped: Any) -> Any:
+        inner = real(mapped)
+
+        def release() -> None:
+            released.append(1)
+            if inner is not None:
+                inner()
+
+        return release
+
+    monkeypatch.setattr(_snapshot, "_releaser", counting)
+    rng = np.random.default_rng(21)
+    n = 3000
+    vecs = rng.normal(size=(n, DIM)).astype(np.float32)
+    ids = [f"r{i}" for i in range(n)]
+    path = str(tmp_path / "store")
+    with tintdb.PersistentClient(path=path) as client:
+        col = client.create_collection("released", embedding_function=None)
+        col.add(ids=ids, embeddings=vecs)
+        moved = rng.choice(n, 300, replace=False)
+        vecs[moved] = rng.normal(size=(300, DIM)).astype(np.float32)
+        col.update(ids=[ids[i] for i in moved], embeddings=vecs[moved])  # new nodes
+        gone = rng.choice(np.setdiff1d(np.arange(n), moved), 200, replace=False)
+        col.delete(ids=[ids[i] for i in gone])  # tombstones: vectors kept in the snapshot
+    live = np.setdiff1d(np.arange(n), gone)
+    with tintdb.PersistentClient(path=path) as client:
+        col = client.get_collection("released", embedding_function=None)
+        col.query(query_embeddings=vecs[:1])  # answered by a scan; the graph loads behind
+        col._backend.keeper.wait_jobs()
+        index = col._backend.keeper.indexes[str(col.id)]
+        assert len(released) > 3000 // 50
+        held = np.asarray(index._full_vectors(index.universe()), dtype=np.float32)
+        assert np.array_equal(held, vecs[live])
+        found = index.knn(vecs[live[:200]], 1)
+        assert found is not None
+        assert np.mean(found[0][:, 0] == index.universe()[:200]) >= 0.99
 
 
 def test_plain_empty_gives_writable_arrays_of_any_size() -> None:

@@ -14,7 +14,8 @@ from typing import Any
 import numpy as np
 
 from ._conditions import AllOf, AnyOf, Field, Node, split_bounds
-from ._filter_sql import Leaf, bounds_set, field_set, scans, text_set
+from ._conditions import negated as negation
+from ._filter_sql import Leaf, bounds_set, field_set, fts_set, scans, text_set
 
 __all__ = ["Found", "evaluate_sets", "member", "sorted_unique"]
 
@@ -81,6 +82,7 @@ def evaluate_sets(
     coll: int,
     fetch: Callable[[str, list[Any]], np.ndarray],
     within: np.ndarray | None = None,
+    universe: np.ndarray | None = None,
 ) -> Found | None:
     """The records satisfying the tree (and in sorted ``within``, if given), as a set
     or the complement of one; None when there is neither a tree nor ``within``.
@@ -89,7 +91,9 @@ def evaluate_sets(
     no index serves (a ``$regex`` without required text, a ``$contains`` shorter than a
     trigram) reads only the records the indexed conditions beside it leave, when they
     leave a set rather than a complement; bounds on one key inside an ``AllOf`` are one
-    lookup.
+    lookup. With ``universe`` (the collection's sorted live seqs), a document condition
+    the trigram index serves reads the index alone and keeps the seqs in ``universe``,
+    instead of reading each found record to learn its collection.
     """
 
     def leaf(found: Leaf) -> Found:
@@ -112,6 +116,14 @@ def evaluate_sets(
             return _any_of([walk(p, among) for p in node.parts])
         if isinstance(node, Field):
             return leaf(field_set(node, coll))
+        if universe is not None:
+            indexed = fts_set(node)
+            if indexed is not None:
+                found = sorted_unique(fetch(*indexed))
+                found = found[member(found, universe)]
+                if node.op in ("$contains", "$not_contains"):
+                    return found, negation(node)
+                return leaf(text_set(node, coll, found))  # the pattern, on those alone
         return leaf(text_set(node, coll, among if scans(node) else None))
 
     if node is None:

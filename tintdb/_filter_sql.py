@@ -35,7 +35,9 @@ __all__ = [
     "compile_record_test",
     "compile_sql",
     "field_set",
+    "fts_set",
     "regexp",
+    "relaxed",
     "scans",
     "text_list",
     "text_set",
@@ -158,6 +160,19 @@ def scans(node: Node) -> bool:
     return text_literal(node) is None
 
 
+def fts_set(t: Text) -> tuple[str, list[Any]] | None:
+    """The documents of every collection that the trigram index finds holding the text a
+    document condition needs (a ``$contains`` needle, a ``$regex``'s required literal),
+    straight from the index, or None where it cannot serve the condition. The caller
+    keeps those of its collection by their seqs (the live seqs it already holds), which
+    reads no record: a ``$contains`` set is then complete, a ``$regex`` tests only those
+    documents."""
+    needle = t.value if _contains(t) else text_literal(t)
+    if needle is None or not _indexable(needle):
+        return None
+    return "SELECT rowid AS seq FROM docs WHERE docs MATCH ?", [_fts_phrase(needle)]
+
+
 def text_set(t: Text, coll: int, within: np.ndarray | None = None) -> Leaf:
     """One document condition. ``within``: the only records that can still match
     (sorted seqs); a condition that no index serves then tests those alone instead of
@@ -184,6 +199,24 @@ def text_set(t: Text, coll: int, within: np.ndarray | None = None) -> Leaf:
         among = "SELECT seq FROM records WHERE seq IN (SELECT value FROM json_each(?))"
         return f"{among} AND {cond}", [orjson.dumps(within.tolist()).decode(), t.value], negated(t)
     return f"SELECT seq FROM records WHERE coll = ? AND {cond}", [coll, t.value], negated(t)
+
+
+def relaxed(node: Node) -> Node:
+    """The tree with each ``$regex`` that has a required literal the trigram index can
+    find read as ``$contains`` of that literal: it matches every record the tree
+    matches (a tree has no negation above its leaves), and is listed from the indexes
+    alone, where the tree itself would run the pattern on each document found. The
+    same tree where there is no such ``$regex``."""
+    if isinstance(node, (AllOf, AnyOf)):
+        parts = tuple(relaxed(p) for p in node.parts)
+        if parts == node.parts:
+            return node
+        return AllOf(parts) if isinstance(node, AllOf) else AnyOf(parts)
+    if isinstance(node, Text) and node.op == "$regex":
+        literal = text_literal(node)
+        if literal is not None:
+            return Text("$contains", literal)
+    return node
 
 
 def _text_expr(t: Text, indexed: bool) -> tuple[str, list[Any]]:

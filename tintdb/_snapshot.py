@@ -16,6 +16,7 @@ import mmap
 import os
 import shutil
 import struct
+import sys
 import threading
 import uuid
 import zipfile
@@ -140,6 +141,7 @@ HEADER = np.dtype(
 
 HEADER_NAMES: tuple[str, ...] = HEADER.names or ()  # a structured dtype always has names
 _STREAM_ROWS = 4096  # records read per step when cutting the vectors out
+RELEASE_ROWS = 8192  # records whose links go into a mapped file between two releases
 
 
 def _place_links(level0: np.ndarray, links: np.ndarray, off: int, lab: int) -> None:
@@ -233,19 +235,31 @@ def fill_level0(
     layout: tuple[int, int],
     space: str,
     vectors: Loader,
+    release: Callable[[], None] | None = None,
 ) -> None:
     """Write every record of hnswlib's level 0 into ``level0``: links from the snapshot,
-    live vectors from SQLite, deleted records' vectors from the snapshot."""
+    live vectors from SQLite, deleted records' vectors from the snapshot.
+
+    ``release``, for a ``level0`` mapped from a file, hands the pages written so far
+    back to the page cache: it is called after the links and after each chunk of
+    vectors, so the mapping never holds the whole file in this process."""
     n = len(links)
     off, lab = layout
-    # numpy copies without the GIL: the links go in while SQLite is read.
-    helper = threading.Thread(
-        target=_place_links,
-        args=(level0, links, off, lab),
-        name="tintdb-load",
-        daemon=True,
-    )
-    helper.start()
+    helper = None
+    if release is None:
+        # numpy copies without the GIL: the links go in while SQLite is read.
+        helper = threading.Thread(
+            target=_place_links,
+            args=(level0, links, off, lab),
+            name="tintdb-load",
+            daemon=True,
+        )
+        helper.start()
+    else:
+        for start in range(0, n, RELEASE_ROWS):
+            part = slice(start, start + RELEASE_ROWS)
+            _place_links(level0[part], links[part], off, lab)
+            release()
     vecs = level0[:, off:lab].view(np.float32)
     labels = np.ascontiguousarray(links[:, off : off + 8]).view(np.uint64).astype(np.int64)
     labels = labels.ravel() & SEQ_MASK  # the seq of each node
@@ -254,6 +268,15 @@ def fill_level0(
     order = np.arange(n) if in_order else np.argsort(labels, kind="stable")
     by_label = labels[order]
     filled = np.zeros(n, dtype=bool)
+
+    def tick(count: int) -> int:
+        """Release once RELEASE_ROWS records were written since the last time."""
+        if release is None or count < RELEASE_ROWS:
+            return count
+        release()
+        return 0
+
+    written = 0
     try:
         with contextlib.closing(vectors()) as chunks:
             for seqs, block in chunks:
@@ -265,15 +288,23 @@ def fill_level0(
                     if b - a == len(seqs) - 1 and np.array_equal(by_label[a : b + 1], seqs):
                         vecs[a : b + 1] = block
                         filled[a : b + 1] = True
+                        written = tick(written + len(seqs))
                         continue
                 pos = np.minimum(np.searchsorted(by_label, seqs), n - 1)
                 hit = by_label[pos] == seqs
                 rows = order[pos[hit]]
                 vecs[rows] = block[hit]
                 filled[rows] = True
+                written = tick(written + len(rows))
     finally:
-        helper.join()
-    level0[dead, off:lab] = dead_vectors
+        if helper is not None:
+            helper.join()
+    for start in range(0, len(dead), RELEASE_ROWS):
+        level0[dead[start : start + RELEASE_ROWS], off:lab] = dead_vectors[
+            start : start + RELEASE_ROWS
+        ]
+        if release is not None:
+            release()
     filled[dead] = True
     # Records deleted after the snapshot was taken are in neither place; the log replay
     # marks them deleted next. Until then they route like a neighbour.
@@ -302,6 +333,18 @@ def write_graph(path: Path, parts: dict[str, np.ndarray]) -> None:
                 member = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
             with zf.open(member, "w", force_zip64=True) as out:
                 np.lib.format.write_array(out, np.asarray(array), allow_pickle=False)
+
+
+def _releaser(mapped: mmap.mmap) -> Callable[[], None] | None:
+    """Drops the pages of a shared file mapping from this process (they stay in the
+    page cache, written, and come back on the next touch), so that filling a mapping
+    as large as the index does not count the whole file in this process's memory
+    beside the index hnswlib then reads from it. Linux's MADV_DONTNEED keeps a shared
+    mapping's data; elsewhere nothing is released."""
+    advice = getattr(mmap, "MADV_DONTNEED", None)
+    if advice is None or not sys.platform.startswith("linux"):
+        return None
+    return lambda: mapped.madvise(advice)
 
 
 def load_graph(
@@ -343,9 +386,9 @@ def load_graph(
             return _load_in_memory(state, tail, parts)
         with mmap.mmap(fd, body + len(tail)) as mapped:
             level0 = np.frombuffer(mapped, np.uint8, n * size, HEADER.itemsize)
-            fill_level0(level0.reshape(n, size), *parts)
+            fill_level0(level0.reshape(n, size), *parts, release=_releaser(mapped))
             del level0  # the mapping closes only once no array points into it
-        del links, parts
+        del links, dead, dead_vectors, parts  # load_index allocates the whole index next
         index = hnswlib.Index(space=hnsw_space(space), dim=dim)
         index.load_index(str(scratch))
         return index

@@ -17,17 +17,20 @@ from typing import Any
 import numpy as np
 import orjson
 
-from .._conditions import Node
+from .._conditions import AllOf, AnyOf, Field, Node, Text
 
 __all__ = [
     "DENSE_SHARE",
     "EXACT_LIMIT",
+    "FilterKey",
     "FilterMemory",
     "Matches",
     "POSTFILTER_TRIES",
+    "VERIFY_FIRST",
     "WALK_MAX",
     "exact_among",
     "filter_key",
+    "shape_key",
     "walks",
 ]
 
@@ -40,6 +43,9 @@ FILTER_CACHE_SIZE = 32
 # not, goes straight to the fallback plan for the rest of this version of the
 # collection: each short try costs a wide HNSW search on top of the fallback.
 POSTFILTER_TRIES = 2
+# Exact search over a superset of a filter's matches first takes this many times k of
+# its nearest records and tests them; where fewer than k pass, four times as many.
+VERIFY_FIRST = 2
 
 # A filter not seen on this version of a collection is first tried on an even sample of
 # this many of its records (when it has at least SAMPLE_ABOVE): where at least
@@ -63,6 +69,22 @@ def filter_key(collection_id: str, lsn: int, ids: Any, cond: Node | None) -> Fil
     """One filter (its ids and condition tree) on one version of a collection: any write,
     from any process, moves the lsn and so retires every entry of the collection."""
     return (collection_id, lsn, orjson.dumps([ids, cond], option=orjson.OPT_SORT_KEYS))
+
+
+def _shape(node: Node) -> Node:
+    """The tree with its values left out: which keys and operators, not which values."""
+    if isinstance(node, (AllOf, AnyOf)):
+        return type(node)(tuple(_shape(p) for p in node.parts))
+    if isinstance(node, Field):
+        return Field(node.key, node.op, None)
+    return Text(node.op, "")
+
+
+def shape_key(collection_id: str, lsn: int, cond: Node) -> FilterKey:
+    """The filters of one shape (the same keys and operators, any values) on one version
+    of a collection: what post-filtering learnt from one value of ``topic`` holds for
+    the next when the key follows where the vectors lie."""
+    return filter_key(collection_id, lsn, None, _shape(cond))
 
 
 def exact_among(matches: int, k: int) -> bool:
@@ -90,12 +112,15 @@ class Matches:
     with that filter have learnt: the HNSW filter set and how often post-filtering came
     up short."""
 
-    __slots__ = ("allowed", "misses", "seqs", "tries")
+    __slots__ = ("allowed", "misses", "seqs", "tries", "verify")
 
     def __init__(self, seqs: np.ndarray) -> None:
         self.seqs = seqs
         self.allowed: set[int] | None = None
         self.tries = self.misses = 0
+        # Set when ``seqs`` is a superset of the filter's matches (its relaxed tree, see
+        # _filter_sql.relaxed): the filter each record found must still pass.
+        self.verify: Node | None = None
 
     def correlated(self) -> bool:
         """Whether post-filtering keeps coming up short for this filter (its matches lie
@@ -110,10 +135,29 @@ class FilterMemory:
     def __init__(self) -> None:
         self._matches: OrderedDict[FilterKey, Matches] = OrderedDict()
         self._shares: OrderedDict[FilterKey, float] = OrderedDict()
+        # Per shape (shape_key): post-filtered queries tried, and how many came up short.
+        self._shapes: OrderedDict[FilterKey, list[int]] = OrderedDict()
 
     def clear(self) -> None:
         self._matches.clear()
         self._shares.clear()
+        self._shapes.clear()
+
+    def shape_tried(self, key: FilterKey, tries: int, misses: int) -> None:
+        """Count post-filtered queries of a filter of this shape, and those that came up
+        short."""
+        seen = self._shapes.setdefault(key, [0, 0])
+        self._shapes.move_to_end(key)
+        seen[0] += tries
+        seen[1] += misses
+        while len(self._shapes) > 4 * FILTER_CACHE_SIZE:
+            self._shapes.popitem(last=False)
+
+    def shape_correlated(self, key: FilterKey) -> bool:
+        """Whether post-filtering keeps coming up short for filters of this shape (as
+        ``Matches.correlated`` for one filter): a new value of the key skips the window."""
+        seen = self._shapes.get(key)
+        return seen is not None and seen[0] >= POSTFILTER_TRIES and seen[1] * 2 > seen[0]
 
     def listed(self) -> list[FilterKey]:
         """The keys whose matches are listed, least recently used first."""

@@ -12,12 +12,15 @@ on a connection of its own (``_scanning``).
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
 from .. import _planning
 from .._conditions import Node, condition_tree, uses_regex
+from .._filter_sets import member
+from .._filter_sql import relaxed
 from .._index import VectorIndex, scan_knn
 from .._planning import FILTERED_EF_FACTOR, postfilter_beam, postfilter_fetch
 from .._results import columns_for, get_result, query_result
@@ -26,7 +29,18 @@ from .._validation import check_dimension
 from ..errors import NotFoundError
 from ..types import GetResult, QueryResult, Where, WhereDocument
 from .indexes import IndexKeeper
-from .planner import FilterMemory, Matches, dense, exact_among, filter_key, walks
+from .planner import (
+    EXACT_LIMIT,
+    VERIFY_FIRST,
+    FilterKey,
+    FilterMemory,
+    Matches,
+    dense,
+    exact_among,
+    filter_key,
+    shape_key,
+    walks,
+)
 
 __all__ = ["COLD_SCAN_QUERIES", "COLD_SCAN_RESULTS", "Reads"]
 
@@ -35,6 +49,13 @@ __all__ = ["COLD_SCAN_QUERIES", "COLD_SCAN_RESULTS", "Reads"]
 # Larger ones wait for the index: scanning costs grow with queries times records.
 COLD_SCAN_QUERIES = 8
 COLD_SCAN_RESULTS = 1024
+# Vectors a cold scan reads and scores at a time. These scans run while the graph loads
+# beside them, so their buffers add to the process's peak memory (4,096 at a time: a
+# peak 18 MB higher at 100k x 384, and no faster).
+SCAN_ROWS = 1024
+# A filter tested on at most this many records runs on the store's own connection,
+# even a regex (see _matching_among).
+SHORT_TEST = 1024
 
 
 class Reads:
@@ -75,9 +96,18 @@ class Reads:
             # The same (cached) candidate set a filtered query uses, or for a page of
             # everything the index's sorted seqs (no walk past `offset` records).
             share = None
-            if filtered and limit is not None:
+            superset = None
+            if cond is not None and limit is not None and relaxed(cond) != cond:
+                superset = self._query_matches(col, index, ids, cond)
+                if superset.verify is None:
+                    superset = None
+            elif filtered and limit is not None:
                 share = self._sampled_share(col, index, ids, cond)
-            if limit is not None and walks(share, offset, limit):
+            if superset is not None and limit is not None:
+                # A $regex with a required text: the records holding it, in order, are
+                # tested until the page is full (the pattern runs on those alone).
+                cand = self._verified_prefix(superset, (offset or 0) + limit)
+            elif limit is not None and walks(share, offset, limit):
                 # Many match: the page is a short walk in order (no list of every match).
                 with self._scanning(cond) as store, store.read():
                     return get_result(
@@ -86,7 +116,10 @@ class Reads:
                         include,
                         col.dimension,
                     )
-            cand = self._candidates(col, index, ids, cond).seqs if filtered else index.universe()
+            else:
+                cand = (
+                    self._candidates(col, index, ids, cond).seqs if filtered else index.universe()
+                )
             with self.store.read():
                 # None: a record was deleted since the candidates were read (a concurrent
                 # write), and the page would be short and shifted; asked again below.
@@ -233,7 +266,7 @@ class Reads:
             cand = store.candidate_seqs(col.coll, ids, cond, None)
             if cand is None:  # a filter of negations alone: one statement
                 cand = store.matching_seqs(col.coll, ids, cond)
-        chunks = store.vector_chunks(col.coll, dim, cand)
+        chunks = store.vector_chunks(col.coll, dim, cand, rows=SCAN_ROWS)
         labels, dists = scan_knn(col.space, query_embeddings, n_results, chunks)
         result = self._query_result(labels, dists, include, col, whole=False, store=store)
         assert result is not None
@@ -249,8 +282,15 @@ class Reads:
         cond: Node | None,
     ) -> tuple[list[np.ndarray], list[np.ndarray]]:
         ef_search = int(col.configuration["hnsw"]["ef_search"])
+        shape = None if ids is not None or cond is None else shape_key(col.id, index.lsn, cond)
+        if cond is not None and relaxed(cond) != cond:
+            # A superset listed from the indexes alone: no sample (each of its records
+            # would run the pattern), the window tests only its neighbours in the set.
+            matches = self._query_matches(col, index, ids, cond)
+            return self._knn_matches(col, index, q, k, matches, shape)
         share = self._sampled_share(col, index, ids, cond)
-        if share is not None and dense(share):
+        skip = shape is not None and self.filters.shape_correlated(shape)
+        if share is not None and dense(share) and not skip:
             fetch = postfilter_fetch(round(share * len(index)), len(index), k, ef_search)
             if fetch is not None:
                 found = index.knn_postfilter(
@@ -260,9 +300,9 @@ class Reads:
                     fetch,
                     postfilter_beam(fetch, ef_search),
                 )
-                return self._answer_rest(col, index, q, k, found, ids, cond)
-        matches = self._candidates(col, index, ids, cond)
-        return self._knn_matches(col, index, q, k, matches)
+                return self._answer_rest(col, index, q, k, found, ids, cond, shape)
+        matches = self._query_matches(col, index, ids, cond)
+        return self._knn_matches(col, index, q, k, matches, shape)
 
     def _knn_all(
         self, col: CollectionRow, index: VectorIndex, q: np.ndarray, k: int
@@ -274,18 +314,27 @@ class Reads:
         return list(found[0]), list(found[1])
 
     def _knn_matches(
-        self, col: CollectionRow, index: VectorIndex, q: np.ndarray, k: int, matches: Matches
+        self,
+        col: CollectionRow,
+        index: VectorIndex,
+        q: np.ndarray,
+        k: int,
+        matches: Matches,
+        shape: FilterKey | None = None,
     ) -> tuple[list[np.ndarray], list[np.ndarray]]:
         """The ``k`` nearest records to each query among a filter's listed ``matches``,
-        by cost (post-filtering, exact search, or hnswlib's filter callback)."""
+        by cost (post-filtering, exact search, or hnswlib's filter callback). ``shape``:
+        the filter's shape, whose record of short windows counts too."""
         ef_search = int(col.configuration["hnsw"]["ef_search"])
         fetch = postfilter_fetch(len(matches.seqs), len(index), k, ef_search)
-        if fetch is None or matches.correlated():
+        skip = shape is not None and self.filters.shape_correlated(shape)
+        if fetch is None or matches.correlated() or skip:
             return self._exact_or_callback(col, index, q, k, matches)
         # Queries with fewer than k matches among their neighbours (a filter correlated
         # with position) take a slower plan: a wider window would reach into the
         # inaccurate tail of the HNSW list.
-        found = index.knn_postfilter(q, k, matches.seqs, fetch, postfilter_beam(fetch, ef_search))
+        allowed = matches.seqs if matches.verify is None else self._verifier(matches)
+        found = index.knn_postfilter(q, k, allowed, fetch, postfilter_beam(fetch, ef_search))
         labels: list[np.ndarray] = [np.empty(0, np.int64)] * len(q)
         dists: list[np.ndarray] = [np.empty(0, np.float32)] * len(q)
         for i, f in enumerate(found):
@@ -294,6 +343,8 @@ class Reads:
         rest = [i for i, f in enumerate(found) if f is None]
         matches.tries += len(found)
         matches.misses += len(rest)
+        if shape is not None:
+            self.filters.shape_tried(shape, len(found), len(rest))
         if rest:
             more = self._exact_or_callback(col, index, q[rest], k, matches)
             for j, i in enumerate(rest):
@@ -309,14 +360,17 @@ class Reads:
         found: list[tuple[np.ndarray, np.ndarray] | None],
         ids: list[str] | None,
         cond: Node | None,
+        shape: FilterKey | None,
     ) -> tuple[list[np.ndarray], list[np.ndarray]]:
         """The post-filtered answers, and for the queries that came up short (too few
         matches among their neighbours) those of the plan over every match."""
         labels = [f[0] if f is not None else np.empty(0, np.int64) for f in found]
         dists = [f[1] if f is not None else np.empty(0, np.float32) for f in found]
         rest = [i for i, f in enumerate(found) if f is None]
+        if shape is not None:
+            self.filters.shape_tried(shape, len(found), len(rest))
         if rest:
-            matches = self._candidates(col, index, ids, cond)
+            matches = self._query_matches(col, index, ids, cond)
             matches.tries += len(found)  # what was learnt counts for the next queries
             matches.misses += len(rest)
             more = self._exact_or_callback(col, index, q[rest], k, matches)
@@ -342,6 +396,13 @@ class Reads:
         )
 
     def _matching_among(self, seqs: np.ndarray, cond: Node | None) -> np.ndarray:
+        """The records of ``seqs`` that pass ``cond``, one statement. A few hundred (a
+        sample, a window, the nearest of a superset) are tested on the store's own
+        connection: opening one for a regex would cost more than the test, and starts
+        with an empty page cache."""
+        if len(seqs) <= SHORT_TEST:
+            with self.store.lock:
+                return self.store.matching_among(seqs, cond)
         with self._scanning(cond) as store, store.read():
             return store.matching_among(seqs, cond)
 
@@ -350,6 +411,8 @@ class Reads:
     ) -> tuple[list[np.ndarray], list[np.ndarray]]:
         """Exact search over the matches, or HNSW with a filter callback when they are many."""
         cand = matches.seqs
+        if matches.verify is not None:
+            return self._exact_verified(col, index, q, k, matches)
         if exact_among(len(cand), k):
             return self.keeper.exact(col, index, q, k, cand)
         if matches.allowed is None:
@@ -359,6 +422,85 @@ class Reads:
         if found is None:
             return self.keeper.exact(col, index, q, k, cand)
         return list(found[0]), list(found[1])
+
+    def _verifier(self, matches: Matches) -> Callable[[np.ndarray], np.ndarray]:
+        """The records of sorted seqs that are in the superset ``matches`` and pass its
+        filter (a window's neighbours, a few hundred at most)."""
+        cond = matches.verify
+
+        def allowed(seqs: np.ndarray) -> np.ndarray:
+            return self._matching_among(seqs[member(seqs, matches.seqs)], cond)
+
+        return allowed
+
+    def _verified_prefix(self, matches: Matches, need: int) -> np.ndarray:
+        """The first ``need`` records, in seq order, of the superset ``matches`` that pass
+        its filter (all of them if fewer pass), testing it a growing run at a time."""
+        cand, cond = matches.seqs, matches.verify
+        passed: list[np.ndarray] = []
+        found = start = 0
+        step = max(2 * need, 256)
+        while start < len(cand) and found < need:
+            part = self._matching_among(cand[start : start + step], cond)
+            passed.append(part)
+            found += len(part)
+            start += step
+            step *= 2
+        return np.concatenate(passed) if passed else np.empty(0, np.int64)
+
+    def _exact_verified(
+        self, col: CollectionRow, index: VectorIndex, q: np.ndarray, k: int, matches: Matches
+    ) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """The ``k`` nearest records that pass ``matches.verify`` among the superset
+        ``matches.seqs``: exact search for its nearest few, of which the filter tests
+        only those (the pattern runs on a few dozen documents, not on every one the
+        index found); a query with fewer than ``k`` passing asks for four times as
+        many, until the whole superset is tested. The passing ones, in distance order,
+        are then exactly the nearest matches."""
+        cand, cond = matches.seqs, matches.verify
+        labels: list[np.ndarray] = [np.empty(0, np.int64)] * len(q)
+        dists: list[np.ndarray] = [np.empty(0, np.float32)] * len(q)
+        todo = list(range(len(q)))
+        take = min(len(cand), VERIFY_FIRST * k)
+        while todo:
+            got, got_d = self.keeper.exact(col, index, q[todo], take, cand)
+            tested = np.unique(np.concatenate(got)) if got else np.empty(0, np.int64)
+            passed = self._matching_among(tested, cond)
+            later = []
+            for j, i in enumerate(todo):
+                keep = np.flatnonzero(member(got[j], passed))[:k]
+                if len(keep) >= k or take >= len(cand):
+                    labels[i], dists[i] = got[j][keep], got_d[j][keep]
+                else:
+                    later.append(i)
+            todo, take = later, min(len(cand), take * 4)
+        return labels, dists
+
+    def _query_matches(
+        self,
+        col: CollectionRow,
+        index: VectorIndex,
+        ids: list[str] | None,
+        cond: Node | None,
+    ) -> Matches:
+        """What a query searches among: for a filter with a ``$regex`` that has a
+        required literal, the records of its relaxed tree (``_filter_sql.relaxed``: a
+        superset listed from the indexes alone, which the filter then tests only where
+        a search needs it) when at most EXACT_LIMIT; else the filter's own matches."""
+        loose = None if cond is None else relaxed(cond)
+        if loose is None or loose == cond:
+            return self._candidates(col, index, ids, cond)
+
+        def compute() -> np.ndarray:
+            with self._scanning(loose) as store, store.read():
+                return store.candidate_seqs(col.coll, ids, loose, index.universe())
+
+        key = filter_key(col.id, index.lsn, ids, cond)[2] + b"~superset"
+        found = self._cached_matches(col, index, key, compute)
+        if len(found.seqs) > EXACT_LIMIT:
+            return self._candidates(col, index, ids, cond)
+        found.verify = cond
+        return found
 
     def _check_ids_exist(
         self, col: CollectionRow, ids: list[str], store: Store | None = None

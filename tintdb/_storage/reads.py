@@ -226,7 +226,7 @@ class RecordReads:
                     [coll, *params],
                 )
             )
-        found = evaluate_sets(cond, coll, self.seq_array, within)
+        found = evaluate_sets(cond, coll, self.seq_array, within, universe)
         if found is None:
             return universe
         seqs, negated = found
