@@ -304,13 +304,19 @@ def test_failed_update_after_early_indexing_leaves_the_old_vectors(
 ) -> None:
     """An update or upsert of existing records sets their new vectors in the graph
     before SQLite commits; if the write then fails, the records are found at their old
-    vectors, not the new ones, and a later update of them works."""
+    vectors, not the new ones, and a later update of them works.
+
+    The beam covers the whole graph (ef_search above the record count), so what is
+    checked is which vector each node holds, not how well a moved node was relinked: a
+    default beam missed a record's exact match in the moved cluster once in many runs.
+    """
     rng = np.random.default_rng(6)
     first = rng.random((3000, DIM), dtype=np.float32)
     moved = rng.random((500, DIM), dtype=np.float32) + 5  # far from everything else
     ids = [f"a{i}" for i in range(3000)]
+    whole_graph = {"hnsw": {"ef_search": 4000}}
     with tintdb.PersistentClient(path=str(tmp_path)) as client:
-        col = client.create_collection("early", embedding_function=None)
+        col = client.create_collection("early", embedding_function=None, configuration=whole_graph)
         col.add(ids=ids, embeddings=first)
         calls, early = _failing_log_watching_early(monkeypatch)
         with pytest.raises(OSError, match="injected"):
