@@ -10,6 +10,8 @@ in the thin ``tintdb-client``).
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -130,3 +132,23 @@ def test_the_api_classes_are_the_clients(tmp_path: Path) -> None:
     assert embedding_functions.EmbeddingFunction is EmbeddingFunction is tintdb.EmbeddingFunction
     assert embedding_functions.Embeddings is tintdb.Embeddings  # defined once
     assert embedding_functions.Documents is tintdb.Documents
+
+
+def test_the_embedded_package_imports_without_the_http_stack() -> None:
+    """``import tintdb`` leaves httpx (and the libraries its command line pulls in) to
+    the first use of an HTTP client; every public name still resolves, the same object
+    by each path."""
+    code = (
+        "import sys, tintdb, tintdb.api, tintdb.api.types\n"
+        "client = tintdb.PersistentClient\n"
+        "assert 'httpx' not in sys.modules, 'httpx loaded by import tintdb'\n"
+        "from tintdb import AsyncClientAPI, AsyncHttpClient, HttpClient\n"
+        "from tintdb.api import AsyncClientAPI as api_async\n"
+        "from tintdb.api.models.AsyncCollection import AsyncCollection\n"
+        "assert 'httpx' in sys.modules\n"
+        "assert AsyncClientAPI is api_async is tintdb._http.AsyncClient\n"
+        "assert HttpClient is tintdb._http.HttpClient and AsyncHttpClient.__module__ == 'tintdb'\n"
+        "assert AsyncCollection is tintdb._http.AsyncCollection\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr

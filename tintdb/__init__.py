@@ -9,7 +9,7 @@ docs.query(query_texts=["hi"], n_results=1)
 
 __version__ = "0.1.0"  # the one place it is written: both pyproject.toml files read it
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import errors
 from ._client import (
@@ -22,7 +22,6 @@ from ._client import (
     PostgresClient,
     RustClient,
 )
-from ._http import AsyncHttpClient, HttpClient
 from ._schema_api import (
     BoolInvertedIndexConfig,
     Cmek,
@@ -37,7 +36,7 @@ from ._schema_api import (
     VectorIndexConfig,
 )
 from ._search import K, Key, Knn, Rrf, Search, SparseVector
-from .api import AdminAPI, AsyncClientAPI, ClientAPI
+from .api import AdminAPI, ClientAPI
 from .api.types import (
     URI,
     CollectionMetadata,
@@ -131,7 +130,6 @@ __all__ = [
 
 for _name in (
     "AdminClient",
-    "AsyncHttpClient",
     "Client",
     "CloudClient",
     "Collection",
@@ -143,6 +141,25 @@ for _name in (
 ):
     globals()[_name].__module__ = "tintdb"
 del _name
+
+if TYPE_CHECKING:
+    from ._http import AsyncHttpClient, HttpClient
+    from .api import AsyncClientAPI
+
+
+def __getattr__(name: str) -> Any:
+    """The HTTP clients, imported on first use: they load httpx (and through it its
+    command line's libraries), about 60 ms and 16 MB that a process using only the
+    embedded store does not need."""
+    if name in ("HttpClient", "AsyncHttpClient", "AsyncClientAPI"):
+        from . import _http
+
+        value = _http.AsyncClient if name == "AsyncClientAPI" else getattr(_http, name)
+        if name == "AsyncHttpClient":
+            value.__module__ = "tintdb"
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def copy(source: Any, dest: Any, **options: Any) -> Any:

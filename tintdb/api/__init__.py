@@ -6,8 +6,9 @@ its clients implement; here they name the client classes themselves, so both
 (embedded or HTTP) as they do for chromadb's.
 """
 
+from typing import TYPE_CHECKING
+
 from .._client import AdminClient, Client, Collection
-from .._http import AsyncClient
 from ..config import DEFAULT_DATABASE, DEFAULT_TENANT, Settings
 from .collection_configuration import (
     CreateCollectionConfiguration,
@@ -44,10 +45,12 @@ from .types import (
     WhereDocument,
 )
 
+if TYPE_CHECKING:
+    from .._http import AsyncClient as AsyncClientAPI
+
 BaseAPI = Client
 ClientAPI = Client
 AdminAPI = AdminClient
-AsyncClientAPI = AsyncClient
 
 __all__ = [
     "DEFAULT_DATABASE",
@@ -97,4 +100,9 @@ def __getattr__(name: str) -> object:
         from . import types
 
         return types.DefaultEmbeddingFunction
+    if name == "AsyncClientAPI":  # imported on first use, as tintdb.AsyncHttpClient
+        from .._http import AsyncClient
+
+        globals()[name] = AsyncClient
+        return AsyncClient
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
