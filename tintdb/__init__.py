@@ -151,10 +151,14 @@ def __getattr__(name: str) -> Any:
     """The HTTP clients, imported on first use: they load httpx (and through it its
     command line's libraries), about 60 ms and 16 MB that a process using only the
     embedded store does not need."""
-    if name in ("HttpClient", "AsyncHttpClient", "AsyncClientAPI"):
+    if name == "AsyncClientAPI":  # tintdb.api resolves it the same way
+        from . import api
+
+        return api.AsyncClientAPI
+    if name in ("HttpClient", "AsyncHttpClient"):
         from . import _http
 
-        value = _http.AsyncClient if name == "AsyncClientAPI" else getattr(_http, name)
+        value = getattr(_http, name)
         if name == "AsyncHttpClient":
             value.__module__ = "tintdb"
         globals()[name] = value
