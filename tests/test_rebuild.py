@@ -74,6 +74,7 @@ def test_writes_and_queries_go_on_while_a_worn_graph_is_rebuilt(
         col = client.create_collection("worn", embedding_function=None)
         col.add(ids=list(vecs), embeddings=np.stack(list(vecs.values())))
         backend = col._backend
+        backend.keeper.wait_jobs()  # every record in the graph, so updates wear it
         worn = backend.keeper.indexes[str(col.id)]
         with _held_rebuild(monkeypatch) as held:
             _wear(col, rng, vecs)
@@ -136,6 +137,7 @@ def test_closing_gives_up_a_rebuild_in_progress(
 
     monkeypatch.setattr(_index.VectorIndex, "upsert", slow_steps)
     col.add(ids=list(vecs), embeddings=np.stack(list(vecs.values())))
+    backend.keeper.wait_jobs()  # every record in the graph, so updates wear it
     worn = backend.keeper.indexes[str(col.id)]
     _wear(col, rng, vecs)
     # The write that wore the graph out started its rebuild before it returned, and the
@@ -145,7 +147,7 @@ def test_closing_gives_up_a_rebuild_in_progress(
     assert inside.wait(60), "the rebuild never reached its first step"
     client.close()
     assert not rebuild.is_alive()
-    assert steps == [100]  # one step, then it saw the close
+    assert len(steps) == 1 and steps[0] < 200  # one step (whole blocks), then the close
     assert backend.keeper.indexes == {}
     with tintdb.PersistentClient(path=str(tmp_path)) as client:
         col = client.get_collection("worn")
@@ -162,6 +164,7 @@ def test_a_small_worn_graph_is_rebuilt_inside_the_write(monkeypatch: pytest.Monk
     with tintdb.EphemeralClient() as client:
         col = client.create_collection("small", embedding_function=None)
         col.add(ids=[str(i) for i in range(1000)], embeddings=vecs)
+        col._backend.keeper.wait_jobs()  # every record in the graph, so deletes wear it
         worn = col._backend.keeper.indexes[str(col.id)]
         col.delete(ids=[str(i) for i in range(300)])
         fresh = col._backend.keeper.indexes[str(col.id)]

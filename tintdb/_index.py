@@ -6,6 +6,13 @@ restricted by a filter callback; beside it the ``Mirror`` for exact search
 (``_exact``), kept in step with every change from the first record, or built on first
 need after a snapshot is loaded.
 
+A write's vectors need not be in the graph when the write returns: ``defer`` puts them
+in the *tail*, searched exactly beside the graph by every query, and ``apply_pending``
+moves them into the graph a step at a time (the keeper runs it on a thread of its own).
+A changed vector's old node is marked deleted at once, so the graph never answers with
+it. Anything that reads or writes the graph as a whole (a snapshot, a copy, an inline
+``upsert``) drains the tail first.
+
 Snapshots (``_snapshot`` for their file format) are written to a temporary directory,
 fsynced and renamed, so a snapshot is either complete or absent; one that fails its
 checksum is ignored (and the caller rebuilds), so hnswlib never reads a damaged file.
@@ -137,6 +144,175 @@ class _LiveSeqs:
         return gone
 
 
+class _Tail:
+    """Vectors set in the index but not yet in its graph, in the order they came.
+
+    Rows are appended at the end and taken from the front (``head``); a row whose
+    record was deleted, or whose seq was set again, is marked dead or overwritten in
+    place. Vectors are kept as the graph will take them (unit length for cosine), with
+    their squared norms for the l2 ranking formula.
+    """
+
+    def __init__(self, dim: int) -> None:
+        self.dim = dim
+        self.seqs = np.empty(0, np.int64)
+        self.labels = np.empty(0, np.int64)
+        self.vecs = np.empty((0, dim), np.float32)
+        self.sq = np.empty(0, np.float32)
+        self.alive = np.empty(0, bool)
+        self.head = self.n = 0
+        self.pos: dict[int, int] = {}  # seq -> its row
+
+    def __len__(self) -> int:
+        return len(self.pos)
+
+    def contains(self, seqs: np.ndarray) -> np.ndarray:
+        if not self.pos:
+            return np.zeros(len(seqs), dtype=bool)
+        pos = self.pos
+        return np.fromiter((s in pos for s in seqs.tolist()), bool, len(seqs))
+
+    def label(self, seq: int) -> int:
+        return int(self.labels[self.pos[seq]])
+
+    def set(self, seqs: np.ndarray, labels: np.ndarray, vecs: np.ndarray) -> None:
+        """Set each seq's vector: in place if it is in the tail already, else appended."""
+        vecs = np.asarray(vecs, np.float32)
+        had = self.contains(seqs)
+        if had.any():
+            rows = np.fromiter((self.pos[s] for s in seqs[had].tolist()), np.int64, int(had.sum()))
+            self.vecs[rows] = vecs[had]
+            self.sq[rows] = np.einsum("ij,ij->i", vecs[had], vecs[had])
+        new = ~had
+        m = int(new.sum())
+        if m == 0:
+            return
+        if self.n + m > len(self.seqs):
+            self._make_room(m)
+        n = self.n
+        self.seqs[n : n + m] = seqs[new]
+        self.labels[n : n + m] = labels[new]
+        self.vecs[n : n + m] = vecs[new]
+        self.sq[n : n + m] = np.einsum("ij,ij->i", vecs[new], vecs[new])
+        self.alive[n : n + m] = True
+        self.pos.update(zip(seqs[new].tolist(), range(n, n + m), strict=True))
+        self.n = n + m
+
+    def _make_room(self, m: int) -> None:
+        """Move the live rows to the front, growing the arrays if that is not enough."""
+        rows = self._rows()
+        k = len(self.pos)
+        need = k + m
+        size = max(need, 2 * len(self.seqs), 256) if need > len(self.seqs) else len(self.seqs)
+        seqs, labels = np.empty(size, np.int64), np.empty(size, np.int64)
+        vecs, sq = np.empty((size, self.dim), np.float32), np.empty(size, np.float32)
+        alive = np.zeros(size, bool)
+        seqs[:k], labels[:k], vecs[:k], sq[:k] = (
+            self.seqs[rows],
+            self.labels[rows],
+            self.vecs[rows],
+            self.sq[rows],
+        )
+        alive[:k] = True
+        self.seqs, self.labels, self.vecs, self.sq, self.alive = seqs, labels, vecs, sq, alive
+        self.head, self.n = 0, k
+        self.pos = dict(zip(seqs[:k].tolist(), range(k), strict=True))
+
+    def remove(self, seqs: np.ndarray) -> np.ndarray:
+        """Drop ``seqs``; returns the mask of those that were in the tail."""
+        had = self.contains(seqs)
+        if had.any():
+            rows = [self.pos.pop(s) for s in seqs[had].tolist()]
+            self.alive[rows] = False
+            if not self.pos:
+                self.head = self.n = 0
+        return had
+
+    def _rows(self) -> np.ndarray | slice:
+        """The live rows, oldest first (a slice when none in between died)."""
+        if self.n - self.head == len(self.pos):
+            return slice(self.head, self.n)
+        return np.flatnonzero(self.alive[self.head : self.n]) + self.head
+
+    def view(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(seqs, vectors, squared norms) of the live rows."""
+        rows = self._rows()
+        return self.seqs[rows], self.vecs[rows], self.sq[rows]
+
+    def first(self, limit: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The oldest ``limit`` live rows: (rows, labels, vectors)."""
+        rows = self._rows()
+        if isinstance(rows, slice):
+            rows = np.arange(rows.start, min(rows.stop, rows.start + limit))
+        else:
+            rows = rows[:limit]
+        return rows, self.labels[rows], self.vecs[rows]
+
+    def taken(self, rows: np.ndarray) -> None:
+        """The graph now holds ``rows`` (the oldest live ones): forget them."""
+        for s in self.seqs[rows].tolist():
+            del self.pos[s]
+        self.alive[rows] = False
+        if not self.pos:
+            self.head = self.n = 0
+        elif len(rows):
+            self.head = int(rows[-1]) + 1
+
+    def vectors_of(self, seqs: np.ndarray) -> np.ndarray:
+        rows = np.fromiter((self.pos[s] for s in seqs.tolist()), np.int64, len(seqs))
+        return self.vecs[rows]
+
+
+def _tail_nearest(
+    space: str,
+    q: np.ndarray,
+    k: int,
+    part: tuple[np.ndarray, np.ndarray, np.ndarray],
+    keep: np.ndarray | None = None,
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per query (prepared), the ``k`` nearest of a tail's ``part`` (seqs, vectors,
+    squared norms), restricted to the mask ``keep`` if given: exact, nearest first."""
+    seqs, vecs, sq = part
+    if keep is not None:
+        seqs, vecs, sq = seqs[keep], vecs[keep], sq[keep]
+    k = min(k, len(seqs))
+    if k == 0:
+        return [(np.empty(0, np.int64), np.empty(0, np.float32))] * len(q)
+    dots = q @ vecs.T  # (queries, rows)
+    # Each space's ranking score (l2 without the query's own norm), then the distance
+    # itself for the few best, as the exact search does.
+    score = sq[None, :] - 2 * dots if space == "l2" else -dots
+    pick = min(len(seqs), k + RERANK_EXTRA)
+    every = np.arange(len(seqs))
+    out = []
+    for i in range(len(q)):
+        cand = np.argpartition(score[i], pick - 1)[:pick] if pick < len(seqs) else every
+        d = space_distances(space, q[i], vecs[cand])
+        order = np.argsort(d, kind="stable")[:k]
+        out.append((seqs[cand[order]], d[order]))
+    return out
+
+
+def _in_sorted(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Which of ``a`` are in the sorted array ``b``."""
+    if len(a) == 0 or len(b) == 0:
+        return np.zeros(len(a), dtype=bool)
+    pos = np.minimum(np.searchsorted(b, a), len(b) - 1)
+    return b[pos] == a
+
+
+def _merge(
+    graph: tuple[np.ndarray, np.ndarray], tail: tuple[np.ndarray, np.ndarray], k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` nearest of a graph answer and a tail answer (disjoint records)."""
+    if len(tail[0]) == 0:
+        return graph[0][:k], graph[1][:k]
+    seqs = np.concatenate([graph[0], tail[0]])
+    dists = np.concatenate([graph[1], tail[1]]).astype(np.float32)
+    order = np.argsort(dists, kind="stable")[:k]
+    return seqs[order], dists[order]
+
+
 class VectorIndex:
     """HNSW + exact-search mirror for one collection."""
 
@@ -159,6 +335,7 @@ class VectorIndex:
         # A new index keeps its mirror in step from the first record: the vectors pass
         # through here anyway. One loaded from a snapshot builds it on first need.
         self._mirror: Mirror | None = Mirror(dim, space == "cosine")
+        self._tail = _Tail(dim)
         self.unsaved = 0
         # A graph built afresh from SQLite, not yet saved: a snapshot at its lsn (of the
         # graph it replaced) is replaced by it, not kept.
@@ -203,6 +380,7 @@ class VectorIndex:
             return
         threads = threads or self._threads()
         with self.lock:
+            self.drain()
             known = self._live.contains(seqs)
             labels = np.asarray(seqs, dtype=np.int64).copy()
             if known.any():
@@ -229,6 +407,67 @@ class VectorIndex:
                 self._mirror.set(seqs, vectors)
             self.unsaved += len(seqs)
 
+    def defer(self, seqs: np.ndarray, vectors: np.ndarray) -> None:
+        """Set vectors as ``upsert`` does, but leave them in the tail (searched exactly)
+        for ``apply_pending`` to put in the graph: a write need not wait for it.
+
+        A record already in the graph has its old node marked deleted now, so no search
+        finds its old vector; its new one goes in under the next generation's label.
+        """
+        if len(seqs) == 0:
+            return
+        seqs = np.asarray(seqs, np.int64)
+        with self.lock:
+            in_tail = self._tail.contains(seqs)
+            known = self._live.contains(seqs) & ~in_tail
+            labels = seqs.copy()
+            if known.any():
+                old = self._label_of(seqs[known])
+                labels[known] = (old & SEQ_MASK) + (
+                    ((old >> GENERATION_SHIFT) + 1) << GENERATION_SHIFT
+                )
+                for label in np.unique(old).tolist():
+                    self._hnsw.mark_deleted(label)
+                self._moved.update(zip(seqs[known].tolist(), labels[known].tolist(), strict=True))
+            if in_tail.any():
+                labels[in_tail] = [self._tail.label(x) for x in seqs[in_tail].tolist()]
+            self._tail.set(seqs, labels, self._prepare(vectors).astype(np.float32, copy=False))
+            self.churn += int(known.sum())
+            self._live.add(seqs)
+            if self._mirror is not None:
+                self._mirror.set(seqs, vectors)
+            self.unsaved += len(seqs)
+
+    @property
+    def pending(self) -> int:
+        """Records whose current vector is in the tail, not yet in the graph."""
+        return len(self._tail)
+
+    def apply_pending(self, limit: int, threads: int | None = None) -> int:
+        """Put up to ``limit`` of the oldest tail records in the graph; returns how many.
+
+        Holds the lock throughout (hnswlib's insertion is not safe beside its search),
+        so a caller keeps ``limit`` small enough for searches waiting on it.
+        """
+        with self.lock:
+            rows, labels, vecs = self._tail.first(limit)
+            if len(rows) == 0:
+                return 0
+            cap = self._hnsw.get_max_elements()
+            needed = self._hnsw.get_current_count() + len(rows)
+            if needed > cap:
+                factor = max(float(self.params.get("resize_factor") or 1.2), 1.2)
+                self._hnsw.resize_index(max(needed, math.ceil(cap * factor)))
+            self._hnsw.add_items(vecs, labels, num_threads=threads or self._threads())
+            self._tail.taken(rows)
+            return len(rows)
+
+    def drain(self) -> None:
+        """Put the whole tail in the graph now."""
+        with self.lock:
+            while self._tail:
+                self.apply_pending(len(self._tail))
+
     def _label_of(self, seqs: np.ndarray) -> np.ndarray:
         """The hnswlib labels of live ``seqs``."""
         seqs = np.asarray(seqs, dtype=np.int64)
@@ -247,7 +486,7 @@ class VectorIndex:
     def free_slots(self) -> int:
         """Slots still held by deleted records (in memory and in snapshots)."""
         with self.lock:
-            return int(self._hnsw.get_current_count()) - len(self)
+            return int(self._hnsw.get_current_count()) - (len(self) - len(self._tail))
 
     def worn(self) -> bool:
         """Whether the graph has seen enough deletes and in-place updates to rebuild it.
@@ -267,14 +506,17 @@ class VectorIndex:
             if len(seqs) == 0:
                 return
             gone = self._live.remove(seqs)
-            for label in self._label_of(gone).tolist():
+            # A record in the tail has no node of its own yet (an old one, if it had
+            # one, was marked deleted when its new vector came).
+            in_graph = gone[~self._tail.remove(gone)]
+            for label in self._label_of(in_graph).tolist():
                 self._hnsw.mark_deleted(label)
             for s in gone.tolist() if self._moved else ():
                 self._moved.pop(s, None)
             if self._mirror is not None:
                 self._mirror.remove(seqs)
             self.unsaved += len(seqs)
-            self.churn += len(seqs)
+            self.churn += len(in_graph)
 
     # ------------------------------------------------------------ exact-search mirror
 
@@ -308,28 +550,41 @@ class VectorIndex:
         allowed: set[int] | None = None,
         ef: int | None = None,
     ) -> tuple[np.ndarray, np.ndarray] | None:
-        """Approximate k-NN; None when hnswlib cannot return k results (use exact)."""
+        """Approximate k-NN (the graph's, merged with the tail's exact answer); None when
+        hnswlib cannot return its share of k results (use exact)."""
         with self.lock:
             k = min(k, len(self))
-            if k == 0:
-                return np.empty((len(queries), 0), np.int64), np.empty(
-                    (len(queries), 0), np.float32
-                )
-            base = int(self.params["ef_search"])
-            self._hnsw.set_ef(max(base, k, ef or 0))
-            try:
-                if allowed is None:
-                    threads = 1 if len(queries) == 1 else self._threads()
-                    labels, dists = self._hnsw.knn_query(queries, k=k, num_threads=threads)
-                else:
-                    labels, dists = self._hnsw.knn_query(
-                        queries, k=k, num_threads=1, filter=self._allowed(allowed)
-                    )
-            except RuntimeError:
-                return None
-            finally:
-                self._hnsw.set_ef(base)
-            return labels.astype(np.int64) & SEQ_MASK, dists
+            graph_k = min(k, len(self) - len(self._tail))
+            labels: np.ndarray = np.empty((len(queries), 0), np.int64)
+            dists: np.ndarray = np.empty((len(queries), 0), np.float32)
+            if graph_k > 0:
+                base = int(self.params["ef_search"])
+                self._hnsw.set_ef(max(base, k, ef or 0))
+                try:
+                    if allowed is None:
+                        threads = 1 if len(queries) == 1 else self._threads()
+                        labels, dists = self._hnsw.knn_query(
+                            queries, k=graph_k, num_threads=threads
+                        )
+                    else:
+                        labels, dists = self._hnsw.knn_query(
+                            queries, k=graph_k, num_threads=1, filter=self._allowed(allowed)
+                        )
+                except RuntimeError:
+                    return None
+                finally:
+                    self._hnsw.set_ef(base)
+                labels = labels.astype(np.int64) & SEQ_MASK
+            if not self._tail or k == 0:
+                return labels, dists
+            part = self._tail.view()
+            keep = None
+            if allowed is not None:
+                keep = np.fromiter((x in allowed for x in part[0].tolist()), bool, len(part[0]))
+            q = self._prepare(queries).astype(np.float32)
+            near = _tail_nearest(self.space, q, k, part, keep)
+        merged = [_merge((labels[i], dists[i]), near[i], k) for i in range(len(q))]
+        return np.stack([m[0] for m in merged]), np.stack([m[1] for m in merged])
 
     def knn_postfilter(
         self,
@@ -350,26 +605,39 @@ class VectorIndex:
         """
         with self.lock:
             fetch = min(fetch, len(self))
-            base = int(self.params["ef_search"])
-            self._hnsw.set_ef(max(base, fetch, beam))
-            threads = 1 if len(queries) == 1 else self._threads()
-            try:
-                labels, dists = self._hnsw.knn_query(queries, k=fetch, num_threads=threads)
-            except RuntimeError:  # fewer than `fetch` reachable: let the caller fall back
-                return [None] * len(queries)
-            finally:
-                self._hnsw.set_ef(base)
+            graph_fetch = min(fetch, len(self) - len(self._tail))
+            seqs: np.ndarray = np.empty((len(queries), 0), np.int64)
+            dists: np.ndarray = np.empty((len(queries), 0), np.float32)
+            if graph_fetch > 0:
+                base = int(self.params["ef_search"])
+                self._hnsw.set_ef(max(base, fetch, beam))
+                threads = 1 if len(queries) == 1 else self._threads()
+                try:
+                    labels, dists = self._hnsw.knn_query(
+                        queries, k=graph_fetch, num_threads=threads
+                    )
+                except RuntimeError:  # fewer than `fetch` reachable: let the caller fall back
+                    return [None] * len(queries)
+                finally:
+                    self._hnsw.set_ef(base)
+                seqs = labels.astype(np.int64) & SEQ_MASK
+            if self._tail and fetch > 0:
+                # The window is the nearest `fetch` of the graph's and the tail's records.
+                q = self._prepare(queries).astype(np.float32)
+                near = _tail_nearest(self.space, q, fetch, self._tail.view())
+                merged = [_merge((seqs[i], dists[i]), near[i], fetch) for i in range(len(q))]
+                seqs = np.stack([m[0] for m in merged])
+                dists = np.stack([m[1] for m in merged])
+        if seqs.shape[1] == 0:
+            return [None] * len(queries)
         out: list[tuple[np.ndarray, np.ndarray] | None] = []
-        seqs = labels.astype(np.int64) & SEQ_MASK
         if callable(allowed):
             allowed = allowed(np.unique(seqs))
         if len(allowed) == 0:
             return [None] * len(queries)
-        last = len(allowed) - 1
-        for row_labels, row_dists in zip(seqs, dists, strict=True):
-            pos = np.minimum(np.searchsorted(allowed, row_labels), last)
-            keep = np.flatnonzero(allowed[pos] == row_labels)[:k]
-            out.append((row_labels[keep], row_dists[keep]) if len(keep) == k else None)
+        for row_seqs, row_dists in zip(seqs, dists, strict=True):
+            keep = np.flatnonzero(_in_sorted(row_seqs, allowed))[:k]
+            out.append((row_seqs[keep], row_dists[keep]) if len(keep) == k else None)
         return out
 
     def exact(
@@ -418,8 +686,16 @@ class VectorIndex:
         as the mirror's are). Slow per row: for the few rows a bound leaves open."""
         if len(seqs) == 0:
             return np.empty((0, self.dim), np.float32)
-        labels = self._label_of(seqs)
-        return np.asarray(self._hnsw.get_items(labels, return_type="numpy"), dtype=np.float32)
+        in_tail = self._tail.contains(seqs)
+        if not in_tail.any():
+            labels = self._label_of(seqs)
+            return np.asarray(self._hnsw.get_items(labels, return_type="numpy"), np.float32)
+        out = np.empty((len(seqs), self.dim), np.float32)
+        out[in_tail] = self._tail.vectors_of(seqs[in_tail])
+        if not in_tail.all():
+            labels = self._label_of(seqs[~in_tail])
+            out[~in_tail] = self._hnsw.get_items(labels, return_type="numpy")
+        return out
 
     def distances(self, q: np.ndarray, vecs: np.ndarray) -> np.ndarray:
         return space_distances(self.space, q, vecs)
@@ -429,6 +705,7 @@ class VectorIndex:
     def save(self, directory: Path) -> None:
         """Write a snapshot stamped with ``self.lsn``; older snapshots are removed."""
         with self.lock:
+            self.drain()
             directory.mkdir(parents=True, exist_ok=True)
             final = directory / f"{SNAPSHOT_PREFIX}{self.lsn:020d}"
             if final.exists() and not self.rebuilt:
@@ -554,6 +831,7 @@ class VectorIndex:
         index._hnsw = load_graph(snap / GRAPH_FILE, manifest["hnsw"], space, dim, vectors)
         index._apply_ef()
         index._mirror = None
+        index._tail = _Tail(dim)
         index.unsaved = 0
         index.rebuilt = False
         return index
@@ -567,6 +845,7 @@ class VectorIndex:
         scratch = scratch_dir / f"{LOAD_PREFIX}{os.getpid()}-{uuid.uuid4().hex}"
         try:
             with self.lock:
+                self.drain()
                 self._hnsw.save_index(str(scratch))
                 universe = self.universe()
                 moved = dict(self._moved)
@@ -596,6 +875,7 @@ class VectorIndex:
         copy._hnsw = graph
         copy._apply_ef()
         copy._mirror = None
+        copy._tail = _Tail(self.dim)
         copy.unsaved = len(universe) or 1
         copy.rebuilt = False
         return copy

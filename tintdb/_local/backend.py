@@ -6,7 +6,7 @@ then touch the in-memory index, so a crash between the two loses nothing: the ne
 ``current`` (in this process, another one, or after a restart) replays the log.
 
 A little over 500 lines because it is every Backend method of the embedded engine, each
-write's rules (dimension, ids taken, metadata merge, early indexing) beside the one
+write's rules (dimension, ids taken, metadata merge) beside the one
 ``_write`` they go through; reads live in ``reads``, indexes in ``indexes``, plans in
 ``planner``. What would split off next: the catalog methods (tenants, databases,
 collections, fork), which only pass through to the store's ``Tx``.
@@ -36,7 +36,7 @@ from ..errors import (
     InvalidArgumentError,
 )
 from ..types import CollectionModel, GetResult, Metadata, QueryResult, Where, WhereDocument
-from .indexes import EarlyIndexing, IndexKeeper
+from .indexes import IndexKeeper
 from .reads import Reads
 
 __all__ = ["LocalBackend"]
@@ -259,30 +259,23 @@ class LocalBackend:
         Under the store lock, in one ``BEGIN IMMEDIATE`` transaction: the collection is
         read, the call changes its records and says what it changed (``_Change``), and
         the change is logged (``ops``) with the metadata value types it brought. Once
-        committed, the index keeper applies it to the in-memory index. A failure
-        anywhere before the commit rolls everything back, and an index that took
-        vectors early (``EarlyIndexing``) is dropped, to be rebuilt from the log.
+        committed, the index keeper applies it to the in-memory index (new vectors go
+        to its tail, and into the graph behind the call). A failure anywhere before the
+        commit rolls everything back; the index is not touched before the commit.
         """
         with self.store.lock:
-            change: _Change | None = None
-            try:
-                with self.store.write() as tx:
-                    change = _Change(tx, tx.collection_by_id(collection_id))
-                    yield change
-                    if change.kind is not None:
-                        col, seqs = change.col, change.seqs
-                        if change.kind == OP_TOUCH:
-                            change.lsn = tx.touch(col)
-                        else:
-                            assert seqs is not None
-                            change.lsn = tx.log(col, change.kind, seqs)
-                        if change.kind != OP_DELETE:
-                            change.seen = self._note_value_types(tx, col, change.metadatas)
-            except BaseException:
-                if change is not None and change.early is not None:
-                    change.early.join()  # the index holds vectors the store refused
-                    self.keeper.forget(change.col.id)
-                raise
+            with self.store.write() as tx:
+                change = _Change(tx, tx.collection_by_id(collection_id))
+                yield change
+                if change.kind is not None:
+                    col, seqs = change.col, change.seqs
+                    if change.kind == OP_TOUCH:
+                        change.lsn = tx.touch(col)
+                    else:
+                        assert seqs is not None
+                        change.lsn = tx.log(col, change.kind, seqs)
+                    if change.kind != OP_DELETE:
+                        change.seen = self._note_value_types(tx, col, change.metadatas)
             if change.lsn is not None:
                 self._committed(change)
 
@@ -300,12 +293,8 @@ class LocalBackend:
             self.keeper.after_write(col, change.prev, lsn, None, None, seqs)
             if len(seqs) > 1000 and len(seqs) * 3 > self.store.count(col.coll):
                 self.store.reclaim_space()
-        elif change.early is None:
+        else:
             self.keeper.after_write(col, change.prev, lsn, seqs, change.vectors, None)
-        elif seqs is not None and change.early.finish(seqs):  # only the lsn and upkeep left
-            self.keeper.after_write(col, change.prev, lsn, None, None, None)
-        else:  # the next call replays the log into a fresh index
-            self.keeper.forget(col.id)
 
     def _open_vector_write(
         self, tx: Tx, col: CollectionRow, ids: list[str], embeddings: np.ndarray
@@ -337,7 +326,6 @@ class LocalBackend:
                     f"{shown}. Nothing was added; use upsert() to overwrite."
                 )
             mds = None if metadatas is None else [strip_none(m) for m in metadatas]
-            change.early = self.keeper.index_early(tx, col, change.prev, embeddings)
             seqs = tx.insert(col.coll, ids, embeddings, mds, documents, uris)
             change.set_vectors(seqs, embeddings, mds)
 
@@ -399,14 +387,6 @@ class LocalBackend:
             rows = [i for i, x in enumerate(ids) if x in found]
             if not rows:
                 return
-            if embeddings is not None and col.dimension is not None:
-                change.early = self.keeper.index_early(
-                    tx,
-                    col,
-                    change.prev,
-                    embeddings[rows],
-                    np.array([found[ids[i]][0] for i in rows], dtype=np.int64),
-                )
             seqs = self._apply_update(
                 tx, col, found, ids, rows, embeddings, metadatas, documents, uris
             )
@@ -432,14 +412,6 @@ class LocalBackend:
             found = self._open_vector_write(tx, col, ids, embeddings)
             old = [i for i, x in enumerate(ids) if x in found]
             new = [i for i, x in enumerate(ids) if x not in found]
-            if not new:  # only existing records: their seqs are known before the write
-                change.early = self.keeper.index_early(
-                    tx,
-                    col,
-                    change.prev,
-                    embeddings,
-                    np.array([found[x][0] for x in ids], dtype=np.int64),
-                )
             parts, vec_parts = [], []
             if old:
                 parts.append(
@@ -532,7 +504,6 @@ class _Change:
 
     __slots__ = (
         "col",
-        "early",
         "kind",
         "lsn",
         "metadatas",
@@ -551,7 +522,6 @@ class _Change:
         self.seqs: np.ndarray | None = None
         self.vectors: np.ndarray | None = None
         self.metadatas: list[Metadata | None] | None = None
-        self.early: EarlyIndexing | None = None
         self.lsn: int | None = None  # set when logged
         self.seen: set[tuple[str, str]] = set()
 

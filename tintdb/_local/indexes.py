@@ -10,11 +10,11 @@ an index's own.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import tempfile
 import threading
+import time
 from collections.abc import Generator
 from pathlib import Path
 from typing import Any
@@ -22,10 +22,10 @@ from typing import Any
 import numpy as np
 
 from .._index import VectorIndex
-from .._storage import OP_SET, CollectionRow, Store, Tx
+from .._storage import OP_SET, CollectionRow, Store
 from ..errors import NotFoundError, TintError
 
-__all__ = ["CLOSE_REPLAY_SHARE", "EARLY_INDEX_MIN", "IndexKeeper"]
+__all__ = ["APPLY_STEP", "CLOSE_REPLAY_SHARE", "TAIL_MAX", "IndexKeeper"]
 
 log = logging.getLogger("tintdb")
 
@@ -40,9 +40,13 @@ CLOSE_REPLAY_SHARE = 50
 # records is rebuilt inside the write (quick at that size).
 REBUILD_STEP = 8192
 REBUILD_NOW_BELOW = 2048
-# Writes of at least this many vectors index them while SQLite writes them (below it,
-# starting a thread costs more than the overlap saves).
-EARLY_INDEX_MIN = 32
+# A write's vectors wait in the index's tail (searched exactly) until a thread of the
+# keeper puts them in the graph, APPLY_STEP at a time: each step holds the index's lock,
+# so a query arriving meanwhile waits for one step at most (tens of milliseconds at
+# 100k records), not for a whole write. A tail past TAIL_MAX (an exact scan of it costs
+# each query a few milliseconds) is put in the graph by the write that made it so.
+APPLY_STEP = 64
+TAIL_MAX = 16_384
 
 Jobs = dict[str, tuple[threading.Thread, int]]
 
@@ -59,6 +63,7 @@ class IndexKeeper:
         # at (a rebuild's holds back log pruning; see snapshot).
         self.loading: Jobs = {}
         self.rebuilding: Jobs = {}
+        self.applying: Jobs = {}  # tails being put in their graphs (see apply_behind)
         self._jobs_lock = threading.Lock()
         self.closing = False
 
@@ -113,7 +118,8 @@ class IndexKeeper:
         """Return once every index load and rebuild running behind the calls is done
         (in memory, given up or failed)."""
         with self._jobs_lock:
-            running = [t for t, _ in [*self.loading.values(), *self.rebuilding.values()]]
+            jobs = [*self.loading.values(), *self.rebuilding.values(), *self.applying.values()]
+            running = [t for t, _ in jobs]
         for thread in running:
             thread.join()
 
@@ -224,22 +230,35 @@ class IndexKeeper:
         """
         assert col.dimension is not None
         index = VectorIndex(col.space, col.dimension, col.configuration["hnsw"])
-        own = behind and self.path is not None
-        source = self.store.reader() if own else contextlib.nullcontext(self.store)
-        with source as store, store.read():
-            lsn = store.lsn_state(col.id)
-            seqs, vecs = store.vectors(col.coll, None, col.dimension)
-        step, threads = max(len(seqs), 1), None  # inside a call: at once, num_threads as set
+        step, threads = None, None  # inside a call: at once, num_threads as set
         if behind:
             configured = int(col.configuration["hnsw"].get("num_threads") or 0)
             step, threads = REBUILD_STEP, configured or max(1, (os.cpu_count() or 2) - 1)
-        index.reserve(len(seqs))
-        for start in range(0, len(seqs), step):
-            if behind and self.closing:
-                return None
-            index.upsert(seqs[start : start + step], vecs[start : start + step], threads=threads)
+        if behind and self.path is not None:
+            # Streamed from one read transaction on a connection of its own: no copy of
+            # every vector beside the two graphs (the worn one answers meanwhile).
+            with self.store.reader() as store, store.read():
+                lsn = store.lsn_state(col.id)
+                total = store.count(col.coll)
+                index.reserve(total)
+                for seqs, vecs in store.vector_chunks(col.coll, col.dimension, rows=REBUILD_STEP):
+                    if self.closing:
+                        return None
+                    index.upsert(seqs, vecs, threads=threads)
+        else:
+            with self.store.read():
+                lsn = self.store.lsn_state(col.id)
+                seqs, vecs = self.store.vectors(col.coll, None, col.dimension)
+            total = len(seqs)
+            step = step or max(total, 1)
+            index.reserve(total)
+            for start in range(0, total, step):
+                if behind and self.closing:
+                    return None
+                part = slice(start, start + step)
+                index.upsert(seqs[part], vecs[part], threads=threads)
         index.lsn = lsn[0] if lsn else 0
-        index.unsaved = len(seqs) or 1
+        index.unsaved = total or 1
         index.rebuilt = True
         return index
 
@@ -289,39 +308,65 @@ class IndexKeeper:
             if deleted is not None:
                 index.remove(deleted)
             if set_seqs is not None and vectors is not None:
-                index.upsert(set_seqs, vectors)
+                index.defer(set_seqs, vectors)
+                while index.pending > TAIL_MAX:  # the graph fell behind: catch up here
+                    index.apply_pending(APPLY_STEP)
             index.lsn = lsn
         except Exception:  # the write is durable; a fresh index will be built from the log
             log.exception("index update failed; it will be rebuilt from the log")
             self.indexes.pop(col.id, None)
             return
         self.replace_worn(col)
-        self.snapshot(col.id)
+        if index.pending:  # snapshotted behind the call, once the graph holds the tail
+            self.apply_behind(col.id)
+        else:
+            self.snapshot(col.id)
 
-    def index_early(
-        self,
-        tx: Tx,
-        col: CollectionRow,
-        prev_lsn: int,
-        vectors: np.ndarray,
-        seqs: np.ndarray | None = None,
-    ) -> EarlyIndexing | None:
-        """Start setting a write's vectors in the index while SQLite writes them.
+    def apply_behind(self, collection_id: str) -> None:
+        """Put the index's tail in its graph on a thread of its own, a step at a time,
+        until the tail is empty, the index is replaced or dropped, or the keeper closes.
 
-        hnswlib releases the GIL, so the graph insertion (most of a write's cost)
-        overlaps the SQLite work instead of following it. ``seqs``: the records'
-        (existing ones, for an update); None for new records, whose seqs are known
-        before the insert: the write lock is held and seqs only grow. If the
-        transaction then fails, the index is dropped and rebuilt from the log (it is
-        derived data). Readers wait meanwhile: they take the store lock the writer holds.
+        Then it writes the snapshot the writes would have written (see snapshot). It
+        leaves the job list only in the same locked step that sees the tail empty, so a
+        write that finds a job listed knows its vectors will be taken.
         """
-        index = self.indexes.get(col.id)
-        if index is None or index.lsn != prev_lsn or len(vectors) < EARLY_INDEX_MIN:
-            return None
-        if seqs is None:
-            first = tx.next_seq()
-            seqs = np.arange(first, first + len(vectors))
-        return EarlyIndexing(index, seqs, vectors)
+        index = self.indexes.get(collection_id)
+        if index is None or index.pending == 0:
+            return
+
+        def gone() -> bool:
+            return self.closing or self.indexes.get(collection_id) is not index
+
+        def apply() -> None:
+            try:
+                while True:
+                    while index.pending and not gone():
+                        index.apply_pending(APPLY_STEP)
+                        time.sleep(0)  # let a query waiting on the index's lock in first
+                    with self.store.lock:
+                        if not gone() and index.pending == 0:
+                            try:
+                                self.snapshot(collection_id)
+                            except (TintError, OSError):  # dropped meanwhile, or disk full
+                                log.warning("could not snapshot collection %s", collection_id)
+                    with self._jobs_lock:
+                        if index.pending == 0 or gone():
+                            self.applying.pop(collection_id, None)
+                            return
+            except Exception:  # the tail still answers exactly; a fresh index will do
+                log.exception("index insertion failed; it will be rebuilt from the log")
+                with self.store.lock:
+                    if self.indexes.get(collection_id) is index:
+                        self.indexes.pop(collection_id, None)
+                with self._jobs_lock:
+                    self.applying.pop(collection_id, None)
+
+        with self._jobs_lock:
+            if collection_id in self.applying or self.closing:
+                return
+            thread = threading.Thread(target=apply, name="tintdb-apply", daemon=True)
+            self.applying[collection_id] = (thread, index.lsn)
+            thread.start()
 
     def replace_worn(self, col: CollectionRow, *, wait: bool = False) -> None:
         """Replace a graph worn by deletes (tombstones) and in-place updates (see worn())
@@ -423,32 +468,3 @@ class IndexKeeper:
                 log.debug("background index load failed", exc_info=True)
 
         self._run_behind(self.loading, col.id, load)
-
-
-class EarlyIndexing:
-    """An index insertion running on a worker thread (see IndexKeeper.index_early)."""
-
-    def __init__(self, index: VectorIndex, seqs: np.ndarray, vectors: np.ndarray) -> None:
-        self.index, self.seqs = index, seqs
-        self.error: BaseException | None = None
-        self._thread = threading.Thread(
-            target=self._run, args=(index, seqs, vectors), name="tintdb-index", daemon=True
-        )
-        self._thread.start()
-
-    def _run(self, index: VectorIndex, seqs: np.ndarray, vectors: np.ndarray) -> None:
-        try:
-            index.upsert(seqs, vectors)
-        except BaseException as e:  # reported by finish(); the caller drops the index
-            self.error = e
-
-    def join(self) -> None:
-        self._thread.join()
-
-    def finish(self, stored: np.ndarray) -> bool:
-        """Wait; True if the index now holds exactly the records the store wrote."""
-        self.join()
-        if self.error is not None:
-            log.error("index update failed; it will be rebuilt from the log", exc_info=self.error)
-            return False
-        return bool(np.array_equal(self.seqs, stored))

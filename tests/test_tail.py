@@ -1,0 +1,318 @@
+"""A write returns once SQLite has committed it; its vectors reach the graph behind it.
+
+Until they do they wait in the index's tail, which every query searches exactly beside
+the graph. What must hold: a query sees every committed write, whether its records are
+in the graph, in the tail or moving between them (the same answers as brute force over
+the store); an updated record is never found at its old vector; a deleted one never at
+all; the tail stays bounded; closing, snapshots and a kill -9 lose nothing of it.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from _held import Held
+from _profiles import examples
+from _workers import index_contents
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import tintdb
+from tintdb import _index, _planning
+from tintdb._local import indexes as keeper
+from tintdb._local.indexes import IndexKeeper
+
+DIM = 8
+
+
+def _hold_the_tail(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Nothing puts the tail in the graph behind the calls (the test does it)."""
+    monkeypatch.setattr(IndexKeeper, "apply_behind", lambda self, cid: None)
+
+
+def _truth(
+    space: str, model: dict[str, np.ndarray], q: np.ndarray, k: int, keep: set[str] | None
+) -> tuple[list[str], np.ndarray]:
+    ids = sorted(i for i in model if keep is None or i in keep)
+    if not ids:
+        return [], np.empty(0, np.float32)
+    x = np.stack([model[i] for i in ids]).astype(np.float64)
+    qq = q.astype(np.float64)
+    if space == "cosine":
+        x = x / np.linalg.norm(x, axis=1, keepdims=True)
+        qq = qq / np.linalg.norm(qq)
+    d = ((x - qq) ** 2).sum(axis=1) if space == "l2" else 1 - x @ qq
+    order = np.argsort(d, kind="stable")[:k]
+    return [ids[i] for i in order], d[order]
+
+
+_ops = st.lists(
+    st.tuples(
+        st.sampled_from(["add", "upsert", "update", "delete", "apply"]),
+        st.integers(1, 300),
+        st.integers(0, 2**31 - 1),
+    ),
+    min_size=1,
+    max_size=12,
+)
+
+
+@settings(max_examples=examples(40), deadline=None)
+@given(
+    space=st.sampled_from(["l2", "cosine", "ip"]),
+    ops=_ops,
+    k=st.sampled_from([1, 7, 50]),
+)
+def test_queries_see_the_graph_and_the_tail_as_one(
+    space: str, ops: list[tuple[str, int, int]], k: int
+) -> None:
+    """Random writes, with the tail put in the graph in steps of random size between
+    them: unfiltered and filtered queries (each plan: exact, window, callback) give the
+    records and distances brute force over the model gives. The beam is wider than
+    the collection, so the graph's approximation cannot be what differs."""
+    model: dict[str, np.ndarray] = {}
+    side: dict[str, int] = {}
+    rng = np.random.default_rng([ops[0][2], 7])  # not the seed of any write's vectors
+    next_id = 0
+    with pytest.MonkeyPatch.context() as mp:
+        _hold_the_tail(mp)
+        with tintdb.EphemeralClient() as client:
+            col = client.create_collection(
+                "tail",
+                embedding_function=None,
+                configuration={"hnsw": {"space": space, "ef_search": 5000}},
+            )
+            # Above EXACT_BELOW, so the graph is searched at all.
+            base = rng.normal(size=(_planning.EXACT_BELOW + 50, DIM)).astype(np.float32)
+            ids = [f"b{i}" for i in range(len(base))]
+            col.add(ids=ids, embeddings=base, metadatas=[{"side": i % 4} for i in range(len(ids))])
+            model.update(zip(ids, base, strict=True))
+            side.update({x: i % 4 for i, x in enumerate(ids)})
+            index = client._backend.keeper.indexes[str(col.id)]
+            for step, (verb, size, seed) in enumerate(ops):
+                r = np.random.default_rng([seed, step])  # no two writes share vectors
+                if verb == "apply":
+                    index.apply_pending(size)
+                    continue
+                if verb == "add":
+                    who = [f"n{next_id + j}" for j in range(size)]
+                    next_id += size
+                elif verb == "upsert":  # half existing, half new
+                    old = list(r.choice(sorted(model), min(size // 2, len(model)), replace=False))
+                    who = old + [f"n{next_id + j}" for j in range(size - len(old))]
+                    next_id += size - len(old)
+                else:
+                    who = list(r.choice(sorted(model), min(size, len(model) - 1), replace=False))
+                if verb == "delete":
+                    col.delete(ids=who)
+                    for x in who:
+                        del model[x]
+                    continue
+                vecs = r.normal(size=(len(who), DIM)).astype(np.float32)
+                mds = [{"side": int(s)} for s in r.integers(0, 4, len(who))]
+                getattr(col, verb)(ids=who, embeddings=vecs, metadatas=mds)
+                model.update(zip(who, vecs, strict=True))
+                side.update({x: m["side"] for x, m in zip(who, mds, strict=True)})
+            assert col.count() == len(model) == len(index)
+            q = rng.normal(size=(3, DIM)).astype(np.float32)
+            for where in (None, {"side": 1}, {"side": {"$in": [0, 1, 2]}}, {"side": {"$ne": 9}}):
+                keep = None
+                if where is not None:
+                    keep = {x for x in model if side[x] in _sides(where)}
+                got = col.query(query_embeddings=q, n_results=k, where=where, include=["distances"])
+                for i in range(len(q)):
+                    want_ids, want_d = _truth(space, model, q[i], k, keep)
+                    assert got["ids"][i] == want_ids, (where, i, index.pending)
+                    np.testing.assert_allclose(got["distances"][i], want_d, rtol=1e-4, atol=1e-4)
+
+
+def _sides(where: dict[str, Any]) -> set[int]:
+    cond = where["side"]
+    if isinstance(cond, int):
+        return {cond}
+    if "$in" in cond:
+        return set(cond["$in"])
+    return {0, 1, 2, 3} - {cond["$ne"]}
+
+
+def test_a_write_returns_before_its_vectors_are_in_the_graph(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The insertion into the graph is held: the add returns anyway, its records are
+    found (by their own vectors, at distance 0); once released, the tail empties and
+    the snapshot the write would have written is written behind it."""
+    rng = np.random.default_rng(1)
+    vecs = rng.normal(size=(3000, DIM)).astype(np.float32)
+    with tintdb.PersistentClient(path=str(tmp_path)) as client:
+        col = client.create_collection("held", embedding_function=None)
+        with Held(monkeypatch, _index.VectorIndex, "apply_pending") as held:
+            col.add(ids=[f"r{i}" for i in range(3000)], embeddings=vecs)
+            index = client._backend.keeper.indexes[str(col.id)]
+            assert held.reached.wait(60) and index.pending == 3000
+            got = col.query(query_embeddings=vecs[:20], n_results=1, include=["distances"])
+            assert got["ids"] == [[f"r{i}"] for i in range(20)]
+            assert np.allclose(got["distances"], 0)
+            assert not list(tmp_path.glob("index/*/v*"))  # no snapshot inside the write
+        client._backend.keeper.wait_jobs()
+        assert index.pending == 0 and index.free_slots == 0
+        assert list(tmp_path.glob("index/*/v*")), "no snapshot once the tail was in"
+        assert index_contents(col) is None
+
+
+def test_a_query_waits_for_one_step_of_the_tail_not_the_whole_write(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The graph takes the tail APPLY_STEP records at a time, releasing the index in
+    between: a query issued while the second step is held gets its answer before the
+    rest of the tail is in."""
+    rng = np.random.default_rng(2)
+    vecs = rng.normal(size=(5 * keeper.APPLY_STEP, DIM)).astype(np.float32)
+    steps: list[int] = []
+    second = threading.Event()
+    release = threading.Event()
+    real = _index.VectorIndex.apply_pending
+
+    def counted(index: Any, limit: int, threads: int | None = None) -> int:
+        steps.append(limit)
+        if len(steps) == 2:
+            second.set()
+            assert release.wait(60)
+        return real(index, limit, threads)
+
+    monkeypatch.setattr(_index.VectorIndex, "apply_pending", counted)
+    with tintdb.EphemeralClient() as client:
+        col = client.create_collection("steps", embedding_function=None)
+        col.add(ids=[f"r{i}" for i in range(len(vecs))], embeddings=vecs)
+        try:
+            assert second.wait(60)
+            index = client._backend.keeper.indexes[str(col.id)]
+            assert index.pending == len(vecs) - keeper.APPLY_STEP
+            got = col.query(query_embeddings=vecs[-3:], n_results=1)["ids"]
+            assert got == [[f"r{i}"] for i in range(len(vecs) - 3, len(vecs))]
+        finally:
+            release.set()
+        client._backend.keeper.wait_jobs()
+        assert index.pending == 0
+        assert set(steps) == {keeper.APPLY_STEP} and len(steps) == 5
+
+
+def test_the_tail_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A write that takes the tail past TAIL_MAX puts the excess in the graph itself."""
+    monkeypatch.setattr(keeper, "TAIL_MAX", 500)
+    _hold_the_tail(monkeypatch)
+    rng = np.random.default_rng(3)
+    with tintdb.EphemeralClient() as client:
+        col = client.create_collection("bounded", embedding_function=None)
+        col.add(ids=[f"a{i}" for i in range(400)], embeddings=rng.normal(size=(400, DIM)))
+        index = client._backend.keeper.indexes[str(col.id)]
+        assert index.pending == 400
+        more = rng.normal(size=(3000, DIM)).astype(np.float32)
+        col.add(ids=[f"b{i}" for i in range(3000)], embeddings=more)
+        assert 500 - keeper.APPLY_STEP < index.pending <= 500
+        got = col.query(query_embeddings=more[::300], n_results=1)["ids"]
+        assert got == [[f"b{i}"] for i in range(0, 3000, 300)]
+
+
+def test_updates_and_deletes_of_records_in_the_tail(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A record updated while in the graph is not found at its old vector; one updated
+    twice in the tail is found at its last; one deleted from the tail is gone and
+    leaves no dead node; none of them wears the graph but the first."""
+    _hold_the_tail(monkeypatch)
+    rng = np.random.default_rng(4)
+    vecs = rng.normal(size=(3000, DIM)).astype(np.float32)
+    ids = [f"r{i}" for i in range(3000)]
+    with tintdb.EphemeralClient() as client:
+        col = client.create_collection(
+            "moves", embedding_function=None, configuration={"hnsw": {"ef_search": 4000}}
+        )
+        col.add(ids=ids, embeddings=vecs)
+        index = client._backend.keeper.indexes[str(col.id)]
+        index.drain()
+        far = vecs[:3] + 50
+        col.update(ids=ids[:3], embeddings=far)  # in the graph: old nodes marked deleted
+        assert index.pending == 3 and index.churn == 3 and index.free_slots == 3
+        got = col.query(query_embeddings=vecs[:3], n_results=1)["ids"]
+        assert all(row[0] not in ids[:3] for row in got)
+        farther = far + 50
+        col.update(ids=ids[:3], embeddings=farther)  # in the tail: replaced in place
+        assert index.pending == 3 and index.churn == 3
+        col.add(ids=["t0", "t1"], embeddings=farther[:2] + 1)
+        col.delete(ids=["t0", ids[2]])
+        assert index.pending == 3 and index.churn == 3  # r0, r1, t1
+        got = col.query(query_embeddings=farther, n_results=1, include=["distances"])
+        assert got["ids"][:2] == [[ids[0]], [ids[1]]] and got["ids"][2] != [ids[2]]
+        assert np.allclose(got["distances"][0], 0)
+        index.drain()
+        assert index.pending == 0 and index.free_slots == 3  # r0-r2's old nodes only
+        again = col.query(query_embeddings=farther, n_results=1, include=["distances"])
+        assert again == got
+
+
+def test_closing_and_forking_with_a_tail_lose_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _hold_the_tail(monkeypatch)
+    rng = np.random.default_rng(5)
+    vecs = rng.normal(size=(4000, DIM)).astype(np.float32)
+    ids = [f"r{i}" for i in range(len(vecs))]
+    with tintdb.PersistentClient(path=str(tmp_path)) as client:
+        col = client.create_collection("closing", embedding_function=None)
+        col.add(ids=ids[:2000], embeddings=vecs[:2000])
+        client._backend.keeper.indexes[str(col.id)].drain()
+        col.add(ids=ids[2000:], embeddings=vecs[2000:])
+        assert client._backend.keeper.indexes[str(col.id)].pending == 2000
+        fork = col.fork("forked")
+        got = fork.query(query_embeddings=vecs[1990:2010], n_results=1)["ids"]
+        assert got == [[x] for x in ids[1990:2010]]
+    with tintdb.PersistentClient(path=str(tmp_path)) as client:
+        for name in ("closing", "forked"):
+            col = client.get_collection(name, embedding_function=None)
+            assert col.count() == 4000
+            got = col.query(query_embeddings=vecs[::400], n_results=1)["ids"]
+            assert got == [[x] for x in ids[::400]]
+            assert index_contents(col) is None
+
+
+def test_a_kill_with_a_tail_loses_no_acknowledged_write(tmp_path: Path) -> None:
+    """A process adds records, says so once add() returned, and is killed at once,
+    with most of them still in the tail: reopened, the store has every one."""
+    n = 20_000
+    script = textwrap.dedent(
+        f"""
+        import sys, numpy as np, tintdb
+        client = tintdb.PersistentClient(path={str(tmp_path)!r})
+        col = client.create_collection("kill", embedding_function=None)
+        vecs = np.random.default_rng(6).normal(size=({n}, {DIM})).astype(np.float32)
+        col.add(ids=[f"r{{i}}" for i in range({n})], embeddings=vecs)
+        index = client._backend.keeper.indexes[str(col.id)]
+        print("added", index.pending, flush=True)
+        sys.stdin.read()
+        """
+    )
+    with subprocess.Popen(
+        [sys.executable, "-c", script],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    ) as proc:
+        assert proc.stdout is not None
+        line = proc.stdout.readline().split()
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(60)
+    assert line[0] == "added" and int(line[1]) > 0  # killed with a tail
+    vecs = np.random.default_rng(6).normal(size=(n, DIM)).astype(np.float32)
+    with tintdb.PersistentClient(path=str(tmp_path)) as client:
+        col = client.get_collection("kill", embedding_function=None)
+        assert col.count() == n
+        got = col.query(query_embeddings=vecs[::2000], n_results=1)["ids"]
+        assert got == [[f"r{i}"] for i in range(0, n, 2000)]
+        assert index_contents(col) is None
