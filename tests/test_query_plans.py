@@ -182,12 +182,18 @@ def test_a_filter_far_from_the_query_falls_back_and_is_not_short(
         ("^amber x", False),  # none
     ],
 )
+@pytest.mark.parametrize("large", [False, True], ids=["superset", "large-superset"])
 def test_a_regex_query_tests_only_the_nearest_of_its_literal_superset(
-    monkeypatch: pytest.MonkeyPatch, pattern: str, often: bool
+    monkeypatch: pytest.MonkeyPatch, pattern: str, often: bool, large: bool
 ) -> None:
     """A $regex with a required literal is searched among the records holding the
     literal (read from the trigram index alone); the pattern runs only on the nearest
-    of them, as many as it takes to find k that match, and the answer is the exact one."""
+    of them, as many as it takes to find k that match, and the answer is the exact one.
+
+    ``large``: the superset is over EXACT_LIMIT, so it serves the window of neighbours
+    only, and a query whose window comes up short searches the filter's own matches."""
+    if large:
+        monkeypatch.setattr(_local.reads, "EXACT_LIMIT", 100)
     ids, vecs, _ = _data()
     docs = [f"{'amber' if i % 3 else 'birch'} {i}" for i in range(N)]
     mask = np.array([_regex.search(pattern, d) for d in docs])
