@@ -190,10 +190,11 @@ def test_a_regex_query_tests_only_the_nearest_of_its_literal_superset(
     literal (read from the trigram index alone); the pattern runs only on the nearest
     of them, as many as it takes to find k that match, and the answer is the exact one.
 
-    ``large``: the superset is over EXACT_LIMIT, so it serves the window of neighbours
-    only, and a query whose window comes up short searches the filter's own matches."""
+    ``large``: the superset is over EXACT_LIMIT (the size past which matches are not
+    searched exactly): it is still searched exactly, its nearest records tested, when
+    a query's window of neighbours comes up short."""
     if large:
-        monkeypatch.setattr(_local.reads, "EXACT_LIMIT", 100)
+        monkeypatch.setattr(_local.planner, "EXACT_LIMIT", 100)
     ids, vecs, _ = _data()
     docs = [f"{'amber' if i % 3 else 'birch'} {i}" for i in range(N)]
     mask = np.array([_regex.search(pattern, d) for d in docs])

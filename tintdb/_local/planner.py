@@ -112,7 +112,7 @@ class Matches:
     with that filter have learnt: the HNSW filter set and how often post-filtering came
     up short."""
 
-    __slots__ = ("allowed", "exact", "misses", "seqs", "tries", "verify")
+    __slots__ = ("allowed", "misses", "seqs", "tries", "verify")
 
     def __init__(self, seqs: np.ndarray) -> None:
         self.seqs = seqs
@@ -121,9 +121,6 @@ class Matches:
         # Set when ``seqs`` is a superset of the filter's matches (its relaxed tree, see
         # _filter_sql.relaxed): the filter each record found must still pass.
         self.verify: Node | None = None
-        # For a superset too large to search exactly (over EXACT_LIMIT): the filter's
-        # own matches, listed when a search must go past the window of neighbours.
-        self.exact: Callable[[], Matches] | None = None
 
     def correlated(self) -> bool:
         """Whether post-filtering keeps coming up short for this filter (its matches lie
