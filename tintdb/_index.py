@@ -48,6 +48,7 @@ from ._exact import (
     space_distances,
     unit,
 )
+from ._filter_sets import member
 from ._snapshot import (
     GENERATION_SHIFT,
     GRAPH_FILE,
@@ -293,14 +294,6 @@ def _tail_nearest(
     return out
 
 
-def _in_sorted(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Which of ``a`` are in the sorted array ``b``."""
-    if len(a) == 0 or len(b) == 0:
-        return np.zeros(len(a), dtype=bool)
-    pos = np.minimum(np.searchsorted(b, a), len(b) - 1)
-    return b[pos] == a
-
-
 def _merge(
     graph: tuple[np.ndarray, np.ndarray], tail: tuple[np.ndarray, np.ndarray], k: int
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -384,28 +377,35 @@ class VectorIndex:
             known = self._live.contains(seqs)
             labels = np.asarray(seqs, dtype=np.int64).copy()
             if known.any():
-                # A changed vector: a new node under the next generation's label, the old
-                # node marked deleted (see GENERATION_SHIFT).
-                old = self._label_of(seqs[known])
-                labels[known] = (old & SEQ_MASK) + (
-                    ((old >> GENERATION_SHIFT) + 1) << GENERATION_SHIFT
-                )
-                for label in np.unique(old).tolist():
-                    self._hnsw.mark_deleted(label)
-                self._moved.update(zip(seqs[known].tolist(), labels[known].tolist(), strict=True))
-            # Deleted slots are not reused (hnswlib's slot replacement can leave records
-            # unreachable); the owner rebuilds the graph when they pile up (free_slots).
-            cap = self._hnsw.get_max_elements()
-            needed = self._hnsw.get_current_count() + len(np.unique(labels))
-            if needed > cap:
-                factor = max(float(self.params.get("resize_factor") or 1.2), 1.2)
-                self._hnsw.resize_index(max(needed, math.ceil(cap * factor)))
+                labels[known] = self._renew(seqs[known])
+            self._room_for(len(np.unique(labels)))
             self._hnsw.add_items(vectors, labels, num_threads=threads)
             self.churn += int(known.sum())
             self._live.add(seqs)
             if self._mirror is not None:
                 self._mirror.set(seqs, vectors)
             self.unsaved += len(seqs)
+
+    def _renew(self, seqs: np.ndarray) -> np.ndarray:
+        """Under the lock, for live records in the graph getting a new vector: their
+        labels of the next generation (see GENERATION_SHIFT), their old nodes marked
+        deleted."""
+        old = self._label_of(seqs)
+        labels = (old & SEQ_MASK) + (((old >> GENERATION_SHIFT) + 1) << GENERATION_SHIFT)
+        for label in np.unique(old).tolist():
+            self._hnsw.mark_deleted(label)
+        self._moved.update(zip(seqs.tolist(), labels.tolist(), strict=True))
+        return labels
+
+    def _room_for(self, extra: int) -> None:
+        """Under the lock: capacity for ``extra`` more nodes. Deleted slots are not reused
+        (hnswlib's slot replacement can leave records unreachable); the owner rebuilds
+        the graph when they pile up (free_slots)."""
+        cap = self._hnsw.get_max_elements()
+        needed = self._hnsw.get_current_count() + extra
+        if needed > cap:
+            factor = max(float(self.params.get("resize_factor") or 1.2), 1.2)
+            self._hnsw.resize_index(max(needed, math.ceil(cap * factor)))
 
     def defer(self, seqs: np.ndarray, vectors: np.ndarray) -> None:
         """Set vectors as ``upsert`` does, but leave them in the tail (searched exactly)
@@ -422,13 +422,7 @@ class VectorIndex:
             known = self._live.contains(seqs) & ~in_tail
             labels = seqs.copy()
             if known.any():
-                old = self._label_of(seqs[known])
-                labels[known] = (old & SEQ_MASK) + (
-                    ((old >> GENERATION_SHIFT) + 1) << GENERATION_SHIFT
-                )
-                for label in np.unique(old).tolist():
-                    self._hnsw.mark_deleted(label)
-                self._moved.update(zip(seqs[known].tolist(), labels[known].tolist(), strict=True))
+                labels[known] = self._renew(seqs[known])
             if in_tail.any():
                 labels[in_tail] = [self._tail.label(x) for x in seqs[in_tail].tolist()]
             self._tail.set(seqs, labels, self._prepare(vectors).astype(np.float32, copy=False))
@@ -453,11 +447,7 @@ class VectorIndex:
             rows, labels, vecs = self._tail.first(limit)
             if len(rows) == 0:
                 return 0
-            cap = self._hnsw.get_max_elements()
-            needed = self._hnsw.get_current_count() + len(rows)
-            if needed > cap:
-                factor = max(float(self.params.get("resize_factor") or 1.2), 1.2)
-                self._hnsw.resize_index(max(needed, math.ceil(cap * factor)))
+            self._room_for(len(rows))
             self._hnsw.add_items(vecs, labels, num_threads=threads or self._threads())
             self._tail.taken(rows)
             return len(rows)
@@ -636,7 +626,7 @@ class VectorIndex:
         if len(allowed) == 0:
             return [None] * len(queries)
         for row_seqs, row_dists in zip(seqs, dists, strict=True):
-            keep = np.flatnonzero(_in_sorted(row_seqs, allowed))[:k]
+            keep = np.flatnonzero(member(row_seqs, allowed))[:k]
             out.append((row_seqs[keep], row_dists[keep]) if len(keep) == k else None)
         return out
 
