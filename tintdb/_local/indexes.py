@@ -42,7 +42,7 @@ REBUILD_STEP = 8192
 REBUILD_NOW_BELOW = 2048
 # A write's vectors wait in the index's tail (searched exactly) until a thread of the
 # keeper puts them in the graph, APPLY_STEP at a time: each step holds the index's lock,
-# so a query arriving meanwhile waits for one step at most (tens of milliseconds at
+# so a query arriving meanwhile waits for one step at most (about ten milliseconds at
 # 100k records), not for a whole write. A tail past TAIL_MAX (an exact scan of it costs
 # each query a few milliseconds) is put in the graph by the write that made it so.
 APPLY_STEP = 64
