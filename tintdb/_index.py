@@ -173,15 +173,16 @@ class _Tail:
         pos = self.pos
         return np.fromiter((s in pos for s in seqs.tolist()), bool, len(seqs))
 
-    def label(self, seq: int) -> int:
-        return int(self.labels[self.pos[seq]])
+    def rows_of(self, seqs: np.ndarray) -> np.ndarray:
+        """The rows of ``seqs``, all in the tail."""
+        return np.fromiter((self.pos[s] for s in seqs.tolist()), np.int64, len(seqs))
 
     def set(self, seqs: np.ndarray, labels: np.ndarray, vecs: np.ndarray) -> None:
         """Set each seq's vector: in place if it is in the tail already, else appended."""
         vecs = np.asarray(vecs, np.float32)
         had = self.contains(seqs)
         if had.any():
-            rows = np.fromiter((self.pos[s] for s in seqs[had].tolist()), np.int64, int(had.sum()))
+            rows = self.rows_of(seqs[had])
             self.vecs[rows] = vecs[had]
             self.sq[rows] = np.einsum("ij,ij->i", vecs[had], vecs[had])
         new = ~had
@@ -260,8 +261,7 @@ class _Tail:
             self.head = int(rows[-1]) + 1
 
     def vectors_of(self, seqs: np.ndarray) -> np.ndarray:
-        rows = np.fromiter((self.pos[s] for s in seqs.tolist()), np.int64, len(seqs))
-        return self.vecs[rows]
+        return self.vecs[self.rows_of(seqs)]
 
 
 def _tail_nearest(
@@ -424,7 +424,7 @@ class VectorIndex:
             if known.any():
                 labels[known] = self._renew(seqs[known])
             if in_tail.any():
-                labels[in_tail] = [self._tail.label(x) for x in seqs[in_tail].tolist()]
+                labels[in_tail] = self._tail.labels[self._tail.rows_of(seqs[in_tail])]
             self._tail.set(seqs, labels, self._prepare(vectors).astype(np.float32, copy=False))
             self.churn += int(known.sum())
             self._live.add(seqs)

@@ -230,10 +230,10 @@ class IndexKeeper:
         """
         assert col.dimension is not None
         index = VectorIndex(col.space, col.dimension, col.configuration["hnsw"])
-        step, threads = None, None  # inside a call: at once, num_threads as set
+        threads = None  # inside a call: num_threads as set
         if behind:
             configured = int(col.configuration["hnsw"].get("num_threads") or 0)
-            step, threads = REBUILD_STEP, configured or max(1, (os.cpu_count() or 2) - 1)
+            threads = configured or max(1, (os.cpu_count() or 2) - 1)
         if behind and self.path is not None:
             # Streamed from one read transaction on a connection of its own: no copy of
             # every vector beside the two graphs (the worn one answers meanwhile).
@@ -250,7 +250,7 @@ class IndexKeeper:
                 lsn = self.store.lsn_state(col.id)
                 seqs, vecs = self.store.vectors(col.coll, None, col.dimension)
             total = len(seqs)
-            step = step or max(total, 1)
+            step = REBUILD_STEP if behind else max(total, 1)  # inside a call: at once
             index.reserve(total)
             for start in range(0, total, step):
                 if behind and self.closing:
