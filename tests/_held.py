@@ -32,3 +32,11 @@ class Held:
 
     def __exit__(self, *exc: object) -> None:
         self.release.set()
+
+
+def hold_the_tail(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Writes leave their vectors in the index's tail: nothing puts them in the graph
+    behind the calls (the test does; a snapshot or a write past TAIL_MAX still does)."""
+    from tintdb._local.indexes import IndexKeeper
+
+    monkeypatch.setattr(IndexKeeper, "apply_behind", lambda self, cid: None)

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from _held import hold_the_tail
 from _profiles import examples
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -277,7 +278,7 @@ def test_a_failed_add_leaves_nothing_in_the_index(
     with tintdb.PersistentClient(path=str(tmp_path)) as client:
         col = client.create_collection("failed", embedding_function=None)
         if pending:
-            _hold_the_tail(monkeypatch)
+            hold_the_tail(monkeypatch)
         col.add(ids=[f"a{i}" for i in range(3000)], embeddings=first)
         client._backend.keeper.wait_jobs()
         index = client._backend.keeper.indexes[str(col.id)]
@@ -340,12 +341,6 @@ def test_a_failed_update_leaves_the_old_vectors(
         assert col.query(query_embeddings=moved[:2], n_results=1)["ids"] == [["a0"], ["a1"]]
 
 
-def _hold_the_tail(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Writes leave their vectors in the index's tail: nothing puts them in the graph
-    behind the calls (a snapshot or a write past TAIL_MAX still does)."""
-    monkeypatch.setattr(IndexKeeper, "apply_behind", lambda self, cid: None)
-
-
 @settings(max_examples=examples(25), deadline=None)
 @given(data=st.data())
 def test_adds_in_the_tail_and_the_graph_match_the_store(data: st.DataObject) -> None:
@@ -359,7 +354,7 @@ def test_adds_in_the_tail_and_the_graph_match_the_store(data: st.DataObject) -> 
     sizes = data.draw(st.lists(st.sampled_from([1, step - 1, step, 700]), min_size=1, max_size=6))
     rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
     with pytest.MonkeyPatch.context() as mp:
-        _hold_the_tail(mp)
+        hold_the_tail(mp)
         with tintdb.EphemeralClient() as client:
             col = client.create_collection(
                 "mix", embedding_function=None, configuration={"hnsw": {"ef_search": 6000}}

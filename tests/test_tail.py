@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from _held import Held
+from _held import Held, hold_the_tail
 from _profiles import examples
 from _workers import index_contents
 from hypothesis import given, settings
@@ -29,14 +29,8 @@ from hypothesis import strategies as st
 import tintdb
 from tintdb import _index, _planning
 from tintdb._local import indexes as keeper
-from tintdb._local.indexes import IndexKeeper
 
 DIM = 8
-
-
-def _hold_the_tail(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Nothing puts the tail in the graph behind the calls (the test does it)."""
-    monkeypatch.setattr(IndexKeeper, "apply_behind", lambda self, cid: None)
 
 
 def _truth(
@@ -84,7 +78,7 @@ def test_queries_see_the_graph_and_the_tail_as_one(
     rng = np.random.default_rng([ops[0][2], 7])  # not the seed of any write's vectors
     next_id = 0
     with pytest.MonkeyPatch.context() as mp:
-        _hold_the_tail(mp)
+        hold_the_tail(mp)
         with tintdb.EphemeralClient() as client:
             col = client.create_collection(
                 "tail",
@@ -208,7 +202,7 @@ def test_a_query_waits_for_one_step_of_the_tail_not_the_whole_write(
 def test_the_tail_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     """A write that takes the tail past TAIL_MAX puts the excess in the graph itself."""
     monkeypatch.setattr(keeper, "TAIL_MAX", 500)
-    _hold_the_tail(monkeypatch)
+    hold_the_tail(monkeypatch)
     rng = np.random.default_rng(3)
     with tintdb.EphemeralClient() as client:
         col = client.create_collection("bounded", embedding_function=None)
@@ -226,7 +220,7 @@ def test_updates_and_deletes_of_records_in_the_tail(monkeypatch: pytest.MonkeyPa
     """A record updated while in the graph is not found at its old vector; one updated
     twice in the tail is found at its last; one deleted from the tail is gone and
     leaves no dead node; none of them wears the graph but the first."""
-    _hold_the_tail(monkeypatch)
+    hold_the_tail(monkeypatch)
     rng = np.random.default_rng(4)
     vecs = rng.normal(size=(3000, DIM)).astype(np.float32)
     ids = [f"r{i}" for i in range(3000)]
@@ -260,7 +254,7 @@ def test_updates_and_deletes_of_records_in_the_tail(monkeypatch: pytest.MonkeyPa
 def test_closing_and_forking_with_a_tail_lose_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    _hold_the_tail(monkeypatch)
+    hold_the_tail(monkeypatch)
     rng = np.random.default_rng(5)
     vecs = rng.normal(size=(4000, DIM)).astype(np.float32)
     ids = [f"r{i}" for i in range(len(vecs))]
