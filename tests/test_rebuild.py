@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ from _held import Held
 from _workers import index_contents
 
 import tintdb
-from tintdb import _index
+from tintdb import _index, _planning
 from tintdb._local import indexes as keeper
 
 DIM = 8
@@ -108,6 +109,114 @@ def test_writes_and_queries_go_on_while_a_worn_graph_is_rebuilt(
         col = client.get_collection("worn")
         assert col.count() == len(vecs)
         col.query(query_embeddings=q[None, :], n_results=5)
+        assert index_contents(col) is None
+
+
+def _mirror_contents(col: Any) -> str | None:
+    """None if the current index's exact-search mirror holds exactly SQLite's records
+    and vectors; otherwise what differs."""
+    backend = col._backend
+    index = backend.keeper.indexes[str(col.id)]
+    mirror = index._mirror
+    if mirror is None:
+        return "no mirror"
+    row = backend.store.collection_by_id(str(col.id))
+    with backend.store.read():
+        seqs, vecs = backend.store.vectors(row.coll, None, row.dimension)
+    if not np.array_equal(mirror.live_seqs(), seqs):
+        return "the mirror's records differ from SQLite's"
+    if not np.array_equal(mirror.vecs[mirror.rows(seqs)], vecs):
+        return "the mirror holds vectors SQLite does not"
+    return None
+
+
+def test_the_fresh_graph_takes_over_the_worn_graphs_mirror(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No second mirror is built beside the first while a worn graph is replaced (it
+    would set the process's peak memory): the fresh graph takes the worn one's, which
+    the writes meanwhile kept in step. An exact search that lost the mirror to the
+    replacement between finding and reading it is answered by the fresh graph."""
+    monkeypatch.setattr(_planning, "EXACT_BELOW", 10 * N)  # every query searched exactly
+    rng = np.random.default_rng(24)
+    vecs = {f"r{i}": v for i, v in enumerate(rng.normal(size=(N, DIM)).astype(np.float32))}
+    with tintdb.PersistentClient(path=str(tmp_path)) as client:
+        col = client.create_collection("worn", embedding_function=None)
+        col.add(ids=list(vecs), embeddings=np.stack(list(vecs.values())))
+        backend = col._backend
+        backend.keeper.wait_jobs()
+        worn = backend.keeper.indexes[str(col.id)]
+        mirror = worn._mirror
+        assert mirror is not None  # kept since the first add
+        with _held_rebuild(monkeypatch) as held:
+            _wear(col, rng, vecs)
+            assert held.reached.wait(60)
+            extra = rng.normal(size=(30, DIM)).astype(np.float32)
+            col.add(ids=[f"x{i}" for i in range(30)], embeddings=extra)
+            vecs.update({f"x{i}": v for i, v in enumerate(extra)})
+            col.delete(ids=["r3", "r4"])
+            del vecs["r3"], vecs["r4"]
+            # A query (exact at this size) held after it found the worn graph's mirror.
+            with Held(monkeypatch, _index.VectorIndex, "exact") as searching:
+                q = rng.normal(size=DIM).astype(np.float32)
+                answer: list[Any] = []
+                query = threading.Thread(
+                    target=lambda: answer.append(
+                        col.query(query_embeddings=q[None, :], n_results=7)
+                    )
+                )
+                query.start()
+                assert searching.reached.wait(60)
+                assert backend.keeper.indexes[str(col.id)] is worn
+                held.release.set()  # the rebuild ends and replaces the worn graph
+                deadline = time.monotonic() + 60
+                while backend.keeper.rebuilding and time.monotonic() < deadline:
+                    time.sleep(0.01)
+                assert backend.keeper.indexes[str(col.id)] is not worn
+            query.join(60)
+        assert answer and answer[0]["ids"] == [_nearest(vecs, q, 7)]
+        fresh = backend.keeper.indexes[str(col.id)]
+        assert fresh._mirror is mirror and worn._mirror is None
+        assert _mirror_contents(col) is None
+        assert index_contents(col) is None
+        # Later writes keep the taken mirror in step.
+        col.update(ids=["r5"], embeddings=extra[:1] - 1)
+        vecs["r5"] = extra[0] - 1
+        col.delete(ids=["x0"])
+        del vecs["x0"]
+        backend.keeper.wait_jobs()
+        assert _mirror_contents(col) is None
+        got = col.query(query_embeddings=q[None, :], n_results=7)["ids"]
+        assert got == [_nearest(vecs, q, 7)]
+
+
+def test_the_worn_graph_is_let_go_before_the_fresh_one_is_saved(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two graphs are held only while the fresh one is built: the worn one's memory is
+    freed when it is replaced, before the fresh one's snapshot is written (which has
+    a peak of its own)."""
+    rng = np.random.default_rng(25)
+    vecs = {f"r{i}": v for i, v in enumerate(rng.normal(size=(N, DIM)).astype(np.float32))}
+    saved: list[bool] = []
+    real_save = _index.VectorIndex.save
+    with tintdb.PersistentClient(path=str(tmp_path)) as client:
+        col = client.create_collection("worn", embedding_function=None)
+        col.add(ids=list(vecs), embeddings=np.stack(list(vecs.values())))
+        backend = col._backend
+        backend.keeper.wait_jobs()
+        worn = weakref.ref(backend.keeper.indexes[str(col.id)])
+
+        def save(index: Any, directory: Path) -> None:
+            if index is not worn():
+                saved.append(worn() is None)
+            real_save(index, directory)
+
+        monkeypatch.setattr(_index.VectorIndex, "save", save)
+        _wear(col, rng, vecs)
+        backend.keeper.wait_jobs()
+        assert backend.keeper.indexes[str(col.id)] is not worn()
+        assert saved and saved[0], "the worn graph was still in memory at the snapshot"
         assert index_contents(col) is None
 
 

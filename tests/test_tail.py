@@ -216,6 +216,32 @@ def test_the_tail_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
         assert got == [[f"b{i}"] for i in range(0, 3000, 300)]
 
 
+def test_an_emptied_tail_lets_its_arrays_go(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Arrays grown for a bulk write are not kept while the tail is empty (by being put
+    in the graph, or by deletes); a small tail keeps its own for the next writes."""
+    hold_the_tail(monkeypatch)
+    rng = np.random.default_rng(5)
+    with tintdb.EphemeralClient() as client:
+        col = client.create_collection("shrinks", embedding_function=None)
+        col.add(ids=[f"a{i}" for i in range(3000)], embeddings=rng.normal(size=(3000, DIM)))
+        index = client._backend.keeper.indexes[str(col.id)]
+        tail = index._tail
+        assert len(tail.vecs) >= 3000
+        index.drain()
+        assert index.pending == 0 and len(tail.vecs) <= _index._TAIL_KEPT_ROWS
+        col.add(ids=[f"b{i}" for i in range(2000)], embeddings=rng.normal(size=(2000, DIM)))
+        assert len(tail.vecs) >= 2000
+        col.delete(ids=[f"b{i}" for i in range(2000)])
+        assert index.pending == 0 and len(tail.vecs) <= _index._TAIL_KEPT_ROWS
+        col.add(ids=["c0", "c1"], embeddings=rng.normal(size=(2, DIM)))
+        small = tail.vecs
+        index.drain()
+        assert tail.vecs is small  # kept: small arrays are reused
+        assert col.count() == 3002
+        got = col.query(query_embeddings=index._full_vectors(index.universe()[:5]), n_results=1)
+        assert [row[0] for row in got["ids"]] == [f"a{i}" for i in range(5)]
+
+
 def test_updates_and_deletes_of_records_in_the_tail(monkeypatch: pytest.MonkeyPatch) -> None:
     """A record updated while in the graph is not found at its old vector; one updated
     twice in the tail is found at its last; one deleted from the tail is gone and

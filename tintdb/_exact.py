@@ -10,8 +10,11 @@ when no index is in memory. Pure numpy: no graph, no files.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import math
 import mmap
+import sys
 from collections.abc import Iterable
 from typing import Any
 
@@ -22,6 +25,7 @@ __all__ = [
     "RERANK_EXTRA",
     "Mirror",
     "plain_empty",
+    "release_free_heap",
     "scan_knn",
     "space_distances",
     "unit",
@@ -52,6 +56,30 @@ def plain_empty(shape: tuple[int, ...], dtype: Any) -> np.ndarray:
     if nbytes < 1 << 22:
         return np.empty(shape, dtype=dtype)
     return np.frombuffer(mmap.mmap(-1, nbytes), dtype=dtype, count=count).reshape(shape)
+
+
+def _malloc_trim() -> Any:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+    except (OSError, AttributeError):  # not glibc (musl has no malloc_trim)
+        return None
+
+
+_MALLOC_TRIM = _malloc_trim()
+
+
+def release_free_heap() -> None:
+    """Hand the heap's free pages back to the operating system (glibc only).
+
+    glibc keeps what a large write freed (its copies of 10,000 vectors, say) in the
+    process for reuse once its mmap threshold has risen, where it still counts in the
+    RSS. Called before building a second graph beside a worn one, whose memory comes
+    from fresh mappings that could not reuse it: otherwise the two add up.
+    """
+    if _MALLOC_TRIM is not None:
+        _MALLOC_TRIM(0)
 
 
 def unit(v: np.ndarray) -> np.ndarray:
@@ -259,6 +287,10 @@ class Mirror:
         np.take(self.vecs, keep, axis=0, out=kept, mode="clip")
         self.vecs, self.alive = kept, np.ones(len(keep), dtype=bool)
         self.n, self.dead = len(keep), 0
+
+    def live_seqs(self) -> np.ndarray:
+        """The seqs of the rows not deleted, in order."""
+        return self.seqs[: self.n][self.alive[: self.n]]
 
     def rows(self, seqs: np.ndarray) -> np.ndarray:
         pos, hit = self._find(seqs)

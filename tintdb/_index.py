@@ -145,6 +145,10 @@ class _LiveSeqs:
         return gone
 
 
+# An empty tail keeps arrays of up to this many rows for the next writes.
+_TAIL_KEPT_ROWS = 1024
+
+
 class _Tail:
     """Vectors set in the index but not yet in its graph, in the order they came.
 
@@ -227,8 +231,19 @@ class _Tail:
             rows = [self.pos.pop(s) for s in seqs[had].tolist()]
             self.alive[rows] = False
             if not self.pos:
-                self.head = self.n = 0
+                self._emptied()
         return had
+
+    def _emptied(self) -> None:
+        """Start again from the front; arrays grown by a bulk write are let go (25 MB
+        for 16,384 rows of 384 dimensions, idle until the next one)."""
+        self.head = self.n = 0
+        if len(self.seqs) > _TAIL_KEPT_ROWS:
+            self.seqs = np.empty(0, np.int64)
+            self.labels = np.empty(0, np.int64)
+            self.vecs = np.empty((0, self.dim), np.float32)
+            self.sq = np.empty(0, np.float32)
+            self.alive = np.empty(0, bool)
 
     def _rows(self) -> np.ndarray | slice:
         """The live rows, oldest first (a slice when none in between died)."""
@@ -256,7 +271,7 @@ class _Tail:
             del self.pos[s]
         self.alive[rows] = False
         if not self.pos:
-            self.head = self.n = 0
+            self._emptied()
         elif len(rows):
             self.head = int(rows[-1]) + 1
 
@@ -309,7 +324,9 @@ def _merge(
 class VectorIndex:
     """HNSW + exact-search mirror for one collection."""
 
-    def __init__(self, space: str, dim: int, params: dict[str, Any]) -> None:
+    def __init__(
+        self, space: str, dim: int, params: dict[str, Any], *, mirror: bool = True
+    ) -> None:
         self.space = space
         self.dim = dim
         self.params = params
@@ -326,8 +343,9 @@ class VectorIndex:
         )
         self._apply_ef()
         # A new index keeps its mirror in step from the first record: the vectors pass
-        # through here anyway. One loaded from a snapshot builds it on first need.
-        self._mirror: Mirror | None = Mirror(dim, space == "cosine")
+        # through here anyway. One loaded from a snapshot builds it on first need, and
+        # one built to replace a worn graph takes over that graph's (take_mirror).
+        self._mirror: Mirror | None = Mirror(dim, space == "cosine") if mirror else None
         self._tail = _Tail(dim)
         self.unsaved = 0
         # A graph built afresh from SQLite, not yet saved: a snapshot at its lsn (of the
@@ -521,6 +539,19 @@ class VectorIndex:
                     mirror.set(seqs, vectors)
             self._mirror = mirror
 
+    def take_mirror(self, other: VectorIndex) -> None:
+        """Take over ``other``'s mirror: the index this one replaces, holding the same
+        records at the same lsn (a second mirror built beside it would set the peak of
+        the process for nothing). Taken only if it holds exactly these records."""
+        with self.lock, other.lock:
+            mirror = other._mirror
+            if mirror is None or self._mirror is not None or other.lsn != self.lsn:
+                return
+            if not np.array_equal(mirror.live_seqs(), self.universe()):
+                return
+            other._mirror = None
+            self._mirror = mirror
+
     def drop_mirror(self) -> None:
         """Free the mirror (it is rebuilt from SQLite if an exact search needs it)."""
         with self.lock:
@@ -632,16 +663,18 @@ class VectorIndex:
 
     def exact(
         self, queries: np.ndarray, k: int, seqs: np.ndarray
-    ) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    ) -> tuple[list[np.ndarray], list[np.ndarray]] | None:
         """True k nearest among ``seqs``, per query (lists: rows may be shorter than k).
 
-        Needs the mirror, built beforehand with ``ensure_mirror``. The lock is held
+        Needs the mirror, built beforehand with ``ensure_mirror``; None if it is gone
+        since (dropped, or taken by the index that replaced this one). The lock is held
         throughout: a write may compact the mirror, which moves its rows.
         """
         q = self._prepare(queries).astype(np.float32)
         with self.lock:
             mirror = self._mirror
-            assert mirror is not None
+            if mirror is None:
+                return None
             rows = mirror.rows(seqs)
             k = min(k, len(rows))
             if k == 0:

@@ -15,12 +15,14 @@ import os
 import tempfile
 import threading
 import time
+import weakref
 from collections.abc import Generator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from .._exact import release_free_heap
 from .._index import VectorIndex
 from .._storage import OP_SET, CollectionRow, Store
 from ..errors import NotFoundError, TintError
@@ -171,11 +173,18 @@ class IndexKeeper:
         self, col: CollectionRow, index: VectorIndex, q: np.ndarray, k: int, cand: np.ndarray
     ) -> tuple[list[np.ndarray], list[np.ndarray]]:
         """Exact search over ``cand``, building the mirror on first use."""
-        # Locks are always taken store first, then index (as writes do): build the
-        # mirror under the store lock so its loader never waits on it from inside.
-        with self.store.lock:
-            index.ensure_mirror(self.loader(col))
-        return index.exact(q, k, cand)
+        while True:
+            # Locks are always taken store first, then index (as writes do): build the
+            # mirror under the store lock so its loader never waits on it from inside.
+            with self.store.lock:
+                index.ensure_mirror(self.loader(col))
+            found = index.exact(q, k, cand)
+            if found is not None:
+                return found
+            # The mirror went in between: the graph was replaced by a fresh one, which
+            # took it over and holds the same records (or more recent ones).
+            with self.store.lock:
+                index = self.indexes.get(col.id, index)
 
     def current(self, col: CollectionRow, *, row_is_fresh: bool = False) -> VectorIndex | None:
         """The collection's index, caught up with every committed change (None if empty).
@@ -229,7 +238,8 @@ class IndexKeeper:
         the caller's work, and it gives up (None) when the backend starts closing.
         """
         assert col.dimension is not None
-        index = VectorIndex(col.space, col.dimension, col.configuration["hnsw"])
+        # Behind the writes the fresh graph replaces a worn one, whose mirror it takes.
+        index = VectorIndex(col.space, col.dimension, col.configuration["hnsw"], mirror=not behind)
         threads = None  # inside a call: num_threads as set
         if behind:
             configured = int(col.configuration["hnsw"].get("num_threads") or 0)
@@ -387,8 +397,11 @@ class IndexKeeper:
             assert fresh is not None
             self.indexes[col.id] = fresh
             return
+        # Referenced weakly behind: once replaced, the worn graph's memory goes back
+        # before the fresh one's snapshot is written, not when the thread ends.
+        worn = weakref.ref(index)
         self._run_behind(
-            self.rebuilding, col.id, lambda: self._rebuild_behind(col, index), index.lsn
+            self.rebuilding, col.id, lambda: self._rebuild_behind(col, worn), index.lsn
         )
 
     def _run_behind(
@@ -412,21 +425,28 @@ class IndexKeeper:
             jobs[cid] = (thread, lsn)
             thread.start()
 
-    def _rebuild_behind(self, col: CollectionRow, worn: VectorIndex) -> None:
+    def _rebuild_behind(self, col: CollectionRow, worn_ref: weakref.ref[VectorIndex]) -> None:
         try:
+            # The fresh graph is the largest allocation of the process's life beside the
+            # worn one: first hand back what earlier calls freed (see release_free_heap).
+            release_free_heap()
             fresh = self.rebuild(col, behind=True)
             if fresh is None:
                 return
             with self.store.lock:
                 state = self.store.lsn_state(col.id)
-                if self.indexes.get(col.id) is not worn or state is None:
+                worn = worn_ref()
+                if worn is None or self.indexes.get(col.id) is not worn or state is None:
                     return  # dropped, replaced or reloaded meanwhile: nothing to replace
                 if fresh.lsn < state[1]:
                     # Another process pruned the log past the read: the changes since
                     # cannot be replayed. The next write past the line tries again.
                     return
                 self.catch_up(col, fresh)
+                fresh.take_mirror(worn)
                 self.indexes[col.id] = fresh
+                del worn  # freed here unless a query still holds it
+                release_free_heap()
                 self.snapshot(col.id)
         except Exception:  # the worn graph is still correct; the next write tries again
             log.exception("background rebuild of collection %s failed", col.id)
