@@ -45,6 +45,17 @@ def _nearest(vecs: dict[str, np.ndarray], q: np.ndarray, k: int) -> list[str]:
     return [ids[i] for i in np.argsort(d, kind="stable")[:k]]
 
 
+def _loaded(client: Any, seed: int) -> tuple[Any, dict[str, np.ndarray], np.random.Generator]:
+    """Collection ``worn`` of N random records, every one in the graph (so that updates
+    and deletes wear it); with its records' vectors and the generator for more."""
+    rng = np.random.default_rng(seed)
+    vecs = {f"r{i}": v for i, v in enumerate(rng.normal(size=(N, DIM)).astype(np.float32))}
+    col = client.create_collection("worn", embedding_function=None)
+    col.add(ids=list(vecs), embeddings=np.stack(list(vecs.values())))
+    col._backend.keeper.wait_jobs()
+    return col, vecs, rng
+
+
 def _held_rebuild(monkeypatch: pytest.MonkeyPatch) -> Held:
     """A rebuild held right after it has read SQLite (its next step sizes the graph)."""
     return Held(monkeypatch, _index.VectorIndex, "reserve")
@@ -69,13 +80,9 @@ def _no_failed_rebuild(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
 def test_writes_and_queries_go_on_while_a_worn_graph_is_rebuilt(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    rng = np.random.default_rng(21)
-    vecs = {f"r{i}": v for i, v in enumerate(rng.normal(size=(N, DIM)).astype(np.float32))}
     with tintdb.PersistentClient(path=str(tmp_path)) as client:
-        col = client.create_collection("worn", embedding_function=None)
-        col.add(ids=list(vecs), embeddings=np.stack(list(vecs.values())))
+        col, vecs, rng = _loaded(client, 21)
         backend = col._backend
-        backend.keeper.wait_jobs()  # every record in the graph, so updates wear it
         worn = backend.keeper.indexes[str(col.id)]
         with _held_rebuild(monkeypatch) as held:
             _wear(col, rng, vecs)
@@ -138,13 +145,9 @@ def test_the_fresh_graph_takes_over_the_worn_graphs_mirror(
     the writes meanwhile kept in step. An exact search that lost the mirror to the
     replacement between finding and reading it is answered by the fresh graph."""
     monkeypatch.setattr(_planning, "EXACT_BELOW", 10 * N)  # every query searched exactly
-    rng = np.random.default_rng(24)
-    vecs = {f"r{i}": v for i, v in enumerate(rng.normal(size=(N, DIM)).astype(np.float32))}
     with tintdb.PersistentClient(path=str(tmp_path)) as client:
-        col = client.create_collection("worn", embedding_function=None)
-        col.add(ids=list(vecs), embeddings=np.stack(list(vecs.values())))
+        col, vecs, rng = _loaded(client, 24)
         backend = col._backend
-        backend.keeper.wait_jobs()
         worn = backend.keeper.indexes[str(col.id)]
         mirror = worn._mirror
         assert mirror is not None  # kept since the first add
@@ -196,15 +199,11 @@ def test_the_worn_graph_is_let_go_before_the_fresh_one_is_saved(
     """Two graphs are held only while the fresh one is built: the worn one's memory is
     freed when it is replaced, before the fresh one's snapshot is written (which has
     a peak of its own)."""
-    rng = np.random.default_rng(25)
-    vecs = {f"r{i}": v for i, v in enumerate(rng.normal(size=(N, DIM)).astype(np.float32))}
     saved: list[bool] = []
     real_save = _index.VectorIndex.save
     with tintdb.PersistentClient(path=str(tmp_path)) as client:
-        col = client.create_collection("worn", embedding_function=None)
-        col.add(ids=list(vecs), embeddings=np.stack(list(vecs.values())))
+        col, vecs, rng = _loaded(client, 25)
         backend = col._backend
-        backend.keeper.wait_jobs()
         worn = weakref.ref(backend.keeper.indexes[str(col.id)])
 
         def save(index: Any, directory: Path) -> None:

@@ -199,15 +199,22 @@ def test_a_query_waits_for_one_step_of_the_tail_not_the_whole_write(
         assert set(steps) == {keeper.APPLY_STEP} and len(steps) == 5
 
 
+def _added(
+    client: Any, name: str, n: int, rng: np.random.Generator
+) -> tuple[Any, _index.VectorIndex]:
+    """A new collection holding ``n`` random records ``a0``...; and its index."""
+    col = client.create_collection(name, embedding_function=None)
+    col.add(ids=[f"a{i}" for i in range(n)], embeddings=rng.normal(size=(n, DIM)))
+    return col, client._backend.keeper.indexes[str(col.id)]
+
+
 def test_the_tail_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     """A write that takes the tail past TAIL_MAX puts the excess in the graph itself."""
     monkeypatch.setattr(keeper, "TAIL_MAX", 500)
     hold_the_tail(monkeypatch)
     rng = np.random.default_rng(3)
     with tintdb.EphemeralClient() as client:
-        col = client.create_collection("bounded", embedding_function=None)
-        col.add(ids=[f"a{i}" for i in range(400)], embeddings=rng.normal(size=(400, DIM)))
-        index = client._backend.keeper.indexes[str(col.id)]
+        col, index = _added(client, "bounded", 400, rng)
         assert index.pending == 400
         more = rng.normal(size=(3000, DIM)).astype(np.float32)
         col.add(ids=[f"b{i}" for i in range(3000)], embeddings=more)
@@ -222,9 +229,7 @@ def test_an_emptied_tail_lets_its_arrays_go(monkeypatch: pytest.MonkeyPatch) -> 
     hold_the_tail(monkeypatch)
     rng = np.random.default_rng(5)
     with tintdb.EphemeralClient() as client:
-        col = client.create_collection("shrinks", embedding_function=None)
-        col.add(ids=[f"a{i}" for i in range(3000)], embeddings=rng.normal(size=(3000, DIM)))
-        index = client._backend.keeper.indexes[str(col.id)]
+        col, index = _added(client, "shrinks", 3000, rng)
         tail = index._tail
         assert len(tail.vecs) >= 3000
         index.drain()
