@@ -167,9 +167,7 @@ def test_a_query_waits_for_one_step_of_the_tail_not_the_whole_write(
 ) -> None:
     """The graph takes the tail APPLY_STEP records at a time, releasing the index in
     between: a query issued while the second step is held gets its answer before the
-    rest of the tail is in. Once a search has come, the steps are the smaller
-    APPLY_STEP_SEARCHED, so that searches in a row do not each wait for most of one."""
-    monkeypatch.setattr(keeper, "SEARCHED_WITHIN", 3600.0)  # the query counts as recent
+    rest of the tail is in."""
     rng = np.random.default_rng(2)
     vecs = rng.normal(size=(5 * keeper.APPLY_STEP, DIM)).astype(np.float32)
     steps: list[int] = []
@@ -198,8 +196,7 @@ def test_a_query_waits_for_one_step_of_the_tail_not_the_whole_write(
             release.set()
         client._backend.keeper.wait_jobs()
         assert index.pending == 0
-        small = 3 * keeper.APPLY_STEP // keeper.APPLY_STEP_SEARCHED
-        assert steps == [keeper.APPLY_STEP] * 2 + [keeper.APPLY_STEP_SEARCHED] * small
+        assert set(steps) == {keeper.APPLY_STEP} and len(steps) == 5
 
 
 def _added(

@@ -30,7 +30,6 @@ import math
 import os
 import shutil
 import threading
-import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -349,9 +348,6 @@ class VectorIndex:
         self._mirror: Mirror | None = Mirror(dim, space == "cosine") if mirror else None
         self._tail = _Tail(dim)
         self.unsaved = 0
-        # When a search last came (time.monotonic()): the keeper inserts the tail in
-        # smaller steps while searches come, so that none waits long for the lock.
-        self.searched_at = 0.0
         # A graph built afresh from SQLite, not yet saved: a snapshot at its lsn (of the
         # graph it replaced) is replaced by it, not kept.
         self.rebuilt = False
@@ -577,7 +573,6 @@ class VectorIndex:
     ) -> tuple[np.ndarray, np.ndarray] | None:
         """Approximate k-NN (the graph's, merged with the tail's exact answer); None when
         hnswlib cannot return its share of k results (use exact)."""
-        self.searched_at = time.monotonic()
         with self.lock:
             k = min(k, len(self))
             graph_k = min(k, len(self) - len(self._tail))
@@ -629,7 +624,6 @@ class VectorIndex:
         allowed records, so this is filtered search at plain HNSW speed whenever enough
         of them land in that window (see ``_planning.postfilter_fetch``).
         """
-        self.searched_at = time.monotonic()
         with self.lock:
             fetch = min(fetch, len(self))
             graph_fetch = min(fetch, len(self) - len(self._tail))
@@ -677,7 +671,6 @@ class VectorIndex:
         throughout: a write may compact the mirror, which moves its rows.
         """
         q = self._prepare(queries).astype(np.float32)
-        self.searched_at = time.monotonic()
         with self.lock:
             mirror = self._mirror
             if mirror is None:

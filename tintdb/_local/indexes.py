@@ -27,14 +27,7 @@ from .._index import VectorIndex
 from .._storage import OP_SET, CollectionRow, Store
 from ..errors import NotFoundError, TintError
 
-__all__ = [
-    "APPLY_STEP",
-    "APPLY_STEP_SEARCHED",
-    "CLOSE_REPLAY_SHARE",
-    "SEARCHED_WITHIN",
-    "TAIL_MAX",
-    "IndexKeeper",
-]
+__all__ = ["APPLY_STEP", "CLOSE_REPLAY_SHARE", "TAIL_MAX", "IndexKeeper"]
 
 log = logging.getLogger("tintdb")
 
@@ -52,14 +45,9 @@ REBUILD_NOW_BELOW = 2048
 # A write's vectors wait in the index's tail (searched exactly) until a thread of the
 # keeper puts them in the graph, APPLY_STEP at a time: each step holds the index's lock,
 # so a query arriving meanwhile waits for one step at most (about ten milliseconds at
-# 100k records), not for a whole write. While searches come (one in the last
-# SEARCHED_WITHIN seconds) the steps are APPLY_STEP_SEARCHED (about 1.3 ms at 100k):
-# queries in a row over HTTP each found the lock taken by the next step, and waited
-# most of it. A tail past TAIL_MAX (an exact scan of it costs each query a few
-# milliseconds) is put in the graph by the write that made it so.
+# 100k records), not for a whole write. A tail past TAIL_MAX (an exact scan of it costs
+# each query a few milliseconds) is put in the graph by the write that made it so.
 APPLY_STEP = 64
-APPLY_STEP_SEARCHED = 8
-SEARCHED_WITHIN = 0.1
 TAIL_MAX = 16_384
 
 Jobs = dict[str, tuple[threading.Thread, int]]
@@ -363,8 +351,7 @@ class IndexKeeper:
             try:
                 while True:
                     while index.pending and not gone():
-                        searched = time.monotonic() - index.searched_at < SEARCHED_WITHIN
-                        index.apply_pending(APPLY_STEP_SEARCHED if searched else APPLY_STEP)
+                        index.apply_pending(APPLY_STEP)
                         time.sleep(0)  # let a query waiting on the index's lock in first
                     with self.store.lock:
                         if not gone() and index.pending == 0:
