@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 
 import pytest
 
 import tintdb
+from tintdb.api.types import IndexingStatus
 from tintdb.errors import (
     InvalidArgumentError,
     NotFoundError,
@@ -135,6 +137,28 @@ def test_modify_search_parameters(client: tintdb.Client) -> None:
     assert client.get_collection("params").configuration["hnsw"]["ef_search"] == 50
     with pytest.raises(InvalidArgumentError, match="fixed"):
         col.modify(configuration={"hnsw": {"space": "ip"}})
+
+
+def test_indexing_status_counts_what_the_index_holds(client: tintdb.Client) -> None:
+    """chromadb's get_indexing_status() (which its local server does not implement):
+    nothing to index in an empty collection; after writes, every record once the graph
+    has taken them (polled: they reach it behind the writes)."""
+    col = client.create_collection("status", embedding_function=None)
+    assert col.get_indexing_status() == IndexingStatus(0, 0, 0, 1.0)
+    col.add(ids=[f"r{i}" for i in range(300)], embeddings=[[float(i), 1.0] for i in range(300)])
+    col.delete(ids=["r0", "r1"])
+    status = col.get_indexing_status()
+    assert status.total_ops == 298
+    assert status.num_indexed_ops + status.num_unindexed_ops == 298
+    assert status.op_indexing_progress == status.num_indexed_ops / 298
+    deadline = time.monotonic() + 60
+    while status.num_unindexed_ops and time.monotonic() < deadline:
+        time.sleep(0.02)
+        status = col.get_indexing_status()
+    assert status == IndexingStatus(298, 0, 298, 1.0)
+    with pytest.raises(NotFoundError):
+        client.delete_collection("status")
+        col.get_indexing_status()
 
 
 def test_collections_persist_across_reopen(client: tintdb.Client, reopen) -> None:  # type: ignore[no-untyped-def]

@@ -274,6 +274,12 @@ def common_expectations(collection_id: str) -> dict[str, Any]:
         "update_embedding": None,
         "update_missing_id": None,  # silently ignored, as on Chroma
         "count_after_upsert": 5,
+        "indexing_status_settled": {
+            "num_indexed_ops": 5,
+            "num_unindexed_ops": 0,
+            "total_ops": 5,
+            "op_indexing_progress": 1.0,
+        },
         "delete_ids": {"deleted": 1},
         "delete_where": {"deleted": 2},  # c and the upserted e
         "get_after_delete": rec(

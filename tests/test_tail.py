@@ -29,6 +29,7 @@ from hypothesis import strategies as st
 import tintdb
 from tintdb import _index, _planning
 from tintdb._local import indexes as keeper
+from tintdb.api.types import IndexingStatus
 
 DIM = 8
 
@@ -245,6 +246,20 @@ def test_an_emptied_tail_lets_its_arrays_go(monkeypatch: pytest.MonkeyPatch) -> 
         assert col.count() == 3002
         got = col.query(query_embeddings=index._full_vectors(index.universe()[:5]), n_results=1)
         assert [row[0] for row in got["ids"]] == [f"a{i}" for i in range(5)]
+
+
+def test_indexing_status_counts_the_tail(monkeypatch: pytest.MonkeyPatch) -> None:
+    """get_indexing_status(): the records waiting in the tail are the unindexed ones."""
+    hold_the_tail(monkeypatch)
+    rng = np.random.default_rng(6)
+    with tintdb.EphemeralClient() as client:
+        col, index = _added(client, "status", 300, rng)
+        assert col.get_indexing_status() == IndexingStatus(0, 300, 300, 0.0)
+        index.apply_pending(100)
+        col.delete(ids=["a0", "a299"])  # one in the graph, one in the tail
+        assert col.get_indexing_status() == IndexingStatus(99, 199, 298, 99 / 298)
+        index.drain()
+        assert col.get_indexing_status() == IndexingStatus(298, 0, 298, 1.0)
 
 
 def test_updates_and_deletes_of_records_in_the_tail(monkeypatch: pytest.MonkeyPatch) -> None:

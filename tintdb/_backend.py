@@ -15,7 +15,15 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
-from .types import CollectionModel, GetResult, Metadata, QueryResult, Where, WhereDocument
+from .types import (
+    CollectionModel,
+    GetResult,
+    IndexingStatus,
+    Metadata,
+    QueryResult,
+    Where,
+    WhereDocument,
+)
 
 __all__ = ["Backend", "Vectors"]
 
@@ -132,3 +140,4 @@ class Backend(Protocol):
 
     def fork(self, collection_id: str, new_name: str) -> CollectionModel: ...
     def fork_count(self, collection_id: str) -> int: ...
+    def indexing_status(self, collection_id: str) -> IndexingStatus: ...

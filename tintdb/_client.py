@@ -53,7 +53,7 @@ from .errors import (
     ResetDisabledError,
     TintError,
 )
-from .types import CollectionModel, GetResult, Include, QueryResult, ReadLevel
+from .types import CollectionModel, GetResult, Include, IndexingStatus, QueryResult, ReadLevel
 
 __all__ = [
     "AdminClient",
@@ -625,6 +625,11 @@ class Collection:
     def fork_count(self) -> int:
         """How many forks of this collection exist: those made from it, and from them."""
         return self._backend.fork_count(self._model.id)
+
+    def get_indexing_status(self) -> IndexingStatus:
+        """How many records the vector index's graph holds, and how many still wait
+        for it (searched exactly meanwhile): poll it to wait for a bulk load's graph."""
+        return self._backend.indexing_status(self._model.id)
 
 
 def _nonempty_ids(ids: Any, op: str) -> list[str]:

@@ -48,7 +48,15 @@ from .config import (
     names_server,
 )
 from .errors import BatchSizeExceededError, InvalidArgumentError, error_from_wire
-from .types import CollectionModel, GetResult, Metadata, QueryResult, Where, WhereDocument
+from .types import (
+    CollectionModel,
+    GetResult,
+    IndexingStatus,
+    Metadata,
+    QueryResult,
+    Where,
+    WhereDocument,
+)
 
 __all__ = [
     "AsyncClient",
@@ -543,6 +551,15 @@ class _Protocol:
     def fork_count(self, collection_id: str) -> int:
         return int(self._call("GET", self._coll_path(collection_id) + "/fork_count")["count"])
 
+    def indexing_status(self, collection_id: str) -> IndexingStatus:
+        got = self._call("GET", self._coll_path(collection_id) + "/indexing_status")
+        return IndexingStatus(
+            num_indexed_ops=int(got["num_indexed_ops"]),
+            num_unindexed_ops=int(got["num_unindexed_ops"]),
+            total_ops=int(got["total_ops"]),
+            op_indexing_progress=float(got["op_indexing_progress"]),
+        )
+
 
 def _version() -> str:
     from . import __version__
@@ -813,6 +830,9 @@ class AsyncCollection:
 
     async def fork_count(self) -> int:
         return await self._run(self._collection.fork_count)
+
+    async def get_indexing_status(self) -> IndexingStatus:
+        return await self._run(self._collection.get_indexing_status)
 
 
 class AsyncClient:

@@ -69,7 +69,15 @@ from .errors import (
     TintError,
     UniqueConstraintError,
 )
-from .types import CollectionModel, GetResult, Metadata, QueryResult, Where, WhereDocument
+from .types import (
+    CollectionModel,
+    GetResult,
+    IndexingStatus,
+    Metadata,
+    QueryResult,
+    Where,
+    WhereDocument,
+)
 
 __all__ = ["PostgresBackend", "redacted"]
 
@@ -677,6 +685,10 @@ class PostgresBackend:
         with self._tx(read=True) as cur:
             self._by_id(cur, collection_id)
         return 0
+
+    def indexing_status(self, collection_id: str) -> IndexingStatus:
+        """pgvector's index takes each row in the writing transaction: nothing waits."""
+        return IndexingStatus.of(self.count(collection_id), 0)
 
     # ------------------------------------------------------------ records: writes
 

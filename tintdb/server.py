@@ -20,6 +20,7 @@ and maps it onto the one ``Client`` call; the routes share nothing else to facto
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hmac
 import logging
 import threading
@@ -841,6 +842,11 @@ class _Service:
     def fork_count(self, tenant: str, database: str, collection_id: str) -> dict[str, int]:
         return {"count": int(self.collection(tenant, database, collection_id).fork_count())}
 
+    def indexing_status(self, tenant: str, database: str, collection_id: str) -> dict[str, Any]:
+        return dataclasses.asdict(
+            self.collection(tenant, database, collection_id).get_indexing_status()
+        )
+
 
 def _f32(value: Any) -> Any:
     """Vectors leave as float32 so JSON shows float32 precision (``0.1``, not ``0.100000001``)."""
@@ -1206,6 +1212,10 @@ def create_app(
     @route("GET", C + "/fork_count", tags=["collections"])
     def fork_count(tenant: str, database: str, collection_id: str) -> Response:
         return _ok(svc.fork_count(tenant, database, collection_id))
+
+    @route("GET", C + "/indexing_status", tags=["collections"])
+    def indexing_status(tenant: str, database: str, collection_id: str) -> Response:
+        return _ok(svc.indexing_status(tenant, database, collection_id))
 
     # -- the retired v1 API
 

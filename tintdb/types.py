@@ -20,6 +20,7 @@ __all__ = [
     "IDs",
     "Include",
     "IncludeField",
+    "IndexingStatus",
     "Metadata",
     "MetadataValue",
     "QueryResult",
@@ -71,6 +72,26 @@ class QueryResult(TypedDict):
     metadatas: list[list[Metadata | None]] | None
     distances: list[list[float]] | None
     included: list[str]
+
+
+@dataclass
+class IndexingStatus:
+    """How much of a collection's writes its vector index holds (chromadb's shape).
+
+    tintdb counts records: a write is searchable once committed, its vectors exactly
+    from the index's tail until a thread puts them in the graph; ``num_unindexed_ops``
+    is how many wait there, and 0 once the graph holds every record.
+    """
+
+    num_indexed_ops: int
+    num_unindexed_ops: int
+    total_ops: int
+    op_indexing_progress: float
+
+    @classmethod
+    def of(cls, indexed: int, unindexed: int) -> IndexingStatus:
+        total = indexed + unindexed
+        return cls(indexed, unindexed, total, 1.0 if total == 0 else indexed / total)
 
 
 @dataclass

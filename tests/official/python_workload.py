@@ -14,8 +14,10 @@ A step that raises does not stop the others, so the test can report every mismat
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import sys
+import time
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
@@ -46,6 +48,17 @@ def plain(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [plain(v) for v in value]
     return value
+
+
+def settled_status(col: Any) -> dict[str, Any]:
+    """get_indexing_status() once nothing waits for the index (polled: the server puts
+    new vectors in its graph behind the writes)."""
+    deadline = time.monotonic() + 30
+    while True:
+        status = col.get_indexing_status()
+        if status.num_unindexed_ops == 0 or time.monotonic() > deadline:
+            return dataclasses.asdict(status)
+        time.sleep(0.05)
 
 
 def record(rows: Any) -> dict[str, Any]:
@@ -241,6 +254,7 @@ def main(url: str) -> dict[str, Any]:
         lambda: record(col.get(ids=["a", "e"], include=["metadatas", "documents", "embeddings"])),
     )
     step("count_after_upsert", col.count)
+    step("indexing_status_settled", lambda: settled_status(col))
     step("delete_ids", lambda: col.delete(ids=["b"]))
     step("delete_where", lambda: col.delete(where={"kind": "veg"}))
     step("get_after_delete", lambda: record(col.get(include=["documents"])))

@@ -35,7 +35,15 @@ from ..errors import (
     IDAlreadyExistsError,
     InvalidArgumentError,
 )
-from ..types import CollectionModel, GetResult, Metadata, QueryResult, Where, WhereDocument
+from ..types import (
+    CollectionModel,
+    GetResult,
+    IndexingStatus,
+    Metadata,
+    QueryResult,
+    Where,
+    WhereDocument,
+)
 from .indexes import IndexKeeper
 from .reads import Reads
 
@@ -233,6 +241,14 @@ class LocalBackend:
 
     def fork_count(self, collection_id: str) -> int:
         return self.store.fork_count(self.store.collection_by_id(collection_id))
+
+    def indexing_status(self, collection_id: str) -> IndexingStatus:
+        col = self.store.collection_by_id(collection_id)
+        index = None if col.dimension is None else self.keeper.current(col)
+        if index is None:
+            return IndexingStatus.of(0, 0)
+        waiting = index.pending
+        return IndexingStatus.of(len(index) - waiting, waiting)
 
     # ------------------------------------------------------------ records: writes
 
