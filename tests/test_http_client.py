@@ -382,6 +382,7 @@ def test_async_client_flow(server: TintServer) -> None:
             assert (await col.get(where={"k": 2}))["ids"] == ["a"]
             assert await col.delete(ids=["a"]) == {"deleted": 1}
             assert len((await col.peek(3))["ids"]) == 3
+            assert (await col.get_indexing_status()).total_ops == 11
             await col.modify(name="async2")
             assert [c.name for c in await client.list_collections()] == ["async2"]
             assert (await client.get_or_create_collection("async2")).id == col.id
