@@ -182,6 +182,18 @@ await step("get_after_upsert", async () =>
   record(await col.get({ ids: ["a", "e"], include: ["metadatas", "documents", "embeddings"] })),
 );
 await step("count_after_upsert", () => col.count());
+// The server puts new vectors in its graph behind the writes: poll until none waits.
+await step("indexing_status_settled", async () => {
+  const deadline = Date.now() + 30000;
+  for (;;) {
+    const status = await col.getIndexingStatus();
+    if (status.num_unindexed_ops === 0 || Date.now() > deadline) {
+      const { num_indexed_ops, num_unindexed_ops, total_ops, op_indexing_progress } = status;
+      return { num_indexed_ops, num_unindexed_ops, total_ops, op_indexing_progress };
+    }
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+});
 await step("delete_ids", () => col.delete({ ids: ["b"] }));
 await step("delete_where", () => col.delete({ where: { kind: "veg" } }));
 await step("get_after_delete", async () => record(await col.get({ include: ["documents"] })));
