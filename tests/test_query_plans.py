@@ -117,6 +117,55 @@ class _Spy:
 
 
 @pytest.mark.parametrize(
+    ("field", "value", "k", "share", "cap", "plan"),
+    [
+        ("tenth", 3, 10, 0.15, 200_000, "exact"),  # 600 matches, 10% of the collection
+        ("tenth", 3, 10, 0.0, 200_000, "callback"),  # no share rule: past EXACT_LIMIT
+        ("tenth", 3, 10, 0.15, 500, "callback"),  # past EXACT_CAP
+        ("fifth", 3, 300, 0.15, 200_000, "callback"),  # 1,200 matches, 20%
+    ],
+)
+def test_many_matches_are_searched_exactly_up_to_a_share_of_the_collection(
+    big: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    field: str,
+    value: Any,
+    k: int,
+    share: float,
+    cap: int,
+    plan: str,
+) -> None:
+    """Past EXACT_LIMIT matches, exact search is still the plan while they are at most
+    EXACT_SHARE of the collection (and EXACT_CAP): hnswlib's filter callback would visit
+    many nodes per match found, and miss more. Beyond, the callback."""
+    col, ids, vecs, mds = big
+    monkeypatch.setattr(_local.planner, "EXACT_LIMIT", 100)
+    monkeypatch.setattr(_local.planner, "EXACT_SHARE", share)
+    monkeypatch.setattr(_local.planner, "EXACT_CAP", cap)
+    used: list[str] = []
+    real_knn, real_exact = VectorIndex.knn, IndexKeeper.exact
+
+    def knn(index: VectorIndex, q: Any, k: int, allowed: Any = None, ef: Any = None) -> Any:
+        if allowed is not None:
+            used.append("callback")
+        return real_knn(index, q, k, allowed, ef)
+
+    def exact(keeper: IndexKeeper, *args: Any) -> Any:
+        used.append("exact")
+        return real_exact(keeper, *args)
+
+    monkeypatch.setattr(VectorIndex, "knn", knn)
+    monkeypatch.setattr(IndexKeeper, "exact", exact)
+    mask = np.array([md[field] == value for md in mds])
+    queries = np.random.default_rng(5).normal(size=(5, DIM)).astype(np.float32) * 4
+    got = col.query(query_embeddings=queries, n_results=k, where={field: value})
+    assert set(used) == {plan}
+    assert all(len(row) == k for row in got["ids"])
+    if plan == "exact":
+        assert got["ids"] == [[ids[r] for r in _truth(vecs, mask, q, k)] for q in queries]
+
+
+@pytest.mark.parametrize(
     ("field", "value", "k", "post"),
     [
         ("half", 1, 10, True),  # 3,000 matches: 40 neighbours looked at, ~20 match

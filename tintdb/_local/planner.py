@@ -21,7 +21,9 @@ from .._conditions import AllOf, AnyOf, Field, Node, Text
 
 __all__ = [
     "DENSE_SHARE",
+    "EXACT_CAP",
     "EXACT_LIMIT",
+    "EXACT_SHARE",
     "FilterKey",
     "FilterMemory",
     "Matches",
@@ -35,8 +37,15 @@ __all__ = [
 ]
 
 # A filtered query with at most this many matching records is answered by exact search
-# over just those vectors (cheap, and recall is 1.0); above it, by HNSW with a filter.
+# over just those vectors (cheap, and recall is 1.0) when its window comes up short;
+# above it, by HNSW with a filter callback, unless the matches are at most EXACT_SHARE
+# of the collection (and at most EXACT_CAP): the callback then visits many nodes for
+# each match it finds, a Python call each, and misses more. At 1M x 384, a filter
+# matching 10% that follows the clusters: callback 13 ms p50 at recall 0.830, exact
+# 20 ms at 1.000 (p90 22 ms both).
 EXACT_LIMIT = 20_000
+EXACT_SHARE = 0.15
+EXACT_CAP = 200_000
 # Filter results kept per (collection, version, filter): repeated filters skip SQL.
 FILTER_CACHE_SIZE = 32
 # A filter whose post-filtered queries came up short this many times, more often than
@@ -87,10 +96,12 @@ def shape_key(collection_id: str, lsn: int, cond: Node) -> FilterKey:
     return filter_key(collection_id, lsn, None, _shape(cond))
 
 
-def exact_among(matches: int, k: int) -> bool:
-    """Whether exact search over the matches is the fallback plan (rather than HNSW with
-    a filter callback, for very many matches)."""
-    return matches <= max(EXACT_LIMIT, k)
+def exact_among(matches: int, k: int, total: int) -> bool:
+    """Whether exact search over the matches of a collection of ``total`` records is the
+    fallback plan (rather than HNSW with a filter callback, for very many matches)."""
+    if matches <= max(EXACT_LIMIT, k):
+        return True
+    return matches <= EXACT_CAP and matches <= EXACT_SHARE * total
 
 
 def walks(share: float | None, offset: int | None, limit: int | None) -> bool:

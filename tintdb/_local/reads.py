@@ -412,7 +412,7 @@ class Reads:
         cand = matches.seqs
         if matches.verify is not None:
             return self._exact_verified(col, index, q, k, matches)
-        if exact_among(len(cand), k):
+        if exact_among(len(cand), k, len(index)):
             return self.keeper.exact(col, index, q, k, cand)
         if matches.allowed is None:
             matches.allowed = set(cand.tolist())
