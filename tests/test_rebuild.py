@@ -23,6 +23,7 @@ from _workers import index_contents
 
 import tintdb
 from tintdb import _index, _planning
+from tintdb._exact import Mirror
 from tintdb._local import indexes as keeper
 
 DIM = 8
@@ -137,60 +138,103 @@ def _mirror_contents(col: Any) -> str | None:
     return None
 
 
-def test_the_fresh_graph_takes_over_the_worn_graphs_mirror(
+def test_no_mirror_is_held_beside_two_graphs(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """No second mirror is built beside the first while a worn graph is replaced (it
-    would set the process's peak memory): the fresh graph takes the worn one's, which
-    the writes meanwhile kept in step. An exact search that lost the mirror to the
-    replacement between finding and reading it is answered by the fresh graph."""
+    """While a worn graph is replaced the process holds the two graphs and no mirror
+    (the three together set a workload's peak memory). The worn graph lets its mirror
+    go before the fresh one is built; exact searches read SQLite meanwhile, right with
+    every write since, even one that had found the mirror before it went; the fresh
+    graph gets a mirror once the worn one is gone, brought up to date with the writes
+    made while it was read."""
     monkeypatch.setattr(_planning, "EXACT_BELOW", 10 * N)  # every query searched exactly
     with tintdb.PersistentClient(path=str(tmp_path)) as client:
         col, vecs, rng = _loaded(client, 24)
         backend = col._backend
-        worn = backend.keeper.indexes[str(col.id)]
-        mirror = worn._mirror
-        assert mirror is not None  # kept since the first add
-        with _held_rebuild(monkeypatch) as held:
-            _wear(col, rng, vecs)
-            assert held.reached.wait(60)
-            extra = rng.normal(size=(30, DIM)).astype(np.float32)
-            col.add(ids=[f"x{i}" for i in range(30)], embeddings=extra)
-            vecs.update({f"x{i}": v for i, v in enumerate(extra)})
-            col.delete(ids=["r3", "r4"])
-            del vecs["r3"], vecs["r4"]
-            # A query (exact at this size) held after it found the worn graph's mirror.
-            with Held(monkeypatch, _index.VectorIndex, "exact") as searching:
-                q = rng.normal(size=DIM).astype(np.float32)
-                answer: list[Any] = []
-                query = threading.Thread(
-                    target=lambda: answer.append(
-                        col.query(query_embeddings=q[None, :], n_results=7)
-                    )
-                )
-                query.start()
-                assert searching.reached.wait(60)
-                assert backend.keeper.indexes[str(col.id)] is worn
-                held.release.set()  # the rebuild ends and replaces the worn graph
-                deadline = time.monotonic() + 60
-                while backend.keeper.rebuilding and time.monotonic() < deadline:
-                    time.sleep(0.01)
-                assert backend.keeper.indexes[str(col.id)] is not worn
-            query.join(60)
-        assert answer and answer[0]["ids"] == [_nearest(vecs, q, 7)]
-        fresh = backend.keeper.indexes[str(col.id)]
-        assert fresh._mirror is mirror and worn._mirror is None
+        cid = str(col.id)
+        worn = backend.keeper.indexes[cid]
+        assert worn._mirror is not None  # kept since the first add
+        q = rng.normal(size=DIM).astype(np.float32)
+
+        def nearest_now() -> None:
+            got = col.query(query_embeddings=q[None, :], n_results=7)["ids"]
+            assert got == [_nearest(vecs, q, 7)]
+
+        answer: list[Any] = []
+        query = threading.Thread(
+            target=lambda: answer.append(col.query(query_embeddings=q[None, :], n_results=7))
+        )
+        with Held(monkeypatch, _index.VectorIndex, "exact") as searching:
+            query.start()
+            assert searching.reached.wait(60)  # past ensure_mirror, the mirror in place
+            with _held_rebuild(monkeypatch) as held:
+                _wear(col, rng, vecs)
+                assert held.reached.wait(60)
+                assert worn._mirror is None and worn.mirror_deferred
+                searching.release.set()  # finds no mirror, and reads SQLite instead
+                query.join(60)
+                assert answer and answer[0]["ids"] == [_nearest(vecs, q, 7)]
+                extra = rng.normal(size=(30, DIM)).astype(np.float32)
+                col.add(ids=[f"x{i}" for i in range(30)], embeddings=extra)
+                vecs.update({f"x{i}": v for i, v in enumerate(extra)})
+                col.delete(ids=["r3", "r4"])
+                del vecs["r3"], vecs["r4"]
+                nearest_now()
+                assert worn._mirror is None
+                with Held(monkeypatch, Mirror, "reserve") as mirroring:
+                    held.release.set()  # the fresh graph is built and replaces the worn one
+                    assert mirroring.reached.wait(60)  # its mirror is being read
+                    fresh = backend.keeper.indexes[cid]
+                    assert fresh is not worn and fresh._mirror is None and fresh.mirror_deferred
+                    nearest_now()
+                    # Written after the mirror's read began: replayed into it.
+                    col.update(ids=["r5"], embeddings=extra[:1] - 1)
+                    vecs["r5"] = extra[0] - 1
+                    col.delete(ids=["x0"])
+                    del vecs["x0"]
+                    nearest_now()
+        backend.keeper.wait_jobs()
+        assert backend.keeper.indexes[cid] is fresh
+        assert fresh._mirror is not None and not fresh.mirror_deferred
         assert _mirror_contents(col) is None
         assert index_contents(col) is None
-        # Later writes keep the taken mirror in step.
-        col.update(ids=["r5"], embeddings=extra[:1] - 1)
-        vecs["r5"] = extra[0] - 1
-        col.delete(ids=["x0"])
-        del vecs["x0"]
+        nearest_now()
+        # Later writes keep it in step.
+        col.update(ids=["r6"], embeddings=extra[1:2] + 2)
+        vecs["r6"] = extra[1] + 2
         backend.keeper.wait_jobs()
         assert _mirror_contents(col) is None
+        nearest_now()
+
+
+def test_a_rebuild_given_up_leaves_the_mirror_to_be_built_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A rebuild that fails after the worn graph let its mirror go ends the deferral:
+    the next exact search builds the mirror from SQLite, as after an open."""
+    monkeypatch.setattr(_planning, "EXACT_BELOW", 10 * N)
+    real_reserve = _index.VectorIndex.reserve
+    with tintdb.PersistentClient(path=str(tmp_path)) as client:
+        col, vecs, rng = _loaded(client, 26)
+        backend = col._backend
+        worn = backend.keeper.indexes[str(col.id)]
+
+        def fail(index: Any, rows: int) -> None:
+            if threading.current_thread().name == "tintdb-behind":
+                raise OSError("no room")
+            real_reserve(index, rows)
+
+        monkeypatch.setattr(_index.VectorIndex, "reserve", fail)
+        _wear(col, rng, vecs)
+        backend.keeper.wait_jobs()
+        assert "background rebuild" in caplog.text
+        caplog.clear()  # the failure expected here
+        assert backend.keeper.indexes[str(col.id)] is worn
+        assert worn._mirror is None and not worn.mirror_deferred
+        q = rng.normal(size=DIM).astype(np.float32)
         got = col.query(query_embeddings=q[None, :], n_results=7)["ids"]
         assert got == [_nearest(vecs, q, 7)]
+        assert _mirror_contents(col) is None
 
 
 def test_the_worn_graph_is_let_go_before_the_fresh_one_is_saved(

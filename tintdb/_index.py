@@ -344,8 +344,12 @@ class VectorIndex:
         self._apply_ef()
         # A new index keeps its mirror in step from the first record: the vectors pass
         # through here anyway. One loaded from a snapshot builds it on first need, and
-        # one built to replace a worn graph takes over that graph's (take_mirror).
+        # one built to replace a worn graph gets one after the swap (see mirror_deferred).
         self._mirror: Mirror | None = Mirror(dim, space == "cosine") if mirror else None
+        # While a fresh graph is built to replace this one (and until the fresh one has
+        # a mirror of its own) there is no mirror: the two graphs and a mirror beside
+        # them set the process's peak memory. Exact searches read SQLite meanwhile.
+        self.mirror_deferred = False
         self._tail = _Tail(dim)
         self.unsaved = 0
         # A graph built afresh from SQLite, not yet saved: a snapshot at its lsn (of the
@@ -539,18 +543,26 @@ class VectorIndex:
                     mirror.set(seqs, vectors)
             self._mirror = mirror
 
-    def take_mirror(self, other: VectorIndex) -> None:
-        """Take over ``other``'s mirror: the index this one replaces, holding the same
-        records at the same lsn (a second mirror built beside it would set the peak of
-        the process for nothing). Taken only if it holds exactly these records."""
-        with self.lock, other.lock:
-            mirror = other._mirror
-            if mirror is None or self._mirror is not None or other.lsn != self.lsn:
-                return
-            if not np.array_equal(mirror.live_seqs(), self.universe()):
-                return
-            other._mirror = None
+    def defer_mirror(self) -> None:
+        """Let the mirror go until ``install_mirror`` (see ``mirror_deferred``)."""
+        with self.lock:
+            self.mirror_deferred = True
+            self._mirror = None
+
+    def resume_mirror(self) -> None:
+        """End a deferral: the next exact search builds the mirror if it has none."""
+        with self.lock:
+            self.mirror_deferred = False
+
+    def install_mirror(self, mirror: Mirror) -> bool:
+        """Use ``mirror``, built beside the index, if it holds exactly its records (the
+        caller brought it to this index's lsn); ends a deferral either way."""
+        with self.lock:
+            self.mirror_deferred = False
+            if self._mirror is not None or not np.array_equal(mirror.live_seqs(), self.universe()):
+                return False
             self._mirror = mirror
+            return True
 
     def drop_mirror(self) -> None:
         """Free the mirror (it is rebuilt from SQLite if an exact search needs it)."""
@@ -854,6 +866,7 @@ class VectorIndex:
         index._hnsw = load_graph(snap / GRAPH_FILE, manifest["hnsw"], space, dim, vectors)
         index._apply_ef()
         index._mirror = None
+        index.mirror_deferred = False
         index._tail = _Tail(dim)
         index.unsaved = 0
         index.rebuilt = False
@@ -898,6 +911,7 @@ class VectorIndex:
         copy._hnsw = graph
         copy._apply_ef()
         copy._mirror = None
+        copy.mirror_deferred = False
         copy._tail = _Tail(self.dim)
         copy.unsaved = len(universe) or 1
         copy.rebuilt = False

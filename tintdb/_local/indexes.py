@@ -22,8 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from .._exact import release_free_heap
-from .._index import VectorIndex
+from .._exact import Mirror, release_free_heap
+from .._index import VectorIndex, scan_knn
 from .._storage import OP_SET, CollectionRow, Store
 from ..errors import NotFoundError, TintError
 
@@ -38,10 +38,14 @@ log = logging.getLogger("tintdb")
 # snapshots and the log").
 CLOSE_REPLAY_SHARE = 50
 # A worn graph rebuilt behind the writes is filled this many records at a time, so that
-# closing the store never waits long for it. One of at most REBUILD_NOW_BELOW live
-# records is rebuilt inside the write (quick at that size).
-REBUILD_STEP = 8192
+# closing the store never waits long for it, and so that the vectors read for a step
+# (held twice, as SQLite's blocks and as an array) stay small beside the two graphs:
+# steps of 8,192 added about 20 MB to the peak at 100k x 384. One of at most
+# REBUILD_NOW_BELOW live records is rebuilt inside the write (quick at that size).
+REBUILD_STEP = 1024
 REBUILD_NOW_BELOW = 2048
+# Rows of vectors read from SQLite at a time by an exact search without a mirror.
+EXACT_READ_ROWS = 4096
 # A write's vectors wait in the index's tail (searched exactly) until a thread of the
 # keeper puts them in the graph, APPLY_STEP at a time: each step holds the index's lock,
 # so a query arriving meanwhile waits for one step at most (about ten milliseconds at
@@ -177,14 +181,26 @@ class IndexKeeper:
             # Locks are always taken store first, then index (as writes do): build the
             # mirror under the store lock so its loader never waits on it from inside.
             with self.store.lock:
+                if index.mirror_deferred:  # a graph is being replaced: see _rebuild_behind
+                    return self._exact_from_store(col, q, k, cand)
                 index.ensure_mirror(self.loader(col))
             found = index.exact(q, k, cand)
             if found is not None:
                 return found
-            # The mirror went in between: the graph was replaced by a fresh one, which
-            # took it over and holds the same records (or more recent ones).
+            # The mirror went in between: let go for a rebuild, or the graph was
+            # replaced by a fresh one (holding the same records or more recent ones).
             with self.store.lock:
                 index = self.indexes.get(col.id, index)
+
+    def _exact_from_store(
+        self, col: CollectionRow, q: np.ndarray, k: int, cand: np.ndarray
+    ) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """Under the store lock: exact search over ``cand`` with SQLite's vectors, a
+        block at a time (an index without its mirror: see VectorIndex.mirror_deferred)."""
+        assert col.dimension is not None
+        with self.store.read():
+            chunks = self.store.vector_chunks(col.coll, col.dimension, cand, rows=EXACT_READ_ROWS)
+            return scan_knn(col.space, q, k, chunks)
 
     def current(self, col: CollectionRow, *, row_is_fresh: bool = False) -> VectorIndex | None:
         """The collection's index, caught up with every committed change (None if empty).
@@ -238,8 +254,10 @@ class IndexKeeper:
         the caller's work, and it gives up (None) when the backend starts closing.
         """
         assert col.dimension is not None
-        # Behind the writes the fresh graph replaces a worn one, whose mirror it takes.
+        # Behind the writes the fresh graph replaces a worn one and gets its mirror
+        # after the worn graph is gone (_mirror_behind).
         index = VectorIndex(col.space, col.dimension, col.configuration["hnsw"], mirror=not behind)
+        index.mirror_deferred = behind
         threads = None  # inside a call: num_threads as set
         if behind:
             configured = int(col.configuration["hnsw"].get("num_threads") or 0)
@@ -273,11 +291,24 @@ class IndexKeeper:
         return index
 
     def catch_up(self, col: CollectionRow, index: VectorIndex) -> None:
+        changes = self._changes_since(col, index.lsn)
+        if changes is None:
+            return
+        gone, found, vecs, lsn = changes
+        index.remove(gone)
+        index.upsert(found, vecs)
+        index.lsn = lsn
+
+    def _changes_since(
+        self, col: CollectionRow, lsn: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int] | None:
+        """What the log holds after ``lsn``, each record's last change: (seqs gone,
+        seqs set, their vectors, the last lsn); None if nothing."""
         assert col.dimension is not None
         with self.store.read():
-            ops = self.store.ops_since(col.coll, index.lsn)
+            ops = self.store.ops_since(col.coll, lsn)
             if not ops:
-                return
+                return None
             final: dict[int, int] = {}
             for _, kind, seqs in ops:
                 for s in seqs.tolist():
@@ -285,9 +316,7 @@ class IndexKeeper:
             to_set = np.array([s for s, k in final.items() if k == OP_SET], dtype=np.int64)
             found, vecs = self.store.vectors(col.coll, to_set, col.dimension)
         gone = np.array(sorted(set(final) - set(found.tolist())), dtype=np.int64)
-        index.remove(gone)
-        index.upsert(found, vecs)
-        index.lsn = ops[-1][0]
+        return gone, found, vecs, ops[-1][0]
 
     def after_write(
         self,
@@ -426,7 +455,21 @@ class IndexKeeper:
             thread.start()
 
     def _rebuild_behind(self, col: CollectionRow, worn_ref: weakref.ref[VectorIndex]) -> None:
+        """Build a fresh graph beside the worn one and swap them; then the mirror.
+
+        The process holds at most two graphs and one mirror's worth of vectors at a
+        time: the worn graph lets its mirror go first (exact searches read SQLite until
+        the fresh graph has one), and the fresh graph's mirror is built once the worn
+        graph is gone. With the mirror kept throughout, the rebuild set the peak memory
+        of a whole workload (docs/benchmarks.md).
+        """
+        fresh: VectorIndex | None = None
         try:
+            worn = worn_ref()
+            if worn is None:
+                return
+            worn.defer_mirror()
+            del worn
             # The fresh graph is the largest allocation of the process's life beside the
             # worn one: first hand back what earlier calls freed (see release_free_heap).
             release_free_heap()
@@ -443,13 +486,48 @@ class IndexKeeper:
                     # cannot be replayed. The next write past the line tries again.
                     return
                 self.catch_up(col, fresh)
-                fresh.take_mirror(worn)
                 self.indexes[col.id] = fresh
                 del worn  # freed here unless a query still holds it
                 release_free_heap()
                 self.snapshot(col.id)
+            self._mirror_behind(col, fresh)
         except Exception:  # the worn graph is still correct; the next write tries again
             log.exception("background rebuild of collection %s failed", col.id)
+        finally:
+            # Whatever is left without a mirror builds one on its next exact search.
+            for index in (worn_ref(), fresh):
+                if index is not None:
+                    index.resume_mirror()
+
+    def _mirror_behind(self, col: CollectionRow, index: VectorIndex) -> None:
+        """Give a fresh graph its mirror: read from SQLite on a connection of its own
+        (no lock held meanwhile), brought to the index's lsn from the log under the
+        store lock, then installed. In memory (one connection) it is built on the next
+        exact search instead."""
+        assert col.dimension is not None
+        if self.path is None:
+            return
+        mirror = Mirror(col.dimension, col.space == "cosine")
+        with self.store.reader() as store, store.read():
+            state = store.lsn_state(col.id)
+            if state is None:
+                return
+            lsn = state[0]
+            mirror.reserve(store.count(col.coll))
+            for seqs, vecs in store.vector_chunks(col.coll, col.dimension, rows=REBUILD_STEP):
+                if self.closing:
+                    return
+                mirror.set(seqs, vecs)
+        with self.store.lock:
+            state = self.store.lsn_state(col.id)
+            if self.indexes.get(col.id) is not index or state is None or lsn < state[1]:
+                return  # replaced, dropped, or the log pruned past the read meanwhile
+            changes = self._changes_since(col, lsn)
+            if changes is not None:
+                gone, found, vecs, _ = changes
+                mirror.remove(gone)
+                mirror.set(found, vecs)
+            index.install_mirror(mirror)
 
     def snapshot(self, collection_id: str, *, force: bool = False, closing: bool = False) -> None:
         """Persist the index when enough has changed: half its records while writes go
