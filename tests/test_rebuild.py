@@ -322,3 +322,21 @@ def test_a_small_worn_graph_is_rebuilt_inside_the_write(monkeypatch: pytest.Monk
         fresh = col._backend.keeper.indexes[str(col.id)]
         assert fresh is not worn and not col._backend.keeper.rebuilding
         assert len(fresh) == 700 and fresh.free_slots == 0 and fresh.churn == 0
+
+
+def test_in_memory_the_fresh_graph_builds_its_mirror_on_first_need() -> None:
+    """An in-memory store has one connection: the fresh graph's mirror is not read
+    behind the swap but built by the first exact search, with SQLite's records."""
+    with tintdb.EphemeralClient() as client:
+        col, vecs, rng = _loaded(client, 27)
+        backend = col._backend
+        worn = backend.keeper.indexes[str(col.id)]
+        _wear(col, rng, vecs)
+        backend.keeper.wait_jobs()
+        fresh = backend.keeper.indexes[str(col.id)]
+        assert fresh is not worn and fresh._mirror is None and not fresh.mirror_deferred
+        q = rng.normal(size=DIM).astype(np.float32)
+        few = [f"r{x}" for x in range(0, N, 97)]  # searched exactly among these
+        got = col.query(query_embeddings=q[None, :], n_results=5, ids=few)["ids"]
+        assert got == [_nearest({i: vecs[i] for i in few}, q, 5)]
+        assert _mirror_contents(col) is None

@@ -10,6 +10,7 @@ an index's own.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import tempfile
@@ -181,9 +182,11 @@ class IndexKeeper:
             # Locks are always taken store first, then index (as writes do): build the
             # mirror under the store lock so its loader never waits on it from inside.
             with self.store.lock:
-                if index.mirror_deferred:  # a graph is being replaced: see _rebuild_behind
-                    return self._exact_from_store(col, q, k, cand)
-                index.ensure_mirror(self.loader(col))
+                deferred = index.mirror_deferred
+                if not deferred:
+                    index.ensure_mirror(self.loader(col))
+            if deferred:  # a graph is being replaced: see _rebuild_behind
+                return self._exact_from_store(col, q, k, cand)
             found = index.exact(q, k, cand)
             if found is not None:
                 return found
@@ -195,11 +198,14 @@ class IndexKeeper:
     def _exact_from_store(
         self, col: CollectionRow, q: np.ndarray, k: int, cand: np.ndarray
     ) -> tuple[list[np.ndarray], list[np.ndarray]]:
-        """Under the store lock: exact search over ``cand`` with SQLite's vectors, a
-        block at a time (an index without its mirror: see VectorIndex.mirror_deferred)."""
+        """Exact search over ``cand`` with SQLite's vectors, a block at a time (an index
+        without its mirror: see VectorIndex.mirror_deferred). On disk it reads on a
+        connection of its own: writes need not wait for it."""
         assert col.dimension is not None
-        with self.store.read():
-            chunks = self.store.vector_chunks(col.coll, col.dimension, cand, rows=EXACT_READ_ROWS)
+        with contextlib.ExitStack() as stack:
+            store = self.store if self.path is None else stack.enter_context(self.store.reader())
+            stack.enter_context(store.read())
+            chunks = store.vector_chunks(col.coll, col.dimension, cand, rows=EXACT_READ_ROWS)
             return scan_knn(col.space, q, k, chunks)
 
     def current(self, col: CollectionRow, *, row_is_fresh: bool = False) -> VectorIndex | None:
