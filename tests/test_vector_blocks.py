@@ -29,6 +29,7 @@ from tintdb._storage import blocks as storage_blocks
 from tintdb._vblocks import BLOCK_SHIFT
 
 DIM = 3
+SPARSE_SLOTS = storage_blocks.SPARSE_SLOTS
 SEQS = st.integers(min_value=1, max_value=5 << BLOCK_SHIFT)  # five blocks' worth
 
 op = st.one_of(
@@ -47,11 +48,18 @@ def _check(store: Store, model: dict[int, dict[int, np.ndarray]], rng: Any) -> N
         assert seqs.tolist() == sorted(want)  # in seq order, nothing else
         for s, v in zip(seqs.tolist(), vecs if vecs is not None else [], strict=True):
             np.testing.assert_array_equal(v, want[s])
-        asked = rng.integers(1, 6 << BLOCK_SHIFT, size=12)
-        got, got_vecs = store.vectors(coll, asked, DIM)
-        assert got.tolist() == sorted(set(asked.tolist()) & set(want))
-        for s, v in zip(got.tolist(), got_vecs, strict=True):
-            np.testing.assert_array_equal(v, want[s])
+        asked = rng.integers(1, 6 << BLOCK_SHIFT, size=int(rng.choice([12, 120])))
+        # Each block read whole, or each wanted record alone from its block's bytes.
+        for sparse in (0, 1 << BLOCK_SHIFT):
+            storage_blocks.SPARSE_SLOTS = sparse
+            try:
+                got, got_vecs = store.vectors(coll, asked, DIM)
+            finally:
+                storage_blocks.SPARSE_SLOTS = SPARSE_SLOTS
+            assert got.tolist() == sorted(set(asked.tolist()) & set(want))
+            for s, v in zip(got.tolist(), got_vecs, strict=True):
+                np.testing.assert_array_equal(v, want[s])
+            got_vecs[:1] += 1  # writable, whichever way it was read
         raw = store.vector_bytes(coll, asked.tolist())
         assert raw == {s: want[s].tobytes() for s in set(asked.tolist()) & set(want)}
         parts = list(store.vector_chunks(coll, DIM, rows=7))
