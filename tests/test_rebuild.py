@@ -340,3 +340,59 @@ def test_in_memory_the_fresh_graph_builds_its_mirror_on_first_need() -> None:
         got = col.query(query_embeddings=q[None, :], n_results=5, ids=few)["ids"]
         assert got == [_nearest({i: vecs[i] for i in few}, q, 5)]
         assert _mirror_contents(col) is None
+
+
+def test_a_large_mirror_is_read_behind_the_first_exact_search(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After an open, the first exact search over a collection whose mirror would be
+    large does not read the mirror inside the call (under the store lock, stalling
+    every call behind it): it reads its candidates from SQLite, the mirror is read
+    behind it, and the writes made meanwhile are replayed into it."""
+    monkeypatch.setattr(keeper, "MIRROR_INLINE_BYTES", 0)  # every mirror read behind
+    monkeypatch.setattr(_planning, "EXACT_BELOW", 10 * N)  # every query searched exactly
+    with tintdb.PersistentClient(path=str(tmp_path)) as client:
+        col, vecs, rng = _loaded(client, 28)
+    with tintdb.PersistentClient(path=str(tmp_path)) as client:
+        col = client.get_collection("worn")
+        backend = col._backend
+        q = rng.normal(size=DIM).astype(np.float32)
+
+        def nearest_now() -> None:
+            got = col.query(query_embeddings=q[None, :], n_results=7)["ids"]
+            assert got == [_nearest(vecs, q, 7)]
+
+        col.query(query_embeddings=q[None, :], n_results=1)  # the graph loads behind
+        backend.keeper.wait_jobs()
+        index = backend.keeper.indexes[str(col.id)]
+        assert not index.has_mirror() and not index.mirror_deferred
+        with Held(monkeypatch, Mirror, "reserve") as mirroring:
+            nearest_now()  # answered from SQLite, and starts the mirror's read
+            assert mirroring.reached.wait(60)
+            assert index.mirror_deferred and not index.has_mirror()
+            extra = rng.normal(size=(20, DIM)).astype(np.float32)
+            col.add(ids=[f"x{i}" for i in range(20)], embeddings=extra)  # not waiting
+            vecs.update({f"x{i}": v for i, v in enumerate(extra)})
+            col.delete(ids=["r8"])
+            del vecs["r8"]
+            nearest_now()
+        backend.keeper.wait_jobs()
+        assert backend.keeper.indexes[str(col.id)] is index
+        assert index.has_mirror() and not index.mirror_deferred
+        assert _mirror_contents(col) is None
+        nearest_now()
+
+
+def test_a_small_mirror_is_read_inside_the_first_exact_search(tmp_path: Path) -> None:
+    with tintdb.PersistentClient(path=str(tmp_path)) as client:
+        _loaded(client, 29)
+    with tintdb.PersistentClient(path=str(tmp_path)) as client:
+        col = client.get_collection("worn")
+        col.query(query_embeddings=np.zeros((1, DIM), np.float32), n_results=1)
+        col._backend.keeper.wait_jobs()
+        index = col._backend.keeper.indexes[str(col.id)]
+        assert not index.has_mirror()
+        few = [f"r{x}" for x in range(0, N, 97)]  # searched exactly among these
+        col.query(query_embeddings=np.ones((1, DIM), np.float32), n_results=3, ids=few)
+        assert index.has_mirror() and not col._backend.keeper.mirroring
+        assert _mirror_contents(col) is None

@@ -543,6 +543,9 @@ class VectorIndex:
                     mirror.set(seqs, vectors)
             self._mirror = mirror
 
+    def has_mirror(self) -> bool:
+        return self._mirror is not None
+
     def defer_mirror(self) -> None:
         """Let the mirror go until ``install_mirror`` (see ``mirror_deferred``)."""
         with self.lock:

@@ -47,6 +47,10 @@ REBUILD_STEP = 1024
 REBUILD_NOW_BELOW = 2048
 # Rows of vectors read from SQLite at a time by an exact search without a mirror.
 EXACT_READ_ROWS = 4096
+# A mirror of at most this many bytes of float32 vectors (about 21,800 records at 384
+# dimensions, some 80 ms to read) is built inside the exact search that first needs
+# it; a larger one behind the calls (IndexKeeper.mirror_behind_first).
+MIRROR_INLINE_BYTES = 32 << 20
 # A write's vectors wait in the index's tail (searched exactly) until a thread of the
 # keeper puts them in the graph, APPLY_STEP at a time: each step holds the index's lock,
 # so a query arriving meanwhile waits for one step at most (about ten milliseconds at
@@ -71,6 +75,7 @@ class IndexKeeper:
         self.loading: Jobs = {}
         self.rebuilding: Jobs = {}
         self.applying: Jobs = {}  # tails being put in their graphs (see apply_behind)
+        self.mirroring: Jobs = {}  # exact-search mirrors being read (see exact)
         self._jobs_lock = threading.Lock()
         self.closing = False
 
@@ -125,7 +130,12 @@ class IndexKeeper:
         """Return once every index load and rebuild running behind the calls is done
         (in memory, given up or failed)."""
         with self._jobs_lock:
-            jobs = [*self.loading.values(), *self.rebuilding.values(), *self.applying.values()]
+            jobs = [
+                *self.loading.values(),
+                *self.rebuilding.values(),
+                *self.applying.values(),
+                *self.mirroring.values(),
+            ]
             running = [t for t, _ in jobs]
         for thread in running:
             thread.join()
@@ -177,12 +187,13 @@ class IndexKeeper:
     def exact(
         self, col: CollectionRow, index: VectorIndex, q: np.ndarray, k: int, cand: np.ndarray
     ) -> tuple[list[np.ndarray], list[np.ndarray]]:
-        """Exact search over ``cand``, building the mirror on first use."""
+        """Exact search over ``cand``, building the mirror on first use: here if it is
+        small, else behind the call (see mirror_behind_first)."""
         while True:
             # Locks are always taken store first, then index (as writes do): build the
             # mirror under the store lock so its loader never waits on it from inside.
             with self.store.lock:
-                deferred = index.mirror_deferred
+                deferred = index.mirror_deferred or self.mirror_behind_first(col, index)
                 if not deferred:
                     index.ensure_mirror(self.loader(col))
             if deferred:  # a graph is being replaced: see _rebuild_behind
@@ -194,6 +205,33 @@ class IndexKeeper:
             # replaced by a fresh one (holding the same records or more recent ones).
             with self.store.lock:
                 index = self.indexes.get(col.id, index)
+
+    def mirror_behind_first(self, col: CollectionRow, index: VectorIndex) -> bool:
+        """Under the store lock, for an index that may have no mirror: if it has none
+        and its vectors pass MIRROR_INLINE_BYTES (a store on disk), start reading one
+        behind the calls and say so; exact searches read SQLite until it is in.
+
+        Read inside the first exact search, under the store lock, a mirror stalled that
+        search and every call behind it: 0.4 s at 100k x 384, seconds at 1M.
+        """
+        assert col.dimension is not None
+        if self.path is None or index.has_mirror():
+            return False
+        if len(index) * col.dimension * 4 <= MIRROR_INLINE_BYTES:
+            return False
+        index.defer_mirror()
+
+        def read() -> None:
+            try:
+                self._mirror_behind(col, index, during_rebuild=False)
+            except Exception:  # the next exact search tries again
+                log.exception("reading the exact-search mirror of %s failed", col.id)
+            finally:
+                index.resume_mirror()
+
+        if not self._run_behind(self.mirroring, col.id, read, index.lsn):
+            index.resume_mirror()  # closing, or one is being read: SQLite meanwhile
+        return True
 
     def _exact_from_store(
         self, col: CollectionRow, q: np.ndarray, k: int, cand: np.ndarray
@@ -441,10 +479,10 @@ class IndexKeeper:
 
     def _run_behind(
         self, jobs: dict[str, tuple[threading.Thread, int]], cid: str, work: Any, lsn: int = 0
-    ) -> None:
+    ) -> bool:
         """Run ``work`` for collection ``cid`` on a thread of its own, listed in ``jobs``
-        (with ``lsn``) while it runs; not if one is listed already or the backend closes.
-        close() and vacuum() wait for them (wait_jobs)."""
+        (with ``lsn``) while it runs; not if one is listed already or the backend closes
+        (False). close() and vacuum() wait for them (wait_jobs)."""
 
         def run() -> None:
             try:
@@ -455,10 +493,11 @@ class IndexKeeper:
 
         with self._jobs_lock:
             if cid in jobs or self.closing:
-                return
+                return False
             thread = threading.Thread(target=run, name="tintdb-behind", daemon=True)
             jobs[cid] = (thread, lsn)
             thread.start()
+        return True
 
     def _rebuild_behind(self, col: CollectionRow, worn_ref: weakref.ref[VectorIndex]) -> None:
         """Build a fresh graph beside the worn one and swap them; then the mirror.
@@ -505,11 +544,14 @@ class IndexKeeper:
                 if index is not None:
                     index.resume_mirror()
 
-    def _mirror_behind(self, col: CollectionRow, index: VectorIndex) -> None:
-        """Give a fresh graph its mirror: read from SQLite on a connection of its own
-        (no lock held meanwhile), brought to the index's lsn from the log under the
-        store lock, then installed. In memory (one connection) it is built on the next
-        exact search instead."""
+    def _mirror_behind(
+        self, col: CollectionRow, index: VectorIndex, *, during_rebuild: bool = True
+    ) -> None:
+        """Give an index its mirror: read from SQLite on a connection of its own (no
+        lock held meanwhile), brought to the index's lsn from the log under the store
+        lock, then installed. In memory (one connection) it is built on the next exact
+        search instead. Not installed into a graph being replaced meanwhile (unless
+        ``during_rebuild``: the call that replaces it), which must hold no mirror."""
         assert col.dimension is not None
         if self.path is None:
             return
@@ -528,6 +570,8 @@ class IndexKeeper:
             state = self.store.lsn_state(col.id)
             if self.indexes.get(col.id) is not index or state is None or lsn < state[1]:
                 return  # replaced, dropped, or the log pruned past the read meanwhile
+            if not during_rebuild and col.id in self.rebuilding:
+                return
             changes = self._changes_since(col, lsn)
             if changes is not None:
                 gone, found, vecs, _ = changes
@@ -556,9 +600,10 @@ class IndexKeeper:
             return
         index.save(self.directory(collection_id))
         upto = index.lsn
-        rebuilding = self.rebuilding.get(collection_id)
-        if rebuilding is not None:  # a fresh graph will replay the log from its read
-            upto = min(upto, rebuilding[1])
+        for jobs in (self.rebuilding, self.mirroring):
+            job = jobs.get(collection_id)
+            if job is not None:  # a fresh graph or mirror will replay the log from its read
+                upto = min(upto, job[1])
         with self.store.write() as tx:
             tx.prune_log(col, upto)
 
