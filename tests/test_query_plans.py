@@ -585,13 +585,15 @@ def _exact_below_in_a_new_process(value: str) -> subprocess.CompletedProcess[str
     )
 
 
-def test_the_mirror_is_kept_from_the_writes_and_built_from_sqlite_after_a_reopen(
+def test_the_mirror_is_read_on_the_first_exact_search_and_kept_from_the_writes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The process that wrote the records never reads their vectors back, for its
-    index or for exact search. A process that opens the path reads them once to put its
-    graph together (the snapshot holds no vectors), and once more on its first exact
-    plan, for the mirror; not for queries the graph answers."""
+    """The process that wrote the records never reads their vectors back for its
+    graph, and reads them once for exact search, on its first exact plan (a collection
+    never searched exactly never holds the mirror); the writes after it keep the mirror
+    in step. A process that opens the path reads them once to put its graph together
+    (the snapshot holds no vectors), and once more on its first exact plan; not for
+    queries the graph answers."""
     ids, vecs, mds = _data()
     reads: list[str] = []  # one entry per load of a collection's vectors from SQLite
     real = IndexKeeper.loader
@@ -620,9 +622,28 @@ def test_the_mirror_is_kept_from_the_writes_and_built_from_sqlite_after_a_reopen
     with tintdb.PersistentClient(path=str(tmp_path)) as client:
         col = client.create_collection("kept", embedding_function=None)
         col.add(ids=ids, embeddings=vecs, metadatas=mds)
+        assert col.query(query_embeddings=q, n_results=3)["ids"][0]  # the graph alone
+        assert reads == [] and scans == []  # the add indexed the vectors it was given
+        index = col._backend.keeper.indexes[str(col.id)]
+        assert not index.has_mirror()
         assert col.query(query_embeddings=q, n_results=3, where={"rare": True})["ids"] == [want]
-        assert reads == []
-        assert scans == []  # the first add indexed the vectors it was given
+        assert reads == ["mirror"] and len(scans) == 1
+        # Writes the answers below do not see: far records, not rare; a record of
+        # neither answer deleted.
+        more = np.random.default_rng(6).normal(size=(5, DIM)).astype(np.float32) + 100
+        col.add(ids=[f"m{i}" for i in range(5)], embeddings=more, metadatas=[mds[1]] * 5)
+        answers = set(want) | {ids[i] for i in _truth(vecs, np.ones(N, dtype=bool), q[0], 3)}
+        col.delete(ids=[next(i for i in ids[1:] if i not in answers)])
+        col._backend.keeper.wait_jobs()
+        assert col.query(query_embeddings=q, n_results=3, where={"rare": True})["ids"]
+        assert reads == ["mirror"] and len(scans) == 1  # kept in step, not read again
+        mirror = index._mirror
+        with col._backend.store.read():
+            row = col._backend.store.collection_by_id(str(col.id))
+            seqs, stored = col._backend.store.vectors(row.coll, None, DIM)
+        assert np.array_equal(mirror.live_seqs(), seqs)
+        reads.clear()
+        scans.clear()
     nearest = [ids[i] for i in _truth(vecs, np.ones(len(vecs), dtype=bool), q[0], 3)]
     with tintdb.PersistentClient(path=str(tmp_path)) as client:
         col = client.get_collection("kept")

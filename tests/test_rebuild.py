@@ -153,12 +153,14 @@ def test_no_mirror_is_held_beside_two_graphs(
         backend = col._backend
         cid = str(col.id)
         worn = backend.keeper.indexes[cid]
-        assert worn._mirror is not None  # kept since the first add
         q = rng.normal(size=DIM).astype(np.float32)
 
         def nearest_now() -> None:
             got = col.query(query_embeddings=q[None, :], n_results=7)["ids"]
             assert got == [_nearest(vecs, q, 7)]
+
+        nearest_now()  # the first exact search reads the mirror
+        assert worn.has_mirror()
 
         answer: list[Any] = []
         query = threading.Thread(

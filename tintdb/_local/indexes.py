@@ -92,9 +92,13 @@ class IndexKeeper:
 
     def start_empty(self, col: CollectionRow, dim: int) -> None:
         """Inside a collection's first write: start its (empty) index now, so its first
-        vectors are indexed from the arrays in hand rather than read back from SQLite."""
+        vectors are indexed from the arrays in hand rather than read back from SQLite.
+        Its exact-search mirror waits for the first exact search (see exact): a
+        collection that is never searched exactly never holds one."""
         if col.last_lsn == 0 and col.id not in self.indexes:
-            self.indexes[col.id] = VectorIndex(col.space, dim, col.configuration["hnsw"])
+            self.indexes[col.id] = VectorIndex(
+                col.space, dim, col.configuration["hnsw"], mirror=False
+            )
 
     def touched(self, col: CollectionRow, prev_lsn: int, lsn: int) -> None:
         """A committed write that changed no vector: an index that was current moves to
@@ -298,9 +302,10 @@ class IndexKeeper:
         the caller's work, and it gives up (None) when the backend starts closing.
         """
         assert col.dimension is not None
-        # Behind the writes the fresh graph replaces a worn one and gets its mirror
-        # after the worn graph is gone (_mirror_behind).
-        index = VectorIndex(col.space, col.dimension, col.configuration["hnsw"], mirror=not behind)
+        # Its mirror comes with the first exact search; behind the writes, the fresh
+        # graph replaces a worn one and gets its mirror once the worn one is gone
+        # (_mirror_behind).
+        index = VectorIndex(col.space, col.dimension, col.configuration["hnsw"], mirror=False)
         index.mirror_deferred = behind
         threads = None  # inside a call: num_threads as set
         if behind:
@@ -513,6 +518,7 @@ class IndexKeeper:
             worn = worn_ref()
             if worn is None:
                 return
+            used = worn.has_mirror() or worn.mirror_deferred  # searched exactly so far
             worn.defer_mirror()
             del worn
             # The fresh graph is the largest allocation of the process's life beside the
@@ -535,7 +541,8 @@ class IndexKeeper:
                 del worn  # freed here unless a query still holds it
                 release_free_heap()
                 self.snapshot(col.id)
-            self._mirror_behind(col, fresh)
+            if used:  # else the first exact search reads it, if one ever comes
+                self._mirror_behind(col, fresh)
         except Exception:  # the worn graph is still correct; the next write tries again
             log.exception("background rebuild of collection %s failed", col.id)
         finally:
