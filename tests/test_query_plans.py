@@ -642,6 +642,7 @@ def test_the_mirror_is_read_on_the_first_exact_search_and_kept_from_the_writes(
             row = col._backend.store.collection_by_id(str(col.id))
             seqs, stored = col._backend.store.vectors(row.coll, None, DIM)
         assert np.array_equal(mirror.live_seqs(), seqs)
+        assert np.array_equal(mirror.vecs[mirror.rows(seqs)], stored)  # float32 at this size
         reads.clear()
         scans.clear()
     nearest = [ids[i] for i in _truth(vecs, np.ones(len(vecs), dtype=bool), q[0], 3)]

@@ -398,3 +398,20 @@ def test_a_small_mirror_is_read_inside_the_first_exact_search(tmp_path: Path) ->
         col.query(query_embeddings=np.ones((1, DIM), np.float32), n_results=3, ids=few)
         assert index.has_mirror() and not col._backend.keeper.mirroring
         assert _mirror_contents(col) is None
+
+
+def test_a_graph_never_searched_exactly_is_rebuilt_without_a_mirror(tmp_path: Path) -> None:
+    with tintdb.PersistentClient(path=str(tmp_path)) as client:
+        col, vecs, rng = _loaded(client, 30)
+        backend = col._backend
+        worn = backend.keeper.indexes[str(col.id)]
+        assert not worn.has_mirror()
+        _wear(col, rng, vecs)
+        backend.keeper.wait_jobs()
+        fresh = backend.keeper.indexes[str(col.id)]
+        assert fresh is not worn and not fresh.has_mirror() and not fresh.mirror_deferred
+        q = rng.normal(size=DIM).astype(np.float32)
+        few = [f"r{x}" for x in range(0, N, 97)]  # searched exactly among these
+        got = col.query(query_embeddings=q[None, :], n_results=5, ids=few)["ids"]
+        assert got == [_nearest({i: vecs[i] for i in few}, q, 5)]
+        assert fresh.has_mirror() and _mirror_contents(col) is None
