@@ -342,9 +342,9 @@ class VectorIndex:
             M=int(params["max_neighbors"]),
         )
         self._apply_ef()
-        # A new index keeps its mirror in step from the first record: the vectors pass
-        # through here anyway. One loaded from a snapshot builds it on first need, and
-        # one built to replace a worn graph gets one after the swap (see mirror_deferred).
+        # ``mirror``: kept in step from the first record. The keeper starts every index
+        # without one and reads it when an exact search first needs it (a collection
+        # never searched exactly never holds it); see also mirror_deferred.
         self._mirror: Mirror | None = Mirror(dim, space == "cosine") if mirror else None
         # While a fresh graph is built to replace this one (and until the fresh one has
         # a mirror of its own) there is no mirror: the two graphs and a mirror beside

@@ -200,7 +200,7 @@ class IndexKeeper:
                 deferred = index.mirror_deferred or self.mirror_behind_first(col, index)
                 if not deferred:
                     index.ensure_mirror(self.loader(col))
-            if deferred:  # a graph is being replaced: see _rebuild_behind
+            if deferred:  # being read behind, or a graph being replaced (_rebuild_behind)
                 return self._exact_from_store(col, q, k, cand)
             found = index.exact(q, k, cand)
             if found is not None:
