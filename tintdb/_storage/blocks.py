@@ -104,35 +104,13 @@ def _some_of_block(
 
 
 def vectors_by_slot(conn: sqlite3.Connection, coll: int, seqs: np.ndarray) -> dict[int, bytes]:
-    """seq -> float32 vector bytes of a few scattered ``seqs`` (a query's winners lie
-    one or two to a block): each is read alone from its block's bytes (blob I/O) rather
-    than the whole block decoded for it."""
-    wanted = np.unique(np.asarray(seqs, dtype=np.int64))
-    if not IN_PLACE_UPDATES or len(wanted) > BLOCKS_PER_READ:
-        return {
-            seq: row.tobytes()
-            for part, vecs in block_parts(conn, coll, wanted)
-            for seq, row in zip(part.tolist(), vecs, strict=True)
-        }
-    by_block: dict[int, list[int]] = {}
-    for seq in wanted.tolist():
-        by_block.setdefault(seq >> BLOCK_SHIFT, []).append(seq)
-    heads = read_blocks(conn, coll, list(by_block), "rowid, slots")
-    out: dict[int, bytes] = {}
-    for blk, in_block in by_block.items():
-        head = heads.get(blk)
-        if head is None:
-            continue
-        rowid, slots = head
-        # Python 3.11's Connection.blobopen (IN_PLACE_UPDATES is checked above).
-        with conn.blobopen("vblocks", "data", rowid, readonly=True) as blob:  # type: ignore[attr-defined,unused-ignore]
-            width = len(blob) // len(slots)
-            for seq in in_block:
-                j = slots.find(seq & (vblocks.BLOCK - 1))  # a dead slot is not found
-                if j >= 0:
-                    blob.seek(j * width)
-                    out[seq] = blob.read(width)
-    return out
+    """seq -> float32 vector bytes of scattered ``seqs`` (a query's winners lie one or
+    two to a block, so each is read alone from its block's bytes: see SPARSE_SLOTS)."""
+    return {
+        seq: row.tobytes()
+        for part, vecs in block_parts(conn, coll, seqs)
+        for seq, row in zip(part.tolist(), vecs, strict=True)
+    }
 
 
 # ---------------------------------------------------------------- changes (inside a write)
