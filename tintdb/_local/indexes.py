@@ -312,16 +312,14 @@ class IndexKeeper:
             configured = int(col.configuration["hnsw"].get("num_threads") or 0)
             threads = configured or max(1, (os.cpu_count() or 2) - 1)
         if behind and self.path is not None:
-            # Streamed from one read transaction on a connection of its own: no copy of
-            # every vector beside the two graphs (the worn one answers meanwhile).
-            with self.store.reader() as store, store.read():
-                lsn = store.lsn_state(col.id)
-                total = store.count(col.coll)
-                index.reserve(total)
-                for seqs, vecs in store.vector_chunks(col.coll, col.dimension, rows=REBUILD_STEP):
-                    if self.closing:
-                        return None
-                    index.upsert(seqs, vecs, threads=threads)
+            # No copy of every vector beside the two graphs (the worn one answers
+            # meanwhile).
+            read = self._read_behind(
+                col, index.reserve, lambda seqs, vecs: index.upsert(seqs, vecs, threads=threads)
+            )
+            if read is None:
+                return None
+            total, lsn = read
         else:
             with self.store.read():
                 lsn = self.store.lsn_state(col.id)
@@ -551,6 +549,25 @@ class IndexKeeper:
                 if index is not None:
                     index.resume_mirror()
 
+    def _read_behind(
+        self, col: CollectionRow, reserve: Any, put: Any
+    ) -> tuple[int, tuple[int, int] | None] | None:
+        """The collection's vectors into ``put``, REBUILD_STEP at a time, after
+        ``reserve`` of their number: streamed from one read transaction on a connection
+        of its own, so no lock is held and no copy of every vector is made. (The number
+        of records, (last_lsn, log_floor) as read or None if the collection is gone);
+        None if the backend started closing meanwhile."""
+        assert col.dimension is not None
+        with self.store.reader() as store, store.read():
+            state = store.lsn_state(col.id)
+            total = store.count(col.coll)
+            reserve(total)
+            for seqs, vecs in store.vector_chunks(col.coll, col.dimension, rows=REBUILD_STEP):
+                if self.closing:
+                    return None
+                put(seqs, vecs)
+        return total, state
+
     def _mirror_behind(
         self, col: CollectionRow, index: VectorIndex, *, during_rebuild: bool = True
     ) -> None:
@@ -563,16 +580,10 @@ class IndexKeeper:
         if self.path is None:
             return
         mirror = Mirror(col.dimension, col.space == "cosine")
-        with self.store.reader() as store, store.read():
-            state = store.lsn_state(col.id)
-            if state is None:
-                return
-            lsn = state[0]
-            mirror.reserve(store.count(col.coll))
-            for seqs, vecs in store.vector_chunks(col.coll, col.dimension, rows=REBUILD_STEP):
-                if self.closing:
-                    return
-                mirror.set(seqs, vecs)
+        read = self._read_behind(col, mirror.reserve, mirror.set)
+        if read is None or read[1] is None:
+            return  # closing, or the collection is gone
+        lsn = read[1][0]
         with self.store.lock:
             state = self.store.lsn_state(col.id)
             if self.indexes.get(col.id) is not index or state is None or lsn < state[1]:
