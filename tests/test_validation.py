@@ -104,6 +104,18 @@ BAD_RECORD_CALLS: list[tuple[str, Callable[[tintdb.Collection], Any], type[Excep
         "numbers",
     ),
     (
+        "add bool in vector",
+        lambda c: c.add(ids=["x"], embeddings=[[1.0, True]]),
+        InvalidArgumentError,
+        "only numbers, got True",
+    ),
+    (
+        "query None in vector",
+        lambda c: c.query(query_embeddings=[[0.5, None]], n_results=1),
+        InvalidArgumentError,
+        "only numbers, got None",
+    ),
+    (
         "add count mismatch",
         lambda c: c.add(ids=["x", "y"], embeddings=[[1, 2]]),
         InvalidArgumentError,
@@ -329,3 +341,16 @@ def test_errors_keep_builtin_compatibility() -> None:
 def test_persistent_client_path_type() -> None:
     with pytest.raises(InvalidArgumentError, match="path"):
         tintdb.PersistentClient(path=42)  # type: ignore[arg-type]
+
+
+def test_vectors_of_any_number_type_are_taken(col: tintdb.Collection) -> None:
+    """Plain floats and ints take the fast check; numpy scalars in a list (and int
+    subclasses other than bool) the slow one, and are numbers all the same."""
+    col.add(
+        ids=["ints", "numpy", "mixed"],
+        embeddings=[[5, 6], [np.float32(0.5), np.int64(7)], [np.float64(1.5), 2]],
+    )
+    got = col.get(ids=["ints", "numpy", "mixed"], include=["embeddings"])
+    assert got["embeddings"].tolist() == [[5.0, 6.0], [0.5, 7.0], [1.5, 2.0]]
+    found = col.query(query_embeddings=[np.float32(5), 6], n_results=1, include=[])
+    assert found["ids"] == [["ints"]]

@@ -241,6 +241,10 @@ def normalize_ids(ids: Any, *, allow_empty: bool = False) -> list[str]:
     return out
 
 
+# Exact types: a bool is an int subclass, so a set of types keeps it out.
+_PLAIN_NUMBERS = frozenset({float, int})
+
+
 def normalize_embeddings(embeddings: Any, n: int | None = None) -> np.ndarray | None:
     """Lists or arrays, one vector or many -> C-contiguous float32 array (n, dim).
 
@@ -271,12 +275,16 @@ def normalize_embeddings(embeddings: Any, n: int | None = None) -> np.ndarray | 
                 f"{sorted(lengths)}"
             )
         for i, row in enumerate(rows):
-            if not isinstance(row, np.ndarray):
-                for x in row:
-                    if isinstance(x, bool) or not isinstance(x, (int, float, np.number)):
-                        raise InvalidArgumentError(
-                            f"Expected embedding {i} to contain only numbers, got {x!r}"
-                        )
+            # Rows of plain floats and ints (what JSON and embedding APIs give) are
+            # told apart by a set test run in C; the loop below, which names the
+            # offending value, runs only for rows holding anything else.
+            if isinstance(row, np.ndarray) or _PLAIN_NUMBERS.issuperset(map(type, row)):
+                continue
+            for x in row:
+                if isinstance(x, bool) or not isinstance(x, (int, float, np.number)):
+                    raise InvalidArgumentError(
+                        f"Expected embedding {i} to contain only numbers, got {x!r}"
+                    )
         try:
             arr = np.asarray(rows, dtype=np.float32)
         except (TypeError, ValueError, OverflowError) as exc:
