@@ -415,3 +415,34 @@ def test_a_graph_never_searched_exactly_is_rebuilt_without_a_mirror(tmp_path: Pa
         got = col.query(query_embeddings=q[None, :], n_results=5, ids=few)["ids"]
         assert got == [_nearest({i: vecs[i] for i in few}, q, 5)]
         assert fresh.has_mirror() and _mirror_contents(col) is None
+
+
+def _levels(index: _index.VectorIndex) -> np.ndarray:
+    """The level hnswlib drew for each node, in insertion order."""
+    state = index._hnsw.__getstate__()[0]
+    return np.asarray(state["element_levels"])[: int(state["cur_element_count"])]
+
+
+def test_each_collection_draws_its_own_levels_and_a_rebuild_draws_them_again() -> None:
+    """With one seed for every graph, two graphs of the same records on one thread drew
+    the same hierarchy, so a poor draw was every build's. Each collection's graph is
+    seeded from its id: two collections differ, a rebuild of one repeats its draw."""
+    rng = np.random.default_rng(31)
+    vecs = rng.normal(size=(3000, DIM)).astype(np.float32)
+    ids = [f"r{i}" for i in range(len(vecs))]
+    with tintdb.EphemeralClient() as client:
+        backend = client._backend
+        levels = {}
+        for name in ("first", "second"):
+            col = client.create_collection(
+                name, embedding_function=None, metadata={"hnsw:num_threads": 1}
+            )
+            col.add(ids=ids, embeddings=vecs)
+            backend.keeper.wait_jobs()
+            levels[name] = _levels(backend.keeper.indexes[str(col.id)])
+            assert len(levels[name]) == len(vecs) and levels[name].max() > 0
+        assert not np.array_equal(levels["first"], levels["second"])
+        row = backend.store.collection_by_id(str(client.get_collection("first").id))
+        fresh = backend.keeper.rebuild(row)
+        assert fresh is not None
+        np.testing.assert_array_equal(_levels(fresh), levels["first"])

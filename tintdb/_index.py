@@ -31,6 +31,7 @@ import os
 import shutil
 import threading
 import uuid
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -77,6 +78,7 @@ __all__ = [
     "LABELS_FILE",
     "Loader",
     "VectorIndex",
+    "graph_seed",
     "plain_empty",
     "scan_knn",
     "space_distances",
@@ -89,6 +91,17 @@ _MIN_CAPACITY = 1024
 # records (and WORN_MIN): see VectorIndex.worn.
 WORN_MIN = 256
 WORN_SHARE = 4
+# hnswlib's own seed for the draw of each node's level. The keeper seeds each
+# collection's graph from its id instead (graph_seed): with one seed for every graph,
+# every graph of the same records drew the same hierarchy, and on a data set where that
+# draw is a poor one every build was poor alike (docs/benchmarks.md, "the level draw").
+DEFAULT_SEED = 100
+
+
+def graph_seed(collection_id: str) -> int:
+    """The level generator's seed for a collection's graph: stable across processes and
+    rebuilds of that collection, different from one collection to the next."""
+    return zlib.crc32(collection_id.encode()) & 0x7FFFFFFF
 
 
 class _LiveSeqs:
@@ -325,7 +338,13 @@ class VectorIndex:
     """HNSW + exact-search mirror for one collection."""
 
     def __init__(
-        self, space: str, dim: int, params: dict[str, Any], *, mirror: bool = True
+        self,
+        space: str,
+        dim: int,
+        params: dict[str, Any],
+        *,
+        mirror: bool = True,
+        seed: int = DEFAULT_SEED,
     ) -> None:
         self.space = space
         self.dim = dim
@@ -340,6 +359,7 @@ class VectorIndex:
             max_elements=_MIN_CAPACITY,
             ef_construction=int(params["ef_construction"]),
             M=int(params["max_neighbors"]),
+            random_seed=seed,
         )
         self._apply_ef()
         # ``mirror``: kept in step from the first record. The keeper starts every index

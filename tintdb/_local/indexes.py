@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from .._exact import Mirror, release_free_heap
-from .._index import VectorIndex, scan_knn
+from .._index import VectorIndex, graph_seed, scan_knn
 from .._storage import OP_SET, CollectionRow, Store
 from ..errors import NotFoundError, TintError
 
@@ -97,7 +97,7 @@ class IndexKeeper:
         collection that is never searched exactly never holds one."""
         if col.last_lsn == 0 and col.id not in self.indexes:
             self.indexes[col.id] = VectorIndex(
-                col.space, dim, col.configuration["hnsw"], mirror=False
+                col.space, dim, col.configuration["hnsw"], mirror=False, seed=graph_seed(col.id)
             )
 
     def touched(self, col: CollectionRow, prev_lsn: int, lsn: int) -> None:
@@ -305,7 +305,13 @@ class IndexKeeper:
         # Its mirror comes with the first exact search; behind the writes, the fresh
         # graph replaces a worn one and gets its mirror once the worn one is gone
         # (_mirror_behind).
-        index = VectorIndex(col.space, col.dimension, col.configuration["hnsw"], mirror=False)
+        index = VectorIndex(
+            col.space,
+            col.dimension,
+            col.configuration["hnsw"],
+            mirror=False,
+            seed=graph_seed(col.id),
+        )
         index.mirror_deferred = behind
         threads = None  # inside a call: num_threads as set
         if behind:
