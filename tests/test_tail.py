@@ -200,6 +200,173 @@ def test_a_query_waits_for_one_step_of_the_tail_not_the_whole_write(
         assert set(steps) == {keeper.APPLY_STEP} and len(steps) == 5
 
 
+@pytest.mark.parametrize("include", [[], ["distances"], ["documents", "metadatas", "distances"]])
+def test_a_query_does_not_wait_for_a_write_in_another_thread(
+    tmp_path: Path, include: list[str]
+) -> None:
+    """A write holds the store's lock from its first statement to its commit; a query
+    on another thread reads the catalog row and its answer's records on a connection
+    of its own meanwhile (WAL), so it gets the last commit's answer without waiting.
+    An in-memory store has one connection: there the query waits (not tested here)."""
+    rng = np.random.default_rng(4)
+    vecs = rng.normal(size=(300, DIM)).astype(np.float32)
+    with tintdb.PersistentClient(path=tmp_path) as client:
+        col = client.create_collection("busy", embedding_function=None)
+        ids = [f"r{i}" for i in range(len(vecs))]
+        col.add(ids=ids, embeddings=vecs, documents=ids, metadatas=[{"i": i} for i in range(300)])
+        want = col.query(query_embeddings=vecs[:2], n_results=3, include=include)
+        store = client._backend.store
+        inside, release = threading.Event(), threading.Event()
+
+        def writer() -> None:
+            with store.write():
+                inside.set()
+                assert release.wait(60)
+
+        held = threading.Thread(target=writer)
+        held.start()
+        answered: list[Any] = []
+        asker = threading.Thread(
+            target=lambda: answered.append(
+                col.query(query_embeddings=vecs[:2], n_results=3, include=include)
+            )
+        )
+        try:
+            assert inside.wait(60)
+            asker.start()
+            asker.join(30)
+            assert not asker.is_alive(), "the query waited for the write"
+            assert not release.is_set() and held.is_alive()
+        finally:
+            release.set()
+            held.join(60)
+            asker.join(60)
+        assert answered == [want]
+        assert want["ids"] == [["r0", *want["ids"][0][1:]], ["r1", *want["ids"][1][1:]]]
+
+
+@pytest.mark.usefixtures("graph_search_for_every_size")
+def test_a_query_sees_a_write_the_graph_is_still_taking_without_waiting(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past TAIL_MAX a write moves its excess into the graph itself, holding the store
+    lock. Its vectors are in the tail from the start of that: a query on another thread
+    (which reads the catalog row on a connection of its own, seeing the commit) answers
+    with them, and does not wait for the graph or for the lock."""
+    monkeypatch.setattr(keeper, "TAIL_MAX", 0)
+    rng = np.random.default_rng(6)
+    first = rng.normal(size=(200, DIM)).astype(np.float32)
+    second = rng.normal(size=(200, DIM)).astype(np.float32) + 50.0  # far from the first
+    entered, release = threading.Event(), threading.Event()
+    real = _index.VectorIndex.apply_pending
+    holding = {"on": False}
+
+    def held(index: Any, limit: int, threads: int | None = None) -> int:
+        if holding["on"]:
+            holding["on"] = False
+            entered.set()
+            assert release.wait(60)
+        return real(index, limit, threads)
+
+    monkeypatch.setattr(_index.VectorIndex, "apply_pending", held)
+    with tintdb.PersistentClient(path=tmp_path) as client:
+        col = client.create_collection("behind", embedding_function=None)
+        col.add(ids=[f"a{i}" for i in range(200)], embeddings=first)
+        client._backend.keeper.wait_jobs()
+        holding["on"] = True
+        writer = threading.Thread(
+            target=lambda: col.add(ids=[f"b{i}" for i in range(200)], embeddings=second)
+        )
+        writer.start()
+        answered: list[Any] = []
+        try:
+            assert entered.wait(60)  # committed; the writer is moving its tail, lock held
+            asker = threading.Thread(
+                target=lambda: answered.append(
+                    col.query(query_embeddings=second[:3], n_results=1, include=[])["ids"]
+                )
+            )
+            asker.start()
+            asker.join(30)
+            assert not asker.is_alive(), "the query waited for the write's graph work"
+            assert writer.is_alive()
+        finally:
+            release.set()
+            writer.join(60)
+        assert answered == [[["b0"], ["b1"], ["b2"]]]
+
+
+@pytest.mark.usefixtures("graph_search_for_every_size")
+def test_a_query_that_reads_a_commit_before_the_index_has_it_waits_for_that_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Between a write's commit and its vectors reaching the tail, a query on another
+    thread can read the committed catalog row: it waits for that write to reach the
+    index, not for the store lock, which the write holds on while the graph takes its
+    excess (and the next write may take after it)."""
+    monkeypatch.setattr(keeper, "TAIL_MAX", 0)
+    rng = np.random.default_rng(7)
+    first = rng.normal(size=(200, DIM)).astype(np.float32)
+    second = rng.normal(size=(200, DIM)).astype(np.float32) + 50.0
+    in_defer, let_defer = threading.Event(), threading.Event()
+    in_graph, let_graph = threading.Event(), threading.Event()
+    asked = threading.Event()
+    armed = {"on": False}
+    real_defer, real_apply = _index.VectorIndex.defer, _index.VectorIndex.apply_pending
+    real_wait = keeper.IndexKeeper._taken_meanwhile
+
+    def defer(index: Any, seqs: Any, vectors: Any) -> None:
+        if armed["on"]:
+            in_defer.set()
+            assert let_defer.wait(60)
+        real_defer(index, seqs, vectors)
+
+    def apply(index: Any, limit: int, threads: int | None = None) -> int:
+        if armed["on"]:
+            armed["on"] = False
+            in_graph.set()
+            assert let_graph.wait(60)
+        return real_apply(index, limit, threads)
+
+    def waited(self: Any, col: Any, index: Any) -> bool:
+        asked.set()
+        return real_wait(self, col, index)
+
+    monkeypatch.setattr(_index.VectorIndex, "defer", defer)
+    monkeypatch.setattr(_index.VectorIndex, "apply_pending", apply)
+    monkeypatch.setattr(keeper.IndexKeeper, "_taken_meanwhile", waited)
+    with tintdb.PersistentClient(path=tmp_path) as client:
+        col = client.create_collection("commit", embedding_function=None)
+        col.add(ids=[f"a{i}" for i in range(200)], embeddings=first)
+        client._backend.keeper.wait_jobs()
+        armed["on"] = True
+        writer = threading.Thread(
+            target=lambda: col.add(ids=[f"b{i}" for i in range(200)], embeddings=second)
+        )
+        writer.start()
+        answered: list[Any] = []
+        asker = threading.Thread(
+            target=lambda: answered.append(
+                col.query(query_embeddings=second[:3], n_results=1, include=[])["ids"]
+            )
+        )
+        try:
+            assert in_defer.wait(60)  # committed, not yet in the index
+            asker.start()
+            assert asked.wait(60)  # the query found the index one write behind its row
+            let_defer.set()
+            assert in_graph.wait(60)  # the write now moves its excess, store lock held
+            asker.join(30)
+            assert not asker.is_alive(), "the query waited for the store lock"
+            assert writer.is_alive()
+        finally:
+            let_defer.set()
+            let_graph.set()
+            writer.join(60)
+            asker.join(60)
+        assert answered == [[["b0"], ["b1"], ["b2"]]]
+
+
 def _added(
     client: Any, name: str, n: int, rng: np.random.Generator
 ) -> tuple[Any, _index.VectorIndex]:

@@ -279,7 +279,7 @@ class LocalBackend:
         to its tail, and into the graph behind the call). A failure anywhere before the
         commit rolls everything back; the index is not touched before the commit.
         """
-        with self.store.lock:
+        with self.store.lock, contextlib.ExitStack() as flight:
             with self.store.write() as tx:
                 change = _Change(tx, tx.collection_by_id(collection_id))
                 yield change
@@ -292,6 +292,8 @@ class LocalBackend:
                         change.lsn = tx.log(col, change.kind, seqs)
                     if change.kind != OP_DELETE:
                         change.seen = self._note_value_types(tx, col, change.metadatas)
+                    # From the commit until the index has it (see keeper.committing).
+                    flight.enter_context(self.keeper.committing(col.id, change.prev, change.lsn))
             if change.lsn is not None:
                 self._committed(change)
 

@@ -17,7 +17,7 @@ import tempfile
 import threading
 import time
 import weakref
-from collections.abc import Generator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +78,40 @@ class IndexKeeper:
         self.mirroring: Jobs = {}  # exact-search mirrors being read (see exact)
         self._jobs_lock = threading.Lock()
         self.closing = False
+        # Writes of this process between their commit and the index taking them:
+        # collection id -> (the lsn before, the lsn committed). See committing.
+        self._in_flight: dict[str, tuple[int, int]] = {}
+        self._taken = threading.Condition()
+
+    @contextlib.contextmanager
+    def committing(self, collection_id: str, prev_lsn: int, lsn: int) -> Iterator[None]:
+        """Around the commit of a write and its handing to the index (under the store
+        lock). A query on another thread that reads the catalog row after the commit
+        (it does not wait for the store lock, see Store.quick_read) finds the index one
+        write behind: it waits for this write to be taken (current), not for the store
+        lock, which the next write may take first."""
+        with self._taken:
+            self._in_flight[collection_id] = (prev_lsn, lsn)
+        try:
+            yield
+        finally:
+            with self._taken:
+                self._in_flight.pop(collection_id, None)
+                self._taken.notify_all()
+
+    def _taken_meanwhile(self, col: CollectionRow, index: VectorIndex) -> bool:
+        """Whether ``index``, one write of this process behind ``col``'s row, has taken
+        that write by the time this returns (waiting for it if it is in flight)."""
+        with self._taken:
+            while True:
+                if self.indexes.get(col.id) is not index:
+                    return False
+                if index.lsn >= col.last_lsn:
+                    return True
+                flight = self._in_flight.get(col.id)
+                if flight is None or flight != (index.lsn, col.last_lsn):
+                    return False
+                self._taken.wait(1.0)
 
     def get(self, collection_id: str) -> VectorIndex | None:
         """The collection's index if it is in memory, as it is (maybe behind the log)."""
@@ -196,10 +230,16 @@ class IndexKeeper:
         while True:
             # Locks are always taken store first, then index (as writes do): build the
             # mirror under the store lock so its loader never waits on it from inside.
-            with self.store.lock:
-                deferred = index.mirror_deferred or self.mirror_behind_first(col, index)
-                if not deferred:
-                    index.ensure_mirror(self.loader(col))
+            # An index with its mirror in needs neither (a write on another thread holds
+            # the store lock until it commits): if the mirror goes meanwhile,
+            # index.exact says so and the loop comes back here.
+            if index.has_mirror() and not index.mirror_deferred:
+                deferred = False
+            else:
+                with self.store.lock:
+                    deferred = index.mirror_deferred or self.mirror_behind_first(col, index)
+                    if not deferred:
+                        index.ensure_mirror(self.loader(col))
             if deferred:  # being read behind, or a graph being replaced (_rebuild_behind)
                 return self._exact_from_store(col, q, k, cand)
             found = index.exact(q, k, cand)
@@ -259,7 +299,9 @@ class IndexKeeper:
         """
         if row_is_fresh:
             index = self.indexes.get(col.id)
-            if index is not None and index.lsn == col.last_lsn:
+            if index is not None and (
+                index.lsn == col.last_lsn or self._taken_meanwhile(col, index)
+            ):
                 return index
         # One read transaction: the log floor and the ops replayed come from one snapshot,
         # so another process pruning the log in between cannot hide changes.
@@ -401,9 +443,13 @@ class IndexKeeper:
                 index.remove(deleted)
             if set_seqs is not None and vectors is not None:
                 index.defer(set_seqs, vectors)
-                while index.pending > TAIL_MAX:  # the graph fell behind: catch up here
-                    index.apply_pending(APPLY_STEP)
+            # The index answers for this write from here (its vectors are in the tail):
+            # a query waiting for it goes on while the graph catches up below.
             index.lsn = lsn
+            with self._taken:
+                self._taken.notify_all()
+            while index.pending > TAIL_MAX:  # the graph fell behind: catch up here
+                index.apply_pending(APPLY_STEP)
         except Exception:  # the write is durable; a fresh index will be built from the log
             log.exception("index update failed; it will be rebuilt from the log")
             self.indexes.pop(col.id, None)

@@ -181,7 +181,8 @@ class Reads:
                     scanned = self._scan_query(store, col, *rest)
                     self.keeper.load_behind(col)
                     return scanned
-        col = self.store.collection_by_id(collection_id)
+        with self.store.quick_read() as store:
+            col = store.collection_by_id(collection_id)
         check_dimension(col.dimension, query_embeddings.shape[1])
         args = (col, *rest)
         result = self._query_once(*args, whole=True)
@@ -556,10 +557,15 @@ class Reads:
         columns = columns_for(include)
         wanted = sorted({int(s) for row in labels for s in row.tolist()})
         store = store or self.store
-        # Without embeddings the read back is one statement, a snapshot of its own; with
-        # them, the vectors must come from the same snapshot as the records.
-        with store.read() if "embedding" in columns else store.lock:
-            rows = store.fetch_seqs(col.coll, wanted, columns) if wanted else {}
+        # Without embeddings the read back is one statement, a snapshot of its own (on a
+        # connection of this thread's while another thread writes); with them, the
+        # vectors must come from the same snapshot as the records.
+        if "embedding" in columns:
+            with store.read():
+                rows = store.fetch_seqs(col.coll, wanted, columns) if wanted else {}
+        else:
+            with store.quick_read() as one:
+                rows = one.fetch_seqs(col.coll, wanted, columns) if wanted else {}
         if whole and len(rows) < len(wanted):
             return None
         return query_result(labels, dists, rows, include, col.dimension)
