@@ -15,6 +15,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -200,6 +201,36 @@ def test_a_query_waits_for_one_step_of_the_tail_not_the_whole_write(
         assert set(steps) == {keeper.APPLY_STEP} and len(steps) == 5
 
 
+def _asking(col: Any, vectors: np.ndarray, k: int, include: list[str]) -> tuple[Any, list[Any]]:
+    """A thread (not started) that runs one query; and the list its answer goes to."""
+    answered: list[Any] = []
+    thread = threading.Thread(
+        target=lambda: answered.append(
+            col.query(query_embeddings=vectors, n_results=k, include=include)
+        )
+    )
+    return thread, answered
+
+
+def _writing_beside(
+    client: Any, name: str, seed: int, arm: Callable[[], None]
+) -> tuple[Any, np.ndarray, threading.Thread]:
+    """A collection of 200 records a0... (in the graph); then ``arm()``, and a started
+    thread adding 200 more, b0..., far from the first: (collection, their vectors, it)."""
+    rng = np.random.default_rng(seed)
+    first = rng.normal(size=(200, DIM)).astype(np.float32)
+    second = rng.normal(size=(200, DIM)).astype(np.float32) + 50.0
+    col = client.create_collection(name, embedding_function=None)
+    col.add(ids=[f"a{i}" for i in range(200)], embeddings=first)
+    client._backend.keeper.wait_jobs()
+    arm()
+    writer = threading.Thread(
+        target=lambda: col.add(ids=[f"b{i}" for i in range(200)], embeddings=second)
+    )
+    writer.start()
+    return col, second, writer
+
+
 @pytest.mark.parametrize("include", [[], ["distances"], ["documents", "metadatas", "distances"]])
 def test_a_query_does_not_wait_for_a_write_in_another_thread(
     tmp_path: Path, include: list[str]
@@ -225,12 +256,7 @@ def test_a_query_does_not_wait_for_a_write_in_another_thread(
 
         held = threading.Thread(target=writer)
         held.start()
-        answered: list[Any] = []
-        asker = threading.Thread(
-            target=lambda: answered.append(
-                col.query(query_embeddings=vecs[:2], n_results=3, include=include)
-            )
-        )
+        asker, answered = _asking(col, vecs[:2], 3, include)
         try:
             assert inside.wait(60)
             asker.start()
@@ -254,46 +280,25 @@ def test_a_query_sees_a_write_the_graph_is_still_taking_without_waiting(
     (which reads the catalog row on a connection of its own, seeing the commit) answers
     with them, and does not wait for the graph or for the lock."""
     monkeypatch.setattr(keeper, "TAIL_MAX", 0)
-    rng = np.random.default_rng(6)
-    first = rng.normal(size=(200, DIM)).astype(np.float32)
-    second = rng.normal(size=(200, DIM)).astype(np.float32) + 50.0  # far from the first
-    entered, release = threading.Event(), threading.Event()
-    real = _index.VectorIndex.apply_pending
-    holding = {"on": False}
+    holds: list[Held] = []
 
-    def held(index: Any, limit: int, threads: int | None = None) -> int:
-        if holding["on"]:
-            holding["on"] = False
-            entered.set()
-            assert release.wait(60)
-        return real(index, limit, threads)
+    def arm() -> None:
+        holds.append(Held(monkeypatch, _index.VectorIndex, "apply_pending"))
 
-    monkeypatch.setattr(_index.VectorIndex, "apply_pending", held)
     with tintdb.PersistentClient(path=tmp_path) as client:
-        col = client.create_collection("behind", embedding_function=None)
-        col.add(ids=[f"a{i}" for i in range(200)], embeddings=first)
-        client._backend.keeper.wait_jobs()
-        holding["on"] = True
-        writer = threading.Thread(
-            target=lambda: col.add(ids=[f"b{i}" for i in range(200)], embeddings=second)
-        )
-        writer.start()
-        answered: list[Any] = []
+        col, second, writer = _writing_beside(client, "behind", 6, arm)
+        (graph,) = holds
+        asker, answered = _asking(col, second[:3], 1, [])
         try:
-            assert entered.wait(60)  # committed; the writer is moving its tail, lock held
-            asker = threading.Thread(
-                target=lambda: answered.append(
-                    col.query(query_embeddings=second[:3], n_results=1, include=[])["ids"]
-                )
-            )
+            assert graph.reached.wait(60)  # committed; moving its tail, lock held
             asker.start()
             asker.join(30)
             assert not asker.is_alive(), "the query waited for the write's graph work"
             assert writer.is_alive()
         finally:
-            release.set()
+            graph.release.set()
             writer.join(60)
-        assert answered == [[["b0"], ["b1"], ["b2"]]]
+        assert [a["ids"] for a in answered] == [[["b0"], ["b1"], ["b2"]]]
 
 
 @pytest.mark.usefixtures("graph_search_for_every_size")
@@ -305,66 +310,33 @@ def test_a_query_that_reads_a_commit_before_the_index_has_it_waits_for_that_alon
     index, not for the store lock, which the write holds on while the graph takes its
     excess (and the next write may take after it)."""
     monkeypatch.setattr(keeper, "TAIL_MAX", 0)
-    rng = np.random.default_rng(7)
-    first = rng.normal(size=(200, DIM)).astype(np.float32)
-    second = rng.normal(size=(200, DIM)).astype(np.float32) + 50.0
-    in_defer, let_defer = threading.Event(), threading.Event()
-    in_graph, let_graph = threading.Event(), threading.Event()
-    asked = threading.Event()
-    armed = {"on": False}
-    real_defer, real_apply = _index.VectorIndex.defer, _index.VectorIndex.apply_pending
-    real_wait = keeper.IndexKeeper._taken_meanwhile
+    holds: list[Held] = []
 
-    def defer(index: Any, seqs: Any, vectors: Any) -> None:
-        if armed["on"]:
-            in_defer.set()
-            assert let_defer.wait(60)
-        real_defer(index, seqs, vectors)
+    def arm() -> None:
+        holds.append(Held(monkeypatch, _index.VectorIndex, "defer"))
+        holds.append(Held(monkeypatch, _index.VectorIndex, "apply_pending"))
+        holds.append(Held(monkeypatch, keeper.IndexKeeper, "_taken_meanwhile"))
 
-    def apply(index: Any, limit: int, threads: int | None = None) -> int:
-        if armed["on"]:
-            armed["on"] = False
-            in_graph.set()
-            assert let_graph.wait(60)
-        return real_apply(index, limit, threads)
-
-    def waited(self: Any, col: Any, index: Any) -> bool:
-        asked.set()
-        return real_wait(self, col, index)
-
-    monkeypatch.setattr(_index.VectorIndex, "defer", defer)
-    monkeypatch.setattr(_index.VectorIndex, "apply_pending", apply)
-    monkeypatch.setattr(keeper.IndexKeeper, "_taken_meanwhile", waited)
     with tintdb.PersistentClient(path=tmp_path) as client:
-        col = client.create_collection("commit", embedding_function=None)
-        col.add(ids=[f"a{i}" for i in range(200)], embeddings=first)
-        client._backend.keeper.wait_jobs()
-        armed["on"] = True
-        writer = threading.Thread(
-            target=lambda: col.add(ids=[f"b{i}" for i in range(200)], embeddings=second)
-        )
-        writer.start()
-        answered: list[Any] = []
-        asker = threading.Thread(
-            target=lambda: answered.append(
-                col.query(query_embeddings=second[:3], n_results=1, include=[])["ids"]
-            )
-        )
+        col, second, writer = _writing_beside(client, "commit", 7, arm)
+        tail, graph, behind = holds
+        asker, answered = _asking(col, second[:3], 1, [])
         try:
-            assert in_defer.wait(60)  # committed, not yet in the index
+            assert tail.reached.wait(60)  # committed, not yet in the index
             asker.start()
-            assert asked.wait(60)  # the query found the index one write behind its row
-            let_defer.set()
-            assert in_graph.wait(60)  # the write now moves its excess, store lock held
+            assert behind.reached.wait(60)  # the query found the index one write behind
+            tail.release.set()
+            assert graph.reached.wait(60)  # the write now moves its excess, lock held
+            behind.release.set()
             asker.join(30)
             assert not asker.is_alive(), "the query waited for the store lock"
             assert writer.is_alive()
         finally:
-            let_defer.set()
-            let_graph.set()
+            for held in holds:
+                held.release.set()
             writer.join(60)
             asker.join(60)
-        assert answered == [[["b0"], ["b1"], ["b2"]]]
+        assert [a["ids"] for a in answered] == [[["b0"], ["b1"], ["b2"]]]
 
 
 def _added(
