@@ -70,6 +70,7 @@ class Store(Catalog, RecordReads):
         self._thread_readers = threading.local()
         self._reader_conns: list[sqlite3.Connection] = []
         self._reader_conns_lock = threading.Lock()
+        self._readers_closed = False
         self._open_schema()
 
     @staticmethod
@@ -89,13 +90,19 @@ class Store(Catalog, RecordReads):
         """This store on a connection of its own, for reads that must not wait for this
         one: a query answered while an index loads under ``lock`` (see _local)."""
         assert self.path is not None, "an in-memory database has one connection"
-        other = copy.copy(self)
-        other.lock, other._in_tx, other._tx = threading.RLock(), False, None
-        other._conn = self._connect(str(self.path / DB_FILENAME))
+        other = self._on_connection(self._connect(str(self.path / DB_FILENAME)))
         try:
             yield other
         finally:
             other._conn.close()
+
+    def _on_connection(self, conn: sqlite3.Connection) -> Store:
+        """This store reading through ``conn`` (another connection to its file), with a
+        lock of its own and no transaction open."""
+        other = copy.copy(self)
+        other.lock, other._in_tx, other._tx = threading.RLock(), False, None
+        other._conn = conn
+        return other
 
     @contextlib.contextmanager
     def quick_read(self) -> Iterator[Store]:
@@ -121,14 +128,11 @@ class Store(Catalog, RecordReads):
         if mine is None:
             conn = self._connect(str(self.path / DB_FILENAME))
             with self._reader_conns_lock:
-                if self._reader_conns is None:  # closed meanwhile
+                if self._readers_closed:
                     conn.close()
                     raise sqlite3.ProgrammingError("Cannot operate on a closed database.")
                 self._reader_conns.append(conn)
-            mine = copy.copy(self)
-            mine.lock, mine._in_tx, mine._tx = threading.RLock(), False, None
-            mine._conn = conn
-            self._thread_readers.store = mine
+            mine = self._thread_readers.store = self._on_connection(conn)
         yield mine
 
     # ------------------------------------------------------------ the file
@@ -172,9 +176,10 @@ class Store(Catalog, RecordReads):
             if self._checkpointing is not None:
                 self._checkpointing.join()
             with self._reader_conns_lock:
-                for conn in self._reader_conns or ():
+                for conn in self._reader_conns:
                     conn.close()
-                self._reader_conns = None  # type: ignore[assignment]
+                self._reader_conns.clear()
+                self._readers_closed = True
             self._conn.close()
 
     def start_checkpoint(self) -> threading.Thread | None:
