@@ -66,8 +66,9 @@ class Reads:
         self.filters = FilterMemory()
 
     def count(self, collection_id: str) -> int:
-        col = self.store.collection_by_id(collection_id)
-        return self.store.count(col.coll)
+        with self.store.quick_read() as store:  # not waiting for a write on another thread
+            col = store.collection_by_id(collection_id)
+            return store.count(col.coll)
 
     def get(
         self,
