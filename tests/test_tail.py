@@ -226,16 +226,26 @@ def _writing_beside(
     return col, second, writer
 
 
-# Reads that do not wait for a write on another thread: what each returns on the
-# test's collection (300 records r0..., 2 query vectors: r0's and r1's own).
-_READS_BESIDE_A_WRITE: dict[str, tuple[Callable[[Any, np.ndarray], Any], Callable[[Any], bool]]] = {
+# Reads that do not wait for a write on another thread, each with what it must return
+# on the test's collection (300 records r0..., 2 query vectors: r0's and r1's own).
+_Read = Callable[[Any, np.ndarray], Any]
+_READS_BESIDE_A_WRITE: dict[str, tuple[_Read, Callable[[Any, Any], bool]]] = {
     f"query include={inc}": (
         lambda col, v, inc=inc: col.query(query_embeddings=v, n_results=3, include=inc),
-        lambda got: [row[0] for row in got["ids"]] == ["r0", "r1"],
+        lambda col, got: [row[0] for row in got["ids"]] == ["r0", "r1"],
     )
     for inc in ([], ["distances"], ["documents", "metadatas", "distances"])
 }
-_READS_BESIDE_A_WRITE["count"] = (lambda col, v: col.count(), lambda got: got == 300)
+_READS_BESIDE_A_WRITE["count"] = (lambda col, v: col.count(), lambda col, got: got == 300)
+# What `tintdb run` does first on every request about a collection; and by name.
+_READS_BESIDE_A_WRITE["get_collection_by_id"] = (
+    lambda col, v: col._backend.get_collection_by_id(str(col.id)).name,
+    lambda col, got: got == "busy",
+)
+_READS_BESIDE_A_WRITE["get_collection by name"] = (
+    lambda col, v: str(col._backend.get_collection("busy", col.tenant, col.database).id),
+    lambda col, got: got == str(col.id),
+)
 
 
 @pytest.mark.parametrize("read", list(_READS_BESIDE_A_WRITE))
@@ -252,7 +262,7 @@ def test_reads_do_not_wait_for_a_write_in_another_thread(tmp_path: Path, read: s
         ids = [f"r{i}" for i in range(len(vecs))]
         col.add(ids=ids, embeddings=vecs, documents=ids, metadatas=[{"i": i} for i in range(300)])
         want = call(col, vecs[:2])
-        assert right(want)
+        assert right(col, want)
         store = client._backend.store
         inside, release = threading.Event(), threading.Event()
 

@@ -184,10 +184,13 @@ class LocalBackend:
         return self._shown(col)
 
     def get_collection(self, name: str, tenant: str, database: str) -> CollectionModel:
-        return self._shown(self.store.collection_by_name(name, tenant, database))
+        with self.store.quick_read() as store:  # not waiting for a write on another thread
+            return self._shown(store.collection_by_name(name, tenant, database))
 
     def get_collection_by_id(self, collection_id: str) -> CollectionModel:
-        return self._shown(self.store.collection_by_id(collection_id))
+        # What every request of `tintdb run` on a collection starts with.
+        with self.store.quick_read() as store:
+            return self._shown(store.collection_by_id(collection_id))
 
     def list_collections(
         self, limit: int | None, offset: int | None, tenant: str, database: str
