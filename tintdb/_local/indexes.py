@@ -130,9 +130,15 @@ class IndexKeeper:
         Its exact-search mirror waits for the first exact search (see exact): a
         collection that is never searched exactly never holds one."""
         if col.last_lsn == 0 and col.id not in self.indexes:
-            self.indexes[col.id] = VectorIndex(
-                col.space, dim, col.configuration["hnsw"], mirror=False, seed=graph_seed(col.id)
-            )
+            self.indexes[col.id] = self._new_index(col, dim)
+
+    @staticmethod
+    def _new_index(col: CollectionRow, dim: int) -> VectorIndex:
+        """An empty graph for ``col``: its level draw seeded from the collection's id
+        (graph_seed), no exact-search mirror until an exact search needs one."""
+        return VectorIndex(
+            col.space, dim, col.configuration["hnsw"], mirror=False, seed=graph_seed(col.id)
+        )
 
     def touched(self, col: CollectionRow, prev_lsn: int, lsn: int) -> None:
         """A committed write that changed no vector: an index that was current moves to
@@ -347,13 +353,7 @@ class IndexKeeper:
         # Its mirror comes with the first exact search; behind the writes, the fresh
         # graph replaces a worn one and gets its mirror once the worn one is gone
         # (_mirror_behind).
-        index = VectorIndex(
-            col.space,
-            col.dimension,
-            col.configuration["hnsw"],
-            mirror=False,
-            seed=graph_seed(col.id),
-        )
+        index = self._new_index(col, col.dimension)
         index.mirror_deferred = behind
         threads = None  # inside a call: num_threads as set
         if behind:
