@@ -692,24 +692,29 @@ def test_a_record_deleted_between_search_and_read_back_does_not_shorten_the_answ
         assert col.count() == 999
 
 
-def test_a_record_deleted_between_filtering_and_read_back_does_not_shorten_a_get(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("change", ["deleted", "no longer matching"])
+def test_a_record_changed_between_filtering_and_read_back_is_not_in_a_get(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, change: str
 ) -> None:
-    """get(where, limit, offset) reads its page from the cached candidate set; a delete
-    landing before the page is read must give the page of the store after the delete,
-    not a shorter one."""
+    """get(where, limit, offset) reads its page from the cached candidate set; a delete,
+    or an update after which a record no longer matches, landing before the page is
+    read must give the page of the store after that write: not a shorter one, and not
+    one holding a record that does not match."""
     ids, vecs, mds = _data()
     raced: list[str] = []
     real = Reads._candidates
 
     def racing(backend: Any, *args: Any, **kwargs: Any) -> Any:
         matches = real(backend, *args, **kwargs)
-        if not raced:  # delete the page's first record after the candidates are known
+        if not raced:  # change the page's first record after the candidates are known
             with backend.store.read():
                 coll = backend.store.collection_by_id(str(col.id)).coll
                 seq = int(matches.seqs[2])
                 raced.append(backend.store.fetch_seqs(coll, [seq], [])[seq][1])
-            col._backend.delete(str(col.id), [raced[0]], None, None)
+            if change == "deleted":
+                col._backend.delete(str(col.id), [raced[0]], None, None)
+            else:
+                col.update(ids=[raced[0]], metadatas=[{"half": 0}])
         return matches
 
     with tintdb.PersistentClient(path=str(tmp_path)) as client:

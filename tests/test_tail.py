@@ -237,6 +237,31 @@ _READS_BESIDE_A_WRITE: dict[str, tuple[_Read, Callable[[Any, Any], bool]]] = {
     for inc in ([], ["distances"], ["documents", "metadatas", "distances"])
 }
 _READS_BESIDE_A_WRITE["count"] = (lambda col, v: col.count(), lambda col, got: got == 300)
+# get: by ids, everything, a page (peek), filtered (metadata, document), a filtered page.
+_READS_BESIDE_A_WRITE.update(
+    {
+        f"get {name}": (
+            lambda col, v, kw=kw: col.get(**kw)["ids"],
+            lambda col, got, w=want: got == w,
+        )
+        for name, kw, want in [
+            ("by ids", {"ids": ["r7", "r3"]}, ["r3", "r7"]),
+            ("everything", {"include": []}, [f"r{i}" for i in range(300)]),
+            ("a page", {"limit": 2, "offset": 5}, ["r5", "r6"]),
+            ("where", {"where": {"i": {"$in": [4, 250]}}}, ["r4", "r250"]),
+            (
+                "where_document",
+                {"where_document": {"$contains": "r29"}},
+                ["r29"] + [f"r29{i}" for i in range(10)],
+            ),
+            ("where, a page", {"where": {"i": {"$gte": 100}}, "limit": 2}, ["r100", "r101"]),
+        ]
+    }
+)
+_READS_BESIDE_A_WRITE["peek"] = (
+    lambda col, v: col.peek(3)["ids"],
+    lambda col, got: got == ["r0", "r1", "r2"],
+)
 # What `tintdb run` does first on every request about a collection; and by name.
 _READS_BESIDE_A_WRITE["get_collection_by_id"] = (
     lambda col, v: col._backend.get_collection_by_id(str(col.id)).name,

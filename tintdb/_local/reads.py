@@ -5,8 +5,10 @@ keeper holds (``IndexKeeper.current``) or, when none is in memory, over SQLite a
 A filtered read lists or samples its matches through the store, remembered per
 version of the collection in ``FilterMemory``; results are shaped by
 ``tintdb._results``. Reads take the store lock only where an answer must come from one
-snapshot (a record deleted between the search and its read back); a regex filter reads
-on a connection of its own (``_scanning``).
+snapshot (a record deleted between the search and its read back) or SQLite must hold
+what the index does (a filter's matches for the index's version); other reads run on
+any commit's snapshot, without waiting for a write on another thread (``_snapshot``).
+A regex filter reads on a connection of its own.
 """
 
 from __future__ import annotations
@@ -82,7 +84,8 @@ class Reads:
     ) -> GetResult:
         columns = columns_for(include)
         cond = condition_tree(where, where_document)  # the filter, read once
-        col = self.store.collection_by_id(collection_id)
+        with self.store.quick_read() as store:  # not waiting for a write on another thread
+            col = store.collection_by_id(collection_id)
         filtered = cond is not None
         paged = ids is None and (limit is not None or bool(offset))
         # Without an index in memory, SQLite answers alone: no load for a get.
@@ -93,6 +96,7 @@ class Reads:
         )
         rows = None
         if index is not None:
+            lsn = index.lsn  # the version the candidates below are of, or older
             # The same (cached) candidate set a filtered query uses, or for a page of
             # everything the index's sorted seqs (no walk past `offset` records).
             share = None
@@ -109,7 +113,7 @@ class Reads:
                 cand = self._verified_prefix(superset, (offset or 0) + limit)
             elif limit is not None and walks(share, offset, limit):
                 # Many match: the page is a short walk in order (no list of every match).
-                with self._scanning(cond) as store, store.read():
+                with self._snapshot(cond) as store, store.read():
                     return get_result(
                         store.fetch_walk(col.coll, cond, limit, offset, columns),
                         columns,
@@ -120,20 +124,34 @@ class Reads:
                 cand = (
                     self._candidates(col, index, ids, cond).seqs if filtered else index.universe()
                 )
-            with self.store.read():
-                # None: a record was deleted since the candidates were read (a concurrent
-                # write), and the page would be short and shifted; asked again below.
-                rows = self._page(self.store, col, cand, limit, offset, columns)
+            with self.store.quick_read() as store, store.read():
+                # The page is right only from the commit the candidates are of: at another,
+                # a record may be gone or no longer match (a write since, from any thread
+                # or process). Then it is asked again below, candidates and page from one
+                # snapshot; so the page need not wait for a write on another thread.
+                state = store.lsn_state(col.id)
+                if state is not None and state[0] == lsn:
+                    rows = self._page(store, col, cand, limit, offset, columns)
         if rows is None and filtered:
             # Candidates and records from one snapshot.
-            with self._scanning(cond) as store, store.read():
+            with self._snapshot(cond) as store, store.read():
                 listed = store.candidate_seqs(col.coll, ids, cond, None)
                 if listed is not None:
                     rows = self._page(store, col, listed, limit, offset, columns)
         if rows is None:  # no filter, or one of negations alone: one statement
-            with self._scanning(cond) as store, store.read():
+            with self._snapshot(cond) as store, store.read():
                 rows = store.fetch(col.coll, ids, cond, limit, offset, columns)
         return get_result(rows, columns, include, col.dimension)
+
+    def _snapshot(self, cond: Node | None) -> contextlib.AbstractContextManager[Store]:
+        """The store for a read whose answer does not depend on the index (a page of
+        ``get`` read whole from SQLite): any commit's snapshot is a right answer, so it
+        does not wait for a write on another thread (see Store.quick_read). Reads of a
+        filter's matches for the index's version take ``_scanning`` instead: under the
+        lock, SQLite holds exactly what the index does."""
+        if self.store.path is not None and not self.store.in_transaction and uses_regex(cond):
+            return self.store.reader()
+        return self.store.quick_read()
 
     def _scanning(self, cond: Node | None) -> contextlib.AbstractContextManager[Store]:
         """The store to read a filter's matches from. A regex reads every document: on
