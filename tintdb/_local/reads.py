@@ -578,10 +578,11 @@ class Reads:
         store = store or self.store
         # Without embeddings the read back is one statement, a snapshot of its own (on a
         # connection of this thread's while another thread writes); with them, the
-        # vectors must come from the same snapshot as the records.
+        # vectors must come from the same snapshot as the records: one transaction, on
+        # that connection too.
         if "embedding" in columns:
-            with store.read():
-                rows = store.fetch_seqs(col.coll, wanted, columns) if wanted else {}
+            with store.quick_read() as one, one.read():
+                rows = one.fetch_seqs(col.coll, wanted, columns) if wanted else {}
         else:
             with store.quick_read() as one:
                 rows = one.fetch_seqs(col.coll, wanted, columns) if wanted else {}
