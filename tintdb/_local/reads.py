@@ -7,7 +7,7 @@ version of the collection in ``FilterMemory``; results are shaped by
 ``tintdb._results``. Reads take the store lock only where an answer must come from one
 snapshot (a record deleted between the search and its read back) or SQLite must hold
 what the index does (a filter's matches for the index's version); other reads run on
-any commit's snapshot, without waiting for a write on another thread (``_snapshot``).
+any commit's snapshot, without waiting for a write on another thread (``_scanning``).
 A regex filter reads on a connection of its own.
 """
 
@@ -113,7 +113,7 @@ class Reads:
                 cand = self._verified_prefix(superset, (offset or 0) + limit)
             elif limit is not None and walks(share, offset, limit):
                 # Many match: the page is a short walk in order (no list of every match).
-                with self._snapshot(cond) as store, store.read():
+                with self._scanning(cond, any_commit=True) as store, store.read():
                     return get_result(
                         store.fetch_walk(col.coll, cond, limit, offset, columns),
                         columns,
@@ -134,33 +134,31 @@ class Reads:
                     rows = self._page(store, col, cand, limit, offset, columns)
         if rows is None and filtered:
             # Candidates and records from one snapshot.
-            with self._snapshot(cond) as store, store.read():
+            with self._scanning(cond, any_commit=True) as store, store.read():
                 listed = store.candidate_seqs(col.coll, ids, cond, None)
                 if listed is not None:
                     rows = self._page(store, col, listed, limit, offset, columns)
         if rows is None:  # no filter, or one of negations alone: one statement
-            with self._snapshot(cond) as store, store.read():
+            with self._scanning(cond, any_commit=True) as store, store.read():
                 rows = store.fetch(col.coll, ids, cond, limit, offset, columns)
         return get_result(rows, columns, include, col.dimension)
 
-    def _snapshot(self, cond: Node | None) -> contextlib.AbstractContextManager[Store]:
-        """The store for a read whose answer does not depend on the index (a page of
-        ``get`` read whole from SQLite): any commit's snapshot is a right answer, so it
-        does not wait for a write on another thread (see Store.quick_read). Reads of a
-        filter's matches for the index's version take ``_scanning`` instead: under the
-        lock, SQLite holds exactly what the index does."""
-        if self.store.path is not None and not self.store.in_transaction and uses_regex(cond):
-            return self.store.reader()
-        return self.store.quick_read()
-
-    def _scanning(self, cond: Node | None) -> contextlib.AbstractContextManager[Store]:
+    def _scanning(
+        self, cond: Node | None, *, any_commit: bool = False
+    ) -> contextlib.AbstractContextManager[Store]:
         """The store to read a filter's matches from. A regex reads every document: on
         disk it does so on a connection of its own, leaving the store's lock to other
         calls meanwhile (RE2 releases the GIL while it matches). Inside a transaction
-        of the store's, the read belongs to that snapshot."""
+        of the store's, the read belongs to that snapshot.
+
+        Other reads take the store's lock, so that SQLite holds what the index does
+        (matches listed for the index's version); with ``any_commit`` (a page of ``get``
+        read whole from SQLite, whose answer does not depend on the index) any commit's
+        snapshot will do, and the read does not wait for a write on another thread
+        (see Store.quick_read)."""
         if self.store.path is not None and not self.store.in_transaction and uses_regex(cond):
             return self.store.reader()
-        return contextlib.nullcontext(self.store)
+        return self.store.quick_read() if any_commit else contextlib.nullcontext(self.store)
 
     @staticmethod
     def _page(
@@ -580,12 +578,9 @@ class Reads:
         # connection of this thread's while another thread writes); with them, the
         # vectors must come from the same snapshot as the records: one transaction, on
         # that connection too.
-        if "embedding" in columns:
-            with store.quick_read() as one, one.read():
-                rows = one.fetch_seqs(col.coll, wanted, columns) if wanted else {}
-        else:
-            with store.quick_read() as one:
-                rows = one.fetch_seqs(col.coll, wanted, columns) if wanted else {}
+        vectors_too = "embedding" in columns
+        with store.quick_read() as one, one.read() if vectors_too else contextlib.nullcontext():
+            rows = one.fetch_seqs(col.coll, wanted, columns) if wanted else {}
         if whole and len(rows) < len(wanted):
             return None
         return query_result(labels, dists, rows, include, col.dimension)
