@@ -252,10 +252,10 @@ def test_the_worn_graph_is_let_go_before_the_fresh_one_is_saved(
         backend = col._backend
         worn = weakref.ref(backend.keeper.indexes[str(col.id)])
 
-        def save(index: Any, directory: Path) -> None:
+        def save(index: Any, directory: Path) -> int:
             if index is not worn():
                 saved.append(worn() is None)
-            real_save(index, directory)
+            return real_save(index, directory)
 
         monkeypatch.setattr(_index.VectorIndex, "save", save)
         _wear(col, rng, vecs)

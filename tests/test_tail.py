@@ -324,6 +324,68 @@ def test_reads_do_not_wait_for_a_write_in_another_thread(tmp_path: Path, read: s
 
 
 @pytest.mark.usefixtures("graph_search_for_every_size")
+def test_a_query_does_not_wait_for_a_snapshot_being_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A snapshot holds the index (which searches take) only while hnswlib dumps its
+    file; reading it back, compressing and fsyncing come after: a graph query on another
+    thread answers while they are held. The snapshot written meanwhile is whole: a new
+    process answers from it alone, with the same answer."""
+    rng = np.random.default_rng(8)
+    vecs = rng.normal(size=(300, DIM)).astype(np.float32)
+    with tintdb.PersistentClient(path=tmp_path) as client:
+        col = client.create_collection("saved", embedding_function=None)
+        col.add(ids=[f"r{i}" for i in range(300)], embeddings=vecs)
+        backend = client._backend
+        backend.keeper.wait_jobs()
+        want = col.query(query_embeddings=vecs[:2], n_results=5, include=["distances"])
+        with Held(monkeypatch, _index.VectorIndex, "_write_graph") as held:
+
+            def save() -> None:
+                with backend.store.lock:
+                    backend.keeper.snapshot(str(col.id), force=True)
+
+            saver = threading.Thread(target=save)
+            saver.start()
+            assert held.reached.wait(60)
+            asker, answered = _asking(
+                lambda: col.query(query_embeddings=vecs[:2], n_results=5, include=["distances"])
+            )
+            asker.start()
+            asker.join(30)
+            assert not asker.is_alive(), "the query waited for the snapshot's writing"
+            assert saver.is_alive()  # still held
+        saver.join(60)
+        assert _plain(answered) == _plain([want])
+    snaps = list((tmp_path / "index" / str(col.id)).glob(f"{_index.SNAPSHOT_PREFIX}*"))
+    assert len(snaps) == 1
+    script = f"""
+import numpy as np, tintdb
+from tintdb import _index
+loaded = []
+real = _index.VectorIndex.load.__func__
+def load(cls, *args, **kwargs):
+    index = real(cls, *args, **kwargs)
+    loaded.append(None if index is None else index.lsn)
+    return index
+_index.VectorIndex.load = classmethod(load)
+c = tintdb.PersistentClient(path={str(tmp_path)!r})
+col = c.get_collection("saved", embedding_function=None)
+c._backend.keeper.current(c._backend.store.collection_by_id(str(col.id)))
+got = col.query(query_embeddings=np.array({vecs[:2].tolist()!r}, dtype=np.float32),
+                n_results=5, include=["distances"])
+last = c._backend.store.collection_by_id(str(col.id)).last_lsn
+print(repr((got["ids"], [list(map(float, d)) for d in got["distances"]], loaded, last)))
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    ids, dists, loaded, last = eval(out.stdout.strip())
+    assert loaded == [last]  # the snapshot, at the store's last write: nothing to replay
+    assert ids == want["ids"]
+    assert np.allclose(dists, np.asarray(want["distances"]), rtol=1e-5)
+
+
+@pytest.mark.usefixtures("graph_search_for_every_size")
 def test_a_query_sees_a_write_the_graph_is_still_taking_without_waiting(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -668,8 +668,7 @@ class IndexKeeper:
             )
         if index.unsaved < threshold:
             return
-        index.save(self.directory(collection_id))
-        upto = index.lsn
+        upto = index.save(self.directory(collection_id))  # the index may be further on
         for jobs in (self.rebuilding, self.mirroring):
             job = jobs.get(collection_id)
             if job is not None:  # a fresh graph or mirror will replay the log from its read
