@@ -766,10 +766,9 @@ class VectorIndex:
 
         The index's lock, which searches take, is held only while hnswlib writes its
         file to a scratch file and the labels are read (0.1 s at 100k x 384): reading
-        that file back, compressing, writing and fsyncing the snapshot come after, so a
-        query waits for the disk no more (it used to wait for all of it: 0.24 s at 100k,
-        the whole fsync on a slow disk). Callers do not save one index from two threads
-        at once (the keeper saves under the store lock).
+        that file back, compressing, writing and fsyncing the snapshot come after, so
+        queries do not wait for the disk. Callers do not save one index from two
+        threads at once (the keeper saves under the store lock).
         """
         with self.lock:
             self.drain()
@@ -788,23 +787,22 @@ class VectorIndex:
             scratch = graph.with_name(graph.name + ".scratch")
             self._hnsw.save_index(str(scratch))
             live = self._label_of(self.universe())
-            manifest: dict[str, Any] = {
-                "format": SNAPSHOT_FORMAT,
-                "lsn": lsn,
-                "space": self.space,
-                "dim": self.dim,
-                "count": len(self),
-                "churn": self.churn,
-                "hnsw": {
-                    "num_threads": int(self._hnsw.num_threads),
-                    "ef": int(self._hnsw.ef),
-                },
-            }
-        manifest["hnsw"] = self._write_graph(scratch, graph, live, manifest["hnsw"])
+            count, churn = len(self), self.churn
+            search = {"num_threads": int(self._hnsw.num_threads), "ef": int(self._hnsw.ef)}
+        state = self._write_graph(scratch, graph, live, search)
         np.save(labels, live)
-        # graph.npz needs no CRC of its own: zip checks each member's CRC-32 as np.load
-        # reads it (a flipped byte is a BadZipFile), which saves a pass.
-        manifest["crc"] = {LABELS_FILE: crc(labels)}
+        manifest = {
+            "format": SNAPSHOT_FORMAT,
+            "lsn": lsn,
+            "space": self.space,
+            "dim": self.dim,
+            "count": count,
+            "churn": churn,
+            "hnsw": state,
+            # graph.npz needs none of its own: zip checks each member's CRC-32 as
+            # np.load reads it (a flipped byte is a BadZipFile), which saves a pass.
+            "crc": {LABELS_FILE: crc(labels)},
+        }
         (tmp / "manifest.json").write_bytes(orjson.dumps(manifest))
         for f in (graph, labels, tmp / "manifest.json"):
             fsync_path(f)
