@@ -9,6 +9,7 @@ all; the tail stays bounded; closing, snapshots and a kill -9 lose nothing of it
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -360,7 +361,7 @@ def test_a_query_does_not_wait_for_a_snapshot_being_written(
     snaps = list((tmp_path / "index" / str(col.id)).glob(f"{_index.SNAPSHOT_PREFIX}*"))
     assert len(snaps) == 1
     script = f"""
-import numpy as np, tintdb
+import json, numpy as np, tintdb
 from tintdb import _index
 loaded = []
 real = _index.VectorIndex.load.__func__
@@ -375,11 +376,11 @@ c._backend.keeper.current(c._backend.store.collection_by_id(str(col.id)))
 got = col.query(query_embeddings=np.array({vecs[:2].tolist()!r}, dtype=np.float32),
                 n_results=5, include=["distances"])
 last = c._backend.store.collection_by_id(str(col.id)).last_lsn
-print(repr((got["ids"], [list(map(float, d)) for d in got["distances"]], loaded, last)))
+print(json.dumps([got["ids"], [list(map(float, d)) for d in got["distances"]], loaded, last]))
 """
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
-    ids, dists, loaded, last = eval(out.stdout.strip())
+    ids, dists, loaded, last = json.loads(out.stdout)
     assert loaded == [last]  # the snapshot, at the store's last write: nothing to replay
     assert ids == want["ids"]
     assert np.allclose(dists, np.asarray(want["distances"]), rtol=1e-5)
