@@ -106,13 +106,14 @@ class Store(Catalog, RecordReads):
 
     @contextlib.contextmanager
     def quick_read(self) -> Iterator[Store]:
-        """A store to run one read statement on, without waiting for a write.
+        """A store to read on without waiting for a write: one statement, a snapshot of
+        its own, or several in one transaction with ``read()``.
 
         This one, when its lock is free (or held by this thread); when another thread's
         write holds it, this thread's own connection to the file, on which WAL lets the
-        statement read the last commit meanwhile (a query used to wait for the whole
-        write: 55-110 ms a query at p50 during a bulk load, docs/benchmarks.md). An
-        in-memory database has one connection: there, the read waits.
+        read see the last commit meanwhile (a query used to wait for the whole write:
+        55-110 ms a query at p50 during a bulk load, docs/benchmarks.md). An in-memory
+        database has one connection: there, the read waits.
         """
         if self.lock.acquire(blocking=False):
             try:
