@@ -467,6 +467,84 @@ def _added(
     return col, client._backend.keeper.indexes[str(col.id)]
 
 
+def _tail_of(index: _index.VectorIndex) -> Any:
+    """The index's tail, holding every write that returned: a write's new records wait
+    in the index's inbox until the next holder of its lock moves them in."""
+    with index.lock:
+        return index._tail
+
+
+def test_a_write_of_new_records_does_not_wait_for_a_step_of_the_graph(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While a step of the graph's insertion holds the index's lock, a write of new
+    records returns all the same (its vectors wait in the index's inbox); the next
+    query finds them."""
+    rng = np.random.default_rng(11)
+    with tintdb.PersistentClient(path=tmp_path) as client:
+        col = client.create_collection("inbox", embedding_function=None)
+        col.add(ids=[f"a{i}" for i in range(100)], embeddings=rng.normal(size=(100, DIM)))
+        with Held(monkeypatch, _index._Tail, "taken") as step:
+            col.add(ids=[f"b{i}" for i in range(100)], embeddings=rng.normal(size=(100, DIM)))
+            assert step.reached.wait(60)  # the graph took b's vectors; lock held
+            index = client._backend.keeper.indexes[str(col.id)]
+            vecs = rng.normal(size=(50, DIM)).astype(np.float32)
+            writer, _ = _asking(lambda: col.add(ids=[f"c{i}" for i in range(50)], embeddings=vecs))
+            writer.start()
+            writer.join(30)
+            assert not writer.is_alive(), "the write waited for the graph's step"
+            assert index.pending >= 50 and len(index) == 250
+        got = col.query(query_embeddings=vecs[:10], n_results=1, include=["distances"])
+        assert got["ids"] == [[f"c{i}"] for i in range(10)]
+        assert np.allclose(got["distances"], 0, atol=1e-5)
+        client._backend.keeper.wait_jobs()
+        assert index.pending == 0 and col.count() == 250
+
+
+def test_the_inbox_keeps_its_own_copy_of_the_vectors() -> None:
+    """Vectors handed to the index wait in its inbox until the lock's next holder: the
+    array they came in may change meanwhile (it is the caller's), the index's may not."""
+    index = _index.VectorIndex(
+        "l2", DIM, {"ef_search": 10, "ef_construction": 50, "max_neighbors": 8}
+    )
+    vecs = np.random.default_rng(13).normal(size=(5, DIM)).astype(np.float32)
+    kept = vecs.copy()
+    index.defer(np.arange(1, 6), vecs)
+    assert index.pending == 5 and len(index) == 5
+    vecs[:] = 0
+    with index.lock:
+        assert index._tail.seqs[: index._tail.n].tolist() == [1, 2, 3, 4, 5]
+        assert np.array_equal(index._full_vectors(np.arange(1, 6)), kept)
+
+
+def test_a_write_moved_in_by_a_failing_holder_is_not_lost(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """If moving a write's records from the inbox into the index fails (out of memory),
+    the index counts itself behind the log, so the next call rebuilds it rather than
+    answering without them."""
+    hold_the_tail(monkeypatch)
+    rng = np.random.default_rng(12)
+    with tintdb.EphemeralClient() as client:
+        col, index = _added(client, "failing", 100, rng)
+        vecs = rng.normal(size=(20, DIM)).astype(np.float32)
+        col.add(ids=[f"b{i}" for i in range(20)], embeddings=vecs)
+        real = _index._Tail.set
+
+        def fails(*args: Any, **kwargs: Any) -> None:
+            monkeypatch.setattr(_index._Tail, "set", real)
+            raise MemoryError("no room for the tail")
+
+        monkeypatch.setattr(_index._Tail, "set", fails)
+        with pytest.raises(MemoryError):
+            col.query(query_embeddings=vecs[:3], n_results=1)
+        assert index.lsn == -1
+        got = col.query(query_embeddings=vecs[:3], n_results=1, include=["distances"])
+        assert got["ids"] == [["b0"], ["b1"], ["b2"]]
+        assert np.allclose(got["distances"], 0, atol=1e-5)
+        assert client._backend.keeper.indexes[str(col.id)] is not index
+
+
 def test_the_tail_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     """A write that takes the tail past TAIL_MAX puts the excess in the graph itself."""
     monkeypatch.setattr(keeper, "TAIL_MAX", 500)
@@ -489,16 +567,16 @@ def test_an_emptied_tail_lets_its_arrays_go(monkeypatch: pytest.MonkeyPatch) -> 
     rng = np.random.default_rng(5)
     with tintdb.EphemeralClient() as client:
         col, index = _added(client, "shrinks", 3000, rng)
-        tail = index._tail
+        tail = _tail_of(index)
         assert len(tail.vecs) >= 3000
         index.drain()
         assert index.pending == 0 and len(tail.vecs) <= _index._TAIL_KEPT_ROWS
         col.add(ids=[f"b{i}" for i in range(2000)], embeddings=rng.normal(size=(2000, DIM)))
-        assert len(tail.vecs) >= 2000
+        assert _tail_of(index) is tail and len(tail.vecs) >= 2000
         col.delete(ids=[f"b{i}" for i in range(2000)])
         assert index.pending == 0 and len(tail.vecs) <= _index._TAIL_KEPT_ROWS
         col.add(ids=["c0", "c1"], embeddings=rng.normal(size=(2, DIM)))
-        small = tail.vecs
+        small = _tail_of(index).vecs
         index.drain()
         assert tail.vecs is small  # kept: small arrays are reused
         assert col.count() == 3002
