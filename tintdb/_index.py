@@ -424,9 +424,20 @@ class VectorIndex:
 
     # ------------------------------------------------------------ basics
 
+    @property
+    def lsn(self) -> int:
+        """The last change of the log this index holds; -1 once moving its inbox in
+        failed, whatever a writer stamps on it after (see _absorb)."""
+        return -1 if self._damaged else self._lsn
+
+    @lsn.setter
+    def lsn(self, value: int) -> None:
+        self._lsn = value
+
     def _start_lock(self) -> None:
         """The lock and its inbox (see defer), for an index made by any constructor."""
         self._inbox = _Inbox()
+        self._damaged = False
         self.lock = _IndexLock(self)
         # The largest seq the index has been given, or None until defer needs it. Only
         # writers set it, and they run one at a time (under the store's lock).
@@ -564,7 +575,8 @@ class VectorIndex:
     def _absorb(self) -> None:
         """Under the lock: move the inbox's records into the tail, the live seqs and the
         mirror, in the order they came. Should that fail (memory), the index says it is
-        behind the log (lsn -1), so the keeper builds it again before it answers."""
+        behind the log (lsn -1) from then on, even if the writer whose records these are
+        stamps its lsn after, so the keeper builds it again before it answers."""
         inbox = self._inbox
         with inbox.guard:
             items, inbox.items = inbox.items, []
@@ -577,7 +589,7 @@ class VectorIndex:
                 with inbox.guard:
                     inbox.rows -= len(seqs)
         except BaseException:
-            self.lsn = -1
+            self._damaged = True
             raise
 
     @property
