@@ -77,6 +77,7 @@ __all__ = [
     "GENERATION_SHIFT",
     "GRAPH_FILE",
     "LABELS_FILE",
+    "IndexDamaged",
     "Loader",
     "VectorIndex",
     "graph_seed",
@@ -347,8 +348,14 @@ class _Inbox:
 
     def __init__(self) -> None:
         self.guard = threading.Lock()  # held for a list append or swap, never longer
-        self.items: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        self.items: list[tuple[np.ndarray, np.ndarray]] = []  # (seqs, float32 vectors)
         self.rows = 0  # records in items, and in items being moved
+
+
+class IndexDamaged(RuntimeError):
+    """The index could not take records from its inbox (out of memory, say). It answers
+    lsn -1 from then on, so the keeper builds it again on the next call; a read that
+    meets this asks once more (LocalBackend)."""
 
 
 class _IndexLock:
@@ -371,8 +378,10 @@ class _IndexLock:
             try:
                 if index is not None:
                     index._absorb()
-            except BaseException:
+            except BaseException as exc:
                 self._lock.release()
+                if isinstance(exc, Exception):
+                    raise IndexDamaged(f"the index could not take a write: {exc!r}") from exc
                 raise
         return self
 
@@ -439,14 +448,15 @@ class VectorIndex:
         self._inbox = _Inbox()
         self._damaged = False
         self.lock = _IndexLock(self)
-        # The largest seq the index has been given, or None until defer needs it. Only
-        # writers set it, and they run one at a time (under the store's lock).
-        self._top: int | None = -1 if len(self._live) == 0 else None
+        # The largest seq the index has been given (seqs are never reused, so a deleted
+        # record's does not come back). Only writers set it, one at a time (under the
+        # store's lock).
+        self._top = int(self._live.array()[-1]) if len(self._live) else -1
 
     def __len__(self) -> int:
-        # Counted from the tail's side first: a holder of the lock moving the inbox in
-        # adds to the live seqs before it takes from the inbox's count, so a reader
-        # without the lock never counts fewer records than were handed over.
+        # The inbox's count is read first: a holder of the lock moving the inbox in adds
+        # to the live seqs before it takes from that count, so a reader without the lock
+        # never counts fewer records than were handed over.
         waiting = self._inbox.rows
         return len(self._live) + waiting
 
@@ -483,7 +493,7 @@ class VectorIndex:
         if len(seqs) == 0:
             return
         threads = threads or self._threads()
-        self._raise_top(seqs)
+        self._top = max(self._top, int(np.max(seqs)))
         with self.lock:
             self.drain()
             known = self._live.contains(seqs)
@@ -535,42 +545,33 @@ class VectorIndex:
         if len(seqs) == 0:
             return
         seqs = np.asarray(seqs, np.int64)
-        if len(seqs) <= INBOX_MAX_ROWS and int(seqs.min()) > self._top_seq():
+        top = int(seqs.max())
+        if len(seqs) <= INBOX_MAX_ROWS and int(seqs.min()) > self._top:
             # Copied: the caller's array may change after the write returns.
             raw = np.array(vectors, dtype=np.float32)
             with self._inbox.guard:
-                self._inbox.items.append((seqs, self._prepare(raw), raw))
+                self._inbox.items.append((seqs, raw))
                 self._inbox.rows += len(seqs)
-            self._top = int(seqs.max())
-            self.unsaved += len(seqs)
-            return
-        self._raise_top(seqs)
-        with self.lock:
-            in_tail = self._tail.contains(seqs)
-            known = self._live.contains(seqs) & ~in_tail
-            labels = seqs.copy()
-            if known.any():
-                labels[known] = self._renew(seqs[known])
-            if in_tail.any():
-                labels[in_tail] = self._tail.labels[self._tail.rows_of(seqs[in_tail])]
-            self._tail.set(seqs, labels, self._prepare(vectors).astype(np.float32, copy=False))
-            self.churn += int(known.sum())
-            self._live.add(seqs)
-            if self._mirror is not None:
-                self._mirror.set(seqs, vectors)
-            self.unsaved += len(seqs)
-
-    def _top_seq(self) -> int:
-        """The largest seq given to the index (a writer's question: see _start_lock)."""
-        if self._top is None:
+        else:
             with self.lock:
-                live = self._live.array()
-                self._top = int(live[-1]) if len(live) else -1
-        return self._top
+                self._set_vectors(seqs, vectors)
+        self._top = max(self._top, top)
+        self.unsaved += len(seqs)
 
-    def _raise_top(self, seqs: np.ndarray) -> None:
-        if self._top is not None:
-            self._top = max(self._top, int(np.max(seqs)))
+    def _set_vectors(self, seqs: np.ndarray, vectors: np.ndarray) -> None:
+        """Under the lock: ``defer``'s change, from the write itself or from the inbox."""
+        in_tail = self._tail.contains(seqs)
+        known = self._live.contains(seqs) & ~in_tail
+        labels = seqs.copy()
+        if known.any():
+            labels[known] = self._renew(seqs[known])
+        if in_tail.any():
+            labels[in_tail] = self._tail.labels[self._tail.rows_of(seqs[in_tail])]
+        self._tail.set(seqs, labels, self._prepare(vectors).astype(np.float32, copy=False))
+        self.churn += int(known.sum())
+        self._live.add(seqs)
+        if self._mirror is not None:
+            self._mirror.set(seqs, vectors)
 
     def _absorb(self) -> None:
         """Under the lock: move the inbox's records into the tail, the live seqs and the
@@ -581,11 +582,8 @@ class VectorIndex:
         with inbox.guard:
             items, inbox.items = inbox.items, []
         try:
-            for seqs, prepared, vectors in items:
-                self._tail.set(seqs, seqs, prepared)
-                self._live.add(seqs)
-                if self._mirror is not None:
-                    self._mirror.set(seqs, vectors)
+            for seqs, vectors in items:
+                self._set_vectors(seqs, vectors)
                 with inbox.guard:
                     inbox.rows -= len(seqs)
         except BaseException:

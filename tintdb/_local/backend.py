@@ -19,15 +19,16 @@ import contextlib
 import logging
 import time
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import orjson
 
 from .. import __version__, _schema
 from .._conditions import condition_tree
+from .._index import IndexDamaged
 from .._storage import OP_DELETE, OP_SET, OP_TOUCH, CollectionRow, Store, Tx
 from .._validation import merge_metadata, strip_none
 from ..config import Settings
@@ -50,6 +51,8 @@ from .reads import Reads
 __all__ = ["LocalBackend"]
 
 log = logging.getLogger("tintdb")
+
+T = TypeVar("T")
 
 
 def _stored_configuration(col: CollectionRow) -> dict[str, Any]:
@@ -492,7 +495,8 @@ class LocalBackend:
         offset: int | None,
         include: list[str],
     ) -> GetResult:
-        return self.reads.get(collection_id, ids, where, where_document, limit, offset, include)
+        args = (collection_id, ids, where, where_document, limit, offset, include)
+        return _once_more_if_damaged(lambda: self.reads.get(*args))
 
     def query(
         self,
@@ -504,9 +508,8 @@ class LocalBackend:
         where_document: WhereDocument | None,
         include: list[str],
     ) -> QueryResult:
-        return self.reads.query(
-            collection_id, query_embeddings, n_results, ids, where, where_document, include
-        )
+        args = (collection_id, query_embeddings, n_results, ids, where, where_document, include)
+        return _once_more_if_damaged(lambda: self.reads.query(*args))
 
     def search(
         self, collection_id: str, searches: list[dict[str, Any]], read_level: str = ""
@@ -515,7 +518,17 @@ class LocalBackend:
         every committed write: there is no unindexed log to skip here."""
         from .._search.local import search
 
-        return search(self.reads, collection_id, searches)
+        return _once_more_if_damaged(lambda: search(self.reads, collection_id, searches))
+
+
+def _once_more_if_damaged(read: Callable[[], T]) -> T:
+    """A read, asked again if it met an index that could not take a write: that index
+    answers lsn -1 from then on, so the second asking finds it rebuilt."""
+    try:
+        return read()
+    except IndexDamaged:
+        log.warning("an index could not take a write; it is rebuilt from the log")
+        return read()
 
 
 class _Change:

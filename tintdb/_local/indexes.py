@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from .._exact import Mirror, release_free_heap
-from .._index import VectorIndex, graph_seed, scan_knn
+from .._index import IndexDamaged, VectorIndex, graph_seed, scan_knn
 from .._storage import OP_SET, CollectionRow, Store
 from ..errors import NotFoundError, TintError
 
@@ -190,10 +190,10 @@ class IndexKeeper:
         for cid in list(self.indexes):
             # The mirror goes first: writing the snapshot copies hnswlib's state, and
             # the two together would set the process's peak memory.
-            self.indexes[cid].drop_mirror()
             try:
+                self.indexes[cid].drop_mirror()
                 self.snapshot(cid, closing=True)
-            except (TintError, OSError):  # the collection is gone, or the disk refused
+            except (TintError, OSError, IndexDamaged):  # gone, or the disk refused
                 log.warning("could not snapshot the index of collection %s", cid)
             del self.indexes[cid]
 
@@ -457,8 +457,12 @@ class IndexKeeper:
         self.replace_worn(col)
         if index.pending:  # snapshotted behind the call, once the graph holds the tail
             self.apply_behind(col.id)
-        else:
+            return
+        try:
             self.snapshot(col.id)
+        except IndexDamaged:  # the write is durable; a fresh index will be built from the log
+            log.exception("index update failed; it will be rebuilt from the log")
+            self.indexes.pop(col.id, None)
 
     def apply_behind(self, collection_id: str) -> None:
         """Put the index's tail in its graph on a thread of its own, a step at a time,
