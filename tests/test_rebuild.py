@@ -294,11 +294,12 @@ def test_closing_gives_up_a_rebuild_in_progress(
     backend.keeper.wait_jobs()  # every record in the graph, so updates wear it
     worn = backend.keeper.indexes[str(col.id)]
     _wear(col, rng, vecs)
-    # The write that wore the graph out started its rebuild before it returned, and the
-    # rebuild cannot end before the close: it waits inside its first step.
+    # The write that wore the graph out has its rebuild started once its change is made
+    # (on the keeper's thread, right after it returned), and the rebuild cannot end
+    # before the close: it waits inside its first step.
+    assert inside.wait(60), "the rebuild never reached its first step"
     assert worn.worn() and backend.keeper.indexes[str(col.id)] is worn
     rebuild = backend.keeper.rebuilding[str(col.id)][0]
-    assert inside.wait(60), "the rebuild never reached its first step"
     client.close()
     assert not rebuild.is_alive()
     assert len(steps) == 1 and steps[0] < 200  # one step (whole blocks), then the close
@@ -311,8 +312,15 @@ def test_closing_gives_up_a_rebuild_in_progress(
         assert col._backend.keeper.indexes[str(col.id)].churn == worn.churn  # saved as it was
 
 
-def test_a_small_worn_graph_is_rebuilt_inside_the_write(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_small_worn_graph_is_rebuilt_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Not behind the writes: by the keeper's thread that made the wearing change, right
+    after the write returned, and before that thread ends."""
     monkeypatch.setattr(keeper, "REBUILD_NOW_BELOW", 2048)
+    behind: list[Any] = []
+    real = keeper.IndexKeeper._rebuild_behind
+    monkeypatch.setattr(
+        keeper.IndexKeeper, "_rebuild_behind", lambda *a: (behind.append(a), real(*a))[1]
+    )
     rng = np.random.default_rng(23)
     vecs = rng.normal(size=(1000, DIM)).astype(np.float32)
     with tintdb.EphemeralClient() as client:
@@ -321,8 +329,9 @@ def test_a_small_worn_graph_is_rebuilt_inside_the_write(monkeypatch: pytest.Monk
         col._backend.keeper.wait_jobs()  # every record in the graph, so deletes wear it
         worn = col._backend.keeper.indexes[str(col.id)]
         col.delete(ids=[str(i) for i in range(300)])
+        col._backend.keeper.wait_jobs()
         fresh = col._backend.keeper.indexes[str(col.id)]
-        assert fresh is not worn and not col._backend.keeper.rebuilding
+        assert fresh is not worn and not behind
         assert len(fresh) == 700 and fresh.free_slots == 0 and fresh.churn == 0
 
 

@@ -222,7 +222,8 @@ def test_state_read_from_hnswlib_file_equals_getstate(
     seqs = np.arange(1, 1501, dtype=np.int64) * 5
     index.upsert(seqs, rng.normal(size=(len(seqs), 16)).astype(np.float32))
     index.remove(rng.choice(seqs, size=deletes, replace=False))
-    index._hnsw.save_index(str(tmp_path / "g.hnsw"))
+    with index.lock:  # whose holder makes the removal, waiting in the index's inbox
+        index._hnsw.save_index(str(tmp_path / "g.hnsw"))
     state, parts = _snapshot.state_from_file(tmp_path / "g.hnsw", index.universe())
     want = index._hnsw.__getstate__()[0]
     for key, value in state.items():

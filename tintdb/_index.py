@@ -160,9 +160,10 @@ class _LiveSeqs:
         return gone
 
 
-# Writes of new records up to this many go through the index's inbox (VectorIndex.defer)
-# rather than wait for its lock. A larger one waits (a few milliseconds beside a write
-# of that size) instead of holding a second copy of its vectors until the next holder.
+# Changes of up to this many records go through the index's inbox (VectorIndex.defer,
+# VectorIndex.remove) rather than wait for its lock. A larger one waits (a few
+# milliseconds beside a write of that size) instead of holding a second copy of its
+# vectors until the lock's next holder.
 INBOX_MAX_ROWS = 4096
 # An empty tail keeps arrays of up to this many rows for the next writes.
 _TAIL_KEPT_ROWS = 1024
@@ -341,19 +342,21 @@ def _merge(
 
 
 class _Inbox:
-    """New records a write handed over without the index's lock (see VectorIndex.defer),
-    waiting for the lock's next holder to move them into the tail."""
+    """Changes a write handed over without the index's lock (VectorIndex.defer and
+    remove), waiting for the lock's next holder to make them."""
 
-    __slots__ = ("guard", "items", "rows")
+    __slots__ = ("guard", "items", "ops", "rows")
 
     def __init__(self) -> None:
         self.guard = threading.Lock()  # held for a list append or swap, never longer
-        self.items: list[tuple[np.ndarray, np.ndarray]] = []  # (seqs, float32 vectors)
-        self.rows = 0  # records in items, and in items being moved
+        # In order: (seqs, float32 vectors) to set, (seqs, None) to remove.
+        self.items: list[tuple[np.ndarray, np.ndarray | None]] = []
+        self.ops = 0  # changes in items or being made (taken from items, not yet made)
+        self.rows = 0  # records those changes give vectors
 
 
 class IndexDamaged(RuntimeError):
-    """The index could not take records from its inbox (out of memory, say). It answers
+    """The index could not make a change from its inbox (out of memory, say). It answers
     lsn -1 from then on, so the keeper builds it again on the next call; a read that
     meets this asks once more (LocalBackend)."""
 
@@ -448,17 +451,14 @@ class VectorIndex:
         self._inbox = _Inbox()
         self._damaged = False
         self.lock = _IndexLock(self)
-        # The largest seq the index has been given (seqs are never reused, so a deleted
-        # record's does not come back). Only writers set it, one at a time (under the
-        # store's lock).
-        self._top = int(self._live.array()[-1]) if len(self._live) else -1
 
     def __len__(self) -> int:
-        # The inbox's count is read first: a holder of the lock moving the inbox in adds
-        # to the live seqs before it takes from that count, so a reader without the lock
-        # never counts fewer records than were handed over.
-        waiting = self._inbox.rows
-        return len(self._live) + waiting
+        """The records the index holds, its inbox's changes made (so this waits for the
+        lock when a write just handed one over, or while one is being made)."""
+        if self._inbox.ops:
+            with self.lock:
+                pass
+        return len(self._live)
 
     def _threads(self) -> int:
         n = int(self.params.get("num_threads") or 0)
@@ -493,7 +493,6 @@ class VectorIndex:
         if len(seqs) == 0:
             return
         threads = threads or self._threads()
-        self._top = max(self._top, int(np.max(seqs)))
         with self.lock:
             self.drain()
             known = self._live.contains(seqs)
@@ -536,27 +535,29 @@ class VectorIndex:
         A record already in the graph has its old node marked deleted now, so no search
         finds its old vector; its new one goes in under the next generation's label.
 
-        Records new to the index (every seq past the largest it was given: seqs only
-        grow) do not wait for the lock, which a step of the graph's insertion holds for
-        milliseconds: they go to the inbox, and the lock's next holder moves them into
-        the tail before it does anything else (_IndexLock). Waiting there cost a write
-        of 100 records some 4 ms of its 20 while the graph took the write before it.
+        A change of up to INBOX_MAX_ROWS records does not wait for the lock, which a
+        step of the graph's insertion holds for milliseconds: it goes to the inbox, and
+        the lock's next holder makes it before it does anything else (_IndexLock).
+        Waiting there cost an add of 100 records some 4 ms of its 20 while the graph
+        took the write before it, an update of 100 some 7 ms of 11.
         """
         if len(seqs) == 0:
             return
-        seqs = np.asarray(seqs, np.int64)
-        top = int(seqs.max())
-        if len(seqs) <= INBOX_MAX_ROWS and int(seqs.min()) > self._top:
-            # Copied: the caller's array may change after the write returns.
-            raw = np.array(vectors, dtype=np.float32)
-            with self._inbox.guard:
-                self._inbox.items.append((seqs, raw))
-                self._inbox.rows += len(seqs)
+        seqs = np.array(seqs, np.int64)
+        if len(seqs) <= INBOX_MAX_ROWS:
+            # Copied: the caller's arrays may change after the write returns.
+            self._post(seqs, np.array(vectors, dtype=np.float32))
         else:
             with self.lock:
                 self._set_vectors(seqs, vectors)
-        self._top = max(self._top, top)
         self.unsaved += len(seqs)
+
+    def _post(self, seqs: np.ndarray, vectors: np.ndarray | None) -> None:
+        inbox = self._inbox
+        with inbox.guard:
+            inbox.items.append((seqs, vectors))
+            inbox.ops += 1
+            inbox.rows += 0 if vectors is None else len(seqs)
 
     def _set_vectors(self, seqs: np.ndarray, vectors: np.ndarray) -> None:
         """Under the lock: ``defer``'s change, from the write itself or from the inbox."""
@@ -574,18 +575,22 @@ class VectorIndex:
             self._mirror.set(seqs, vectors)
 
     def _absorb(self) -> None:
-        """Under the lock: move the inbox's records into the tail, the live seqs and the
-        mirror, in the order they came. Should that fail (memory), the index says it is
-        behind the log (lsn -1) from then on, even if the writer whose records these are
-        stamps its lsn after, so the keeper builds it again before it answers."""
+        """Under the lock: make the inbox's changes, in the order they came. Should that
+        fail (memory), the index says it is behind the log (lsn -1) from then on, even
+        if the writer whose change it was stamps its lsn after, so the keeper builds it
+        again before it answers."""
         inbox = self._inbox
         with inbox.guard:
             items, inbox.items = inbox.items, []
         try:
             for seqs, vectors in items:
-                self._set_vectors(seqs, vectors)
+                if vectors is None:
+                    self._remove_seqs(seqs)
+                else:
+                    self._set_vectors(seqs, vectors)
                 with inbox.guard:
-                    inbox.rows -= len(seqs)
+                    inbox.ops -= 1
+                    inbox.rows -= 0 if vectors is None else len(seqs)
         except BaseException:
             self._damaged = True
             raise
@@ -594,6 +599,12 @@ class VectorIndex:
     def pending(self) -> int:
         """Records whose current vector is not yet in the graph (tail and inbox)."""
         return len(self._tail) + self._inbox.rows
+
+    @property
+    def behind(self) -> bool:
+        """Whether the graph lacks a change: vectors in the tail, or changes in the inbox
+        (a removal too, whose churn worn() counts only once it is made)."""
+        return bool(len(self._tail) or self._inbox.ops)
 
     def apply_pending(self, limit: int, threads: int | None = None) -> int:
         """Put up to ``limit`` of the oldest tail records in the graph; returns how many.
@@ -648,28 +659,38 @@ class VectorIndex:
 
         Read without the lock: every write asks after its change, and waiting here for
         a step of the graph's insertion (which holds the lock) cost a write of 100
-        records 4 ms. Both counts are plain ints changed only by writes, and the
-        writer asking has made its own changes already; a rebuild's own start is
-        guarded by the keeper's job list, not by this answer.
+        records 4 ms. The counts are of the changes made: one still in the inbox counts
+        once made (whether a changed record was in the graph or still in the tail is
+        known only then), so the keeper asks again after making them (apply_behind).
+        A rebuild's own start is guarded by the keeper's job list, not by this answer.
         """
-        return self.churn > max(WORN_MIN, len(self) // WORN_SHARE)
+        return self.churn > max(WORN_MIN, len(self._live) // WORN_SHARE)
 
     def remove(self, seqs: np.ndarray) -> None:
-        with self.lock:
-            if len(seqs) == 0:
-                return
-            gone = self._live.remove(seqs)
-            # A record in the tail has no node of its own yet (an old one, if it had
-            # one, was marked deleted when its new vector came).
-            in_graph = gone[~self._tail.remove(gone)]
-            for label in self._label_of(in_graph).tolist():
-                self._hnsw.mark_deleted(label)
-            for s in gone.tolist() if self._moved else ():
-                self._moved.pop(s, None)
-            if self._mirror is not None:
-                self._mirror.remove(seqs)
-            self.unsaved += len(seqs)
-            self.churn += len(in_graph)
+        """Drop records: through the inbox for up to INBOX_MAX_ROWS, as ``defer``."""
+        if len(seqs) == 0:
+            return
+        seqs = np.array(seqs, np.int64)
+        if len(seqs) <= INBOX_MAX_ROWS:
+            self._post(seqs, None)
+        else:
+            with self.lock:
+                self._remove_seqs(seqs)
+        self.unsaved += len(seqs)
+
+    def _remove_seqs(self, seqs: np.ndarray) -> None:
+        """Under the lock: ``remove``'s change."""
+        gone = self._live.remove(seqs)
+        # A record in the tail has no node of its own yet (an old one, if it had one,
+        # was marked deleted when its new vector came).
+        in_graph = gone[~self._tail.remove(gone)]
+        for label in self._label_of(in_graph).tolist():
+            self._hnsw.mark_deleted(label)
+        for s in gone.tolist() if self._moved else ():
+            self._moved.pop(s, None)
+        if self._mirror is not None:
+            self._mirror.remove(seqs)
+        self.churn += len(in_graph)
 
     # ------------------------------------------------------------ exact-search mirror
 

@@ -253,8 +253,9 @@ class LocalBackend:
         index = None if col.dimension is None else self.keeper.current(col)
         if index is None:
             return IndexingStatus.of(0, 0)
+        total = len(index)  # first: it makes the changes still in the index's inbox
         waiting = index.pending
-        return IndexingStatus.of(len(index) - waiting, waiting)
+        return IndexingStatus.of(total - waiting, waiting)
 
     # ------------------------------------------------------------ records: writes
 

@@ -173,16 +173,20 @@ class IndexKeeper:
     def wait_jobs(self) -> None:
         """Return once every index load and rebuild running behind the calls is done
         (in memory, given up or failed)."""
-        with self._jobs_lock:
-            jobs = [
-                *self.loading.values(),
-                *self.rebuilding.values(),
-                *self.applying.values(),
-                *self.mirroring.values(),
-            ]
-            running = [t for t, _ in jobs]
-        for thread in running:
-            thread.join()
+        while True:  # a job may start another (the apply thread a rebuild) before it ends
+            with self._jobs_lock:
+                jobs = [
+                    *self.loading.values(),
+                    *self.rebuilding.values(),
+                    *self.applying.values(),
+                    *self.mirroring.values(),
+                ]
+                me = threading.current_thread()
+                running = [t for t, _ in jobs if t.is_alive() and t is not me]
+            if not running:
+                return
+            for thread in running:
+                thread.join()
 
     def close(self) -> None:
         """Under the store lock: snapshot the indexes whose log replay would cost more
@@ -455,7 +459,7 @@ class IndexKeeper:
             self.indexes.pop(col.id, None)
             return
         self.replace_worn(col)
-        if index.pending:  # snapshotted behind the call, once the graph holds the tail
+        if index.behind:  # made and snapshotted behind the call, worn asked again
             self.apply_behind(col.id)
             return
         try:
@@ -473,7 +477,7 @@ class IndexKeeper:
         write that finds a job listed knows its vectors will be taken.
         """
         index = self.indexes.get(collection_id)
-        if index is None or index.pending == 0:
+        if index is None or not index.behind:
             return
 
         def gone() -> bool:
@@ -482,17 +486,19 @@ class IndexKeeper:
         def apply() -> None:
             try:
                 while True:
-                    while index.pending and not gone():
-                        index.apply_pending(APPLY_STEP)
+                    while index.behind and not gone():
+                        index.apply_pending(APPLY_STEP)  # makes the inbox's changes first
                         time.sleep(0)  # let a query waiting on the index's lock in first
                     with self.store.lock:
-                        if not gone() and index.pending == 0:
+                        if not gone() and not index.behind:
                             try:
+                                # The churn of changes made here, now counted.
+                                self.replace_worn(self.store.collection_by_id(collection_id))
                                 self.snapshot(collection_id)
                             except (TintError, OSError):  # dropped meanwhile, or disk full
                                 log.warning("could not snapshot collection %s", collection_id)
                     with self._jobs_lock:
-                        if index.pending == 0 or gone():
+                        if not index.behind or gone():
                             self.applying.pop(collection_id, None)
                             return
             except Exception:  # the tail still answers exactly; a fresh index will do
