@@ -362,8 +362,8 @@ class IndexDamaged(RuntimeError):
 
 
 class _IndexLock:
-    """The index's re-entrant lock. Whoever takes it first moves the inbox into the
-    index, so every holder (a search, a graph step, a snapshot) sees every write that
+    """The index's re-entrant lock. Whoever takes it first makes the inbox's changes,
+    so every holder (a search, a graph step, a snapshot) sees every write that
     returned. It refers to its index weakly: the keeper lets a replaced graph's memory
     go when the last strong reference does, without waiting for the cycle collector."""
 
@@ -438,8 +438,8 @@ class VectorIndex:
 
     @property
     def lsn(self) -> int:
-        """The last change of the log this index holds; -1 once moving its inbox in
-        failed, whatever a writer stamps on it after (see _absorb)."""
+        """The last change of the log this index holds; -1 once making its inbox's
+        changes failed, whatever a writer stamps on it after (see _absorb)."""
         return -1 if self._damaged else self._lsn
 
     @lsn.setter
@@ -541,26 +541,36 @@ class VectorIndex:
         Waiting there cost an add of 100 records some 4 ms of its 20 while the graph
         took the write before it, an update of 100 some 7 ms of 11.
         """
+        self._hand_over(seqs, vectors)
+
+    def _hand_over(self, seqs: np.ndarray, vectors: np.ndarray | None) -> None:
+        """A change (``vectors`` set, or the records removed when None): to the inbox,
+        or made under the lock past INBOX_MAX_ROWS."""
         if len(seqs) == 0:
             return
         seqs = np.array(seqs, np.int64)
         if len(seqs) <= INBOX_MAX_ROWS:
             # Copied: the caller's arrays may change after the write returns.
-            self._post(seqs, np.array(vectors, dtype=np.float32))
+            vecs = None if vectors is None else np.array(vectors, dtype=np.float32)
+            inbox = self._inbox
+            with inbox.guard:
+                inbox.items.append((seqs, vecs))
+                inbox.ops += 1
+                inbox.rows += 0 if vecs is None else len(seqs)
         else:
             with self.lock:
-                self._set_vectors(seqs, vectors)
+                self._make(seqs, vectors)
         self.unsaved += len(seqs)
 
-    def _post(self, seqs: np.ndarray, vectors: np.ndarray | None) -> None:
-        inbox = self._inbox
-        with inbox.guard:
-            inbox.items.append((seqs, vectors))
-            inbox.ops += 1
-            inbox.rows += 0 if vectors is None else len(seqs)
+    def _make(self, seqs: np.ndarray, vectors: np.ndarray | None) -> None:
+        """Under the lock: one change, from the write itself or from the inbox."""
+        if vectors is None:
+            self._remove_seqs(seqs)
+        else:
+            self._set_vectors(seqs, vectors)
 
     def _set_vectors(self, seqs: np.ndarray, vectors: np.ndarray) -> None:
-        """Under the lock: ``defer``'s change, from the write itself or from the inbox."""
+        """Under the lock: ``defer``'s change."""
         in_tail = self._tail.contains(seqs)
         known = self._live.contains(seqs) & ~in_tail
         labels = seqs.copy()
@@ -584,10 +594,7 @@ class VectorIndex:
             items, inbox.items = inbox.items, []
         try:
             for seqs, vectors in items:
-                if vectors is None:
-                    self._remove_seqs(seqs)
-                else:
-                    self._set_vectors(seqs, vectors)
+                self._make(seqs, vectors)
                 with inbox.guard:
                     inbox.ops -= 1
                     inbox.rows -= 0 if vectors is None else len(seqs)
@@ -668,15 +675,7 @@ class VectorIndex:
 
     def remove(self, seqs: np.ndarray) -> None:
         """Drop records: through the inbox for up to INBOX_MAX_ROWS, as ``defer``."""
-        if len(seqs) == 0:
-            return
-        seqs = np.array(seqs, np.int64)
-        if len(seqs) <= INBOX_MAX_ROWS:
-            self._post(seqs, None)
-        else:
-            with self.lock:
-                self._remove_seqs(seqs)
-        self.unsaved += len(seqs)
+        self._hand_over(seqs, None)
 
     def _remove_seqs(self, seqs: np.ndarray) -> None:
         """Under the lock: ``remove``'s change."""
